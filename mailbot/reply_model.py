@@ -1,0 +1,153 @@
+"""What a reply says, as plain data: the pipeline fills these in, ``mailbot.replies`` renders them.
+
+Every personal number in these objects is already masked (``mailbot.masking``); the renderer
+masks again anything that slips through, so a raw identity number or mobile never reaches mail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, get_args
+
+ReplyKind = Literal[
+    "acceptance",
+    "correction",
+    "late",
+    "redirect",
+    "no_form",
+    "scan_only",
+    "unreadable",
+    "not_annex3",
+    "promotion",
+]
+REPLY_KINDS: tuple[str, ...] = get_args(ReplyKind)
+
+NomineeStatus = Literal["seated", "waiting", "conflict", "rejected"]
+
+
+@dataclass(frozen=True)
+class NomineeLine:
+    """One nominee as the reply shows them; ``waiting_position`` is 1-based when ``waiting``."""
+
+    row: int | None
+    name: str
+    program: str
+    host: str
+    format: str  # e.g. "5天线下集中+5天线上"
+    hours: int  # e.g. 80
+    fee_cap: int  # yuan, e.g. 3200
+    status: NomineeStatus
+    waiting_position: int | None
+    id_masked: str
+    note: str = ""  # e.g. the conflict explanation
+
+
+@dataclass(frozen=True)
+class FindingLine:
+    """One problem to report: ``row`` is the sheet row, ``column`` the label as printed."""
+
+    file: str
+    row: int | None
+    column: str | None
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ChangeLine:
+    """On a resubmission: one difference from the institution's previous form."""
+
+    kind: Literal["added", "removed", "changed"]
+    name: str
+    id_masked: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ReplyContext:
+    """Everything one reply needs.  ``received_at`` must be timezone-aware (shown in Beijing time)."""
+
+    kind: ReplyKind
+    to_address: str
+    to_name: str
+    original_subject: str
+    original_message_id: str
+    original_references: tuple[str, ...]
+    received_at: datetime
+    receipt: str  # e.g. "ZJ2020-000123"
+    institution: str = ""
+    contact: str = ""
+    campaign_title: str = ""
+    deadline: datetime | None = None
+    intake_address: str = ""
+    platform_url: str = ""  # for redirect
+    platform_path: str = ""  # for redirect, e.g. "指令性培训→省级骨干培训"
+    late_contact: str = ""  # whom to contact after the deadline
+    nominees: tuple[NomineeLine, ...] = ()
+    findings: tuple[FindingLine, ...] = ()
+    changes: tuple[ChangeLine, ...] = ()
+    unreadable_reasons: tuple[FindingLine, ...] = ()
+    scans_received: tuple[str, ...] = ()
+    stamp_required: bool = False
+    correction_workbooks: tuple[tuple[str, bytes], ...] = ()  # (filename, xlsx bytes)
+    help_contact: str = ""  # whom to ask about anything else (defaults to late_contact in text)
+    signature: str = ""  # closing line; the templates have a default
+
+    def __post_init__(self) -> None:
+        if self.kind not in REPLY_KINDS:
+            raise ValueError(f"unknown reply kind {self.kind!r}")
+        for label, value in (("received_at", self.received_at), ("deadline", self.deadline)):
+            if value is not None and value.utcoffset() is None:
+                raise ValueError(f"{label} must be timezone-aware")
+
+
+# --- the staff digest -------------------------------------------------------------------------
+
+AttentionCategory = Literal[
+    "failed", "quarantined", "stuck_sending", "domain_mismatch", "conflict", "other"
+]
+
+
+@dataclass(frozen=True)
+class ProgramSeats:
+    """Seats of one program at digest time."""
+
+    program: str
+    host: str
+    seated: int
+    capacity: int
+    waiting: int
+
+
+@dataclass(frozen=True)
+class AttentionItem:
+    """One thing staff must look at.  ``ref`` points at the message or reply (e.g. a receipt or
+    a store id); ``summary`` is a short masked sentence; ``since`` when it started."""
+
+    category: AttentionCategory
+    summary: str
+    ref: str = ""
+    sender: str = ""
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DigestContext:
+    """The periodic staff digest.  ``outcome_counts`` is ordered ``(outcome, count)`` pairs,
+    outcome being a reply kind or a pipeline state such as ``failed``/``quarantined``/``ignored``."""
+
+    campaign: str
+    generated_at: datetime
+    period_start: datetime
+    period_end: datetime
+    outcome_counts: tuple[tuple[str, int], ...] = ()
+    programs: tuple[ProgramSeats, ...] = ()
+    attention: tuple[AttentionItem, ...] = ()
+    deadline: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for label in ("generated_at", "period_start", "period_end", "deadline"):
+            value = getattr(self, label)
+            if value is not None and value.utcoffset() is None:
+                raise ValueError(f"{label} must be timezone-aware")
