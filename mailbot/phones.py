@@ -1,0 +1,55 @@
+"""Phone validation for mainland China, via phonenumbers."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
+
+_MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
+_FIXED_TYPES = _MOBILE_TYPES | {PhoneNumberType.FIXED_LINE, PhoneNumberType.VOIP,
+                                PhoneNumberType.UAN, PhoneNumberType.TOLL_FREE}
+_SPLIT_RE = re.compile(r"[/、,，;；|]|或")
+_EXTENSION_RE = re.compile(r"(转|分机|ext\.?|x).*$", re.IGNORECASE)
+
+
+def _parse(text: str) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(text, "CN")
+    except NumberParseException:
+        return None
+
+
+def is_mainland_mobile(number: str) -> bool:
+    """True for a valid 11-digit mainland mobile (``number`` normalised, no +86)."""
+    if len(number) != 11 or not number.isascii() or not number.isdigit() or number[0] != "1":
+        return False
+    parsed = _parse(number)
+    return (
+        parsed is not None
+        and parsed.country_code == 86
+        and phonenumbers.is_valid_number(parsed)
+        and phonenumbers.number_type(parsed) in _MOBILE_TYPES
+    )
+
+
+def is_contact_phone(text: str) -> bool:
+    """True when ``text`` holds at least one valid mainland number, mobile or fixed line
+    (``0571-88008925``, ``88008925转123``, ``0571-85290492、13812345678``).  A bare
+    8-digit local number is accepted as a fixed line somewhere in the province."""
+    for part in _SPLIT_RE.split(text):
+        part = _EXTENSION_RE.sub("", part).strip()
+        digits = re.sub(r"[\s\-()（）]", "", part)
+        if not digits:
+            continue
+        if is_mainland_mobile(digits.removeprefix("+86")):
+            return True
+        if re.fullmatch(r"[2-9]\d{6,7}", digits):
+            return True
+        parsed = _parse(digits)
+        if (parsed is not None and parsed.country_code == 86
+                and phonenumbers.is_valid_number(parsed)
+                and phonenumbers.number_type(parsed) in _FIXED_TYPES):
+            return True
+    return False

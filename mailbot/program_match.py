@@ -1,0 +1,111 @@
+"""Written program names -> one of the campaign's programs, or a known certificate outside the
+campaign, or suggestions of the closest names (rapidfuzz).
+
+Matching compares :func:`mailbot.normalize.match_key` keys, so case, spaces, bracket width,
+``1+X``, ``职业技能等级证书``, ``培训班`` and level suffixes such as ``（中级）`` don't matter.
+Aliases match exactly; a program's full or short name also matches when it is contained in
+what was written (``浙江工业大学建筑信息模型（BIM）师资班``) and no other name is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from rapidfuzz import fuzz, process
+
+from mailbot.normalize import match_key
+from mailbot.rules import CampaignRules, Program
+
+_MIN_CONTAINED_KEY = 4
+
+
+@dataclass(frozen=True)
+class ProgramMatch:
+    """``program`` when matched; ``outside`` names a known certificate not run this time;
+    ``suggestions`` are the closest programs otherwise (best first)."""
+
+    written: str
+    program: Program | None = None
+    outside: str | None = None
+    suggestions: tuple[Program, ...] = ()
+
+    @property
+    def matched(self) -> bool:
+        return self.program is not None
+
+
+@dataclass(frozen=True)
+class _Index:
+    exact: dict[str, tuple[str, str]]  # key -> ("program", program key) | ("outside", name)
+    contained: tuple[tuple[str, tuple[str, str]], ...]  # long names that may be embedded
+    choices: tuple[tuple[str, str], ...]  # (key, program key) for fuzzy suggestions
+
+
+@lru_cache(maxsize=8)
+def _index(rules: CampaignRules) -> _Index:
+    pm = rules.program_matching
+
+    def key(text: str) -> str:
+        return match_key(text, pm.strip_words, pm.levels)
+
+    exact: dict[str, tuple[str, str]] = {}
+    contained: list[tuple[str, tuple[str, str]]] = []
+    choices: list[tuple[str, str]] = []
+    for p in rules.programs:
+        target = ("program", p.key)
+        for text in (p.name, p.short_name, *p.aliases):
+            exact[key(text)] = target
+            choices.append((key(text), p.key))
+        for text in (p.name, p.short_name):
+            if len(key(text)) >= _MIN_CONTAINED_KEY:
+                contained.append((key(text), target))
+    for cert in rules.outside_programs.certificates:
+        target = ("outside", cert)
+        exact.setdefault(key(cert), target)
+        if len(key(cert)) >= _MIN_CONTAINED_KEY:
+            contained.append((key(cert), target))
+    return _Index(exact, tuple(contained), tuple(choices))
+
+
+def _result(written: str, target: tuple[str, str], rules: CampaignRules) -> ProgramMatch:
+    kind, value = target
+    if kind == "program":
+        return ProgramMatch(written, program=rules.program(value))
+    return ProgramMatch(written, outside=value)
+
+
+def suggest(written: str, rules: CampaignRules) -> tuple[Program, ...]:
+    """The closest programs to ``written`` (at most ``program_matching.suggestion_limit``)."""
+    pm = rules.program_matching
+    text = match_key(written, pm.strip_words, pm.levels)
+    if not text:
+        return ()
+    idx = _index(rules)
+    best: dict[str, float] = {}
+    for choice, score, pos in process.extract(
+        text, [c for c, _ in idx.choices], scorer=fuzz.WRatio, limit=None,
+        score_cutoff=pm.suggestion_cutoff,
+    ):
+        program_key = idx.choices[pos][1]
+        best[program_key] = max(best.get(program_key, 0.0), score)
+    ranked = sorted(best, key=lambda k: (-best[k], rules.program(k).number))
+    return tuple(rules.program(k) for k in ranked[: pm.suggestion_limit])
+
+
+def match_program(written: str, rules: CampaignRules) -> ProgramMatch:
+    """Match what a teacher wrote in 所报证书培训班名称 against the campaign's programs."""
+    pm = rules.program_matching
+    text = match_key(written, pm.strip_words, pm.levels)
+    if not text:
+        return ProgramMatch(written)
+    idx = _index(rules)
+    if text in idx.exact:
+        return _result(written, idx.exact[text], rules)
+    found = [(k, t) for k, t in idx.contained if k in text]
+    # A name embedded in a longer found name (老年照护 inside a longer title) does not count.
+    found = [(k, t) for k, t in found if not any(k != k2 and k in k2 for k2, _ in found)]
+    targets = {t for _, t in found}
+    if len(targets) == 1:
+        return _result(written, targets.pop(), rules)
+    return ProgramMatch(written, suggestions=suggest(written, rules))

@@ -1,0 +1,303 @@
+"""Campaign rules: ``rules/*.toml`` read with tomllib into a validated :class:`CampaignRules`.
+
+Everything campaign-specific (programs, deadline, addresses, keywords, messages quoted from the
+notice) lives in the rules file; nothing of it is hard-coded in Python.  ``load_rules`` reports
+every problem of a bad file at once (key path and reason, one per line) as a
+:class:`~mailbot.errors.ConfigError`.  See docs/RULES.md.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mailbot.errors import ConfigError
+from mailbot.form_model import OFFICIAL_LABELS
+from mailbot.normalize import match_key
+
+DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "rules" / "zhejiang-2020-1x.toml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class Campaign(_Model):
+    id: str = Field(min_length=1, description="stable campaign id, recorded with every decision")
+    version: str = Field(min_length=1, description="rules version, recorded with every decision")
+    title: str = Field(min_length=1)
+    document: str = ""
+    issued: date | None = None
+    one_program_per_person: bool = True
+
+
+class Deadline(_Model):
+    at: datetime = Field(description="local wall-clock time in `timezone`, without offset")
+    timezone: str = "Asia/Shanghai"
+    inclusive: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("at")
+    @classmethod
+    def _naive(cls, value: datetime) -> datetime:
+        if value.tzinfo is not None:
+            raise ValueError("give local time without offset; the zone goes in `timezone`")
+        return value
+
+    @property
+    def aware(self) -> datetime:
+        """The deadline as an aware datetime in its time zone."""
+        return self.at.replace(tzinfo=ZoneInfo(self.timezone))
+
+    def is_on_time(self, received: datetime) -> bool:
+        """Whether a mail that reached the mailbox at ``received`` (aware) is on time."""
+        if received.tzinfo is None:
+            raise ValueError("received must be timezone-aware")
+        return received <= self.aware if self.inclusive else received < self.aware
+
+
+class Intake(_Model):
+    address: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    stamped_scan_required: bool = False
+    late_change_contact: str = ""
+
+
+class Fees(_Model):
+    cap_yuan: int = Field(gt=0)
+    days: int = Field(gt=0)
+    note: str = ""
+
+
+class Platform(_Model):
+    name: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https?://\S+$")
+    menu_path: tuple[str, ...] = ()
+
+    @property
+    def menu(self) -> str:
+        """Menu path as shown to people: ``指令性培训—省级骨干培训``."""
+        return "—".join(self.menu_path)
+
+
+class Training(_Model):
+    """Defaults shared by every program (each program may override them)."""
+
+    format: str = Field(min_length=1)
+    days: int = Field(gt=0)
+    hours: int = Field(gt=0)
+    seats: int = Field(gt=0)
+    finish_by: str = ""
+
+
+class FormRules(_Model):
+    title: str = Field(min_length=1)
+    required_columns: tuple[str, ...] = ("program", "name", "gender", "email", "id_number", "phone")
+    institution_required: bool = True
+
+    @field_validator("required_columns")
+    @classmethod
+    def _known_columns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in value if c not in OFFICIAL_LABELS]
+        if unknown:
+            raise ValueError(f"unknown column key(s) {unknown}; known: {sorted(OFFICIAL_LABELS)}")
+        return value
+
+
+class IdentityRules(_Model):
+    min_age: int = Field(18, ge=0)
+    max_age: int = Field(75, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IdentityRules:
+        if self.min_age >= self.max_age:
+            raise ValueError("min_age must be below max_age")
+        return self
+
+
+class SecondaryVocational(_Model):
+    keywords: tuple[str, ...] = Field(min_length=1)
+    neutral_phrases: tuple[str, ...] = ()
+    exceptions: tuple[str, ...] = ()
+
+
+class OutsidePrograms(_Model):
+    explanation: str = Field(min_length=1, description="the notice's words, quoted to senders")
+    certificates: tuple[str, ...] = ()
+
+
+class ProgramMatching(_Model):
+    """How written program names are compared (see mailbot.normalize.match_key)."""
+
+    strip_words: tuple[str, ...] = (
+        "1+X", "职业技能等级证书", "职业技能等级", "证书制度试点", "师资培训班", "师资培训",
+        "培训班", "证书", "培训",
+    )
+    levels: tuple[str, ...] = ("初级", "中级", "高级")
+    suggestion_cutoff: float = Field(55.0, ge=0, le=100)
+    suggestion_limit: int = Field(3, gt=0)
+
+
+class Program(_Model):
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="stable id used in the database")
+    number: int = Field(gt=0, description="position in Annex 1")
+    name: str = Field(min_length=1, description="official full name")
+    short_name: str = Field(min_length=1)
+    aliases: tuple[str, ...] = ()
+    host: str = Field(min_length=1, description="host institution (承办单位)")
+    evaluation_org: str = Field(min_length=1, description="partner evaluation organisation")
+    format: str | None = None  # None in the file -> [training].format (always set after loading)
+    days: int | None = Field(None, gt=0)
+    hours: int | None = Field(None, gt=0)
+    seats: int | None = Field(None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _full_name(cls, value: str) -> str:
+        if not value.endswith("职业技能等级证书"):
+            raise ValueError("the official full name ends in 职业技能等级证书")
+        return value
+
+
+class CampaignRules(_Model):
+    campaign: Campaign
+    deadline: Deadline
+    intake: Intake
+    fees: Fees
+    platform: Platform
+    training: Training
+    form: FormRules
+    identity: IdentityRules = IdentityRules()
+    secondary_vocational: SecondaryVocational
+    outside_programs: OutsidePrograms
+    program_matching: ProgramMatching = ProgramMatching()
+    programs: tuple[Program, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _apply_training_defaults(self) -> CampaignRules:
+        t = self.training
+        resolved = tuple(
+            p.model_copy(
+                update={
+                    "format": p.format or t.format,
+                    "days": p.days or t.days,
+                    "hours": p.hours or t.hours,
+                    "seats": p.seats or t.seats,
+                }
+            )
+            for p in self.programs
+        )
+        object.__setattr__(self, "programs", resolved)
+        return self
+
+    def program(self, key: str) -> Program:
+        """The program with this key (KeyError when absent)."""
+        for p in self.programs:
+            if p.key == key:
+                return p
+        raise KeyError(key)
+
+    def program_by_name(self, name: str) -> Program | None:
+        """The program whose official full name is exactly ``name``."""
+        return next((p for p in self.programs if p.name == name), None)
+
+    @property
+    def total_seats(self) -> int:
+        return sum(p.seats or 0 for p in self.programs)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(err: Any) -> str:
+    where = _loc(tuple(err["loc"]))
+    msg = err["msg"]
+    if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err.get("input"), dict):
+        shown = repr(err.get("input"))
+        msg += f" (got {shown[:60]})"
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (typo?)"
+    return f"{where}: {msg}"
+
+
+def _semantic_problems(rules: CampaignRules) -> list[str]:
+    """Cross-field checks pydantic cannot express per field."""
+    problems: list[str] = []
+    pm = rules.program_matching
+
+    def key(text: str) -> str:
+        return match_key(text, pm.strip_words, pm.levels)
+
+    seen: dict[str, str] = {}
+    for i, p in enumerate(rules.programs):
+        for field, value in (("key", p.key), ("number", str(p.number)), ("name", p.name)):
+            tag = f"{field}:{value}"
+            if tag in seen:
+                problems.append(f"programs[{i}].{field}: {value!r} already used by {seen[tag]}")
+            else:
+                seen[tag] = f"programs[{i}]"
+    owners: dict[str, str] = {}
+    for i, p in enumerate(rules.programs):
+        for text in (p.name, p.short_name, *p.aliases):
+            k = key(text)
+            where = f"programs[{i}] ({p.short_name})"
+            if not k:
+                problems.append(f"programs[{i}]: alias {text!r} is empty once normalised")
+            elif owners.setdefault(k, where) != where:
+                problems.append(f"programs[{i}]: alias {text!r} also names {owners[k]}")
+    for j, cert in enumerate(rules.outside_programs.certificates):
+        k = key(cert)
+        where = f"outside_programs.certificates[{j}]"
+        if not k:
+            problems.append(f"{where}: {cert!r} is empty once normalised")
+        elif k in owners and owners[k] != where:
+            problems.append(f"{where}: {cert!r} is also a program of this campaign ({owners[k]})")
+        else:
+            owners[k] = where
+    if any(not compact_kw for compact_kw in rules.secondary_vocational.keywords):
+        problems.append("secondary_vocational.keywords: empty keyword")
+    return problems
+
+
+def parse_rules(data: dict[str, Any], source: str = "<rules>") -> CampaignRules:
+    """Validate an already parsed TOML document; raises ConfigError listing every problem."""
+    try:
+        rules = CampaignRules.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(e) for e in exc.errors()]) from exc
+    problems = _semantic_problems(rules)
+    if problems:
+        raise ConfigError(source, problems)
+    return rules
+
+
+def load_rules(path: Path | str | None = None) -> CampaignRules:
+    """Read and validate a rules file (default: the bundled ``rules/zhejiang-2020-1x.toml``)."""
+    path = Path(path) if path is not None else DEFAULT_RULES_PATH
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text (byte {exc.start})"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from exc
+    return parse_rules(data, str(path))
