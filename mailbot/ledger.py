@@ -1,0 +1,245 @@
+"""The seat ledger: seats per program, first come first served, waiting lists, replacement.
+
+Order is by arrival time of the mail that asked (server INTERNALDATE), ties by UID, then by
+sheet row.  A later form from the same institution before the deadline replaces its earlier
+list: rows are matched by identity number, nominees missing from the new form are withdrawn
+and their seats go to the head of the waiting list, who is reported for notification.  An
+identity number already active at another institution is a conflict and gets no seat.
+
+Every change is an event in the hash-chained log.  All methods run inside the caller's
+transaction (see ``State.transaction``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mailbot.store import State, utc_now
+
+Status = Literal["seated", "waiting", "conflict"]
+
+
+def id_hash(id_number: str) -> str:
+    """Hash of an identity number: lets the audit trail match people after personal data is purged."""
+    return hashlib.sha256(id_number.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SeatRequest:
+    """One valid form row asking for a seat."""
+
+    id_number: str
+    id_masked: str
+    name: str
+    program: str
+    row: int
+    form_row: int | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a requested nominee stands after the submission."""
+
+    request: SeatRequest
+    status: Status
+    waiting_position: int | None = None
+    note: str = ""
+    nominee: int | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: Literal["added", "removed", "changed"]
+    name: str
+    id_masked: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A waiting nominee who got a seat because someone else's was freed."""
+
+    nominee: int
+    name: str
+    id_masked: str
+    program: str
+    institution: str
+    sender: str
+    message: int
+
+
+@dataclass
+class SubmissionResult:
+    placements: list[Placement] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    promotions: list[Promotion] = field(default_factory=list)
+    resubmission: bool = False  # the institution already had nominees before this form
+
+
+class SeatLedger:
+    """Seat allocation over the ``nominees`` table."""
+
+    def __init__(self, state: State, capacities: Mapping[str, int], *, rules_version: str,
+                 actor: str = "daemon") -> None:
+        self.state = state
+        self.db = state.db
+        self.capacities = dict(capacities)
+        self.rules_version = rules_version
+        self.actor = actor
+
+    # -- queries --------------------------------------------------------------------------
+    def _active_for_institution(self, institution_key: str) -> dict[str, dict[str, Any]]:
+        rows = self.db.query(
+            "SELECT * FROM nominees WHERE institution_key = ? AND status IN ('seated','waiting')",
+            [institution_key])
+        return {r["id_hash"]: r for r in rows}
+
+    def _active_elsewhere(self, idh: str, institution_key: str) -> dict[str, Any] | None:
+        rows = list(self.db.query(
+            "SELECT * FROM nominees WHERE id_hash = ? AND institution_key != ? "
+            "AND status IN ('seated','waiting') ORDER BY id LIMIT 1", [idh, institution_key]))
+        return rows[0] if rows else None
+
+    def seated_count(self, program: str) -> int:
+        return next(self.db.query(
+            "SELECT count(*) AS n FROM nominees WHERE program = ? AND status = 'seated'", [program]))["n"]
+
+    def waiting_position(self, nominee: int) -> int | None:
+        row = next(self.db.query("SELECT * FROM nominees WHERE id = ?", [nominee]))
+        if row["status"] != "waiting":
+            return None
+        ahead = next(self.db.query(
+            "SELECT count(*) AS n FROM nominees WHERE program = ? AND status = 'waiting' AND "
+            "(requested_at, request_uid, request_row, id) < (?, ?, ?, ?)",
+            [row["program"], row["requested_at"], row["request_uid"], row["request_row"], row["id"]]))["n"]
+        return int(ahead) + 1
+
+    def status_of(self, nominee: int) -> str:
+        return next(self.db.query("SELECT status FROM nominees WHERE id = ?", [nominee]))["status"]
+
+    def program_summary(self) -> list[dict[str, Any]]:
+        """Seats per program: capacity, seated, waiting (for the digest)."""
+        counts = {(r["program"], r["status"]): r["n"] for r in self.db.query(
+            "SELECT program, status, count(*) AS n FROM nominees GROUP BY program, status")}
+        return [{"program": p, "capacity": cap, "seated": counts.get((p, "seated"), 0),
+                 "waiting": counts.get((p, "waiting"), 0)} for p, cap in self.capacities.items()]
+
+    # -- changes --------------------------------------------------------------------------
+    def _event(self, kind: str, detail: dict[str, Any], *, message: int | None, nominee: int | None) -> None:
+        self.state.add_event(kind, detail, actor=self.actor, rules_version=self.rules_version,
+                             message=message, nominee=nominee)
+
+    def _set_status(self, nominee: dict[str, Any], status: str, *, why: str, message: int | None) -> None:
+        self.db.execute("UPDATE nominees SET status = ?, updated_at = ? WHERE id = ?",
+                        [status, utc_now(), nominee["id"]])
+        self._event(f"nominee_{status}", {"from": nominee["status"], "to": status, "why": why,
+                                          "program": nominee["program"], "id": nominee["id_masked"]},
+                    message=message, nominee=nominee["id"])
+
+    def _insert(self, req: SeatRequest, status: str, *, institution_key: str, institution: str,
+                message: int, arrived_at: str, uid: int, sender: str, why: str) -> int:
+        pk = self.db["nominees"].insert({
+            "id_number": req.id_number, "id_masked": req.id_masked, "id_hash": id_hash(req.id_number),
+            "name": req.name, "institution_key": institution_key, "institution": institution,
+            "program": req.program, "status": status, "requested_at": arrived_at,
+            "request_uid": uid, "request_row": req.row, "message": message,
+            "form_row": req.form_row, "sender": sender, "updated_at": utc_now(),
+        }).last_pk
+        self._event(f"nominee_{status}", {"from": None, "to": status, "why": why,
+                                          "program": req.program, "id": req.id_masked},
+                    message=message, nominee=pk)
+        return pk
+
+    def _fill(self, program: str, *, message: int, exclude_message: int | None,
+              promotions: list[Promotion]) -> None:
+        """Give free seats of ``program`` to the head of its waiting list."""
+        free = self.capacities.get(program, 0) - self.seated_count(program)
+        if free <= 0:
+            return
+        heads = list(self.db.query(
+            "SELECT * FROM nominees WHERE program = ? AND status = 'waiting' "
+            "ORDER BY requested_at, request_uid, request_row, id LIMIT ?", [program, free]))
+        for n in heads:
+            self._set_status(n, "seated", why="seat freed", message=message)
+            if n["message"] != exclude_message:
+                promotions.append(Promotion(n["id"], n["name"] or "", n["id_masked"], program,
+                                            n["institution"], n["sender"], n["message"]))
+
+    def apply_submission(
+        self, *, institution_key: str, institution: str, requests: list[SeatRequest],
+        present_ids: set[str], message: int, arrived_at: str, uid: int, sender: str,
+    ) -> SubmissionResult:
+        """Apply one institution's (re)submission.
+
+        ``requests`` are the valid rows; ``present_ids`` every readable identity number on the
+        form (a person whose row needs correction keeps the seat they already have).
+        An empty ``present_ids`` replaces nothing (an empty form is not a withdrawal).
+        """
+        result = SubmissionResult()
+        touched: set[str] = set()
+        active = self._active_for_institution(institution_key)
+        result.resubmission = bool(active)
+        present_hashes = {id_hash(i) for i in present_ids}
+        if present_hashes:
+            for h, n in active.items():
+                if h not in present_hashes:
+                    self._set_status(n, "withdrawn", why="not on the institution's latest form",
+                                     message=message)
+                    touched.add(n["program"])
+                    result.changes.append(Change("removed", n["name"] or "", n["id_masked"], n["program"]))
+            active = {h: n for h, n in active.items() if h in present_hashes}
+
+        common = dict(institution_key=institution_key, institution=institution, message=message,
+                      arrived_at=arrived_at, uid=uid, sender=sender)
+        seen: set[str] = set()
+        pending: list[tuple[SeatRequest, int | None, str]] = []  # request, nominee, note
+        for req in requests:
+            h = id_hash(req.id_number)
+            if h in seen:
+                pending.append((req, None, "同一身份证号在本次来信中重复出现"))
+                continue
+            seen.add(h)
+            other = self._active_elsewhere(h, institution_key)
+            if other is not None:
+                pk = self._insert(req, "conflict", why=f"already nominated by {other['institution']}", **common)
+                pending.append((req, pk, f"该身份证号已由“{other['institution']}”报名（{other['program']}），"
+                                         "一人只能参加一个项目，请与对方单位核实"))
+                continue
+            current = active.get(h)
+            if current is not None and current["program"] == req.program:
+                self.db.execute("UPDATE nominees SET name = ?, form_row = ?, updated_at = ? WHERE id = ?",
+                                [req.name, req.form_row, utc_now(), current["id"]])
+                pending.append((req, current["id"], ""))
+                continue
+            if current is not None:
+                self._set_status(current, "withdrawn", why=f"program changed to {req.program}",
+                                 message=message)
+                touched.add(current["program"])
+                result.changes.append(Change("changed", req.name, req.id_masked,
+                                             f"{current['program']} → {req.program}"))
+            else:
+                result.changes.append(Change("added", req.name, req.id_masked, req.program))
+            # Anyone already waiting arrived earlier: they take a free seat before this row.
+            self._fill(req.program, message=message, exclude_message=message,
+                       promotions=result.promotions)
+            seated = self.seated_count(req.program) < self.capacities.get(req.program, 0)
+            status = "seated" if seated else "waiting"
+            pk = self._insert(req, status, why="first come first served", **common)
+            pending.append((req, pk, ""))
+
+        for program in sorted(touched):
+            self._fill(program, message=message, exclude_message=message, promotions=result.promotions)
+
+        for req, pk, note in pending:
+            if pk is None:
+                result.placements.append(Placement(req, "conflict", None, note))
+                continue
+            status = self.status_of(pk)
+            if status == "conflict":
+                result.placements.append(Placement(req, "conflict", None, note, pk))
+            else:
+                result.placements.append(Placement(req, status, self.waiting_position(pk), note, pk))  # type: ignore[arg-type]
+        return result

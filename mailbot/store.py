@@ -1,0 +1,366 @@
+"""The state database (SQLite through sqlite-utils) and the content-addressed file store.
+
+The schema is created by named migrations recorded in ``_migrations`` (the sqlite-migrate
+idea); ``docs/SCHEMA.md`` documents every table for auditors.  The connection runs in WAL
+mode with ``synchronous=FULL``, foreign keys on and a busy timeout, so an auditor's long read
+never blocks intake and a committed record survives a power cut.
+
+Files holding personal data (the database, raw mail, scans) are created mode 0600 inside a
+0700 directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from mailbot.errors import StateError
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- migrations -------------------------------------------------------------------------
+
+def _m001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            uidvalidity INTEGER NOT NULL,
+            uid INTEGER NOT NULL,
+            message_id TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            arrived_at TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            sender_name TEXT NOT NULL DEFAULT '',
+            subject TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            institution TEXT NOT NULL DEFAULT '',
+            receipt TEXT NOT NULL DEFAULT '',
+            raw_path TEXT,
+            duplicate_of INTEGER REFERENCES messages(id),
+            domain_mismatch INTEGER NOT NULL DEFAULT 0,
+            auth_summary TEXT NOT NULL DEFAULT '',
+            rules_version TEXT NOT NULL DEFAULT '',
+            settle_folder TEXT NOT NULL DEFAULT '',
+            settled_at TEXT,
+            recorded_at TEXT NOT NULL,
+            UNIQUE (source, uidvalidity, uid)
+        );
+        CREATE INDEX messages_sha ON messages(sha256);
+        CREATE INDEX messages_mid ON messages(message_id);
+        CREATE INDEX messages_unsettled ON messages(settled_at) WHERE settled_at IS NULL;
+
+        CREATE TABLE attachments (
+            id INTEGER PRIMARY KEY,
+            message INTEGER NOT NULL REFERENCES messages(id),
+            kind TEXT NOT NULL,              -- form | scan
+            filename TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            path TEXT                        -- stored copy under state/ (scans); NULL after purge
+        );
+
+        CREATE TABLE forms (
+            id INTEGER PRIMARY KEY,
+            message INTEGER NOT NULL REFERENCES messages(id),
+            filename TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            institution TEXT NOT NULL DEFAULT '',
+            contact TEXT,
+            contact_phone TEXT,
+            sheet TEXT NOT NULL DEFAULT '',
+            findings TEXT NOT NULL DEFAULT '[]'   -- JSON list of form-level findings
+        );
+
+        CREATE TABLE form_rows (
+            id INTEGER PRIMARY KEY,
+            form INTEGER NOT NULL REFERENCES forms(id),
+            row INTEGER NOT NULL,
+            program TEXT NOT NULL,
+            program_matched INTEGER NOT NULL,
+            name TEXT,
+            gender TEXT,
+            position TEXT,
+            email TEXT,
+            id_number TEXT,
+            id_masked TEXT NOT NULL,
+            phone TEXT,
+            ok INTEGER NOT NULL,
+            findings TEXT NOT NULL DEFAULT '[]'
+        );
+
+        CREATE TABLE nominees (
+            id INTEGER PRIMARY KEY,
+            id_number TEXT,                  -- NULL after purge
+            id_masked TEXT NOT NULL,
+            id_hash TEXT NOT NULL,           -- sha256 of the identity number: stays after purge
+            name TEXT,
+            institution_key TEXT NOT NULL,
+            institution TEXT NOT NULL,
+            program TEXT NOT NULL,
+            status TEXT NOT NULL,            -- seated | waiting | withdrawn | conflict
+            requested_at TEXT NOT NULL,      -- arrival time of the mail that asked (FCFS key)
+            request_uid INTEGER NOT NULL,
+            request_row INTEGER NOT NULL,
+            message INTEGER NOT NULL REFERENCES messages(id),
+            form_row INTEGER REFERENCES form_rows(id),
+            sender TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX nominees_active ON nominees(program, status, requested_at, request_uid, request_row);
+        CREATE INDEX nominees_idh ON nominees(id_hash);
+        CREATE INDEX nominees_inst ON nominees(institution_key, status);
+
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,             -- 'daemon' or a named staff member
+            rules_version TEXT NOT NULL,
+            message INTEGER REFERENCES messages(id),
+            nominee INTEGER REFERENCES nominees(id),
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL,            -- JSON, personal data masked
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            message INTEGER REFERENCES messages(id),
+            kind TEXT NOT NULL,
+            to_address TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            reply_message_id TEXT NOT NULL,
+            raw BLOB NOT NULL,
+            status TEXT NOT NULL,            -- queued | sending | sent | failed | unknown
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            last_error TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            sent_at TEXT
+        );
+        CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
+        CREATE INDEX outbox_to ON outbox(to_address, created_at);
+
+        CREATE TABLE cursors (
+            source TEXT PRIMARY KEY,
+            uidvalidity INTEGER NOT NULL,
+            last_uid INTEGER NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
+    ("001_initial", _m001_initial),
+)
+
+
+def _ensure_private_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    else:
+        os.chmod(path, 0o600)
+
+
+class State:
+    """The state database plus the file store beside it (``raw/``, ``evidence/``)."""
+
+    def __init__(self, state_dir: Path, *, db_path: Path | None = None) -> None:
+        self.dir = state_dir
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.dir, 0o700)
+        self.path = db_path or state_dir / "mailbot.db"
+        try:
+            _ensure_private_file(self.path)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {self.path}: {exc}") from exc
+        for suffix in ("-wal", "-shm"):
+            side = Path(str(self.path) + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
+
+    # -- schema ---------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {r["name"] for r in self.db.query("SELECT name FROM _migrations")}
+        for name, fn in MIGRATIONS:
+            if name in done:
+                continue
+            with self.transaction():
+                fn(self.db)
+                self.db.execute("INSERT INTO _migrations VALUES (?, ?)", [name, utc_now()])
+
+    def applied_migrations(self) -> list[str]:
+        return [r["name"] for r in self.db.query("SELECT name FROM _migrations ORDER BY name")]
+
+    # -- transactions ---------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction (BEGIN IMMEDIATE: takes the write lock up front)."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StateError(f"state database busy or unusable: {exc}") from exc
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.db.execute("ROLLBACK")
+                raise StateError(f"commit failed: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- files ----------------------------------------------------------------------------
+    def store_blob(self, data: bytes, subdir: str, suffix: str = "") -> tuple[str, str]:
+        """Store ``data`` durably by SHA-256 under ``state/<subdir>``; returns (sha256, relative path).
+
+        Idempotent: storing the same bytes twice keeps one file.
+        """
+        sha = hashlib.sha256(data).hexdigest()
+        rel = Path(subdir) / sha[:2] / f"{sha}{suffix}"
+        target = self.dir / rel
+        if target.exists():
+            return sha, str(rel)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, target)
+            dfd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StateError(f"cannot store {subdir} file ({exc.strerror})") from exc
+        return sha, str(rel)
+
+    # -- events ---------------------------------------------------------------------------
+    def add_event(self, kind: str, detail: dict[str, Any], *, actor: str, rules_version: str,
+                  message: int | None = None, nominee: int | None = None) -> int:
+        """Append one event to the hash-chained log (call inside a transaction)."""
+        last = list(self.db.query("SELECT hash FROM events ORDER BY id DESC LIMIT 1"))
+        prev = last[0]["hash"] if last else ""
+        at = utc_now()
+        body = json.dumps(detail, ensure_ascii=False, sort_keys=True)
+        digest = hashlib.sha256(
+            "\x1f".join([prev, at, actor, rules_version, str(message), str(nominee), kind, body]).encode()
+        ).hexdigest()
+        return self.db["events"].insert(
+            {"at": at, "actor": actor, "rules_version": rules_version, "message": message,
+             "nominee": nominee, "kind": kind, "detail": body, "prev_hash": prev, "hash": digest}
+        ).last_pk
+
+    def verify_event_chain(self) -> tuple[bool, int]:
+        """Recompute the event hash chain; returns (ok, events checked)."""
+        prev = ""
+        n = 0
+        for e in self.db.query("SELECT * FROM events ORDER BY id"):
+            expect = hashlib.sha256(
+                "\x1f".join([prev, e["at"], e["actor"], e["rules_version"], str(e["message"]),
+                             str(e["nominee"]), e["kind"], e["detail"]]).encode()
+            ).hexdigest()
+            if e["prev_hash"] != prev or e["hash"] != expect:
+                return False, n
+            prev = e["hash"]
+            n += 1
+        return True, n
+
+    # -- cursors --------------------------------------------------------------------------
+    def cursor(self, source: str) -> tuple[int | None, int]:
+        rows = list(self.db.query("SELECT uidvalidity, last_uid FROM cursors WHERE source = ?", [source]))
+        if not rows:
+            return None, 0
+        return rows[0]["uidvalidity"], rows[0]["last_uid"]
+
+    def advance_cursor(self, source: str, uidvalidity: int, uid: int) -> None:
+        """Move the cursor forward (call inside the message's transaction)."""
+        self.db.execute(
+            """INSERT INTO cursors (source, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, ?)
+               ON CONFLICT(source) DO UPDATE SET
+                 last_uid = CASE WHEN cursors.uidvalidity = excluded.uidvalidity
+                                 THEN max(cursors.last_uid, excluded.last_uid) ELSE excluded.last_uid END,
+                 uidvalidity = excluded.uidvalidity, updated_at = excluded.updated_at""",
+            [source, uidvalidity, uid, utc_now()],
+        )
+
+    # -- lookups --------------------------------------------------------------------------
+    def message_at(self, source: str, uidvalidity: int, uid: int) -> dict[str, Any] | None:
+        rows = list(self.db.query(
+            "SELECT * FROM messages WHERE source = ? AND uidvalidity = ? AND uid = ?",
+            [source, uidvalidity, uid]))
+        return rows[0] if rows else None
+
+    def original_of(self, message_id: str, sha256: str) -> dict[str, Any] | None:
+        """The first recorded message with these bytes (and Message-ID), if any."""
+        rows = list(self.db.query(
+            "SELECT * FROM messages WHERE sha256 = ? AND message_id = ? AND duplicate_of IS NULL "
+            "ORDER BY id LIMIT 1", [sha256, message_id]))
+        return rows[0] if rows else None
+
+    def unsettled(self, source: str) -> list[dict[str, Any]]:
+        return list(self.db.query(
+            "SELECT id, uidvalidity, uid, settle_folder FROM messages "
+            "WHERE settled_at IS NULL AND source = ? ORDER BY id", [source]))
+
+    def mark_settled(self, message: int) -> None:
+        self.db.execute("UPDATE messages SET settled_at = ? WHERE id = ?", [utc_now(), message])
+
+    def replies_to_since(self, address: str, since_iso: str) -> int:
+        row = next(self.db.query(
+            "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ?",
+            [address, since_iso]))
+        return int(row["n"])
