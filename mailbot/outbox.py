@@ -109,6 +109,8 @@ def send_pending(state: State, transport: Transport, *, envelope_from: str, max_
         with state.transaction():
             state.db.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE id = ?",
                              [utc_now(), row["id"]])
+            state.add_event("reply_sent", {"outbox": row["id"], "kind": row["kind"]},
+                            actor="daemon", rules_version=rules_version, message=row["message"])
         sent += 1
         if after_send is not None:
             after_send(row)
