@@ -1,0 +1,166 @@
+"""``mailbot check``: judge files by hand and print the verdicts (rich table or JSON lines).
+
+Personal data is masked in every output: identity numbers as ``3301**********123X``, phones as
+``138****5678``.  Exit status: 0 when every file is ok, 1 when any needs action
+(needs_correction, redirect, not_annex3), 2 when any file is unreadable or the rules are bad.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mailbot.errors import ConfigError
+from mailbot.form_model import Finding, FormVerdict, Outcome
+from mailbot.masking import mask_id, mask_phone
+from mailbot.row_checks import judge_file
+from mailbot.rules import CampaignRules, load_rules
+
+EXIT_OK = 0
+EXIT_ACTION = 1
+EXIT_UNREADABLE = 2
+
+_OUTCOME_STYLE = {
+    Outcome.OK: ("green", "ok"),
+    Outcome.NEEDS_CORRECTION: ("yellow", "needs_correction 需修改"),
+    Outcome.REDIRECT: ("magenta", "redirect 中职学校请走平台"),
+    Outcome.NOT_ANNEX3: ("red", "not_annex3 不是附件3"),
+    Outcome.UNREADABLE: ("red", "unreadable 无法读取"),
+}
+
+
+def verdict_to_json(verdict: FormVerdict) -> dict[str, Any]:
+    """The JSON object printed by ``mailbot check --json`` for one file (personal data masked)."""
+    return {
+        "file": verdict.filename,
+        "outcome": verdict.outcome.value,
+        "institution": verdict.institution,
+        "contact": verdict.contact,
+        "contact_phone": mask_phone(verdict.contact_phone),
+        "form_findings": [{"code": f.code, "message": f.message} for f in verdict.form_findings],
+        "rows": [
+            {
+                "row": r.row,
+                "program": r.program,
+                "name": r.name,
+                "gender": r.gender,
+                "position": r.position,
+                "email": r.email,
+                "id_masked": mask_id(r.id_number),
+                "phone": mask_phone(r.phone),
+                "ok": r.ok,
+                "findings": [
+                    {"column": f.column, "code": f.code, "message": f.message} for f in r.findings
+                ],
+            }
+            for r in verdict.rows
+        ],
+    }
+
+
+def exit_code(verdicts: list[FormVerdict]) -> int:
+    """2 if any file is unreadable, else 1 if any needs action, else 0."""
+    outcomes = {v.outcome for v in verdicts}
+    if Outcome.UNREADABLE in outcomes:
+        return EXIT_UNREADABLE
+    if outcomes - {Outcome.OK}:
+        return EXIT_ACTION
+    return EXIT_OK
+
+
+def _findings_text(findings: tuple[Finding, ...]) -> Text:
+    text = Text()
+    for i, f in enumerate(findings):
+        if i:
+            text.append("\n")
+        text.append(f.code, style="bold red")
+        text.append(f" {f.message}")
+    return text
+
+
+def render_verdict(verdict: FormVerdict, console: Console) -> None:
+    """Print one verdict as a readable block: a summary, form findings, then a row table."""
+    style, label = _OUTCOME_STYLE[verdict.outcome]
+    console.rule(Text(verdict.filename, style="bold"))
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row("结果 outcome", Text(label, style=f"bold {style}"))
+    summary.add_row("填报单位", verdict.institution or "—")
+    summary.add_row("联系人", verdict.contact or "—")
+    summary.add_row("联系电话", mask_phone(verdict.contact_phone) or "—")
+    console.print(summary)
+    for f in verdict.form_findings:
+        console.print(Text("• ") + _findings_text((f,)))
+    if not verdict.rows:
+        return
+    table = Table(show_lines=True, expand=True)
+    for header in ("行", "项目", "姓名", "性别", "职务", "电子邮箱", "身份证号", "手机", "问题"):
+        table.add_column(header, overflow="fold")
+    for r in verdict.rows:
+        table.add_row(
+            str(r.row),
+            r.program,
+            r.name,
+            r.gender,
+            r.position,
+            r.email,
+            mask_id(r.id_number),
+            mask_phone(r.phone),
+            _findings_text(r.findings) if r.findings else Text("ok", style="green"),
+        )
+    console.print(table)
+
+
+def _crashed(path: Path, exc: Exception) -> FormVerdict:
+    return FormVerdict(
+        str(path),
+        Outcome.UNREADABLE,
+        form_findings=(Finding("internal_error", f"内部错误，无法检查此文件（{type(exc).__name__}）。"),),
+    )
+
+
+def judge_path(path: Path, rules: CampaignRules) -> FormVerdict:
+    """Judge one file on disk; the verdict carries the path as given."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return FormVerdict(
+            str(path), Outcome.UNREADABLE,
+            form_findings=(Finding("file_unreadable", f"无法打开文件：{exc.strerror or exc}"),),
+        )
+    verdict = judge_file(data, path.name, rules)
+    return FormVerdict(
+        str(path), verdict.outcome, verdict.institution, verdict.contact, verdict.contact_phone,
+        verdict.form_findings, verdict.rows, verdict.reading,
+    )
+
+
+def run_check(files: list[Path], as_json: bool, rules_path: Path | None) -> int:
+    """Judge every file and print the verdicts; returns the process exit status."""
+    try:
+        rules = load_rules(rules_path)
+    except ConfigError as exc:
+        print(f"mailbot: invalid rules file {exc.source}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    verdicts: list[FormVerdict] = []
+    for path in files:
+        try:
+            verdict = judge_path(path, rules)
+        except Exception as exc:  # noqa: BLE001 - one broken file must not hide the others
+            print(f"mailbot: internal error on {path}: {type(exc).__name__}", file=sys.stderr)
+            verdict = _crashed(path, exc)
+        verdicts.append(verdict)
+        if as_json:
+            sys.stdout.write(json.dumps(verdict_to_json(verdict), ensure_ascii=False) + "\n")
+        else:
+            render_verdict(verdict, console)
+    sys.stdout.flush()
+    return exit_code(verdicts)
