@@ -1,0 +1,1060 @@
+"""Parse one raw message and find the Annex 3 form (and stamped scans) in its MIME tree.
+
+Pure functions over bytes; never raise on malformed mail.  ``parse_message`` uses the
+``compat32`` policy (faster on attachment-heavy mail, see ``benchmarks/mime_policy.py``) and
+decodes headers itself, tolerating what Chinese clients send: RFC 2047 words split mid
+character, GB2312 labels on GBK text (decoded as GB18030), raw 8-bit headers (UTF-8, then
+GB18030), RFC 2231 names, encoded-words inside quoted filenames.
+
+``find_attachments`` walks the tree judging files by their bytes (zip/OLE2/PDF/image magic and
+zip member names) more than by name or declared type; it opens zip archives, forwarded
+messages (``message/rfc822`` and ``.eml`` files) and Outlook ``winmail.dat`` (TNEF) up to
+``Limits.max_nesting`` levels, and reports what the sender must fix as
+:class:`~mailbot.form_model.Finding`-s.
+
+Zip checks here are minimal (member count, declared total size, compression ratio,
+encryption, bounded reads); ``mailbot.archive_safety`` is the full gate run before any
+spreadsheet library opens an xlsx container.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import io
+import quopri
+import re
+import time
+import zipfile
+from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
+from email.utils import getaddresses, parsedate_to_datetime
+from datetime import datetime
+from typing import Iterator
+
+import tnefparse
+
+from mailbot.form_model import Finding
+from mailbot.limits import DEFAULT_LIMITS, Limits
+
+# --------------------------------------------------------------------------- constants
+
+MAX_HEADER_CHARS = 16 * 1024
+"""Longest header value decoded; longer values are truncated (and recorded as a defect)."""
+MAX_MULTIPART_DEPTH = 24
+"""Depth of multipart containers walked inside one message (forwarded messages and archives
+count separately against ``Limits.max_nesting``)."""
+MAX_BODY_CHARS = 20_000
+"""Bound on ``MessageParts.body_text``."""
+TINY_IMAGE_BYTES = 12 * 1024
+"""Images smaller than this are logos / signature images, never stamped scans."""
+RATIO_CHECK_MIN_BYTES = 1024 * 1024
+"""Compression ratio is judged only for members that inflate beyond this (tiny text members
+legitimately compress very well)."""
+
+_CHARSET_ALIASES = {
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "cp936": "gb18030",
+    "ms936": "gb18030",
+    "windows-936": "gb18030",
+    "euc-cn": "gb18030",
+    "x-euc-cn": "gb18030",
+    "csgb2312": "gb18030",
+    "gb_2312-80": "gb18030",
+    "chinese": "gb18030",
+    "utf8": "utf-8",
+    "unicode-1-1-utf-8": "utf-8",
+    "ascii": "utf-8",  # senders label UTF-8 text as ASCII; UTF-8 is a superset
+    "us-ascii": "utf-8",
+    "iso-8859-1": "cp1252",  # what mail labelled Latin-1 really is
+    "latin1": "cp1252",
+    "ks_c_5601-1987": "cp949",
+    "unicodebig": "utf-16-be",
+    "unicodelittle": "utf-16-le",
+}
+
+
+def _codec(label: str | None) -> str | None:
+    """A Python codec name for a MIME charset label, or None when unknown."""
+    if not label:
+        return None
+    name = label.strip().strip('"').lower()
+    name = name.split("*", 1)[0]  # RFC 2231 language suffix: utf-8*zh
+    name = _CHARSET_ALIASES.get(name, name)
+    try:
+        return __import__("codecs").lookup(name).name
+    except (LookupError, ValueError):
+        return None
+
+
+def decode_bytes(data: bytes, charset: str | None = None) -> str:
+    """Decode bytes with the declared charset, else UTF-8, else GB18030; never raises.
+
+    Undeclared bytes that are UTF-8 but for a character cut at the end (truncated headers)
+    stay UTF-8: GB18030 would accept them too, as mojibake."""
+    codec = _codec(charset)
+    if codec is not None:
+        try:
+            return data.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    loose = data.decode("utf-8", errors="replace")
+    if loose.count("\ufffd") <= 2 and len(loose) > 8 and codec is None:
+        return loose
+    try:
+        return data.decode("gb18030")
+    except UnicodeDecodeError:
+        return data.decode(codec or "utf-8", errors="replace")
+
+
+def _fix_8bit(value: str) -> str:
+    """Raw 8-bit header bytes arrive as surrogate escapes: decode them as UTF-8, else GB18030."""
+    if not any("\udc80" <= ch <= "\udcff" for ch in value):
+        return value
+    raw = value.encode("utf-8", "surrogateescape")
+    return decode_bytes(raw)
+
+
+# --------------------------------------------------------------------------- RFC 2047
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+
+
+def _ew_bytes(encoding: str, text: str) -> bytes:
+    if encoding in "bB":
+        cleaned = re.sub(r"[^A-Za-z0-9+/]", "", text)
+        cleaned += "=" * (-len(cleaned) % 4)
+        try:
+            return binascii.a2b_base64(cleaned)
+        except (binascii.Error, ValueError):
+            return b""
+    return quopri.decodestring(text.replace("_", " ").encode("ascii", "replace"), header=True)
+
+
+def decode_words(value: str) -> str:
+    """Decode RFC 2047 encoded-words anywhere in ``value`` (also inside quotes, also without
+    surrounding spaces).  Adjacent words in the same charset are joined before decoding, since
+    clients split multibyte characters across words."""
+    value = _fix_8bit(value)
+    if "=?" not in value:
+        return value
+    out: list[str] = []
+    pending: list[tuple[str | None, bytes]] = []  # (charset, bytes) of adjacent words
+
+    def flush() -> None:
+        if not pending:
+            return
+        groups: list[tuple[str | None, bytearray]] = []
+        for cs, b in pending:
+            if groups and groups[-1][0] == cs:
+                groups[-1][1].extend(b)
+            else:
+                groups.append((cs, bytearray(b)))
+        for cs, b in groups:
+            out.append(decode_bytes(bytes(b), cs))
+        pending.clear()
+
+    pos = 0
+    for m in _ENCODED_WORD.finditer(value):
+        between = value[pos : m.start()]
+        if between and not (pending and between.strip() == ""):
+            flush()
+            out.append(between)
+        charset = m.group(1).split("*", 1)[0].lower()
+        pending.append((charset, _ew_bytes(m.group(2), m.group(3))))
+        pos = m.end()
+    flush()
+    out.append(value[pos:])
+    return "".join(out)
+
+
+def _unfold(value: str) -> str:
+    return re.sub(r"\r?\n[ \t]*", " ", value).strip()
+
+
+def _clean_text(value: str, limit: int = MAX_HEADER_CHARS) -> str:
+    value = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", value)
+    return value[:limit]
+
+
+# --------------------------------------------------------------------------- parsed message
+
+
+def _normalise_msgid(value: str) -> str:
+    """``<Abc@Host>`` -> ``Abc@Host`` (whitespace and comments dropped); "" when absent."""
+    if not value:
+        return ""
+    m = re.search(r"<([^<>]*)>", value)
+    ident = m.group(1) if m else value
+    ident = re.sub(r"\s+", "", ident)
+    return ident[:998]
+
+
+def _msgid_list(value: str) -> tuple[str, ...]:
+    ids = re.findall(r"<([^<>]*)>", value)
+    if not ids and value.strip():
+        ids = value.split()
+    return tuple(i for i in (re.sub(r"\s+", "", x)[:998] for x in ids[:100]) if i)
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """One message, headers decoded.  ``message`` is the ``email`` tree (compat32) for the walk
+    and the gate; read headers through :meth:`header` / :meth:`headers`, which decode."""
+
+    message_id: str
+    from_addr: str
+    from_name: str
+    subject: str
+    date: str
+    date_parsed: datetime | None
+    in_reply_to: str
+    references: tuple[str, ...]
+    return_path: str | None  # None: header absent; "": null sender <>
+    content_type: str
+    size: int
+    defects: tuple[str, ...]
+    message: Message = field(compare=False, repr=False)
+
+    def headers(self, name: str) -> tuple[str, ...]:
+        """Every value of header ``name``, unfolded and decoded (RFC 2047, raw 8-bit)."""
+        return _header_values(self.message, name)
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` decoded, or None when absent."""
+        values = self.headers(name)
+        return values[0] if values else None
+
+    @property
+    def from_domain(self) -> str:
+        return self.from_addr.rpartition("@")[2] if "@" in self.from_addr else ""
+
+
+def _raw_header_values(msg: Message, name: str) -> list[str]:
+    lname = name.lower()
+    try:
+        items = msg.raw_items()
+    except Exception:  # noqa: BLE001 - malformed header list
+        return []
+    out = []
+    for key, value in items:
+        if isinstance(key, str) and key.lower() == lname:
+            out.append(value if isinstance(value, str) else str(value))
+    return out
+
+
+def _header_values(msg: Message, name: str, *, decode: bool = True) -> tuple[str, ...]:
+    values = []
+    for raw in _raw_header_values(msg, name):
+        value = _unfold(_fix_8bit(raw[: MAX_HEADER_CHARS * 4]))
+        values.append(_clean_text(decode_words(value) if decode else value))
+    return tuple(values)
+
+
+def _parse_address(msg: Message) -> tuple[str, str]:
+    for name in ("From", "Sender", "Reply-To"):
+        for value in _header_values(msg, name, decode=False):
+            try:
+                pairs = getaddresses([value])
+            except Exception:  # noqa: BLE001 - email.utils on hostile input
+                pairs = []
+            for display, addr in pairs:
+                addr = addr.strip().strip("<>").lower()
+                if "@" in addr or addr:
+                    return addr[:320], _clean_text(decode_words(display).strip().strip('"'), 200)
+        if _raw_header_values(msg, name):
+            break  # From present but unparseable: do not fall back to Sender
+    return "", ""
+
+
+def _return_path(msg: Message) -> str | None:
+    values = _header_values(msg, "Return-Path", decode=False)
+    if not values:
+        return None
+    value = values[0].strip()
+    m = re.search(r"<([^<>]*)>", value)
+    addr = (m.group(1) if m else value).strip().lower()
+    return addr[:320]
+
+
+def _defect_names(msg: Message) -> list[str]:
+    names: list[str] = []
+    try:
+        for part in _iter_parts(msg, 0):
+            for d in getattr(part, "defects", []) or []:
+                names.append(type(d).__name__)
+    except Exception:  # noqa: BLE001
+        names.append("WalkFailed")
+    return names
+
+
+def _iter_parts(part: Message, depth: int) -> Iterator[Message]:
+    """Like ``Message.walk`` but depth-capped and without recursion limits."""
+    stack = [(part, depth)]
+    while stack:
+        current, d = stack.pop()
+        yield current
+        if d >= MAX_MULTIPART_DEPTH:
+            continue
+        payload = current.get_payload() if current.is_multipart() else None
+        if isinstance(payload, list):
+            for child in reversed(payload):
+                if isinstance(child, Message):
+                    stack.append((child, d + 1))
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return (part.get_content_type() or "text/plain").lower()
+    except Exception:  # noqa: BLE001
+        return "application/octet-stream"
+
+
+_MBOX_FROM = re.compile(rb"\AFrom [^\r\n]*\r?\n")
+
+
+def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
+    """Parse raw message bytes; never raises.  Oversized messages (``limits.max_message_bytes``)
+    are parsed for headers only and carry the defect ``MessageTooLarge``."""
+    extra: list[str] = []
+    if not isinstance(raw, (bytes, bytearray)):
+        raw = bytes(str(raw), "utf-8", "surrogateescape")
+    raw = bytes(raw)
+    size = len(raw)
+    body = _MBOX_FROM.sub(b"", raw, count=1)  # mbox "From " line some exports keep
+    msg: Message
+    try:
+        if size > limits.max_message_bytes:
+            extra.append("MessageTooLarge")
+            msg = BytesHeaderParser(policy=email_policy.compat32).parsebytes(body[:1024 * 1024])
+            msg.set_payload("")
+        else:
+            msg = BytesParser(policy=email_policy.compat32).parsebytes(body)
+    except RecursionError:
+        extra.append("NestingTooDeep")
+        msg = BytesHeaderParser(policy=email_policy.compat32).parsebytes(body[: 1024 * 1024])
+        msg.set_payload("")
+    except Exception as exc:  # noqa: BLE001 - never raise on mail
+        extra.append(f"ParseFailed:{type(exc).__name__}")
+        msg = Message()
+
+    message_id = _normalise_msgid((_header_values(msg, "Message-ID", decode=False) or ("",))[0])
+    from_addr, from_name = _parse_address(msg)
+    subject = (_header_values(msg, "Subject") or ("",))[0]
+    date = (_header_values(msg, "Date", decode=False) or ("",))[0]
+    try:
+        date_parsed = parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        date_parsed = None
+    irt_values = _header_values(msg, "In-Reply-To", decode=False)
+    in_reply_to = _normalise_msgid(irt_values[0]) if irt_values else ""
+    refs = _header_values(msg, "References", decode=False)
+    references = _msgid_list(" ".join(refs)) if refs else ()
+    return ParsedMessage(
+        message_id=message_id,
+        from_addr=from_addr,
+        from_name=from_name,
+        subject=subject,
+        date=date,
+        date_parsed=date_parsed,
+        in_reply_to=in_reply_to,
+        references=references,
+        return_path=_return_path(msg),
+        content_type=_content_type(msg),
+        size=size,
+        defects=tuple(dict.fromkeys(extra + _defect_names(msg))),
+        message=msg,
+    )
+
+
+# --------------------------------------------------------------------------- attachments
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file found in the message.  ``filename`` is for display only, never a path;
+    ``content_type`` is what the bytes are (sniffed), falling back to the declared type;
+    ``origin`` says where it was found (``"zip 报名.zip > 附件3.xlsx"``)."""
+
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+    origin: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class MessageParts:
+    """What the walk found: candidate ``forms``, ``scans`` kept as evidence, ``problems`` for
+    the sender, a bounded ``body_text`` for staff, and ``notes`` (ignored parts, defects) for
+    logs."""
+
+    forms: tuple[Attachment, ...] = ()
+    scans: tuple[Attachment, ...] = ()
+    problems: tuple[Finding, ...] = ()
+    body_text: str = ""
+    notes: tuple[str, ...] = ()
+
+
+MIME_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+MIME_XLSM = "application/vnd.ms-excel.sheet.macroenabled.12"
+MIME_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+MIME_ODS = "application/vnd.oasis.opendocument.spreadsheet"
+MIME_ODT = "application/vnd.oasis.opendocument.text"
+MIME_XLS = "application/vnd.ms-excel"
+MIME_DOC = "application/msword"
+MIME_CSV = "text/csv"
+MIME_PDF = "application/pdf"
+MIME_ZIP = "application/zip"
+
+_FORM_EXTS = {
+    ".xlsx": MIME_XLSX, ".xlsm": MIME_XLSM, ".xltx": MIME_XLSX, ".xls": MIME_XLS,
+    ".et": MIME_XLS, ".ods": MIME_ODS, ".csv": MIME_CSV, ".docx": MIME_DOCX,
+    ".doc": MIME_DOC, ".wps": MIME_DOC, ".odt": MIME_ODT,
+}  # fmt: skip
+_FORM_TYPES = set(_FORM_EXTS.values()) | {
+    "application/excel", "application/x-excel", "application/x-msexcel", "application/csv",
+    "application/vnd.ms-excel.sheet.binary.macroenabled.12", "text/comma-separated-values",
+}  # fmt: skip
+_SIGNATURE_TYPES = {
+    "application/pgp-signature", "application/pkcs7-signature",
+    "application/x-pkcs7-signature", "application/pgp-keys",
+}  # fmt: skip
+_JUNK_MEMBERS = re.compile(r"(^|/)(__MACOSX/|\._|\.DS_Store$|Thumbs\.db$|desktop\.ini$)", re.I)
+
+_F_TOO_LARGE = "attachment_too_large"
+_F_TOO_MANY = "too_many_attachments"
+_F_ARCHIVE_UNREADABLE = "archive_unreadable"
+_F_ARCHIVE_BOMB = "archive_bomb"
+_F_NESTING = "nesting_too_deep"
+_F_RAR = "rar_unsupported"
+_F_MSG = "msg_unsupported"
+_F_MESSAGE_TOO_LARGE = "message_too_large"
+_F_UNREADABLE = "attachment_unreadable"
+
+
+def _sniff(data: bytes, filename: str) -> str:
+    """What the bytes are: ``xlsx``/``xlsm``/``docx``/``ods``/``odt``/``zip``/``ole-xls``/
+    ``ole-doc``/``ole-msg``/``ole``/``biff``/``pdf``/``image``/``rar``/``7z``/``gz``/``tnef``/
+    ``eml``/``text``/``binary``/``empty``."""
+    if not data:
+        return "empty"
+    head = data[:16]
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
+        return _sniff_zip(data)
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return _sniff_ole(data, filename)
+    if head.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
+        return "pdf"
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM",
+                        b"II*\x00", b"MM\x00*")) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return "image"
+    if head.startswith(b"Rar!\x1a\x07"):
+        return "rar"
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return "7z"
+    if head.startswith(b"\x1f\x8b"):
+        return "gz"
+    if head.startswith(b"\x78\x9f\x3e\x22"):
+        return "tnef"
+    if head[:2] in (b"\x09\x00", b"\x09\x02", b"\x09\x04", b"\x09\x08") and head[3:4] == b"\x00":
+        return "biff"
+    sample = data[:4096]
+    if sample.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")) or b"\x00" not in sample:
+        if re.match(rb"\A(Return-Path|Received|From|Message-ID|MIME-Version|Date|Subject|To|"
+                    rb"X-[A-Za-z-]+|Delivered-To):", sample, re.I) and b"\n\n" in data[:65536] or \
+                re.match(rb"\A[A-Za-z-]+:[^\r\n]*\r?\n(?:[A-Za-z-]+:|[ \t])", sample) and \
+                filename.lower().endswith(".eml"):
+            return "eml"
+        return "text"
+    return "binary"
+
+
+def _sniff_zip(data: bytes) -> str:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = zf.namelist()
+            name_set = set(names)
+            if "mimetype" in name_set:
+                info = zf.getinfo("mimetype")
+                if info.file_size < 200:
+                    mime = zf.read("mimetype").decode("ascii", "replace").strip()
+                    if mime == MIME_ODS:
+                        return "ods"
+                    if mime == MIME_ODT:
+                        return "odt"
+            if "[Content_Types].xml" in name_set or any(n.startswith("xl/") for n in names):
+                if any(n.startswith("xl/") for n in names):
+                    if "xl/vbaProject.bin" in name_set:
+                        return "xlsm"
+                    return "xlsx"
+                if any(n.startswith("word/") for n in names):
+                    return "docx"
+            return "zip"
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError,
+            EOFError, RuntimeError, KeyError):
+        return "zip-broken"
+
+
+def _sniff_ole(data: bytes, filename: str) -> str:
+    """OLE2 compound file: tell xls, doc and Outlook .msg apart by directory stream names."""
+
+    def u16(s: str) -> bytes:
+        return s.encode("utf-16-le")
+
+    if u16("__substg1.0_") in data or u16("__properties_version1.0") in data:
+        return "ole-msg"
+    if u16("Workbook") in data or u16("Book") in data:
+        return "ole-xls"
+    if u16("WordDocument") in data:
+        return "ole-doc"
+    if u16("EncryptedPackage") in data:
+        return "ole-encrypted"  # password-protected xlsx/docx; the reader explains
+    return "ole"
+
+
+_SNIFF_MIME = {
+    "xlsx": MIME_XLSX, "xlsm": MIME_XLSM, "docx": MIME_DOCX, "ods": MIME_ODS, "odt": MIME_ODT,
+    "ole-xls": MIME_XLS, "ole-doc": MIME_DOC, "biff": MIME_XLS, "pdf": MIME_PDF,
+    "zip": MIME_ZIP, "rar": "application/vnd.rar", "7z": "application/x-7z-compressed",
+    "ole-msg": "application/vnd.ms-outlook", "tnef": "application/ms-tnef",
+    "eml": "message/rfc822",
+}  # fmt: skip
+_FORM_KINDS = {"xlsx", "xlsm", "docx", "ods", "odt", "ole-xls", "ole-doc", "biff", "ole-encrypted"}
+
+
+def _ext(filename: str) -> str:
+    m = re.search(r"(\.[A-Za-z0-9]{1,5})\s*$", filename)
+    return m.group(1).lower() if m else ""
+
+
+def _image_mime(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"GIF"):
+        return "image/gif"
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return "image/tiff"
+    if data.startswith(b"BM"):
+        return "image/bmp"
+    return "image/webp"
+
+
+def _display_name(name: str) -> str:
+    """Strip directories, control characters and excess length: for display only."""
+    name = _fix_8bit(name)
+    name = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().strip('"').strip()
+    return name[:255]
+
+
+def _param(part: Message, param: str, header: str) -> str:
+    raws = _raw_header_values(part, header)
+    if not raws:
+        return ""
+    holder = Message()  # re-parse the 8-bit-repaired value so compat32 keeps it as str
+    try:
+        holder[header] = _fix_8bit(raws[0][:MAX_HEADER_CHARS])
+        value = holder.get_param(param, header=header)
+    except Exception:  # noqa: BLE001
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded latin-1 text)
+        charset, _lang, text = value
+        try:
+            data = str(text).encode("latin-1")
+        except UnicodeEncodeError:
+            return str(text)
+        return decode_bytes(data, charset or None)
+    return decode_words(_unfold(str(value)))
+
+
+def attachment_filename(part: Message) -> str:
+    """The decoded display filename of a MIME part ("" when none): ``filename`` (RFC 2231 or
+    RFC 2047 inside the quotes) of Content-Disposition, else ``name`` of Content-Type."""
+    name = _param(part, "filename", "content-disposition") or _param(part, "name", "content-type")
+    return _display_name(name) if name else ""
+
+
+def _zip_member_name(info: zipfile.ZipInfo) -> str:
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        raw = info.filename.encode("cp437")
+    except UnicodeEncodeError:
+        return info.filename
+    for codec in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    return info.filename
+
+
+class _Deadline(Exception):
+    pass
+
+
+class _Walker:
+    """State of one walk: counters, findings, and the deadline."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.forms: list[Attachment] = []
+        self.scans: list[Attachment] = []
+        self.problems: list[Finding] = []
+        self.notes: list[str] = []
+        self.body: list[str] = []
+        self.body_len = 0
+        self.seen: set[str] = set()
+        self.files = 0
+        self.too_many = False
+        self.deadline = time.monotonic() + limits.max_seconds_per_message
+
+    # -- bookkeeping
+    def problem(self, code: str, message: str) -> None:
+        if not any(p.code == code and p.message == message for p in self.problems):
+            self.problems.append(Finding(code=code, message=message))
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _Deadline
+
+    def count_file(self) -> bool:
+        """Count one file; False (and one finding) once past ``max_attachments``."""
+        self.files += 1
+        if self.files > self.limits.max_attachments:
+            if not self.too_many:
+                self.too_many = True
+                n = self.limits.max_attachments
+                self.problem(
+                    _F_TOO_MANY,
+                    f"邮件附件过多（超过 {n} 个），只处理了前 {n} 个。请只发送附件3报名表。",
+                )
+            return False
+        return True
+
+    def add_body(self, text: str) -> None:
+        room = MAX_BODY_CHARS - self.body_len
+        if room <= 0 or not text.strip():
+            return
+        text = text.strip()[:room]
+        self.body.append(text)
+        self.body_len += len(text) + 2
+
+    def keep(self, bucket: list[Attachment], att: Attachment) -> None:
+        digest = att.sha256
+        if digest in self.seen:
+            self.notes.append(f"{att.origin}: duplicate of an earlier file, skipped")
+            return
+        self.seen.add(digest)
+        bucket.append(att)
+
+    # -- messages
+    def walk_message(self, msg: Message, nest: int, prefix: str) -> None:
+        cids = _referenced_cids(msg)
+        counter = [0]
+        self.walk_part(msg, 0, nest, prefix, counter, cids)
+
+    def walk_part(self, part: Message, depth: int, nest: int, prefix: str,
+                  counter: list[int], cids: set[str]) -> None:  # fmt: skip
+        self.check_time()
+        ctype = _content_type(part)
+        payload = part.get_payload()
+        if ctype == "message/rfc822" and isinstance(payload, list):
+            counter[0] += 1
+            if not self.count_file():
+                return
+            if nest + 1 > self.limits.max_nesting:
+                self.nesting_problem(attachment_filename(part) or f"{prefix}attachment {counter[0]}")
+                return
+            for sub in payload[:1]:
+                if isinstance(sub, Message):
+                    self.walk_message(sub, nest + 1, prefix + "forwarded message > ")
+            return
+        if part.is_multipart():
+            if depth >= MAX_MULTIPART_DEPTH:
+                self.notes.append(f"{prefix or 'message'}: multipart nesting capped at {depth}")
+                return
+            for child in payload if isinstance(payload, list) else []:
+                if isinstance(child, Message):
+                    self.walk_part(child, depth + 1, nest, prefix, counter, cids)
+            return
+        self.walk_leaf(part, ctype, nest, prefix, counter, cids)
+
+    def walk_leaf(self, part: Message, ctype: str, nest: int, prefix: str,
+                  counter: list[int], cids: set[str]) -> None:  # fmt: skip
+        filename = attachment_filename(part)
+        disposition = _fix_8bit(str(part.get("Content-Disposition") or ""))
+        disposition = disposition.split(";", 1)[0].strip().lower()
+        if ctype in ("text/plain", "text/html") and not filename and disposition != "attachment":
+            if nest == 0:
+                self.add_body(_body_text(part, ctype))
+            return
+        if ctype in _SIGNATURE_TYPES or _ext(filename) in (".p7s", ".asc", ".sig"):
+            self.notes.append(f"{prefix}signature part ignored")
+            return
+        if ctype.startswith(("multipart/", "message/")) and not filename:
+            return  # container without parsed children (bad boundary), or a DSN block
+        counter[0] += 1
+        origin = f"{prefix}attachment {counter[0]}"
+        data = _payload_bytes(part, self.limits.max_attachment_bytes)
+        if data is None:
+            if self.count_file():
+                self.problem(
+                    _F_TOO_LARGE,
+                    f"附件“{filename or origin}”超过 {_mb(self.limits.max_attachment_bytes)} MB "
+                    "上限，未处理。请只发送附件3报名表（Excel 文件）。",
+                )
+            return
+        if not data and not filename:
+            return
+        content_id = _normalise_msgid(str(part.get("Content-ID") or ""))
+        self.take_file(
+            data, filename, ctype, prefix, origin, nest,
+            inline=disposition == "inline", referenced=bool(content_id) and content_id in cids,
+            content_id=bool(content_id),
+        )  # fmt: skip
+
+    def take_file(self, data: bytes, filename: str, ctype: str, prefix: str, origin: str,
+                  nest: int, *,
+                  inline: bool = False, referenced: bool = False, content_id: bool = False,
+                  count: bool = True) -> None:  # fmt: skip
+        """Judge one file by its bytes and route it: form, scan, container or problem."""
+        self.check_time()
+        if count and not self.count_file():
+            return
+        label = filename or origin
+        if len(data) > self.limits.max_attachment_bytes:
+            self.problem(
+                _F_TOO_LARGE,
+                f"附件“{label}”超过 {_mb(self.limits.max_attachment_bytes)} MB 上限，未处理。"
+                "请只发送附件3报名表（Excel 文件）。",
+            )
+            return
+        kind = _sniff(data, filename)
+        ext = _ext(filename)
+        if ctype == "message/rfc822" or kind == "eml" and ext in (".eml", "") and \
+                ctype in ("message/rfc822", "application/octet-stream", "text/plain"):
+            self.open_message(data, label, prefix, origin, nest)
+            return
+        if kind in _FORM_KINDS:
+            mime = _SNIFF_MIME.get(kind) or _FORM_EXTS.get(ext) or ctype
+            self.keep(self.forms, Attachment(filename, mime, data, origin))
+            return
+        if kind == "ole":
+            if ext == ".msg":
+                self.msg_problem(label)
+                return
+            self.keep(self.forms, Attachment(filename, _FORM_EXTS.get(ext, MIME_XLS), data, origin))
+            return
+        if kind == "ole-msg":
+            self.msg_problem(label)
+            return
+        if kind in ("zip", "zip-broken"):
+            if kind == "zip" and ext in (".xlsx", ".xlsm", ".docx", ".ods"):
+                # a zip named like an OOXML file: pass to the reader, it explains
+                self.keep(self.forms, Attachment(filename, _FORM_EXTS[ext], data, origin))
+                return
+            self.open_zip(data, label, prefix, origin, nest, broken=kind == "zip-broken")
+            return
+        if kind in ("rar", "7z") or ext in (".rar", ".7z"):
+            self.problem(
+                _F_RAR,
+                f"暂不支持 RAR/7z 压缩包“{label}”。请直接发送附件3 Excel 文件（.xlsx），"
+                "或改用 zip 压缩。",
+            )
+            return
+        if kind == "tnef" or ctype in ("application/ms-tnef", "application/vnd.ms-tnef"):
+            self.open_tnef(data, label, prefix, origin, nest)
+            return
+        if kind == "pdf":
+            self.keep(self.scans, Attachment(filename, MIME_PDF, data, origin))
+            return
+        if kind == "image":
+            if referenced or (inline and content_id) or len(data) < TINY_IMAGE_BYTES:
+                self.notes.append(f"{origin}: inline or signature image ignored")
+                return
+            self.keep(self.scans, Attachment(filename, _image_mime(data), data, origin))
+            return
+        if ext == ".msg" or ctype == "application/vnd.ms-outlook":
+            self.msg_problem(label)
+            return
+        if kind == "text" and (ext == ".csv" or ctype in ("text/csv", "application/csv",
+                                                           "text/comma-separated-values")):
+            self.keep(self.forms, Attachment(filename, MIME_CSV, data, origin))
+            return
+        if kind in ("text", "binary") and (ext in _FORM_EXTS and ext != ".csv"):
+            # unrecognised bytes under a form name (HTML/XML "xls", truncated file): the reader
+            # decides and tells the sender why it cannot read it
+            self.keep(self.forms, Attachment(filename, _FORM_EXTS[ext], data, origin))
+            return
+        if kind == "binary" and ext == "" and ctype in _FORM_TYPES:
+            self.keep(self.forms, Attachment(filename, ctype, data, origin))
+            return
+        self.notes.append(f"{origin}: {filename or ctype} ({kind}) ignored")
+
+    def msg_problem(self, label: str) -> None:
+        self.problem(
+            _F_MSG,
+            f"附件“{label}”是 Outlook 邮件文件（.msg），无法读取。"
+            "请直接把附件3 Excel 文件作为附件发送。",
+        )
+
+    def nesting_problem(self, label: str) -> None:
+        self.problem(
+            _F_NESTING,
+            f"“{label}”嵌套层数过多（压缩包或转发邮件超过 {self.limits.max_nesting} 层），"
+            "未处理。请直接发送附件3 Excel 文件。",
+        )
+
+    # -- containers
+    def open_message(self, data: bytes, label: str, prefix: str, origin: str, nest: int) -> None:
+        if nest + 1 > self.limits.max_nesting:
+            self.nesting_problem(label)
+            return
+        try:
+            inner = BytesParser(policy=email_policy.compat32).parsebytes(data)
+        except RecursionError:
+            self.nesting_problem(label)
+            return
+        except Exception as exc:  # noqa: BLE001
+            self.notes.append(f"{origin}: forwarded message unparseable ({type(exc).__name__})")
+            return
+        self.walk_message(inner, nest + 1, f"{prefix}forwarded message > ")
+
+    def open_zip(self, data: bytes, label: str, prefix: str, origin: str, nest: int, *,
+                 broken: bool) -> None:  # fmt: skip
+        archive_name = label
+        unreadable = (
+            f"压缩包“{archive_name}”已损坏或加密，无法打开。请直接发送附件3 Excel 文件（不要加密）。"
+        )
+        if nest + 1 > self.limits.max_nesting:
+            self.nesting_problem(archive_name)
+            return
+        if broken:
+            self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
+            return
+        bomb = (
+            f"压缩包“{archive_name}”解压后过大或文件过多，已拒绝处理。请直接发送附件3 Excel 文件。"
+        )
+        prefix = f"{prefix}zip {archive_name} > "
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                infos = zf.infolist()
+                if len(infos) > self.limits.max_zip_members:
+                    self.problem(_F_ARCHIVE_BOMB, bomb)
+                    return
+                total = sum(i.file_size for i in infos)
+                if total > self.limits.max_uncompressed_bytes:
+                    self.problem(_F_ARCHIVE_BOMB, bomb)
+                    return
+                for info in infos:
+                    if info.file_size > RATIO_CHECK_MIN_BYTES and info.file_size > (
+                        max(info.compress_size, 1) * self.limits.max_compression_ratio
+                    ):
+                        self.problem(_F_ARCHIVE_BOMB, bomb)
+                        return
+                for info in infos:
+                    self.check_time()
+                    if info.is_dir() or _JUNK_MEMBERS.search(info.filename):
+                        continue
+                    name = _zip_member_name(info)
+                    shown = _display_name(name)
+                    if info.flag_bits & 0x1:
+                        self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
+                        return
+                    if info.file_size > self.limits.max_attachment_bytes:
+                        if self.count_file():
+                            self.problem(
+                                _F_TOO_LARGE,
+                                f"压缩包中的“{shown}”超过 "
+                                f"{_mb(self.limits.max_attachment_bytes)} MB 上限，未处理。",
+                            )
+                        continue
+                    member = _read_member(zf, info, self.limits)
+                    if member is None:
+                        self.problem(_F_ARCHIVE_BOMB, bomb)
+                        return
+                    self.take_file(member, shown, "application/octet-stream", prefix,
+                                   prefix + shown, nest + 1)  # fmt: skip
+        except _Deadline:
+            raise
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
+                ValueError, OSError, EOFError, KeyError, UnicodeDecodeError) as exc:  # fmt: skip
+            self.notes.append(f"{origin}: zip error {type(exc).__name__}")
+            self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
+
+    def open_tnef(self, data: bytes, label: str, prefix: str, origin: str, nest: int) -> None:
+        if nest + 1 > self.limits.max_nesting:
+            self.nesting_problem(label)
+            return
+        try:
+            tnef = tnefparse.TNEF(data, do_checksum=False)
+        except Exception as exc:  # noqa: BLE001 - tnefparse raises anything on bad input
+            self.notes.append(f"{origin}: winmail.dat unreadable ({type(exc).__name__})")
+            self.problem(
+                _F_UNREADABLE,
+                f"附件“{label}”（Outlook winmail.dat）无法读取。请在 Outlook 中改用 HTML 或纯文本"
+                "格式，直接发送附件3 Excel 文件。",
+            )
+            return
+        prefix = f"{prefix}{label} > "
+        for att in list(getattr(tnef, "attachments", []))[: self.limits.max_attachments]:
+            self.check_time()
+            name = _tnef_name(att)
+            payload = att.data if isinstance(att.data, (bytes, bytearray)) else b""
+            if not payload:
+                continue
+            self.take_file(bytes(payload), name, "application/octet-stream", prefix,
+                           prefix + name, nest + 1)  # fmt: skip
+
+    def result(self) -> MessageParts:
+        return MessageParts(
+            forms=tuple(self.forms),
+            scans=tuple(self.scans),
+            problems=tuple(self.problems),
+            body_text="\n\n".join(self.body)[:MAX_BODY_CHARS],
+            notes=tuple(self.notes[:200]),
+        )
+
+
+def _tnef_name(att: object) -> str:
+    for getter in ("long_filename", "name"):
+        try:
+            value = getattr(att, getter)
+            value = value() if callable(value) else value
+        except Exception:  # noqa: BLE001 - name bytes in a codepage tnefparse cannot decode
+            value = None
+        if isinstance(value, str) and value.strip("\x00").strip():
+            return _display_name(value.strip("\x00"))
+    raw = getattr(att, "_name", b"")
+    if isinstance(raw, (bytes, bytearray)) and raw:
+        return _display_name(decode_bytes(bytes(raw).rstrip(b"\x00")))
+    return ""
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits) -> bytes | None:
+    """Read one member, stopping past its declared size (lying headers); None for a bomb."""
+    cap = min(info.file_size, limits.max_attachment_bytes)
+    chunks = []
+    got = 0
+    with zf.open(info) as fh:
+        while True:
+            chunk = fh.read(min(1024 * 1024, cap + 1 - got))
+            if not chunk:
+                break
+            got += len(chunk)
+            if got > cap:
+                return None
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):g}"
+
+
+_CID_RE = re.compile(r"cid:([^\"'\s>)]+)", re.I)
+
+
+def _referenced_cids(msg: Message) -> set[str]:
+    cids: set[str] = set()
+    for part in _iter_parts(msg, 0):
+        if _content_type(part) != "text/html" or part.is_multipart():
+            continue
+        try:
+            html = part.get_payload(decode=True) or b""
+        except Exception:  # noqa: BLE001
+            continue
+        if isinstance(html, bytes) and len(html) < 5 * 1024 * 1024:
+            for m in _CID_RE.finditer(html.decode("ascii", "replace")):
+                cids.add(_normalise_msgid(m.group(1).replace("%40", "@")))
+    return cids
+
+
+def _payload_bytes(part: Message, max_bytes: int) -> bytes | None:
+    """Decoded payload bytes; None when clearly beyond ``max_bytes`` (checked before decoding)."""
+    try:
+        raw = part.get_payload()
+    except Exception:  # noqa: BLE001
+        return b""
+    if isinstance(raw, list):  # message/rfc822 parsed into a sub-message
+        try:
+            sub = raw[0] if raw else None
+            return sub.as_bytes(policy=email_policy.compat32) if isinstance(sub, Message) else b""
+        except Exception:  # noqa: BLE001
+            try:
+                return str(raw[0]).encode("utf-8", "surrogateescape")
+            except Exception:  # noqa: BLE001
+                return b""
+    if isinstance(raw, str) and len(raw) * 3 // 4 > max_bytes * 1.05 + 1024:
+        return None
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001
+        data = None
+    if data is None:
+        data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+    return data
+
+
+def _body_text(part: Message, ctype: str) -> str:
+    data = _payload_bytes(part, 5 * 1024 * 1024) or b""
+    try:
+        charset = part.get_content_charset()
+    except Exception:  # noqa: BLE001
+        charset = None
+    text = decode_bytes(data[: 4 * MAX_BODY_CHARS], charset)
+    if ctype == "text/html":
+        text = re.sub(r"(?is)<(script|style)[^>]*>.*?</\1>", " ", text)
+        text = re.sub(r"(?s)<[^>]+>", " ", text)
+        text = re.sub(r"&nbsp;", " ", text)
+        text = re.sub(r"[ \t]+", " ", text)
+        text = re.sub(r"\n\s*\n+", "\n", text)
+    return text
+
+
+def find_attachments(
+    parsed_or_msg: ParsedMessage | Message | bytes, limits: Limits = DEFAULT_LIMITS
+) -> MessageParts:
+    """Walk the MIME tree and collect forms, scans and problems; never raises."""
+    if isinstance(parsed_or_msg, (bytes, bytearray)):
+        parsed_or_msg = parse_message(bytes(parsed_or_msg), limits)
+    walker = _Walker(limits)
+    if isinstance(parsed_or_msg, ParsedMessage):
+        msg = parsed_or_msg.message
+        if "MessageTooLarge" in parsed_or_msg.defects:
+            walker.problem(
+                _F_MESSAGE_TOO_LARGE,
+                f"邮件超过 {_mb(limits.max_message_bytes)} MB 上限，未处理。"
+                "请只附上附件3报名表（Excel 文件）重新发送。",
+            )
+            return walker.result()
+        if "NestingTooDeep" in parsed_or_msg.defects:
+            walker.problem(_F_NESTING, "邮件结构嵌套层数过多，无法处理。请直接发送附件3 Excel 文件。")
+    else:
+        msg = parsed_or_msg
+    try:
+        walker.walk_message(msg, 0, "")
+    except _Deadline:
+        walker.notes.append(f"walk stopped after {limits.max_seconds_per_message:g}s")
+    except RecursionError:
+        walker.notes.append("walk stopped: recursion limit")
+    except Exception as exc:  # noqa: BLE001 - never raise on mail; the note reaches staff logs
+        walker.notes.append(f"walk failed: {type(exc).__name__}: {exc!s:.200}")
+    return walker.result()
