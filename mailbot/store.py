@@ -43,6 +43,7 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
             source TEXT NOT NULL,
             uidvalidity INTEGER NOT NULL,
             uid INTEGER NOT NULL,
+            source_key TEXT NOT NULL DEFAULT '',  -- how the source names it (UID, Maildir key)
             message_id TEXT NOT NULL,
             sha256 TEXT NOT NULL,
             size INTEGER NOT NULL,
@@ -353,7 +354,7 @@ class State:
 
     def unsettled(self, source: str) -> list[dict[str, Any]]:
         return list(self.db.query(
-            "SELECT id, uidvalidity, uid, settle_folder FROM messages "
+            "SELECT id, uidvalidity, uid, source_key, settle_folder FROM messages "
             "WHERE settled_at IS NULL AND source = ? ORDER BY id", [source]))
 
     def mark_settled(self, message: int) -> None:
