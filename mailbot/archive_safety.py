@@ -1,0 +1,164 @@
+"""Zip bomb and hostile-XML checks applied before any zip container (xlsx, ods, docx) is loaded.
+
+Two passes guard every container:
+
+* :func:`open_checked_zip` looks at the central directory only: member count, declared
+  uncompressed sizes, their total and the compression ratio against :class:`~mailbot.limits.Limits`.
+* :func:`read_member` / :func:`scan_members` inflate members in bounded chunks, counting the bytes
+  actually produced, so a member whose header lies about its size is caught while reading; XML
+  members are refused when they carry a DTD (``<!DOCTYPE``/``<!ENTITY``: billion laughs, external
+  entities), which no genuine office file contains.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from mailbot.errors import UnreadableForm
+from mailbot.limits import Limits
+
+_CHUNK = 1 << 16
+_DTD_MARKERS: tuple[bytes, ...] = tuple(
+    marker.encode(enc)
+    for marker in ("<!DOCTYPE", "<!ENTITY")
+    for enc in ("ascii", "utf-16-le", "utf-16-be")
+)
+_MSG_DAMAGED = "附件文件已损坏或不完整，无法打开，请检查后重新发送（建议用 Excel 或 WPS 重新保存为 .xlsx）"
+_MSG_TOO_BIG = "附件内容过大或结构异常，无法处理，请删除多余内容后用 Excel 或 WPS 重新保存再发送"
+
+
+@dataclass
+class _Budget:
+    """Uncompressed bytes still allowed for the whole container."""
+
+    left: int
+
+
+def _bomb(detail: str) -> UnreadableForm:
+    return UnreadableForm("zip_bomb", _MSG_TOO_BIG, detail)
+
+
+def open_checked_zip(data: bytes, limits: Limits) -> zipfile.ZipFile:
+    """Open ``data`` as a zip after checking its directory against ``limits``.
+
+    Raises ``UnreadableForm`` with code ``corrupt`` (not a readable zip), ``too_many_members`` or
+    ``zip_bomb`` (declared sizes or ratio beyond the limits).
+    """
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
+            NotImplementedError, UnicodeDecodeError) as exc:
+        raise UnreadableForm("corrupt", _MSG_DAMAGED, f"not a readable zip container: {exc}") from exc
+    if len(infos) > limits.max_zip_members:
+        raise UnreadableForm(
+            "too_many_members", _MSG_TOO_BIG,
+            f"zip has {len(infos)} members, limit {limits.max_zip_members}",
+        )
+    declared = sum(i.file_size for i in infos)
+    compressed = sum(i.compress_size for i in infos)
+    if declared > limits.max_uncompressed_bytes:
+        raise _bomb(f"declared uncompressed size {declared} > {limits.max_uncompressed_bytes}")
+    for info in infos:
+        if info.file_size > (1 << 20) and info.file_size > limits.max_compression_ratio * max(info.compress_size, 1):
+            raise _bomb(
+                f"member {info.filename!r} ratio {info.file_size / max(info.compress_size, 1):.0f}"
+                f" > {limits.max_compression_ratio:.0f}"
+            )
+    if declared > (1 << 20) and declared > limits.max_compression_ratio * max(compressed, 1):
+        raise _bomb(f"container ratio {declared / max(compressed, 1):.0f} > {limits.max_compression_ratio:.0f}")
+    return zf
+
+
+def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> Iterator[bytes]:
+    """Yield the member's bytes chunk by chunk, enforcing the real size against its header."""
+    produced = 0
+    try:
+        with zf.open(info) as fh:
+            while True:
+                chunk = fh.read(_CHUNK)
+                if not chunk:
+                    break
+                produced += len(chunk)
+                budget.left -= len(chunk)
+                if produced > info.file_size:
+                    raise _bomb(f"member {info.filename!r} inflates beyond its declared size")
+                if budget.left < 0:
+                    raise _bomb("actual uncompressed size exceeds the limit")
+                yield chunk
+    except UnreadableForm:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError,
+            zlib.error) as exc:  # RuntimeError: a member that needs a password
+        raise UnreadableForm("corrupt", _MSG_DAMAGED, f"member {info.filename!r}: {exc!r}") from exc
+    if produced != info.file_size:
+        raise UnreadableForm("corrupt", _MSG_DAMAGED, f"member {info.filename!r} is truncated")
+
+
+def _is_xml_name(name: str) -> bool:
+    return name.lower().endswith((".xml", ".rels", ".vml")) or name == "[Content_Types].xml"
+
+
+def _check_dtd(name: str, tail: bytes, chunk: bytes) -> bytes:
+    window = tail + chunk
+    if any(m in window for m in _DTD_MARKERS):
+        raise UnreadableForm(
+            "unsafe_xml", _MSG_TOO_BIG,
+            f"XML member {name!r} declares a DTD or entities (entity-expansion attack?)",
+        )
+    return window[-32:]
+
+
+def scan_members(
+    zf: zipfile.ZipFile,
+    limits: Limits,
+    *,
+    keep: Callable[[str], bool] = lambda name: False,
+) -> dict[str, bytes]:
+    """Inflate every member in bounded chunks; return the bytes of members for which ``keep``
+    is true (normalised names, ``\\`` -> ``/``).
+
+    Enforces actual sizes (``zip_bomb``), refuses DTDs in XML members (``unsafe_xml``) and
+    reports damaged members (``corrupt``).
+    """
+    budget = _Budget(limits.max_uncompressed_bytes)
+    kept: dict[str, bytes] = {}
+    for info in zf.infolist():
+        if info.is_dir():
+            continue
+        name = info.filename.replace("\\", "/")
+        xml = _is_xml_name(name)
+        want = keep(name)
+        parts: list[bytes] = []
+        tail = b""
+        for chunk in _inflate(zf, info, budget):
+            if xml:
+                tail = _check_dtd(name, tail, chunk)
+            if want:
+                parts.append(chunk)
+        if want:
+            kept[name] = b"".join(parts)
+    return kept
+
+
+def read_member(zf: zipfile.ZipFile, name: str, limits: Limits) -> bytes:
+    """Read one member (by normalised name) with the same size and DTD checks."""
+    for info in zf.infolist():
+        if info.filename.replace("\\", "/") == name:
+            tail = b""
+            parts = []
+            for chunk in _inflate(zf, info, _Budget(limits.max_uncompressed_bytes)):
+                if _is_xml_name(name):
+                    tail = _check_dtd(name, tail, chunk)
+                parts.append(chunk)
+            return b"".join(parts)
+    raise KeyError(name)
+
+
+def member_names(zf: zipfile.ZipFile) -> set[str]:
+    """Member names with Windows separators normalised to ``/``."""
+    return {i.filename.replace("\\", "/") for i in zf.infolist()}

@@ -1,0 +1,422 @@
+"""Turn the bytes of one file into grids of :class:`~mailbot.form_model.CellValue`.
+
+The format is judged by the bytes (magic numbers, zip members), never by the file name.
+Spreadsheets are read with python-calamine (xlsx/xlsm/xlsb/xls/ods/et), bare BIFF2-4 ``.xls``
+with xlrd, Word tables with python-docx, CSV with the standard library.  Every container passes
+``archive_safety`` / ``ole_inspect`` / ``xlsx_inspect`` first; library errors become
+``UnreadableForm`` raised from the cause.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+import math
+import struct
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from itertools import islice
+
+from mailbot import archive_safety, ole_inspect, xlsx_inspect
+from mailbot.errors import UnreadableForm
+from mailbot.form_model import CellValue
+from mailbot.limits import Limits
+
+# Dense cell area a reader may allocate for one sheet (calamine allocates the bounding box).
+MAX_SHEET_CELLS = 4_000_000
+
+ENCRYPTED_MESSAGE = ole_inspect.ENCRYPTED_MESSAGE
+DAMAGED_MESSAGE = ole_inspect.DAMAGED_MESSAGE
+UNSUPPORTED_MESSAGE = "附件格式无法识别，请用 Excel 或 WPS 将附件3保存为 .xlsx 文件后重新发送"
+DOC_MESSAGE = "暂不支持旧版 Word（.doc）文件，请将附件3另存为 .xlsx（或 .docx）后重新发送"
+
+
+@dataclass
+class Grid:
+    """One sheet (or Word table) as rows of cells; ``rows[0]`` is sheet row 1.
+
+    ``rows`` is an iterator so a big sheet is converted only as far as it is read; ``head`` holds
+    the first rows already taken from it (for picking the sheet).
+    """
+
+    name: str
+    index: int
+    visible: bool
+    head: list[list[CellValue]]
+    rest: Iterator[list[CellValue]] = field(default_factory=lambda: iter(()))
+    preamble: tuple[str, ...] = ()  # text above a Word table
+
+    def rows(self) -> Iterator[list[CellValue]]:
+        yield from self.head
+        yield from self.rest
+
+
+@dataclass
+class Source:
+    """A readable file: its format and its grids."""
+
+    file_format: str
+    grids: list[Grid]
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- cell values
+
+def column_letters(index: int) -> str:
+    """0-based column index -> ``A``, ``B``, ... ``AA``."""
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+def number_text(value: float | int) -> str:
+    """A number as a spreadsheet shows it in General format, integers without ``.0``;
+    beyond 15 significant digits (Excel's precision) the digits are Excel's."""
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    if value.is_integer():
+        if abs(value) < 1e15:
+            return str(int(value))
+        try:
+            return format(Decimal(f"{value:.15g}"), "f")
+        except InvalidOperation:  # pragma: no cover - defensive
+            return f"{value:.15g}"
+    return f"{value:.15g}"
+
+
+def to_cell(value: object, coordinate: str = "") -> CellValue:
+    """Convert a reader's python value into a :class:`CellValue`."""
+    if value is None or value == "":
+        return CellValue("", False, coordinate)
+    if isinstance(value, bool):
+        return CellValue("TRUE" if value else "FALSE", False, coordinate)
+    if isinstance(value, (int, float)):
+        return CellValue(number_text(value), True, coordinate)
+    if isinstance(value, dt.datetime):
+        text = value.date().isoformat() if value.time() == dt.time() else value.isoformat(sep=" ")
+        return CellValue(text, False, coordinate)
+    if isinstance(value, (dt.date, dt.time)):
+        return CellValue(value.isoformat(), False, coordinate)
+    if isinstance(value, dt.timedelta):
+        return CellValue(str(value), False, coordinate)
+    return CellValue(str(value), False, coordinate)
+
+
+# --------------------------------------------------------------------------- sniffing
+
+def sniff(data: bytes) -> str:
+    """Container kind judged by magic bytes: ``zip``, ``ole``, ``biff``, ``text`` or a refusal
+    kind (``pdf``, ``image``, ``html``, ``xml``, ``rar``, ``7z``, ``gzip``, ``binary``)."""
+    head = data[:8]
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "zip"
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return "ole"
+    if len(data) >= 8 and data[0] == 0x09 and data[1] in (0x00, 0x02, 0x04, 0x08) and data[3] == 0 \
+            and 4 <= data[2] <= 20:
+        return "biff"  # BOF record of a bare BIFF2/3/4/5 stream (no OLE2 wrapper)
+    if head.startswith(b"%PDF"):
+        return "pdf"
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")) or (
+            head[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return "image"
+    if head.startswith(b"Rar!"):
+        return "rar"
+    if head.startswith(b"7z\xbc\xaf"):
+        return "7z"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    text = _decode_text(data[:4096], probe=True)
+    if text is None:
+        return "binary"
+    stripped = text.lstrip("\ufeff \t\r\n").lower()
+    if stripped.startswith(("<html", "<!doctype html", "<table", "<meta", "<head")):
+        return "html"
+    if stripped.startswith("<?xml") or stripped.startswith("<"):
+        return "html" if "<html" in stripped[:2000] else "xml"
+    if stripped.startswith("{\\rtf"):
+        return "rtf"
+    return "text"
+
+
+def _decode_text(data: bytes, *, probe: bool = False) -> str | None:
+    """Decode CSV bytes: BOMs first, then UTF-8, UTF-16 without BOM, GB18030.  ``None`` when the
+    bytes are not text.  With ``probe`` the data may be cut mid-character."""
+    for bom, enc in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+                     (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if data.startswith(bom):
+            return data[len(bom):].decode(enc, errors="replace")
+    sample = data[:4096]
+    if sample and sample.count(0) >= len(sample) // 4:
+        odd_nuls = sample[1::2].count(0)
+        even_nuls = sample[0::2].count(0)
+        enc = "utf-16-le" if odd_nuls > even_nuls else "utf-16-be"
+        text = data[: len(data) // 2 * 2].decode(enc, errors="replace")
+        return text if _looks_textual(text) else None
+    for enc in ("utf-8", "gb18030"):
+        try:
+            text = data.decode(enc)
+        except UnicodeDecodeError as exc:
+            if probe and exc.start >= len(data) - 4:
+                text = data[: exc.start].decode(enc, errors="replace")
+            else:
+                continue
+        return text if _looks_textual(text) else None
+    return None
+
+
+def _looks_textual(text: str) -> bool:
+    if not text:
+        return True
+    bad = sum(1 for ch in text[:4096] if (ord(ch) < 32 and ch not in "\t\r\n\f\v") or ch == "\ufffd")
+    return bad <= max(2, len(text[:4096]) // 100)
+
+
+# --------------------------------------------------------------------------- loading
+
+def load(data: bytes, limits: Limits, *, head_rows: int) -> Source:
+    """Read ``data`` into grids.  Raises ``UnreadableForm`` for anything that can't be read."""
+    if not data:
+        raise UnreadableForm("empty_file", "附件是空文件（0 字节），请重新添加附件后发送", "zero-byte file")
+    if len(data) > limits.max_attachment_bytes:
+        raise UnreadableForm(
+            "too_large", "附件过大，无法处理，请只保留附件3表格后重新发送",
+            f"{len(data)} bytes > limit {limits.max_attachment_bytes}",
+        )
+    kind = sniff(data)
+    if kind == "zip":
+        return _load_zip(data, limits, head_rows)
+    if kind == "ole":
+        contents = ole_inspect.inspect_ole(data, limits, max_sheet_cells=MAX_SHEET_CELLS)
+        if contents.kind == "doc":
+            raise UnreadableForm("unsupported_format", DOC_MESSAGE, "legacy Word .doc (OLE2 WordDocument)")
+        if contents.kind != "xls":
+            raise UnreadableForm("unsupported_format", UNSUPPORTED_MESSAGE,
+                                 f"OLE2 file without a workbook stream: {contents.streams[:6]}")
+        return _load_calamine(data, "xls", limits, head_rows)
+    if kind == "biff":
+        return _load_xlrd(data, limits, head_rows)
+    if kind == "text":
+        return _load_csv(data, limits, head_rows)
+    detail = {
+        "pdf": "a PDF document", "image": "an image", "html": "an HTML page (web export saved as .xls?)",
+        "xml": "an XML file (SpreadsheetML 2003?)", "rtf": "an RTF document", "binary": "unrecognised binary data",
+    }.get(kind, f"a {kind} archive")
+    code = "unknown_format" if kind == "binary" else "unsupported_format"
+    raise UnreadableForm(code, UNSUPPORTED_MESSAGE, f"file content is {detail}")
+
+
+def _zip_kind(names: set[str], mimetype: bytes) -> str:
+    if "xl/workbook.xml" in names:
+        return "xlsx"
+    if "xl/workbook.bin" in names:
+        return "xlsb"
+    if "word/document.xml" in names:
+        return "docx"
+    if mimetype.startswith(b"application/vnd.oasis.opendocument.spreadsheet"):
+        return "ods"
+    if mimetype.startswith(b"application/vnd.oasis.opendocument.text"):
+        return "odt"
+    if "content.xml" in names and "META-INF/manifest.xml" in names:
+        return "ods"
+    return "zip"
+
+
+def _load_zip(data: bytes, limits: Limits, head_rows: int) -> Source:
+    zf = archive_safety.open_checked_zip(data, limits)
+    names = archive_safety.member_names(zf)
+    mimetype = b""
+    if "mimetype" in names:
+        mimetype = archive_safety.read_member(zf, "mimetype", limits)[:100].strip()
+    kind = _zip_kind(names, mimetype)
+    if kind in ("zip", "odt"):
+        raise UnreadableForm("unsupported_format", UNSUPPORTED_MESSAGE,
+                             f"zip container is not a workbook or Word document ({kind})")
+    keep = {
+        "xlsx": xlsx_inspect.is_worksheet,
+        "ods": lambda n: n == "META-INF/manifest.xml",
+        "docx": lambda n: False,
+        "xlsb": lambda n: False,
+    }[kind]
+    kept = archive_safety.scan_members(zf, limits, keep=keep)
+    if kind == "xlsx":
+        for name, xml in kept.items():
+            xlsx_inspect.check_sheet_area(name, xml, max_sheet_cells=MAX_SHEET_CELLS)
+        xlsx_inspect.check_formula_values(kept)
+    if kind == "ods" and b"encryption-data" in kept.get("META-INF/manifest.xml", b""):
+        raise UnreadableForm("encrypted", ENCRYPTED_MESSAGE, "ODF package with encrypted members")
+    if kind == "docx":
+        return _load_docx(data, limits, head_rows)
+    return _load_calamine(data, kind, limits, head_rows)
+
+
+def _calamine_error(fmt: str, exc: Exception) -> UnreadableForm:
+    import python_calamine as pc
+
+    if isinstance(exc, pc.PasswordError):
+        return UnreadableForm("encrypted", ENCRYPTED_MESSAGE, f"{fmt}: password-protected ({exc})")
+    return UnreadableForm("corrupt", DAMAGED_MESSAGE, f"{fmt} could not be read: {exc}")
+
+
+def _load_calamine(data: bytes, fmt: str, limits: Limits, head_rows: int) -> Source:
+    import python_calamine as pc
+
+    try:
+        book = pc.CalamineWorkbook.from_filelike(io.BytesIO(data))
+        metas = list(book.sheets_metadata)
+    except (pc.CalamineError, OSError, ValueError, TypeError, OverflowError) as exc:
+        raise _calamine_error(fmt, exc) from exc
+    grids: list[Grid] = []
+    notes: list[str] = []
+    for index, meta in enumerate(metas):
+        if str(getattr(meta, "typ", "WorkSheet")).endswith(("ChartSheet", "Vba", "MacroSheet", "DialogSheet")):
+            continue
+        visible = str(getattr(meta, "visible", "Visible")).endswith(".Visible")
+        try:
+            sheet = book.get_sheet_by_index(index)
+            height = sheet.total_height if sheet.total_height is not None else 0
+            width = sheet.total_width if sheet.total_width is not None else 0
+            if (height + 1) * (width + 1) > MAX_SHEET_CELLS * 2:
+                raise UnreadableForm("sheet_too_large", ole_inspect.SHEET_TOO_LARGE_MESSAGE,
+                                     f"sheet {meta.name!r} spans {height}x{width} cells")
+            merged = list(sheet.merged_cell_ranges or ())
+            rows = _calamine_rows(sheet.iter_rows(), merged, limits.max_columns)
+            head = list(islice(rows, head_rows))
+        except UnreadableForm:
+            raise
+        except (pc.CalamineError, OSError, ValueError, TypeError, OverflowError) as exc:
+            notes.append(f"sheet {meta.name!r} skipped: {exc}")
+            continue
+        grids.append(Grid(meta.name, index, visible, head, rows))
+    if not grids and notes:
+        raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"{fmt}: no sheet could be read: {notes[0]}")
+    return Source(fmt, grids, notes)
+
+
+def _merge_map(merged: list, max_columns: int) -> dict[tuple[int, int], tuple[int, int]]:
+    """Covered cell -> top-left cell of its merged range (bounded)."""
+    cover: dict[tuple[int, int], tuple[int, int]] = {}
+    for rng in merged[:10_000]:
+        try:
+            (r1, c1), (r2, c2) = rng
+        except (TypeError, ValueError):
+            continue
+        if c1 >= max_columns or (r2 - r1 + 1) * (min(c2, max_columns - 1) - c1 + 1) > 20_000:
+            continue
+        for r in range(r1, r2 + 1):
+            for c in range(c1, min(c2, max_columns - 1) + 1):
+                if (r, c) != (r1, c1):
+                    cover[(r, c)] = (r1, c1)
+        if len(cover) > 200_000:
+            break
+    return cover
+
+
+def _calamine_rows(it: Iterator[list], merged: list, max_columns: int) -> Iterator[list[CellValue]]:
+    cover = _merge_map(merged, max_columns)
+    letters = [column_letters(c) for c in range(max_columns)]
+    origin: dict[tuple[int, int], CellValue] = {}
+    origins = set(cover.values())
+    for r, raw in enumerate(it):
+        if raw.count("") == len(raw) and not any((r, c) in cover for c in range(min(len(raw), 3))):
+            yield []
+            continue
+        cells = []
+        for c, value in enumerate(raw[:max_columns]):
+            coord = f"{letters[c]}{r + 1}"
+            if (r, c) in cover:
+                src = origin.get(cover[(r, c)])
+                cells.append(src if src is not None else CellValue("", False, coord))
+                continue
+            cell = to_cell(value, coord)
+            if (r, c) in origins:
+                origin[(r, c)] = cell
+            cells.append(cell)
+        yield cells
+
+
+def _load_xlrd(data: bytes, limits: Limits, head_rows: int) -> Source:
+    import xlrd
+
+    try:
+        book = xlrd.open_workbook(file_contents=data, logfile=io.StringIO(), on_demand=False)
+        grids = []
+        for index in range(book.nsheets):
+            sh = book.sheet_by_index(index)
+            rows = []
+            for r in range(min(sh.nrows, limits.max_rows + 1000)):
+                cells = []
+                for c in range(min(sh.ncols, limits.max_columns)):
+                    cell = sh.cell(r, c)
+                    value: object = cell.value
+                    if cell.ctype == xlrd.XL_CELL_DATE:
+                        value = xlrd.xldate.xldate_as_datetime(cell.value, book.datemode)
+                    elif cell.ctype == xlrd.XL_CELL_BOOLEAN:
+                        value = bool(cell.value)
+                    elif cell.ctype == xlrd.XL_CELL_ERROR:
+                        value = xlrd.error_text_from_code.get(cell.value, "#ERR")
+                    cells.append(to_cell(value, f"{column_letters(c)}{r + 1}"))
+                rows.append(cells)
+            grids.append(Grid(sh.name, index, sh.visibility == 0, rows[:head_rows], iter(rows[head_rows:])))
+    except (xlrd.XLRDError, xlrd.compdoc.CompDocError, struct.error, IndexError, KeyError,
+            ValueError, TypeError, OverflowError, AssertionError, UnicodeDecodeError, LookupError) as exc:
+        raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"BIFF workbook could not be read: {exc!r}") from exc
+    return Source("xls", grids)
+
+
+def _load_csv(data: bytes, limits: Limits, head_rows: int) -> Source:
+    text = _decode_text(data)
+    if text is None:
+        raise UnreadableForm("unknown_format", UNSUPPORTED_MESSAGE, "not text, not a known file format")
+    sample = text[:8192]
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",\t;|")
+    except csv.Error:
+        dialect = csv.excel_tab if sample.count("\t") > sample.count(",") else csv.excel
+    rows: list[list[CellValue]] = []
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), dialect)
+        for raw in islice(reader, limits.max_rows + 1000):
+            rows.append([CellValue(v) for v in raw[: limits.max_columns]])
+    except csv.Error as exc:
+        raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"CSV could not be parsed: {exc}") from exc
+    return Source("csv", [Grid("", 0, True, rows[:head_rows], iter(rows[head_rows:]))])
+
+
+def _load_docx(data: bytes, limits: Limits, head_rows: int) -> Source:
+    import docx
+    from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+        grids: list[Grid] = []
+        preamble: list[str] = []
+        for block in document.element.body.iterchildren():
+            tag = block.tag.rsplit("}", 1)[-1]
+            if tag == "p":
+                text = Paragraph(block, document).text.strip()
+                if text:
+                    preamble.append(text)
+            elif tag == "tbl":
+                table = Table(block, document)
+                rows = []
+                for row in islice(table.rows, limits.max_rows + 1000):
+                    rows.append([CellValue(cell.text) for cell in row.cells[: limits.max_columns]])
+                grids.append(Grid(f"table {len(grids) + 1}", len(grids), True, rows[:head_rows],
+                                  iter(rows[head_rows:]), tuple(preamble[-20:])))
+                preamble = []
+    except (PackageNotFoundError, KeyError, ValueError, TypeError, AttributeError, IndexError,
+            zipfile.BadZipFile, SyntaxError) as exc:
+        raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"Word document could not be read: {exc!r}") from exc
+    return Source("docx", grids)
