@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from mailbot.config import Settings
 
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "zhejiang-2020-1x.toml"
 
@@ -39,6 +43,199 @@ def check(files: tuple[Path, ...], as_json: bool, rules_path: Path | None) -> No
     from mailbot.check_report import run_check
 
     sys.exit(run_check(list(files), as_json=as_json, rules_path=rules_path))
+
+
+CONFIG_OPTION = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Config file (default: mailbot.toml in the working directory, if present).")
+
+
+def _settings(config_path: Path | None, **overrides: Any) -> "Settings":
+    from mailbot.config import load_settings
+    from mailbot.errors import ConfigError
+
+    try:
+        return load_settings(config_path, **overrides)
+    except ConfigError as exc:
+        click.echo(f"mailbot: invalid configuration\n{exc}", err=True)
+        sys.exit(2)
+
+
+def _assemble(settings: "Settings", actor: str = "daemon") -> tuple[Any, Any]:
+    from mailbot.assembly import assemble
+    from mailbot.errors import MailbotError
+    from mailbot.logs import configure_logging, get_logger
+
+    configure_logging(settings.log_format)
+    log = get_logger()
+    try:
+        return assemble(settings, log, actor=actor), log
+    except MailbotError as exc:
+        click.echo(f"mailbot: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@CONFIG_OPTION
+def poll(config_path: Path | None) -> None:
+    """Run one intake cycle, then exit.
+
+    Fetches what is new, records it, queues and sends the replies, settles the messages.
+    A progress bar is shown on a terminal.  Example: ``mailbot poll --config /etc/mailbot/mailbot.toml``
+    """
+    from mailbot.errors import MailbotError
+
+    parts, log = _assemble(_settings(config_path))
+    try:
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            with Progress(TextColumn("处理邮件"), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
+                task = bar.add_task("mail", total=None)
+                report = parts.intake.poll_once(progress=lambda n: bar.advance(task, n))
+        else:
+            report = parts.intake.poll_once()
+    except MailbotError as exc:
+        log.error("poll_failed", error=str(exc))
+        sys.exit(1)
+    finally:
+        parts.close()
+    log.info("poll_done", fetched=report.fetched, recorded=report.recorded, outcomes=report.outcomes,
+             sent=report.sent.sent, failed=report.failed)
+
+
+@main.command()
+@CONFIG_OPTION
+def run(config_path: Path | None) -> None:
+    """Run the daemon: poll on a schedule, IMAP IDLE for instant pickup, daily staff digest.
+
+    Stops cleanly on SIGTERM.  Only one instance may run per state directory.
+    """
+    from mailbot.daemon import Daemon
+    from mailbot.digest import queue_digest
+    from mailbot.errors import MailbotError
+
+    parts, log = _assemble(_settings(config_path))
+    daemon = Daemon(parts, log, queue_digest=lambda: queue_digest(
+        parts.state, parts.rules, parts.settings, parts.intake.renderer))
+    try:
+        daemon.run()
+    except MailbotError as exc:
+        click.echo(f"mailbot: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("eml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run/--no-dry-run", default=True, show_default=True,
+              help="Dry run: show the decision and reply, record nothing.")
+@click.option("--arrived", default=None, help="Arrival time (ISO 8601; default: now).")
+@CONFIG_OPTION
+def replay(eml: Path, dry_run: bool, arrived: str | None, config_path: Path | None) -> None:
+    """Run the whole pipeline on one stored message.
+
+    Example: ``mailbot replay --arrived 2020-11-05T10:00+08:00 problem.eml``
+    """
+    import hashlib
+    from datetime import datetime, timezone
+
+    from mailbot.mail_source import FetchedMessage
+
+    settings = _settings(config_path)
+    parts, log = _assemble(settings, actor="replay")
+    raw = eml.read_bytes()
+    when = datetime.fromisoformat(arrived) if arrived else datetime.now(timezone.utc)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=settings.tz)
+    sha = hashlib.sha256(raw).hexdigest()
+    fetched = FetchedMessage(source=f"replay:{sha[:16]}", uidvalidity=0, uid=0, key=str(eml),
+                             arrived_at=when, raw=raw)
+    try:
+        assessment = parts.intake.assess(fetched)
+        click.echo(f"outcome: {assessment.outcome} ({assessment.reason})")
+        if dry_run:
+            parts.intake.record(fetched, assessment, dry_run=True)
+            for row in getattr(parts.intake, "dry_run_outbox", []):
+                click.echo(f"--- reply ({row['kind']}) to {row['to_address']}: {row['subject']}")
+                click.echo(_reply_text(row["raw"]))
+        else:
+            parts.intake.record(fetched, assessment)
+            parts.intake.send()
+    finally:
+        parts.close()
+
+
+def _reply_text(raw: bytes) -> str:
+    from email import message_from_bytes, policy
+
+    msg = message_from_bytes(raw, policy=policy.default)
+    body = msg.get_body(preferencelist=("plain",))
+    return body.get_content() if body is not None else ""
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--send", is_flag=True, help="Queue it to the staff addresses and send, instead of printing.")
+def digest(config_path: Path | None, send: bool) -> None:
+    """Print the staff digest for the last 24 hours (or queue and send it with --send)."""
+    from mailbot.digest import build_digest, queue_digest
+
+    parts, _ = _assemble(_settings(config_path), actor="staff")
+    try:
+        if send:
+            n = queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer)
+            parts.intake.send()
+            click.echo(f"digest queued to {n} staff address(es)")
+        else:
+            d = build_digest(parts.state, parts.rules, parts.settings)
+            click.echo(parts.intake.renderer.render_digest(d).text)
+    finally:
+        parts.close()
+
+
+@main.command()
+@click.option("--before", required=True, help="Date (YYYY-MM-DD, local time zone): purge what was recorded before it.")
+@click.option("--staff", required=True, help="Your name, recorded in the audit log.")
+@CONFIG_OPTION
+def purge(before: str, staff: str, config_path: Path | None) -> None:
+    """Remove stored raw mail and personal fields past retention; the audit chain stays verifiable.
+
+    Example: ``mailbot purge --before 2021-06-30 --staff 王老师``
+    """
+    from datetime import datetime, timezone
+
+    from mailbot.purge import purge_before
+    from mailbot.rules import load_rules
+    from mailbot.store import State
+
+    settings = _settings(config_path)
+    cutoff = datetime.fromisoformat(before)
+    if cutoff.tzinfo is None:
+        cutoff = cutoff.replace(tzinfo=settings.tz)
+    rules = load_rules(settings.rules)
+    state = State(settings.state_dir)
+    report = purge_before(state, cutoff.astimezone(timezone.utc).isoformat(timespec="seconds"),
+                          actor=f"staff:{staff}", rules_version=f"{rules.campaign.id}@{rules.campaign.version}")
+    ok, n = state.verify_event_chain()
+    click.echo(f"purged {report.messages} message(s): {report.files_removed} file(s) removed, "
+               f"{report.rows_cleared} row(s) and {report.nominees_cleared} nominee(s) cleared; "
+               f"audit chain {'verified' if ok else 'BROKEN'} ({n} events)")
+    state.close()
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@CONFIG_OPTION
+def verify(config_path: Path | None) -> None:
+    """Check the state database (integrity_check) and the audit event chain."""
+    from mailbot.store import State
+
+    state = State(_settings(config_path).state_dir)
+    integrity = next(state.db.query("PRAGMA integrity_check"))["integrity_check"]
+    ok, n = state.verify_event_chain()
+    click.echo(f"integrity_check: {integrity}; event chain: {'ok' if ok else 'BROKEN'} ({n} events)")
+    state.close()
+    sys.exit(0 if ok and integrity == "ok" else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,168 @@
+"""The daemon: APScheduler polling every N seconds, IMAP IDLE for instant pickup, one instance.
+
+- Polling: a BackgroundScheduler job every ``schedule.poll_seconds`` (coalesced, never two at
+  once).  After a mailbox or database error the next poll is pushed back with exponential
+  backoff up to ``schedule.backoff_max_seconds``.
+- IDLE: a watcher thread holds a second connection in IDLE and, when the server reports new
+  mail, runs the poll job at once.
+- Digest: a cron job at ``schedule.digest_time`` (local time zone) queues the staff digest.
+- One instance: an exclusive ``flock`` on ``state/mailbot.lock``.
+- SIGTERM/SIGINT: stop taking new work, finish the current message, close cleanly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from mailbot.assembly import Assembly, make_source
+from mailbot.errors import MailboxError, MailbotError, StateError
+
+POLL_JOB = "poll"
+
+
+class InstanceLock:
+    """Exclusive lock file: a second ``mailbot run`` on the same state dir refuses to start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="ascii")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            fh.seek(0)
+            other = fh.read().strip() or "?"
+            fh.close()
+            raise MailbotError(f"another mailbot is running on {self.path.parent} (pid {other})") from exc
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+class Daemon:
+    """Runs an :class:`Assembly` until stopped."""
+
+    def __init__(self, parts: Assembly, log: Any, *, queue_digest: Callable[[], None] | None = None) -> None:
+        self.parts = parts
+        self.settings = parts.settings
+        self.log = log
+        self.queue_digest = queue_digest
+        self.stop_event = threading.Event()
+        self.work_lock = threading.Lock()
+        self.backoff = 0.0
+        self.scheduler = BackgroundScheduler(timezone=self.settings.tz)
+        self._idle_source = None
+
+    # -- jobs -----------------------------------------------------------------------------
+    def poll(self) -> None:
+        if self.stop_event.is_set():
+            return
+        with self.work_lock:
+            try:
+                report = self.parts.intake.poll_once()
+            except (MailboxError, StateError, OSError) as exc:
+                self.backoff = min(max(self.backoff * 2, 2.0), float(self.settings.schedule.backoff_max_seconds))
+                self.log.error("poll_failed", error=str(exc), retry_in_s=self.backoff)
+                self._reschedule(self.backoff)
+                return
+        if self.backoff:
+            self.log.info("poll_recovered")
+            self.backoff = 0.0
+        if report.fetched:
+            self.log.info("poll_done", fetched=report.fetched, recorded=report.recorded,
+                          outcomes=report.outcomes, sent=report.sent.sent)
+
+    def digest(self) -> None:
+        if self.queue_digest is None:
+            return
+        with self.work_lock:
+            try:
+                self.queue_digest()
+            except MailbotError as exc:
+                self.log.error("digest_failed", error=str(exc))
+
+    def _reschedule(self, delay: float) -> None:
+        try:
+            self.scheduler.modify_job(POLL_JOB, next_run_time=datetime.now(self.settings.tz) + timedelta(seconds=delay))
+        except Exception:  # noqa: BLE001 - scheduler already shut down
+            pass
+
+    def poll_now(self) -> None:
+        if not self.backoff:
+            self._reschedule(0)
+
+    # -- IDLE -----------------------------------------------------------------------------
+    def _idle_loop(self) -> None:
+        delay = 1.0
+        while not self.stop_event.is_set():
+            try:
+                if self._idle_source is None:
+                    self._idle_source = make_source(self.settings)
+                if self._idle_source.wait_for_new(timeout=min(25 * 60, self.settings.schedule.poll_seconds * 5)):
+                    self.poll_now()
+                delay = 1.0
+            except MailboxError as exc:
+                self.log.warning("idle_failed", error=str(exc), retry_in_s=delay)
+                self._close_idle()
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, float(self.settings.schedule.backoff_max_seconds))
+
+    def _close_idle(self) -> None:
+        src, self._idle_source = self._idle_source, None
+        if src is not None:
+            try:
+                src.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def run(self) -> None:
+        lock = InstanceLock(self.settings.state_dir / "mailbot.lock")
+        lock.acquire()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        hour, minute = (int(x) for x in self.settings.schedule.digest_time.split(":"))
+        self.scheduler.add_job(self.poll, "interval", seconds=self.settings.schedule.poll_seconds,
+                               id=POLL_JOB, max_instances=1, coalesce=True,
+                               next_run_time=datetime.now(self.settings.tz))
+        self.scheduler.add_job(self.digest, "cron", hour=hour, minute=minute, id="digest",
+                               max_instances=1, coalesce=True)
+        idle_thread = None
+        use_idle = self.settings.mailbox.kind == "maildir" or self.settings.imap.idle
+        self.log.info("daemon_started", pid=os.getpid(), mailbox=self.parts.source.name,
+                      poll_seconds=self.settings.schedule.poll_seconds, idle=use_idle)
+        try:
+            self.scheduler.start()
+            if use_idle:
+                idle_thread = threading.Thread(target=self._idle_loop, name="idle", daemon=True)
+                idle_thread.start()
+            self.stop_event.wait()
+        finally:
+            self.log.info("daemon_stopping")
+            self.scheduler.shutdown(wait=True)
+            self._close_idle()
+            if idle_thread is not None:
+                idle_thread.join(timeout=5)
+            self.parts.close()
+            lock.release()
+            self.log.info("daemon_stopped")

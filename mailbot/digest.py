@@ -1,0 +1,85 @@
+"""The staff digest: what happened in a period, seats per program, what needs a person.
+
+Everything in it is masked; it is queued in the outbox like a reply (kind ``digest``), one
+row per staff address, so it is sent (and audited) the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from mailbot.config import Settings
+from mailbot.ledger import SeatLedger
+from mailbot.masking import mask_text
+from mailbot.replies import ReplyRenderer, RenderedReply, build_digest_message
+from mailbot.reply_model import AttentionItem, DigestContext, ProgramSeats
+from mailbot.rules import CampaignRules
+from mailbot.store import State, utc_now
+
+
+def build_digest(state: State, rules: CampaignRules, settings: Settings, *,
+                 since: datetime | None = None, now: datetime | None = None) -> DigestContext:
+    """Collect the digest for the period ``since``..``now`` (default: the last 24 hours)."""
+    tz = settings.tz
+    now = (now or datetime.now(timezone.utc)).astimezone(tz)
+    since = (since or now - timedelta(days=1)).astimezone(tz)
+    lo, hi = since.astimezone(timezone.utc).isoformat(timespec="seconds"), now.astimezone(timezone.utc).isoformat(timespec="seconds")
+    db = state.db
+    counts = tuple((r["outcome"], r["n"]) for r in db.query(
+        "SELECT outcome, count(*) AS n FROM messages WHERE recorded_at >= ? AND recorded_at <= ? "
+        "GROUP BY outcome ORDER BY n DESC, outcome", [lo, hi]))
+    ledger = SeatLedger(state, {p.name: p.seats or 0 for p in rules.programs}, rules_version="")
+    hosts = {p.name: p.host for p in rules.programs}
+    programs = tuple(ProgramSeats(s["program"], hosts[s["program"]], s["seated"], s["capacity"], s["waiting"])
+                     for s in ledger.program_summary())
+    attention: list[AttentionItem] = []
+
+    def when(iso: str | None) -> datetime | None:
+        return datetime.fromisoformat(iso).astimezone(tz) if iso else None
+
+    for r in db.query("SELECT receipt, sender, reason, outcome, recorded_at FROM messages "
+                      "WHERE outcome IN ('failed','quarantined') AND recorded_at >= ? ORDER BY id", [lo]):
+        attention.append(AttentionItem(r["outcome"], mask_text(r["reason"])[:300], r["receipt"], r["sender"],
+                                       when(r["recorded_at"])))
+    for r in db.query("SELECT o.id, o.status, o.last_error, o.to_address, o.created_at, m.receipt FROM outbox o "
+                      "LEFT JOIN messages m ON m.id = o.message WHERE o.status IN ('unknown','failed','sending')"):
+        category = "stuck_sending" if r["status"] in ("unknown", "sending") else "failed"
+        attention.append(AttentionItem(category, f"回复#{r['id']}（{r['status']}）：{mask_text(r['last_error'])[:200]}",
+                                       r["receipt"] or "", r["to_address"], when(r["created_at"])))
+    for r in db.query("SELECT receipt, sender, institution, recorded_at FROM messages "
+                      "WHERE domain_mismatch = 1 AND recorded_at >= ? ORDER BY id", [lo]):
+        attention.append(AttentionItem("domain_mismatch", f"表内填报单位“{r['institution']}”与发件邮箱域名不一致",
+                                       r["receipt"], r["sender"], when(r["recorded_at"])))
+    for r in db.query("SELECT n.id_masked, n.institution, n.program, n.updated_at, m.receipt, n.sender "
+                      "FROM nominees n JOIN messages m ON m.id = n.message "
+                      "WHERE n.status = 'conflict' AND n.updated_at >= ? ORDER BY n.id", [lo]):
+        attention.append(AttentionItem("conflict", f"身份证号{r['id_masked']}重复报名（{r['institution']}，{r['program']}）",
+                                       r["receipt"], r["sender"], when(r["updated_at"])))
+    return DigestContext(campaign=rules.campaign.title, generated_at=now, period_start=since, period_end=now,
+                         outcome_counts=counts, programs=programs, attention=tuple(attention),
+                         deadline=rules.deadline.aware)
+
+
+def render_digest(renderer: ReplyRenderer, digest: DigestContext) -> RenderedReply:
+    return renderer.render_digest(digest)
+
+
+def queue_digest(state: State, rules: CampaignRules, settings: Settings, renderer: ReplyRenderer) -> int:
+    """Queue the digest to every staff address; returns how many were queued."""
+    if not settings.staff_addresses:
+        return 0
+    rendered = renderer.render_digest(build_digest(state, rules, settings))
+    raw = build_digest_message(rendered, to_addresses=list(settings.staff_addresses),
+                               from_address=settings.reply.from_address, from_name=settings.reply.from_name,
+                               message_id_domain=settings.reply.message_id_domain)
+    version = f"{rules.campaign.id}@{rules.campaign.version}"
+    with state.transaction():
+        for to in settings.staff_addresses:
+            state.db["outbox"].insert({
+                "message": None, "kind": "digest", "to_address": to, "subject": rendered.subject,
+                "reply_message_id": "", "raw": raw, "status": "queued", "next_attempt_at": utc_now(),
+                "created_at": utc_now()})
+        state.add_event("digest_queued", {"to": len(settings.staff_addresses)}, actor="daemon",
+                        rules_version=version)
+    return len(settings.staff_addresses)

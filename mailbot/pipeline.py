@@ -1,0 +1,445 @@
+"""One message through every stage: gate -> find forms -> read and check -> record -> reply.
+
+:meth:`Intake.poll_once` drives a cycle over a :class:`~mailbot.mail_source.MailSource`:
+status (one round trip), fetch what is new, and for each message record everything and queue
+its reply in ONE transaction, then send the outbox, then settle the message on the server.
+An unexpected error on one message records it as ``failed`` with the reason, moves it aside
+and the cycle goes on.  A message is never answered twice: the cursor, the
+(source, UIDVALIDITY, UID) key and the (Message-ID, SHA-256) pair all guard it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.parser import BytesHeaderParser
+from typing import Any
+
+from mailbot.config import Settings
+from mailbot.correction_workbook import highlight_workbook
+from mailbot.errors import MailboxError, MailbotError, SendError, StateError
+from mailbot.form_model import FormVerdict, Outcome
+from mailbot.ledger import SeatLedger, SeatRequest, SubmissionResult
+from mailbot.mail_gate import auto_reply_reason, domain_mismatch, sender_trust
+from mailbot.mail_source import FetchedMessage, MailSource
+from mailbot.masking import mask_id, mask_text
+from mailbot.mime_walk import Attachment, MessageParts, ParsedMessage, find_attachments, parse_message
+from mailbot.normalize import compact
+from mailbot.outbox import SendReport, recover_interrupted, send_pending
+from mailbot.replies import ReplyRenderer, build_message
+from mailbot.reply_model import ChangeLine, FindingLine, NomineeLine, ReplyContext, ReplyKind
+from mailbot.row_checks import judge_file
+from mailbot.rules import CampaignRules
+from mailbot.smtp_sender import Transport
+from mailbot.store import State, utc_now
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the pure stages concluded about one message, before anything is recorded."""
+
+    outcome: str  # accepted | correction | late | redirect | no_form | scan_only | unreadable |
+    #               not_annex3 | ignored | quarantined | duplicate | failed
+    reason: str
+    reply: ReplyKind | None
+    folder: str
+    parsed: ParsedMessage | None = None
+    parts: MessageParts | None = None
+    verdicts: tuple[tuple[Attachment, FormVerdict], ...] = ()
+    auth_summary: str = ""
+    duplicate_of: int | None = None
+
+
+@dataclass
+class CycleReport:
+    fetched: int = 0
+    recorded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    sent: SendReport = field(default_factory=SendReport)
+
+
+def _aware_utc(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def institution_key(institution: str, sender: str) -> str:
+    """Stable key of the reporting institution: its compacted name, else the sender address."""
+    name = compact(institution).replace("（盖章）", "").replace("(盖章)", "")
+    return f"name:{name}" if name else f"sender:{sender.lower()}"
+
+
+class Intake:
+    """The intake pipeline over one mailbox, one state database and one outbox transport."""
+
+    def __init__(self, settings: Settings, rules: CampaignRules, state: State, source: MailSource,
+                 transport: Transport, *, log: Any, renderer: ReplyRenderer | None = None,
+                 actor: str = "daemon") -> None:
+        self.settings = settings
+        self.rules = rules
+        self.state = state
+        self.source = source
+        self.transport = transport
+        self.log = log
+        self.renderer = renderer or ReplyRenderer(settings.templates)
+        self.actor = actor
+        self.version = f"{rules.campaign.id}@{rules.campaign.version}"
+        self.ledger = SeatLedger(state, {p.name: p.seats or 0 for p in rules.programs},
+                                 rules_version=self.version, actor=actor)
+        self._programs = {p.name: p for p in rules.programs}
+        self._mbox = settings.mailbox
+        self._own = {settings.reply.from_address.lower(), rules.intake.address.lower()}
+        self._own |= {a.lower() for a in settings.staff_addresses}
+        recovered = recover_interrupted(state, actor=actor, rules_version=self.version)
+        if recovered:
+            self.log.warning("replies_delivery_unknown", outbox=recovered,
+                             hint="found 'sending' after a crash; check before re-sending")
+
+    # -- the cycle ------------------------------------------------------------------------
+    def poll_once(self, progress: Callable[[int], None] | None = None) -> CycleReport:
+        """One intake cycle; an idle mailbox costs one STATUS round trip."""
+        report = CycleReport()
+        self.settle_pending()
+        stored_validity, last_uid = self.state.cursor(self.source.name)
+        validity, uidnext = self.source.status()
+        if stored_validity == validity and uidnext <= last_uid + 1:
+            report.sent = self.send()
+            return report
+        if stored_validity is not None and stored_validity != validity:
+            self.log.warning("uidvalidity_changed", source=self.source.name, old=stored_validity,
+                             new=validity, hint="refetching; known mail is recognised by Message-ID and hash")
+        for fetched in self.source.fetch_after(stored_validity, last_uid):
+            report.fetched += 1
+            outcome = self.handle(fetched)
+            if outcome is None:
+                report.skipped += 1
+            else:
+                report.recorded += 1
+                report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
+                if outcome == "failed":
+                    report.failed += 1
+            if progress is not None:
+                progress(1)
+        report.sent = self.send()
+        return report
+
+    def handle(self, fetched: FetchedMessage) -> str | None:
+        """Record one fetched message, send its reply, settle it.  Returns the outcome, or None
+        when it was already recorded (only settled again)."""
+        known = (self.state.message_at(fetched.source, fetched.uidvalidity, fetched.uid)
+                 if fetched.uidvalidity else None)
+        if known is not None:
+            self._settle(fetched.key, known["id"], known["settle_folder"])
+            return None
+        started = time.monotonic()
+        try:
+            assessment = self.assess(fetched)
+            msg_pk = self.record(fetched, assessment)
+        except StateError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any bug on one message must not stop the daemon
+            reason = f"{type(exc).__name__}: {exc}"
+            self.log.error("message_failed", uid=fetched.uid, reason=mask_text(reason), exc_info=True)
+            assessment = Assessment("failed", reason, None, self._mbox.failed_folder)
+            msg_pk = self.record(fetched, assessment)
+        self.log.info("message", uid=fetched.uid, outcome=assessment.outcome, reason=assessment.reason,
+                      sender=assessment.parsed.from_addr if assessment.parsed else "",
+                      arrived_at=fetched.arrived_at.isoformat(), ms=round((time.monotonic() - started) * 1000))
+        self.send()
+        self._settle(fetched.key, msg_pk, assessment.folder)
+        return assessment.outcome
+
+    # -- pure stages ----------------------------------------------------------------------
+    def assess(self, fetched: FetchedMessage) -> Assessment:
+        """Gate, find forms, read and check them.  Reads the database (dedupe) but writes nothing."""
+        limits = self.settings.limits
+        mb = self._mbox
+        parsed = parse_message(fetched.raw, limits)
+        sha = hashlib.sha256(fetched.raw).hexdigest()
+        original = self.state.original_of(parsed.message_id, sha)
+        if original is not None:
+            return Assessment("duplicate", f"same Message-ID and bytes as message {original['id']}", None,
+                              mb.processed_folder, parsed, duplicate_of=original["id"])
+        loop = auto_reply_reason(parsed, own_addresses=self._own,
+                                 own_message_id_domain=self.settings.reply.message_id_domain)
+        if loop is not None:
+            return Assessment("ignored", loop, None, mb.processed_folder, parsed)
+        trust = sender_trust(parsed, trusted_authserv_ids=self.settings.trust.authserv_ids,
+                             allow_domains=self.settings.trust.allow_domains,
+                             deny_domains=self.settings.trust.deny_domains)
+        auth = f"dmarc={trust.dmarc} spf={trust.spf} dkim={trust.dkim}"
+        if trust.action != "accept":
+            return Assessment("quarantined", trust.reason, None, mb.quarantine_folder, parsed,
+                              auth_summary=auth)
+        if not parsed.from_addr:
+            return Assessment("ignored", "no sender address to answer", None, mb.processed_folder, parsed)
+        parts = find_attachments(parsed, limits)
+        verdicts = tuple((a, judge_file(a.data, a.filename, self.rules, limits)) for a in parts.forms)
+        late = not self.rules.deadline.is_on_time(fetched.arrived_at)
+        outcomes = {v.outcome for _, v in verdicts}
+        annex3 = [v for _, v in verdicts if v.outcome in (Outcome.OK, Outcome.NEEDS_CORRECTION)]
+        common = dict(folder=mb.processed_folder, parsed=parsed, parts=parts, verdicts=verdicts,
+                      auth_summary=auth)
+        if late:
+            return Assessment("late", f"arrived {fetched.arrived_at.isoformat()} after the deadline",
+                              "late", **common)
+        if Outcome.REDIRECT in outcomes:
+            return Assessment("redirect", "secondary vocational school", "redirect", **common)
+        if annex3:
+            clean = all(v.outcome == Outcome.OK for v in annex3) and not parts.problems
+            needs_stamp = self.rules.intake.stamped_scan_required and not parts.scans
+            if clean and not needs_stamp and len(annex3) == len(verdicts):
+                return Assessment("accepted", f"{sum(len(v.rows) for v in annex3)} row(s)", "acceptance", **common)
+            return Assessment("correction", "findings to correct", "correction", **common)
+        if Outcome.UNREADABLE in outcomes or parts.problems:
+            return Assessment("unreadable", "; ".join(
+                [f"{a.filename}: {v.form_findings[0].code}" for a, v in verdicts if v.form_findings]
+                + [p.code for p in parts.problems]), "unreadable", **common)
+        if Outcome.NOT_ANNEX3 in outcomes:
+            return Assessment("not_annex3", "no attachment is the Annex 3 form", "not_annex3", **common)
+        if parts.scans:
+            return Assessment("scan_only", "only a scan, no spreadsheet", "scan_only", **common)
+        return Assessment("no_form", "no attachment", "no_form", **common)
+
+    # -- record ---------------------------------------------------------------------------
+    def record(self, fetched: FetchedMessage, a: Assessment, *, dry_run: bool = False) -> int:
+        """Store the raw mail, then ONE transaction: message, attachments, forms, rows, seats,
+        events, reply in the outbox, cursor.  With ``dry_run`` the transaction is rolled back."""
+        raw_sha, raw_rel = (hashlib.sha256(fetched.raw).hexdigest(), None) if dry_run else \
+            self.state.store_blob(fetched.raw, "raw", ".eml")
+        stored_scans: list[tuple[Attachment, str]] = []
+        if a.parts is not None and not dry_run:
+            for scan in a.parts.scans:
+                stored_scans.append((scan, self.state.store_blob(scan.data, "evidence")[1]))
+        p = a.parsed
+        arrived_utc = _aware_utc(fetched.arrived_at)
+        institution = next((v.institution for _, v in a.verdicts if v.institution), "")
+        mismatch = bool(p and institution and domain_mismatch(institution, p.from_domain))
+        db = self.state.db
+        rollback = _Rollback()
+        try:
+            with self.state.transaction():
+                msg_pk = db["messages"].insert({
+                    "source": fetched.source, "uidvalidity": fetched.uidvalidity, "uid": fetched.uid,
+                    "source_key": fetched.key,
+                    "message_id": p.message_id if p else "", "sha256": raw_sha, "size": len(fetched.raw),
+                    "arrived_at": arrived_utc, "sender": p.from_addr if p else "",
+                    "sender_name": p.from_name if p else "", "subject": p.subject if p else "",
+                    "outcome": a.outcome, "reason": mask_text(a.reason)[:2000], "institution": institution,
+                    "raw_path": raw_rel, "duplicate_of": a.duplicate_of, "domain_mismatch": int(mismatch),
+                    "auth_summary": a.auth_summary, "rules_version": self.version,
+                    "settle_folder": a.folder, "recorded_at": utc_now(),
+                }).last_pk
+                receipt = f"{self.rules.campaign.id}-{msg_pk:06d}"
+                db.execute("UPDATE messages SET receipt = ? WHERE id = ?", [receipt, msg_pk])
+                self.state.add_event("message_recorded", {
+                    "outcome": a.outcome, "reason": mask_text(a.reason)[:500], "receipt": receipt,
+                    "arrived_at": arrived_utc, "domain_mismatch": mismatch},
+                    actor=self.actor, rules_version=self.version, message=msg_pk)
+                for scan, rel in stored_scans:
+                    db["attachments"].insert({"message": msg_pk, "kind": "scan", "filename": scan.filename,
+                                              "origin": scan.origin, "content_type": scan.content_type,
+                                              "size": len(scan.data), "sha256": scan.sha256, "path": rel})
+                form_rows = self._record_forms(msg_pk, a)
+                result = None
+                if a.outcome in ("accepted", "correction") and p is not None:
+                    result = self._apply_seats(msg_pk, fetched, a, institution, form_rows)
+                if a.reply is not None and p is not None:
+                    self._queue_reply(msg_pk, receipt, fetched, a, institution, result)
+                if result is not None:
+                    for promo in result.promotions:
+                        self._queue_promotion(msg_pk, promo)
+                self.state.advance_cursor(fetched.source, fetched.uidvalidity, fetched.uid)
+                if dry_run:
+                    self.dry_run_outbox = list(db.query("SELECT * FROM outbox WHERE message = ?", [msg_pk]))
+                    raise rollback
+        except _Rollback:
+            pass
+        return msg_pk
+
+    def _record_forms(self, msg_pk: int, a: Assessment) -> dict[tuple[int, int], int]:
+        """Insert forms and rows; returns (verdict index, sheet row) -> form_rows id."""
+        db = self.state.db
+        ids: dict[tuple[int, int], int] = {}
+        for i, (att, v) in enumerate(a.verdicts):
+            db["attachments"].insert({"message": msg_pk, "kind": "form", "filename": att.filename,
+                                      "origin": att.origin, "content_type": att.content_type,
+                                      "size": len(att.data), "sha256": att.sha256, "path": None})
+            form_pk = db["forms"].insert({
+                "message": msg_pk, "filename": att.filename, "origin": att.origin,
+                "outcome": v.outcome.value, "institution": v.institution, "contact": v.contact,
+                "contact_phone": v.contact_phone, "sheet": v.reading.sheet if v.reading else "",
+                "findings": json.dumps([{"code": f.code, "message": f.message} for f in v.form_findings],
+                                       ensure_ascii=False)}).last_pk
+            for r in v.rows:
+                ids[(i, r.row)] = db["form_rows"].insert({
+                    "form": form_pk, "row": r.row, "program": r.program, "program_matched": int(r.program_matched),
+                    "name": r.name, "gender": r.gender, "position": r.position, "email": r.email,
+                    "id_number": r.id_number, "id_masked": mask_id(r.id_number), "phone": r.phone,
+                    "ok": int(r.ok), "findings": json.dumps(
+                        [{"column": f.column, "code": f.code, "message": f.message} for f in r.findings],
+                        ensure_ascii=False)}).last_pk
+        return ids
+
+    def _apply_seats(self, msg_pk: int, fetched: FetchedMessage, a: Assessment, institution: str,
+                     form_rows: dict[tuple[int, int], int]) -> SubmissionResult:
+        requests: list[SeatRequest] = []
+        present: set[str] = set()
+        for i, (_, v) in enumerate(a.verdicts):
+            if v.outcome not in (Outcome.OK, Outcome.NEEDS_CORRECTION):
+                continue
+            for r in v.rows:
+                if r.id_number and not any(f.column and f.code.startswith("id_") for f in r.findings):
+                    present.add(r.id_number)
+                if r.ok and r.program_matched:
+                    requests.append(SeatRequest(r.id_number, mask_id(r.id_number), r.name, r.program,
+                                                r.row, form_rows.get((i, r.row))))
+        assert a.parsed is not None
+        return self.ledger.apply_submission(
+            institution_key=institution_key(institution, a.parsed.from_addr), institution=institution,
+            requests=requests, present_ids=present, message=msg_pk, arrived_at=_aware_utc(fetched.arrived_at),
+            uid=fetched.uid, sender=a.parsed.from_addr)
+
+    # -- replies --------------------------------------------------------------------------
+    def _nominee_line(self, row: int | None, name: str, program: str, status: str,
+                      position: int | None, id_masked: str, note: str = "") -> NomineeLine:
+        prog = self._programs.get(program)
+        return NomineeLine(row=row, name=name, program=program, host=prog.host if prog else "",
+                           format=(prog.format if prog else "") or self.rules.training.format,
+                           hours=(prog.hours if prog else None) or self.rules.training.hours,
+                           fee_cap=self.rules.fees.cap_yuan, status=status,  # type: ignore[arg-type]
+                           waiting_position=position, id_masked=id_masked, note=note)
+
+    def _base_context(self, kind: ReplyKind, receipt: str, arrived: datetime, to: str, to_name: str,
+                      subject: str, message_id: str, references: tuple[str, ...], **extra: Any) -> ReplyContext:
+        r = self.rules
+        return ReplyContext(
+            kind=kind, to_address=to, to_name=to_name, original_subject=subject,
+            original_message_id=message_id, original_references=references,
+            received_at=arrived.astimezone(self.settings.tz), receipt=receipt,
+            campaign_title=r.campaign.title, deadline=r.deadline.aware, intake_address=r.intake.address,
+            platform_url=r.platform.url, platform_path=r.platform.menu,
+            late_contact=r.intake.late_change_contact, stamp_required=r.intake.stamped_scan_required,
+            **extra)
+
+    def _queue_reply(self, msg_pk: int, receipt: str, fetched: FetchedMessage, a: Assessment,
+                     institution: str, result: SubmissionResult | None) -> None:
+        p = a.parsed
+        assert p is not None and a.reply is not None and a.parts is not None
+        findings: list[FindingLine] = []
+        unreadable: list[FindingLine] = []
+        workbooks: list[tuple[str, bytes]] = []
+        for att, v in a.verdicts:
+            target = unreadable if v.outcome in (Outcome.UNREADABLE, Outcome.NOT_ANNEX3) else findings
+            for f in v.form_findings:
+                target.append(FindingLine(att.filename, f.row, f.column, f.code, f.message))
+            cells: list[tuple[str, str]] = []
+            for r in v.rows:
+                for f in r.findings:
+                    findings.append(FindingLine(att.filename, f.row or r.row, f.column, f.code, f.message))
+                    if f.coordinate:
+                        cells.append((f.coordinate, f.message))
+            if cells and a.reply == "correction":
+                book = highlight_workbook(att.data, att.filename, cells,
+                                          sheet=v.reading.sheet if v.reading else None)
+                if book is not None:
+                    workbooks.append(book)
+        for prob in a.parts.problems:
+            unreadable.append(FindingLine("", None, None, prob.code, prob.message))
+        if a.reply == "correction" and self.rules.intake.stamped_scan_required and not a.parts.scans:
+            findings.append(FindingLine("", None, None, "stamp_missing",
+                                        "请同时发送加盖单位公章的报名表扫描件（PDF或图片）。"))
+        nominees: list[NomineeLine] = []
+        changes: list[ChangeLine] = []
+        if result is not None:
+            for pl in result.placements:
+                nominees.append(self._nominee_line(pl.request.row, pl.request.name, pl.request.program,
+                                                   pl.status, pl.waiting_position, pl.request.id_masked, pl.note))
+            if result.resubmission:
+                changes = [ChangeLine(c.kind, c.name, c.id_masked, c.detail) for c in result.changes]
+        contact = next((v.contact for _, v in a.verdicts if v.contact), "")
+        ctx = self._base_context(
+            a.reply, receipt, fetched.arrived_at, p.from_addr, p.from_name, p.subject, p.message_id,
+            p.references, institution=institution, contact=contact, nominees=tuple(nominees),
+            findings=tuple(findings), changes=tuple(changes), unreadable_reasons=tuple(unreadable),
+            scans_received=tuple(s.filename for s in a.parts.scans),
+            correction_workbooks=tuple(workbooks))
+        self._enqueue(msg_pk, ctx)
+
+    def _queue_promotion(self, msg_pk: int, promo: Any) -> None:
+        orig = next(self.state.db.query(
+            "SELECT message_id, subject, arrived_at, receipt, sender_name FROM messages WHERE id = ?",
+            [promo.message]))
+        line = self._nominee_line(None, promo.name, promo.program, "seated", None, promo.id_masked)
+        ctx = self._base_context(
+            "promotion", orig["receipt"], datetime.fromisoformat(orig["arrived_at"]), promo.sender,
+            orig["sender_name"], orig["subject"], orig["message_id"], (), institution=promo.institution,
+            nominees=(line,))
+        self._enqueue(msg_pk, ctx)
+
+    def _enqueue(self, msg_pk: int, ctx: ReplyContext) -> None:
+        since = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(timespec="seconds")
+        if self.state.replies_to_since(ctx.to_address, since) >= self.settings.reply.max_per_sender_per_day:
+            self.state.add_event("reply_suppressed", {"kind": ctx.kind, "why": "per-sender daily limit"},
+                                 actor=self.actor, rules_version=self.version, message=msg_pk)
+            self.log.warning("reply_suppressed", message=msg_pk, kind=ctx.kind, reason="daily limit")
+            return
+        rendered = self.renderer.render(ctx)
+        raw = build_message(ctx, rendered, from_address=self.settings.reply.from_address,
+                            from_name=self.settings.reply.from_name,
+                            message_id_domain=self.settings.reply.message_id_domain)
+        headers = BytesHeaderParser().parsebytes(raw)
+        self.state.db["outbox"].insert({
+            "message": msg_pk, "kind": ctx.kind, "to_address": ctx.to_address,
+            "subject": rendered.subject, "reply_message_id": headers.get("Message-ID", ""), "raw": raw,
+            "status": "queued", "next_attempt_at": utc_now(), "created_at": utc_now()})
+        self.state.add_event("reply_queued", {"kind": ctx.kind}, actor=self.actor,
+                             rules_version=self.version, message=msg_pk)
+
+    # -- send and settle ------------------------------------------------------------------
+    def send(self) -> SendReport:
+        smtp = self.settings.smtp
+        sent_folder = self.settings.imap.sent_folder if self._mbox.kind == "imap" else ""
+
+        def copy_to_sent(row: dict[str, Any]) -> None:
+            if sent_folder:
+                try:
+                    self.source.append(sent_folder, row["raw"])
+                except MailboxError as exc:
+                    self.log.warning("sent_copy_failed", outbox=row["id"], error=str(exc))
+
+        return send_pending(self.state, self.transport,
+                            envelope_from=smtp.envelope_from or self.settings.reply.from_address,
+                            max_attempts=smtp.max_attempts, retry_base_seconds=smtp.retry_base_seconds,
+                            rules_version=self.version, after_send=copy_to_sent, log=self.log)
+
+    def _settle(self, key: str, msg_pk: int, folder: str) -> None:
+        try:
+            if self._mbox.settle == "flag":
+                self.source.flag(key, "\\Flagged")
+            else:
+                self.source.settle(key, folder)
+        except MailboxError as exc:
+            self.log.warning("settle_failed", message=msg_pk, folder=folder, error=str(exc))
+            return
+        with self.state.transaction():
+            self.state.mark_settled(msg_pk)
+
+    def settle_pending(self) -> None:
+        """Retry moving messages whose record committed but whose move did not happen."""
+        validity, _ = self.state.cursor(self.source.name)
+        for row in self.state.unsettled(self.source.name):
+            if validity is not None and row["uidvalidity"] != validity:
+                with self.state.transaction():
+                    self.state.mark_settled(row["id"])  # the UID means nothing any more
+                continue
+            self._settle(row["source_key"], row["id"], row["settle_folder"])
+
+
+class _Rollback(Exception):
+    """Raised inside a dry-run transaction to roll it back."""

@@ -1,0 +1,59 @@
+"""Retention: remove stored raw mail and personal fields recorded before a date.
+
+The audit chain stays verifiable: events never hold personal data (identity numbers are
+masked, nominees keep a hash of the number), so purging touches no event; the purge itself
+is recorded as an event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailbot.store import State
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    messages: int
+    files_removed: int
+    rows_cleared: int
+    nominees_cleared: int
+
+
+def purge_before(state: State, before_iso: str, *, actor: str, rules_version: str) -> PurgeReport:
+    """Purge everything recorded before ``before_iso`` (UTC ISO timestamp)."""
+    db = state.db
+    msgs = [r["id"] for r in db.query("SELECT id FROM messages WHERE recorded_at < ?", [before_iso])]
+    paths: list[str] = []
+    for r in db.query("SELECT raw_path FROM messages WHERE recorded_at < ? AND raw_path IS NOT NULL", [before_iso]):
+        paths.append(r["raw_path"])
+    for r in db.query("SELECT a.path FROM attachments a JOIN messages m ON m.id = a.message "
+                      "WHERE m.recorded_at < ? AND a.path IS NOT NULL", [before_iso]):
+        paths.append(r["path"])
+    with state.transaction():
+        db.execute("UPDATE messages SET raw_path = NULL WHERE recorded_at < ?", [before_iso])
+        db.execute("UPDATE attachments SET path = NULL WHERE message IN "
+                   "(SELECT id FROM messages WHERE recorded_at < ?)", [before_iso])
+        rows = db.execute(
+            "UPDATE form_rows SET name = NULL, gender = NULL, position = NULL, email = NULL, "
+            "id_number = NULL, phone = NULL WHERE form IN (SELECT f.id FROM forms f JOIN messages m "
+            "ON m.id = f.message WHERE m.recorded_at < ?) AND id_number IS NOT NULL", [before_iso]).rowcount
+        db.execute("UPDATE forms SET contact = NULL, contact_phone = NULL WHERE message IN "
+                   "(SELECT id FROM messages WHERE recorded_at < ?)", [before_iso])
+        nominees = db.execute(
+            "UPDATE nominees SET id_number = NULL, name = NULL WHERE message IN "
+            "(SELECT id FROM messages WHERE recorded_at < ?) AND id_number IS NOT NULL", [before_iso]).rowcount
+        state.add_event("purge", {"before": before_iso, "messages": len(msgs), "files": len(paths)},
+                        actor=actor, rules_version=rules_version)
+    still_used = {r["raw_path"] for r in db.query("SELECT raw_path FROM messages WHERE raw_path IS NOT NULL")}
+    still_used |= {r["path"] for r in db.query("SELECT path FROM attachments WHERE path IS NOT NULL")}
+    removed = 0
+    for rel in set(paths) - still_used:  # content-addressed: a later message may share the file
+        target = state.dir / Path(rel)
+        try:
+            target.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return PurgeReport(len(msgs), removed, rows, nominees)
