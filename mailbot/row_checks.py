@@ -305,8 +305,8 @@ def check_phone(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
 
 
 def check_duplicates(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
-    if not _filled(row, ctx, "id_number"):
-        return
+    if not _filled(row, ctx, "id_number") or _looks_stored_as_number(row):
+        return  # damaged numbers (…000) may collide without being the same person
     rows = ctx.id_rows.get(row.id_number, ())
     if len(rows) < 2:
         return
@@ -319,7 +319,8 @@ def check_duplicates(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]
     why = "同一位教师重复填写" if same_program else "每位教师只能报名一个证书培训项目"
     yield ctx.finding(
         DUPLICATE_IN_FORM,
-        f"第{row.row}行身份证号“{mask_id(row.id_number)}”在本表第{listed}行重复出现（{why}），"
+        f"第{row.row}行“{ctx.label('id_number')}”“{mask_id(row.id_number)}”在本表第{listed}行"
+        f"重复出现（{why}），"
         f"请只保留一行、删除其余各行。",
         row, "id_number",
     )
@@ -423,7 +424,7 @@ def check_form(reading: FormReading, rules: CampaignRules) -> FormVerdict:
     rows = tuple(normalize_row(r, rules) for r in reading.rows if not is_blank(r))
     id_rows: dict[str, list[int]] = {}
     for r in rows:
-        if r.id_number:
+        if r.id_number and not _looks_stored_as_number(r):
             id_rows.setdefault(r.id_number, []).append(r.row)
     ctx = CheckContext(rules, reading, rows, {k: tuple(v) for k, v in id_rows.items()})
 

@@ -219,3 +219,11 @@ def test_reader_errors_become_verdicts(monkeypatch, exc, outcome):
     verdict = judge_file(b"...", "x.xlsx", RULES)
     assert (verdict.filename, verdict.outcome, verdict.form_findings, verdict.rows) == (
         "x.xlsx", outcome, (Finding(exc.code, exc.message),), ())
+
+
+def test_numbers_damaged_by_excel_are_not_reported_as_duplicates():
+    damaged = MAN[:15] + "000"
+    verdict = check_form(reading(nominee(4, id_number=damaged, was_number=True),
+                                 nominee(5, id_number=damaged, was_number=True)), RULES)
+    assert [[f.code for f in r.findings] for r in verdict.rows] == [
+        ["id_stored_as_number"], ["id_stored_as_number"]]
