@@ -1,0 +1,347 @@
+"""Render replies and the staff digest from ``templates/`` and build the RFC 5322 reply message.
+
+Templates: ``reply_<kind>.txt.j2`` / ``reply_<kind>.html.j2`` extending ``_layout.*.j2`` and
+importing ``_macros.*.j2``; ``digest.txt.j2`` / ``digest.html.j2``.  The Jinja environment is
+strict (an unknown variable is an error), autoescapes only ``*.html.j2``, and masks every
+identity number and mobile in every printed value and again in the finished text, so a raw
+number never reaches a reply even if the pipeline forgets to mask one.
+
+Headers of a reply (``build_message``):
+
+* ``To`` the sender only; ``In-Reply-To``/``References`` thread it under the original; the
+  subject is ``Re: `` + the original subject without its own reply prefixes.
+* ``Auto-Submitted: auto-replied`` (RFC 3834) and ``X-Auto-Response-Suppress: All`` (Exchange)
+  so vacation responders do not answer the bot.
+* No ``Precedence: bulk``: RFC 3834 does not define it and relies on ``Auto-Submitted``;
+  ``Precedence: bulk`` is a spam signal at several providers and these replies carry seat
+  results a teacher must see.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta, timezone, tzinfo
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from mailbot.errors import SendError
+from mailbot.form_model import FIELDS
+from mailbot.masking import mask_text
+from mailbot.reply_model import DigestContext, FindingLine, NomineeLine, ReplyContext
+
+try:
+    from zoneinfo import ZoneInfo
+
+    BEIJING: tzinfo = ZoneInfo("Asia/Shanghai")
+except Exception:  # pragma: no cover - no tz database; China has had no DST since 1991
+    BEIJING = timezone(timedelta(hours=8), "CST")
+
+XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+MAX_REFERENCES = 20
+# SMTP policy, but raw (set_raw) headers are written as given: the threading headers are
+# folded by fold_ids, every other header is a parsed header object folded as usual.
+REPLY_POLICY = policy.SMTP.clone(refold_source="none")
+
+# "Re:", "RE:", "re :", "Re[2]:", "Re：", "回复:", "回复：", "答复:", "回覆:", repeated.
+_REPLY_PREFIX_RE = re.compile(
+    r"^(?:\s*(?:re|回复|答复|回覆)\s*(?:\[\d+\]|\(\d+\))?\s*[:：])+\s*", re.IGNORECASE
+)
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_MSGID_RE = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
+
+STATUS_LABELS = {"seated": "已录取", "conflict": "待核实", "rejected": "未录取"}
+OUTCOME_LABELS = {
+    "acceptance": "报名成功",
+    "correction": "需修改",
+    "late": "逾期",
+    "redirect": "转省平台（中职）",
+    "no_form": "无附件3",
+    "scan_only": "仅扫描件",
+    "unreadable": "无法读取",
+    "not_annex3": "非附件3",
+    "promotion": "候补递补",
+    "failed": "处理失败",
+    "quarantined": "已隔离",
+    "ignored": "已忽略（自动回复/退信等）",
+    "duplicate": "重复邮件",
+}
+ATTENTION_LABELS = {
+    "failed": "处理失败",
+    "quarantined": "已隔离",
+    "stuck_sending": "回复卡在发送中",
+    "domain_mismatch": "发件域名与单位不符",
+    "conflict": "身份证号冲突",
+    "other": "其他",
+}
+
+
+@dataclass(frozen=True)
+class RenderedReply:
+    """A rendered reply or digest: subject line, plain text body and HTML body."""
+
+    subject: str
+    text: str
+    html: str
+
+
+# --- small pure helpers --------------------------------------------------------------------
+
+
+def one_line(value: str) -> str:
+    """Collapse whitespace (CR/LF included) and drop control characters: safe for a header."""
+    return " ".join(_CONTROL_RE.sub(" ", value or "").split())
+
+
+def reply_subject(original: str, fallback: str = "报名回执") -> str:
+    """``Re: `` + the original subject, without stacking reply prefixes (Re:, RE:, 回复:, 答复:, Re：)."""
+    core = _REPLY_PREFIX_RE.sub("", one_line(original)).strip()
+    return f"Re: {core or fallback}"
+
+
+def normalise_msgid(value: str) -> str:
+    """``<id@host>`` for a usable Message-ID (brackets added if missing), else ``""``."""
+    v = one_line(value)
+    if v and not v.startswith("<"):
+        v = f"<{v}>"
+    return v if v.isascii() and _MSGID_RE.match(v) else ""
+
+
+def thread_references(original_references: tuple[str, ...], original_id: str) -> list[str]:
+    """The References of a reply: the original's references then its id, deduplicated, keeping
+    the first and the last ones when the chain grows past ``MAX_REFERENCES``."""
+    ids: list[str] = []
+    for raw in (*original_references, original_id):
+        for token in one_line(raw).split():
+            mid = normalise_msgid(token)
+            if mid and mid not in ids:
+                ids.append(mid)
+    if len(ids) > MAX_REFERENCES:
+        ids = [ids[0], *ids[-(MAX_REFERENCES - 1) :]]
+    return ids
+
+
+def fold_ids(name: str, ids: list[str], width: int = 78) -> str:
+    """Message-IDs folded between ids only (``\n`` separated), for ``Message.set_raw``: the
+    stdlib folder would otherwise turn an id longer than a line into encoded words."""
+    lines = [""]
+    for mid in ids:
+        current = lines[-1]
+        prefix = len(name) + 2 if len(lines) == 1 else 0
+        if current and prefix + len(current) + 1 + len(mid) > width:
+            lines.append(" " + mid)
+        else:
+            lines[-1] = f"{current} {mid}" if current else (mid if len(lines) == 1 else " " + mid)
+    return "\n".join(lines)
+
+
+def cn_time(value: datetime | None) -> str:
+    """``2020年11月9日 23:59`` in Beijing time."""
+    if value is None:
+        return ""
+    v = value.astimezone(BEIJING)
+    return f"{v.year}年{v.month}月{v.day}日 {v:%H:%M}"
+
+
+def cn_date(value: datetime | None) -> str:
+    """``2020年11月9日`` in Beijing time."""
+    if value is None:
+        return ""
+    v = value.astimezone(BEIJING)
+    return f"{v.year}年{v.month}月{v.day}日"
+
+
+def status_label(line: NomineeLine) -> str:
+    """已录取 / 候补第N位 / 待核实 / 未录取."""
+    if line.status == "waiting":
+        return f"候补第{line.waiting_position}位" if line.waiting_position else "候补"
+    return STATUS_LABELS[line.status]
+
+
+def finding_place(f: FindingLine) -> str:
+    """Where a finding is: ``「名单.xlsx」第5行「身份证号」列`` (parts present only)."""
+    parts = []
+    if f.file:
+        parts.append(f"「{f.file}」")
+    if f.row is not None:
+        parts.append(f"第{f.row}行")
+    if f.column:
+        parts.append(f"「{f.column}」列")
+    return "".join(parts)
+
+
+def greeting_name(ctx: ReplyContext) -> str:
+    """The name before 老师: the form's contact person, else the sender's display name."""
+    for candidate in (ctx.contact, ctx.to_name):
+        name = one_line(candidate)
+        if name and "@" not in name:
+            return name.removesuffix("老师")
+    return ""
+
+
+def _finalize(value: Any) -> Any:
+    """Mask every string a template prints (Markup stays Markup)."""
+    if isinstance(value, Markup):
+        return Markup(mask_text(str(value)))
+    if isinstance(value, str):
+        return mask_text(value)
+    return value
+
+
+def _tidy_text(text: str) -> str:
+    """Trailing spaces off, at most one blank line in a row, one final newline."""
+    lines = [line.rstrip() for line in text.strip("\n").splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return "\n".join(out).strip("\n") + "\n"
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+class ReplyRenderer:
+    """Renders :class:`ReplyContext` and :class:`DigestContext` with the templates in a folder."""
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(templates_dir)),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(
+                enabled_extensions=("html.j2",), default_for_string=False, default=False
+            ),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            finalize=_finalize,
+        )
+        self.env.filters.update(
+            cn_time=cn_time,
+            cn_date=cn_date,
+            status_label=status_label,
+            place=finding_place,
+            outcome_label=lambda k: OUTCOME_LABELS.get(k, k),
+            attention_label=lambda k: ATTENTION_LABELS.get(k, k),
+        )
+        self.env.globals["annex3_columns"] = tuple(label for _, label in FIELDS)
+
+    def _render_pair(self, stem: str, variables: dict[str, Any]) -> tuple[str, str]:
+        text = self.env.get_template(f"{stem}.txt.j2").render(variables)
+        html = self.env.get_template(f"{stem}.html.j2").render(variables)
+        return mask_text(_tidy_text(text)), mask_text(html)
+
+    def render(self, ctx: ReplyContext) -> RenderedReply:
+        """Subject, text and HTML of one reply."""
+        subject = mask_text(reply_subject(ctx.original_subject, ctx.campaign_title or "报名回执"))
+        variables = {f.name: getattr(ctx, f.name) for f in fields(ctx)}
+        variables.update(
+            subject=subject,
+            greeting_name=greeting_name(ctx),
+            contact_line=ctx.help_contact or ctx.late_contact,
+            signature=ctx.signature
+            or (f"{ctx.campaign_title}报名工作组" if ctx.campaign_title else "培训报名工作组"),
+            attachment_names=tuple(name for name, _ in ctx.correction_workbooks),
+            seated=tuple(n for n in ctx.nominees if n.status == "seated"),
+        )
+        text, html = self._render_pair(f"reply_{ctx.kind}", variables)
+        return RenderedReply(subject=subject, text=text, html=html)
+
+    def render_digest(self, digest: DigestContext) -> RenderedReply:
+        """Subject, text and HTML of the staff digest."""
+        variables = {f.name: getattr(digest, f.name) for f in fields(digest)}
+        total = sum(count for _, count in digest.outcome_counts)
+        subject = one_line(
+            f"【报名日报】{digest.campaign} {cn_date(digest.period_end)}："
+            f"收到{total}封，需关注{len(digest.attention)}项"
+        )
+        variables.update(subject=subject, total_messages=total)
+        text, html = self._render_pair("digest", variables)
+        return RenderedReply(subject=mask_text(subject), text=text, html=html)
+
+
+# --- the message ----------------------------------------------------------------------------
+
+
+def _address(display_name: str, addr_spec: str) -> Address:
+    try:
+        return Address(display_name=one_line(display_name), addr_spec=one_line(addr_spec))
+    except (ValueError, IndexError) as exc:
+        raise SendError(f"cannot address a message to {addr_spec!r}", permanent=True) from exc
+
+
+def _body(msg: EmailMessage, rendered: RenderedReply) -> None:
+    msg.set_content(rendered.text, charset="utf-8")
+    msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+
+
+def build_message(
+    ctx: ReplyContext,
+    rendered: RenderedReply,
+    *,
+    from_address: str,
+    from_name: str,
+    message_id_domain: str,
+    message_id: str | None = None,
+    date: datetime | None = None,
+) -> bytes:
+    """The reply as RFC 5322 bytes (CRLF): multipart/alternative text+HTML, inside
+    multipart/mixed with the correction workbooks when there are any.
+
+    ``message_id`` (``<...>``) and ``date`` may be given so the outbox can record them before
+    sending; by default a fresh id under ``message_id_domain`` and the current time.
+    Raises :class:`SendError` (permanent) when an address cannot be written.
+    """
+    msg = EmailMessage(policy=REPLY_POLICY)
+    msg["From"] = _address(from_name, from_address)
+    msg["To"] = _address(ctx.to_name, ctx.to_address)
+    msg["Subject"] = one_line(rendered.subject)
+    msg["Date"] = format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))
+    msg["Message-ID"] = normalise_msgid(message_id or "") or make_msgid(domain=message_id_domain)
+    original = normalise_msgid(ctx.original_message_id)
+    if original:
+        msg.set_raw("In-Reply-To", fold_ids("In-Reply-To", [original]))
+    references = thread_references(ctx.original_references, ctx.original_message_id)
+    if references:
+        msg.set_raw("References", fold_ids("References", references))
+    msg["Auto-Submitted"] = "auto-replied"
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["Content-Language"] = "zh-CN"
+    _body(msg, rendered)
+    for filename, data in ctx.correction_workbooks:
+        name = one_line(filename)
+        msg.add_attachment(
+            data, maintype=XLSX_TYPE[0], subtype=XLSX_TYPE[1], filename=name,
+            params={"name": name},
+        )
+    return msg.as_bytes()
+
+
+def build_digest_message(
+    rendered: RenderedReply,
+    *,
+    to_addresses: list[str],
+    from_address: str,
+    from_name: str,
+    message_id_domain: str,
+    date: datetime | None = None,
+) -> bytes:
+    """The staff digest as RFC 5322 bytes (``Auto-Submitted: auto-generated``)."""
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = _address(from_name, from_address)
+    msg["To"] = [_address("", a) for a in to_addresses]
+    msg["Subject"] = one_line(rendered.subject)
+    msg["Date"] = format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))
+    msg["Message-ID"] = make_msgid(domain=message_id_domain)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["Content-Language"] = "zh-CN"
+    _body(msg, rendered)
+    return msg.as_bytes()

@@ -1,0 +1,424 @@
+"""Replies: golden text per kind, threading headers, masking, escaping, attachments, digest.
+
+Regenerate the golden files with ``MAILBOT_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_replies.py``
+and read the diff by eye before committing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+from datetime import datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from stdnum.cn import ric
+
+from mailbot.errors import SendError
+from mailbot.masking import mask_id, mask_phone
+from mailbot.replies import (
+    RenderedReply,
+    ReplyRenderer,
+    build_digest_message,
+    build_message,
+    reply_subject,
+    thread_references,
+)
+from mailbot.reply_model import (
+    REPLY_KINDS,
+    AttentionItem,
+    ChangeLine,
+    DigestContext,
+    FindingLine,
+    NomineeLine,
+    ProgramSeats,
+    ReplyContext,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+GOLDEN = Path(__file__).resolve().parent / "golden_replies"
+BJ = ZoneInfo("Asia/Shanghai")
+
+ID_18 = re.compile(r"(?<![0-9A-Za-z])\d{17}[0-9Xx](?![0-9A-Za-z])")
+MOBILE_11 = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+
+
+def synthetic_id(body17: str) -> str:
+    """A synthetic identity number with a valid check digit."""
+    return body17 + ric.calc_check_digit(body17)
+
+
+ID_A = synthetic_id("33010619900101123")
+ID_B = synthetic_id("33010219851212456")
+ID_C = synthetic_id("33038219920715789")
+MOBILE = "13812345678"
+
+BIM = "建筑信息模型（BIM）职业技能等级证书"
+CNC = "数控车铣加工职业技能等级证书"
+FORMAT = "5天线下集中+5天线上"
+
+
+def nominee(row, name, program, host, id_number, status="seated", position=None, note=""):
+    return NomineeLine(
+        row=row, name=name, program=program, host=host, format=FORMAT, hours=80, fee_cap=3200,
+        status=status, waiting_position=position, id_masked=mask_id(id_number), note=note,
+    )
+
+
+NOMINEES = (
+    nominee(4, "张晓明", BIM, "浙江工业大学", ID_A),
+    nominee(5, "李红", CNC, "浙江机电职业技术学院", ID_B, status="waiting", position=3),
+    nominee(6, "王强", BIM, "浙江工业大学", ID_C, status="conflict",
+            note="同一身份证号已由其他单位报名，请核实"),
+)
+
+
+def base(kind: str, **overrides) -> ReplyContext:
+    fields = dict(
+        kind=kind,
+        to_address="jwc@example-college.edu.cn",
+        to_name="陈老师",
+        original_subject="回复: 附件3 高校参训教师信息汇总表（示例职业技术学院）",
+        original_message_id="<orig-1@example-college.edu.cn>",
+        original_references=("<first@example-college.edu.cn>",),
+        received_at=datetime(2020, 11, 5, 14, 32, tzinfo=BJ),
+        receipt="ZJ2020-000123",
+        institution="示例职业技术学院",
+        contact="陈静",
+        campaign_title="1+X证书制度试点师资培训",
+        deadline=datetime(2020, 11, 9, 23, 59, 59, tzinfo=BJ),
+        intake_address="shengpei@zjut.edu.cn",
+        platform_url="https://pxglpt.zjedu.gov.cn",
+        platform_path="指令性培训→省级骨干培训",
+        late_contact="省职教师资培训中心 0571-85290492",
+    )
+    fields.update(overrides)
+    return ReplyContext(**fields)
+
+
+FINDINGS = (
+    FindingLine("汇总表.xlsx", 5, "身份证号", "id_checksum",
+                "身份证号校验位不正确，请核对后重新填写"),
+    FindingLine("汇总表.xlsx", 7, "所报证书培训班名称", "program_unknown",
+                "“BIM建模”不是本次开设的培训项目，是否为“建筑信息模型（BIM）职业技能等级证书”？"),
+    FindingLine("汇总表.xlsx", None, None, "no_stamp_unit", "表头“填报单位”未填写"),
+)
+
+CONTEXTS: dict[str, ReplyContext] = {
+    "acceptance": base(
+        "acceptance",
+        nominees=NOMINEES,
+        changes=(
+            ChangeLine("added", "王强", mask_id(ID_C), "报名建筑信息模型（BIM）职业技能等级证书"),
+            ChangeLine("removed", "赵磊", "3301**********0011", ""),
+            ChangeLine("changed", "李红", mask_id(ID_B),
+                       "培训项目由“Web前端开发”改为“数控车铣加工”"),
+        ),
+        stamp_required=True,
+    ),
+    "correction": base(
+        "correction",
+        nominees=NOMINEES[:1],
+        findings=FINDINGS,
+        correction_workbooks=(("汇总表-需修改.xlsx", b"PK\x03\x04fake"),),
+    ),
+    "late": base(
+        "late",
+        received_at=datetime(2020, 11, 10, 8, 15, tzinfo=BJ),
+        nominees=NOMINEES[:1],
+    ),
+    "redirect": base("redirect", institution="示例市职业中等专业学校"),
+    "no_form": base("no_form", institution="", contact="", to_name=""),
+    "scan_only": base("scan_only", scans_received=("汇总表盖章.pdf", "扫描件2.jpg"),
+                      stamp_required=True),
+    "unreadable": base(
+        "unreadable",
+        unreadable_reasons=(
+            FindingLine("汇总表.xlsx", None, None, "encrypted",
+                        "文件设置了打开密码，无法读取，请取消密码后重新发送"),
+            FindingLine("名单.rar", None, None, "unsupported",
+                        "不支持 RAR 压缩包，请直接添加 Excel 文件"),
+        ),
+    ),
+    "not_annex3": base(
+        "not_annex3",
+        unreadable_reasons=(
+            FindingLine("培训需求统计.xlsx", None, None, "no_header",
+                        "未找到附件3的表头（姓名、身份证号、所报证书培训班名称等）"),
+        ),
+    ),
+    "promotion": base("promotion", nominees=(
+        nominee(5, "李红", CNC, "浙江机电职业技术学院", ID_B),
+    )),
+}
+
+
+@pytest.fixture(scope="module")
+def renderer() -> ReplyRenderer:
+    return ReplyRenderer(TEMPLATES)
+
+
+def golden_text(rendered: RenderedReply) -> str:
+    return f"Subject: {rendered.subject}\n\n{rendered.text}"
+
+
+def test_every_reply_kind_has_a_fixture_context():
+    assert sorted(CONTEXTS) == sorted(REPLY_KINDS)
+
+
+@pytest.mark.parametrize("kind", REPLY_KINDS)
+def test_each_reply_kind_renders_its_golden_text(renderer, kind):
+    rendered = renderer.render(CONTEXTS[kind])
+    path = GOLDEN / f"{kind}.txt"
+    if os.environ.get("MAILBOT_UPDATE_GOLDEN") == "1":
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(golden_text(rendered), encoding="utf-8")
+    assert golden_text(rendered) == path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("kind", REPLY_KINDS)
+def test_each_reply_kind_renders_a_complete_html_page(renderer, kind):
+    html = renderer.render(CONTEXTS[kind]).html
+    assert html.lstrip().startswith("<!DOCTYPE html>")
+    assert html.rstrip().endswith("</html>")
+    assert "ZJ2020-000123" in html
+    assert "老师，您好！" in html
+
+
+def test_acceptance_names_program_host_format_fee_status_and_receipt(renderer):
+    text = renderer.render(CONTEXTS["acceptance"]).text
+    for expected in (BIM, "浙江工业大学", "5天线下集中+5天线上（共80学时）", "不超过3200元",
+                     "已录取", "候补第3位", "待核实", "ZJ2020-000123", "新增", "删除", "修改"):
+        assert expected in text
+
+
+def test_correction_places_each_finding_and_mentions_the_attachment(renderer):
+    text = renderer.render(CONTEXTS["correction"]).text
+    assert "1. 「汇总表.xlsx」第5行「身份证号」列：身份证号校验位不正确，请核对后重新填写" in text
+    assert "3. 「汇总表.xlsx」：表头“填报单位”未填写" in text
+    assert "其余填写无误的1名教师已先行登记" in text
+    assert "附件“汇总表-需修改.xlsx”" in text
+
+
+def test_late_reply_gives_both_times_and_the_contact(renderer):
+    text = renderer.render(CONTEXTS["late"]).text
+    assert "我们于2020年11月10日 08:15收到" in text
+    assert "已于2020年11月9日 23:59截止" in text
+    assert "请联系：省职教师资培训中心 0571-85290492" in text
+
+
+def test_times_are_shown_in_beijing_time_whatever_the_input_zone(renderer):
+    utc = datetime(2020, 11, 5, 6, 32, tzinfo=ZoneInfo("UTC"))
+    text = renderer.render(replace(CONTEXTS["no_form"], received_at=utc)).text
+    assert "2020年11月5日 14:32" in text
+
+
+def test_a_naive_received_at_is_refused():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        base("no_form", received_at=datetime(2020, 11, 5, 14, 32))
+
+
+# --- subject and threading ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "original, expected",
+    [
+        ("附件3报名", "Re: 附件3报名"),
+        ("Re: 附件3报名", "Re: 附件3报名"),
+        ("RE: re: 附件3报名", "Re: 附件3报名"),
+        ("Re：附件3报名", "Re: 附件3报名"),
+        ("回复: 附件3报名", "Re: 附件3报名"),
+        ("回复：答复：Re[2]: 附件3报名", "Re: 附件3报名"),
+        ("Fwd: 附件3报名", "Re: Fwd: 附件3报名"),
+        ("Receipt of 附件3", "Re: Receipt of 附件3"),
+        ("附件3\r\n 报名\t表", "Re: 附件3 报名 表"),
+        ("", "Re: 报名回执"),
+    ],
+)
+def test_reply_subject_adds_one_re_prefix(original, expected):
+    assert reply_subject(original) == expected
+
+
+def test_references_chain_ends_with_the_original_and_drops_junk():
+    refs = thread_references(("<a@x>", "b@x", "<a@x>", "no good <>"), "<c@x>")
+    assert refs == ["<a@x>", "<b@x>", "<c@x>"]
+
+
+def test_references_chain_is_capped_keeping_first_and_last():
+    many = tuple(f"<m{i}@x>" for i in range(40))
+    refs = thread_references(many, "<last@x>")
+    assert len(refs) == 20
+    assert refs[0] == "<m0@x>" and refs[-1] == "<last@x>" and refs[-2] == "<m39@x>"
+
+
+def parse(raw: bytes) -> EmailMessage:
+    return message_from_bytes(raw, policy=policy.default)  # type: ignore[return-value]
+
+
+def build(ctx: ReplyContext, renderer: ReplyRenderer, **kw) -> bytes:
+    return build_message(
+        ctx, renderer.render(ctx), from_address="shengpei@zjut.edu.cn",
+        from_name="1+X师资培训报名", message_id_domain="mailbot.zjut.edu.cn", **kw,
+    )
+
+
+def test_reply_is_threaded_under_the_original_and_marked_auto_replied(renderer):
+    raw = build(CONTEXTS["acceptance"], renderer)
+    msg = parse(raw)
+    assert msg["In-Reply-To"] == "<orig-1@example-college.edu.cn>"
+    assert msg["References"].split() == [
+        "<first@example-college.edu.cn>", "<orig-1@example-college.edu.cn>"]
+    assert msg["Subject"] == "Re: 附件3 高校参训教师信息汇总表（示例职业技术学院）"
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert msg["X-Auto-Response-Suppress"] == "All"
+    assert msg["Precedence"] is None
+    assert msg["To"].addresses[0].addr_spec == "jwc@example-college.edu.cn"
+    assert len(msg["To"].addresses) == 1 and msg["Cc"] is None
+    assert msg["From"].addresses[0].addr_spec == "shengpei@zjut.edu.cn"
+    assert re.fullmatch(r"<[^<>@\s]+@mailbot\.zjut\.edu\.cn>", msg["Message-ID"])
+    assert msg["Date"].datetime.utcoffset().total_seconds() == 8 * 3600
+    assert b"\r\n" in raw and all(len(line) <= 998 for line in raw.split(b"\r\n"))
+
+
+def test_two_builds_get_different_message_ids(renderer):
+    first = parse(build(CONTEXTS["no_form"], renderer))["Message-ID"]
+    second = parse(build(CONTEXTS["no_form"], renderer))["Message-ID"]
+    assert first != second
+
+
+def test_a_given_message_id_and_date_are_used(renderer):
+    when = datetime(2020, 11, 5, 14, 33, tzinfo=BJ)
+    msg = parse(build(CONTEXTS["no_form"], renderer, message_id="<fixed@mailbot>", date=when))
+    assert msg["Message-ID"] == "<fixed@mailbot>"
+    assert msg["Date"].datetime == when
+
+
+def test_a_long_reference_chain_survives_folding_unencoded(renderer):
+    long_ids = tuple(f"<{'x' * 60}.{i}@very-long-host-name.example-college.edu.cn>" for i in range(5))
+    ctx = replace(CONTEXTS["no_form"], original_references=long_ids)
+    raw = build(ctx, renderer)
+    assert b"=?" not in raw.split(b"\r\n\r\n")[0].split(b"References:")[1].split(b"\r\nAuto")[0]
+    assert parse(raw)["References"].split() == [*long_ids, "<orig-1@example-college.edu.cn>"]
+
+
+def test_a_message_without_message_id_gets_no_in_reply_to(renderer):
+    ctx = replace(CONTEXTS["no_form"], original_message_id="", original_references=())
+    msg = parse(build(ctx, renderer))
+    assert msg["In-Reply-To"] is None and msg["References"] is None
+
+
+def test_text_and_html_are_alternatives_and_workbooks_are_attached(renderer):
+    msg = parse(build(CONTEXTS["correction"], renderer))
+    assert msg.get_content_type() == "multipart/mixed"
+    alternative, attachment = msg.get_payload()
+    assert alternative.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in alternative.get_payload()] == ["text/plain", "text/html"]
+    assert attachment.get_filename() == "汇总表-需修改.xlsx"
+    assert attachment.get_content() == b"PK\x03\x04fake"
+    assert attachment.get_param("name") == "汇总表-需修改.xlsx"
+    raw_part = attachment.as_bytes()
+    assert raw_part.isascii() and re.search(rb"filename\*(0\*)?=utf-8''%E6%B1%87", raw_part)
+    body = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert body == renderer.render(CONTEXTS["correction"]).text
+
+
+def test_a_reply_without_workbooks_is_plain_alternative(renderer):
+    msg = parse(build(CONTEXTS["acceptance"], renderer))
+    assert msg.get_content_type() == "multipart/alternative"
+
+
+def test_an_unwritable_address_is_a_permanent_send_error(renderer):
+    ctx = replace(CONTEXTS["no_form"], to_address="not an address <<")
+    with pytest.raises(SendError) as info:
+        build(ctx, renderer)
+    assert info.value.permanent
+
+
+# --- masking and escaping -----------------------------------------------------------------
+
+
+def test_raw_identity_numbers_and_mobiles_never_reach_the_reply(renderer):
+    leaky = replace(
+        CONTEXTS["acceptance"],
+        original_subject=f"报名 {ID_C} {MOBILE}",
+        institution=f"示例学院 {MOBILE}",
+        nominees=(replace(NOMINEES[2], note=f"与身份证号 {ID_C} 重复，联系电话 {MOBILE}"),),
+        changes=(ChangeLine("added", "王强", ID_A, f"手机 {MOBILE}"),),
+    )
+    rendered = renderer.render(leaky)
+    raw = build(leaky, renderer).decode("ascii")
+    for output in (rendered.subject, rendered.text, rendered.html):
+        assert not ID_18.search(output) and not MOBILE_11.search(output)
+        assert mask_id(ID_C) in output and mask_phone(MOBILE) in output
+    assert ID_C not in raw and MOBILE not in raw
+
+
+def test_a_hostile_institution_name_is_escaped_in_html_only(renderer):
+    ctx = replace(CONTEXTS["acceptance"], institution='<script>alert("x")</script>学院')
+    rendered = renderer.render(ctx)
+    assert "<script>" not in rendered.html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;学院" in rendered.html
+    assert '<script>alert("x")</script>学院' in rendered.text
+
+
+def test_a_missing_template_variable_is_an_error(tmp_path):
+    (tmp_path / "reply_no_form.txt.j2").write_text("{{ nosuchthing }}", encoding="utf-8")
+    (tmp_path / "reply_no_form.html.j2").write_text("", encoding="utf-8")
+    with pytest.raises(Exception, match="nosuchthing"):
+        ReplyRenderer(tmp_path).render(CONTEXTS["no_form"])
+
+
+# --- the staff digest ---------------------------------------------------------------------
+
+DIGEST = DigestContext(
+    campaign="1+X证书制度试点师资培训",
+    generated_at=datetime(2020, 11, 6, 8, 0, tzinfo=BJ),
+    period_start=datetime(2020, 11, 5, 8, 0, tzinfo=BJ),
+    period_end=datetime(2020, 11, 6, 8, 0, tzinfo=BJ),
+    deadline=datetime(2020, 11, 9, 23, 59, 59, tzinfo=BJ),
+    outcome_counts=(("acceptance", 12), ("correction", 3), ("failed", 1)),
+    programs=(
+        ProgramSeats(BIM, "浙江工业大学", 50, 50, 4),
+        ProgramSeats(CNC, "浙江机电职业技术学院", 17, 50, 0),
+    ),
+    attention=(
+        AttentionItem("failed", "附件解析超时", ref="ZJ2020-000130", sender="a@b.edu.cn"),
+        AttentionItem("stuck_sending", "回复发送状态未知", ref="reply#88",
+                      since=datetime(2020, 11, 5, 22, 0, tzinfo=BJ)),
+        AttentionItem("conflict", f"身份证号 {ID_A} 被两所学校报名"),
+        AttentionItem("domain_mismatch", "<b>发件域名</b> gmail.com 与单位不符"),
+    ),
+)
+
+
+def test_the_digest_counts_seats_and_lists_masked_attention_items(renderer):
+    rendered = renderer.render_digest(DIGEST)
+    assert rendered.subject == "【报名日报】1+X证书制度试点师资培训 2020年11月6日：收到16封，需关注4项"
+    assert "- 报名成功：12" in rendered.text
+    assert f"- {BIM}（浙江工业大学）：50/50，候补4人【已满】" in rendered.text
+    assert "- 合计：67/100，候补4人" in rendered.text
+    assert "2. 【回复卡在发送中】回复发送状态未知（reply#88），自2020年11月5日 22:00起" in rendered.text
+    assert mask_id(ID_A) in rendered.text and ID_A not in rendered.text + rendered.html
+    assert "&lt;b&gt;发件域名&lt;/b&gt;" in rendered.html
+
+
+def test_an_empty_digest_says_so(renderer):
+    empty = DigestContext("示例", DIGEST.generated_at, DIGEST.period_start, DIGEST.period_end)
+    text = renderer.render_digest(empty).text
+    assert "本时段没有收到邮件" in text and "无。" in text
+
+
+def test_the_digest_message_is_auto_generated_to_staff(renderer):
+    raw = build_digest_message(
+        renderer.render_digest(DIGEST), to_addresses=["staff1@zjut.edu.cn", "staff2@zjut.edu.cn"],
+        from_address="shengpei@zjut.edu.cn", from_name="mailbot", message_id_domain="mailbot.x",
+    )
+    msg = parse(raw)
+    assert [a.addr_spec for a in msg["To"].addresses] == ["staff1@zjut.edu.cn", "staff2@zjut.edu.cn"]
+    assert msg["Auto-Submitted"] == "auto-generated"
