@@ -12,9 +12,8 @@ messages (``message/rfc822`` and ``.eml`` files) and Outlook ``winmail.dat`` (TN
 ``Limits.max_nesting`` levels, and reports what the sender must fix as
 :class:`~mailbot.form_model.Finding`-s.
 
-Zip checks here are minimal (member count, declared total size, compression ratio,
-encryption, bounded reads); ``mailbot.archive_safety`` is the full gate run before any
-spreadsheet library opens an xlsx container.
+Zip archives are opened through ``mailbot.archive_safety`` (member count, declared and actual
+sizes, compression ratio, bounded reads); encryption and per-member size are checked here.
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ from typing import Iterator
 
 import tnefparse
 
+from mailbot.archive_safety import open_checked_zip, read_member
+from mailbot.errors import UnreadableForm
 from mailbot.form_model import Finding
 from mailbot.limits import DEFAULT_LIMITS, Limits
 
@@ -50,9 +51,6 @@ MAX_BODY_CHARS = 20_000
 """Bound on ``MessageParts.body_text``."""
 TINY_IMAGE_BYTES = 12 * 1024
 """Images smaller than this are logos / signature images, never stamped scans."""
-RATIO_CHECK_MIN_BYTES = 1024 * 1024
-"""Compression ratio is judged only for members that inflate beyond this (tiny text members
-legitimately compress very well)."""
 
 _CHARSET_ALIASES = {
     "gb2312": "gb18030",
@@ -854,50 +852,51 @@ class _Walker:
         )
         prefix = f"{prefix}zip {archive_name} > "
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                infos = zf.infolist()
-                if len(infos) > self.limits.max_zip_members:
-                    self.problem(_F_ARCHIVE_BOMB, bomb)
+            zf = open_checked_zip(data, self.limits)
+        except UnreadableForm as exc:
+            self.notes.append(f"{origin}: {exc.code}: {exc.detail}")
+            if exc.code == "corrupt":
+                self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
+            else:
+                self.problem(_F_ARCHIVE_BOMB, bomb)
+            return
+        budget = self.limits.max_uncompressed_bytes
+        with zf:
+            for info in zf.infolist():
+                self.check_time()
+                if info.is_dir() or _JUNK_MEMBERS.search(info.filename):
+                    continue
+                shown = _display_name(_zip_member_name(info))
+                if info.flag_bits & 0x1:
+                    self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
                     return
-                total = sum(i.file_size for i in infos)
-                if total > self.limits.max_uncompressed_bytes:
-                    self.problem(_F_ARCHIVE_BOMB, bomb)
-                    return
-                for info in infos:
-                    if info.file_size > RATIO_CHECK_MIN_BYTES and info.file_size > (
-                        max(info.compress_size, 1) * self.limits.max_compression_ratio
-                    ):
-                        self.problem(_F_ARCHIVE_BOMB, bomb)
-                        return
-                for info in infos:
-                    self.check_time()
-                    if info.is_dir() or _JUNK_MEMBERS.search(info.filename):
-                        continue
-                    name = _zip_member_name(info)
-                    shown = _display_name(name)
-                    if info.flag_bits & 0x1:
+                if info.file_size > self.limits.max_attachment_bytes:
+                    if self.count_file():
+                        self.problem(
+                            _F_TOO_LARGE,
+                            f"压缩包中的“{shown}”超过 "
+                            f"{_mb(self.limits.max_attachment_bytes)} MB 上限，未处理。",
+                        )
+                    continue
+                try:
+                    member = read_member(zf, info.filename.replace("\\", "/"), self.limits)
+                except UnreadableForm as exc:
+                    self.notes.append(f"{origin}: {exc.code}: {exc.detail}")
+                    if exc.code == "corrupt":
                         self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
-                        return
-                    if info.file_size > self.limits.max_attachment_bytes:
-                        if self.count_file():
-                            self.problem(
-                                _F_TOO_LARGE,
-                                f"压缩包中的“{shown}”超过 "
-                                f"{_mb(self.limits.max_attachment_bytes)} MB 上限，未处理。",
-                            )
-                        continue
-                    member = _read_member(zf, info, self.limits)
-                    if member is None:
+                    else:
                         self.problem(_F_ARCHIVE_BOMB, bomb)
-                        return
-                    self.take_file(member, shown, "application/octet-stream", prefix,
-                                   prefix + shown, nest + 1)  # fmt: skip
-        except _Deadline:
-            raise
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
-                ValueError, OSError, EOFError, KeyError, UnicodeDecodeError) as exc:  # fmt: skip
-            self.notes.append(f"{origin}: zip error {type(exc).__name__}")
-            self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
+                    return
+                except (KeyError, RuntimeError, ValueError) as exc:
+                    self.notes.append(f"{origin}: zip error {type(exc).__name__}")
+                    self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
+                    return
+                budget -= len(member)
+                if budget < 0:
+                    self.problem(_F_ARCHIVE_BOMB, bomb)
+                    return
+                self.take_file(member, shown, "application/octet-stream", prefix,
+                               prefix + shown, nest + 1)  # fmt: skip
 
     def open_tnef(self, data: bytes, label: str, prefix: str, origin: str, nest: int) -> None:
         if nest + 1 > self.limits.max_nesting:
@@ -946,23 +945,6 @@ def _tnef_name(att: object) -> str:
     if isinstance(raw, (bytes, bytearray)) and raw:
         return _display_name(decode_bytes(bytes(raw).rstrip(b"\x00")))
     return ""
-
-
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits) -> bytes | None:
-    """Read one member, stopping past its declared size (lying headers); None for a bomb."""
-    cap = min(info.file_size, limits.max_attachment_bytes)
-    chunks = []
-    got = 0
-    with zf.open(info) as fh:
-        while True:
-            chunk = fh.read(min(1024 * 1024, cap + 1 - got))
-            if not chunk:
-                break
-            got += len(chunk)
-            if got > cap:
-                return None
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _mb(n: int) -> str:
