@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 # Middle-dot look-alikes written inside minority names (阿依古丽·买买提); NFKC already maps
 # U+FF0E (．) to "." and U+FF65 to U+30FB (・).
@@ -34,7 +34,7 @@ def _drop_invisible(text: str) -> str:
     )
 
 
-def _fixpoint(step, text: str) -> str:  # type: ignore[no-untyped-def]
+def _fixpoint(step: Callable[[str], str], text: str) -> str:
     """Apply ``step`` until the text stops changing (NFKC after removals can recompose)."""
     for _ in range(_MAX_PASSES):
         new = step(text)

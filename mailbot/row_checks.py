@@ -225,7 +225,7 @@ def _looks_stored_as_number(row: NormalizedRow) -> bool:
     cell = row.cell("id_number")
     if _SCIENTIFIC_RE.match(row.id_number):
         return True
-    return bool(cell and cell.was_number and row.id_number.isdigit() and len(row.id_number) >= 15)
+    return bool(cell and cell.was_number and row.id_number.isdigit() and len(row.id_number) > 15)
 
 
 def check_identity(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:

@@ -270,7 +270,7 @@ def _semantic_problems(rules: CampaignRules) -> list[str]:
             problems.append(f"{where}: {cert!r} is also a program of this campaign ({owners[k]})")
         else:
             owners[k] = where
-    if any(not compact_kw for compact_kw in rules.secondary_vocational.keywords):
+    if any(not keyword for keyword in rules.secondary_vocational.keywords):
         problems.append("secondary_vocational.keywords: empty keyword")
     return problems
 
