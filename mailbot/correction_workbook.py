@@ -1,0 +1,132 @@
+"""The sender's own workbook sent back with the cells that need fixing highlighted.
+
+Only xlsx/xlsm (and the xltx/xltm templates) are highlighted: the original is loaded with
+openpyxl (``keep_vba=False``, so macros are dropped and never run; external links dropped),
+each offending cell is filled yellow with a red border and given a comment carrying the
+Chinese message, and the result is saved as ``<原文件名>-需修改.xlsx``.
+
+Other formats (xls, ods, csv, docx) get no workbook (``None``): rebuilding them as xlsx would
+need the readers that belong to ``form_reader`` and would lose the sender's formatting, and a
+bare table of findings would only repeat what the reply text already lists cell by cell.
+
+``highlight_workbook`` never raises: on any failure it returns ``None`` and the reply still
+lists every finding.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections import OrderedDict
+from pathlib import PurePosixPath
+
+from openpyxl import load_workbook
+from openpyxl.cell.cell import MergedCell
+from openpyxl.comments import Comment
+from openpyxl.styles import Border, PatternFill, Side
+from openpyxl.utils.cell import (
+    column_index_from_string,
+    coordinate_from_string,
+    range_boundaries,
+)
+from openpyxl.utils.exceptions import CellCoordinatesException
+
+from mailbot.limits import DEFAULT_LIMITS, Limits
+
+HIGHLIGHTABLE = {".xlsx", ".xlsm", ".xltx", ".xltm"}
+SUFFIX = "-需修改.xlsx"
+MAX_ROW, MAX_COLUMN = 1_048_576, 16_384
+COMMENT_AUTHOR = "报名系统"
+FILL = PatternFill(fill_type="solid", start_color="FFFFFF00", end_color="FFFFFF00")
+_RED = Side(style="medium", color="FFFF0000")
+BORDER = Border(left=_RED, right=_RED, top=_RED, bottom=_RED)
+_UNSAFE_NAME_RE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+
+
+def corrected_name(filename: str) -> str:
+    """``汇总表.xls`` -> ``汇总表-需修改.xlsx`` (path parts and unsafe characters dropped)."""
+    base = PurePosixPath(filename.replace("\\", "/")).name
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    stem = _UNSAFE_NAME_RE.sub("_", stem).strip(" ._") or "报名表"
+    return stem[:80] + SUFFIX
+
+
+def _group(findings: list[tuple[str, str]]) -> OrderedDict[str, list[str]]:
+    """Messages per normalised coordinate (``g5`` -> ``G5``), invalid coordinates skipped."""
+    cells: OrderedDict[str, list[str]] = OrderedDict()
+    for coordinate, message in findings:
+        try:
+            column, row = coordinate_from_string((coordinate or "").replace("$", "").strip().upper())
+            if not (1 <= row <= MAX_ROW and 1 <= column_index_from_string(column) <= MAX_COLUMN):
+                continue
+        except (CellCoordinatesException, ValueError, TypeError, AttributeError):
+            continue
+        key = f"{column}{row}"
+        if message not in cells.setdefault(key, []):
+            cells[key].append(message)
+    return cells
+
+
+def _anchor(ws, coordinate: str):  # type: ignore[no-untyped-def]
+    """The cell to mark: a merged cell is marked on the top-left cell of its range."""
+    cell = ws[coordinate]
+    if isinstance(cell, MergedCell):
+        for rng in ws.merged_cells.ranges:
+            if coordinate in rng:
+                min_col, min_row, _, _ = range_boundaries(rng.coord)
+                return ws.cell(row=min_row, column=min_col)
+    return cell
+
+
+def highlight_workbook(
+    original: bytes,
+    filename: str,
+    findings: list[tuple[str, str]],
+    *,
+    sheet: str | None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> tuple[str, bytes] | None:
+    """The sender's workbook with each ``(coordinate, message)`` cell highlighted and commented.
+
+    ``sheet`` names the Annex 3 sheet (the active sheet when ``None`` or absent).  Returns
+    ``(filename, xlsx bytes)``, or ``None`` for a format that cannot be highlighted, when no
+    finding names a valid cell, or when anything at all goes wrong.
+    """
+    if PurePosixPath(filename.replace("\\", "/")).suffix.lower() not in HIGHLIGHTABLE:
+        return None
+    if not original.startswith(b"PK") or len(original) > limits.max_attachment_bytes:
+        return None
+    cells = _group(findings)
+    if not cells:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wb = load_workbook(
+                io.BytesIO(original), keep_vba=False, keep_links=False, data_only=False
+            )
+            ws = wb[sheet] if sheet and sheet in wb.sheetnames else wb.active
+            if ws is None or not hasattr(ws, "merged_cells"):  # a chartsheet
+                return None
+            for coordinate, messages in cells.items():
+                cell = _anchor(ws, coordinate)
+                cell.fill = FILL
+                cell.border = BORDER
+                text = "\n".join(messages)
+                if cell.comment is not None and cell.comment.text:
+                    text = f"{cell.comment.text}\n{text}"
+                comment = Comment(text, COMMENT_AUTHOR)
+                comment.width = 320
+                comment.height = 40 + 20 * text.count("\n") + 20 * (len(text) // 20)
+                cell.comment = comment
+            try:
+                wb.active = wb.worksheets.index(ws)
+            except ValueError:  # a hidden sheet cannot be the active one
+                pass
+            wb.template = False
+            out = io.BytesIO()
+            wb.save(out)
+    except Exception:  # noqa: BLE001 - a weird workbook must never stop the reply
+        return None
+    return corrected_name(filename), out.getvalue()
