@@ -1,0 +1,80 @@
+"""Wires a real Intake to the test Dovecot account and SMTP sink, and reads results back."""
+
+from __future__ import annotations
+
+import email
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from mailbot.assembly import Assembly, assemble
+from mailbot.config import Settings, load_settings
+from mailbot.logs import configure_logging, get_logger
+from mailbot.rules import DEFAULT_RULES_PATH
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def shanghai(*args: int) -> datetime:
+    return datetime(*args, tzinfo=SHANGHAI)  # type: ignore[misc]
+
+
+def rules_with_seats(tmp_path: Path, seats: int) -> Path:
+    """A copy of the bundled rules with every program's default seat count set to ``seats``."""
+    text = DEFAULT_RULES_PATH.read_text(encoding="utf-8")
+    text, n = re.subn(r"(?m)^seats = 50\b", f"seats = {seats}", text)
+    assert n == 1, "the bundled rules file changed shape"
+    path = tmp_path / "rules.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def imap_settings(tmp_path: Path, account: Any, sink: Any, **overrides: Any) -> Settings:
+    """Settings for the real Dovecot account and SMTP sink, state under ``tmp_path``."""
+    data: dict[str, Any] = {
+        "state_dir": tmp_path / "state",
+        "log_format": "json",
+        "mailbox": {"kind": "imap"},
+        "imap": {"host": account.host, "port": account.port, "tls": "plain", "user": account.user,
+                 "password": account.password, "timeout": 10},
+        "smtp": {"mode": "smtp", "host": sink.host, "port": sink.port, "tls": "plain",
+                 "envelope_from": "bounces@zjut.edu.cn", "retry_base_seconds": 0.01},
+        "reply": {"message_id_domain": "mailbot.test"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return load_settings(None, **data)
+
+
+def open_intake(settings: Settings, log_stream: Any = None) -> Assembly:
+    configure_logging("json", stream=log_stream)
+    return assemble(settings, get_logger())
+
+
+@dataclass(frozen=True)
+class Reply:
+    to: str
+    subject: str
+    text: str
+    headers: dict[str, str]
+    attachments: tuple[str, ...]
+
+
+def parse_reply(raw: bytes) -> Reply:
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    body = msg.get_body(preferencelist=("plain",))
+    names = tuple(p.get_filename() or "" for p in msg.iter_attachments())
+    return Reply(str(msg["To"]), str(msg["Subject"]), body.get_content() if body else "",
+                 {k: str(v) for k, v in msg.items()}, names)
+
+
+def outcomes(parts: Assembly) -> list[tuple[str, str]]:
+    return [(r["sender"], r["outcome"]) for r in parts.state.db.query(
+        "SELECT sender, outcome FROM messages ORDER BY id")]

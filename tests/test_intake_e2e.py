@@ -1,0 +1,193 @@
+"""End to end against the real Dovecot and a real SMTP server (aiosmtpd): mail in, reply out."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from forms_factory import make_annex3_docx, make_annex3_xlsx, nominee
+from intake_harness import imap_settings, open_intake, outcomes, parse_reply, rules_with_seats, shanghai
+from mail_factory import make_forward, make_mail, make_zip
+from mailbot.masking import mask_id
+
+pytestmark = pytest.mark.servers
+
+ON_TIME = shanghai(2020, 11, 2, 10, 0)
+LOGISTICS = "物流管理职业技能等级证书"
+
+
+def _form(*serials: int, institution: str = "浙江某某职业技术学院", **row_changes: object) -> bytes:
+    return make_annex3_xlsx([nominee(s, **row_changes) for s in serials], institution=institution)
+
+
+@pytest.fixture()
+def intake(tmp_path: Path, dovecot, imap_account, smtp_sink):
+    log = io.StringIO()
+    parts = open_intake(imap_settings(tmp_path, imap_account, smtp_sink), log)
+    parts.log_text = log  # type: ignore[attr-defined]
+    yield parts
+    parts.close()
+
+
+def _append(dovecot, account, raw: bytes, when=ON_TIME) -> int:
+    return dovecot.append(raw, when, user=account.user)
+
+
+@pytest.mark.parametrize("client", ["qq", "foxmail", "outlook", "163"])
+def test_clean_form_from_each_mail_client_is_accepted_with_each_nominee_seated(
+        client, intake, dovecot, imap_account, smtp_sink) -> None:
+    _append(dovecot, imap_account, make_mail(client=client, attachments=[("附件3：高校参训教师信息汇总表.xlsx", _form(1, 2))]))
+    report = intake.intake.poll_once()
+    assert report.outcomes == {"accepted": 1}
+    (mail,) = smtp_sink.wait_for(1)
+    reply = parse_reply(mail.raw)
+    assert mail.rcpt_tos == ("wang@zjxx.edu.cn",)
+    assert reply.subject.startswith("Re: 报名表")
+    assert reply.headers["Auto-Submitted"] == "auto-replied"
+    assert "In-Reply-To" in reply.headers
+    for n in (nominee(1), nominee(2)):
+        assert n.name in reply.text and mask_id(str(n.id_number)) in reply.text
+        assert str(n.id_number) not in reply.text
+    assert reply.text.count("已录取") >= 2 or reply.text.count("录取") >= 2
+    assert [uid for uid, _, _ in dovecot.list_folder("Processed", user=imap_account.user)]
+    assert dovecot.list_folder("INBOX", user=imap_account.user) == []
+
+
+def test_error_then_corrected_resubmission(intake, dovecot, imap_account, smtp_sink) -> None:
+    bad = _form(1, 2)
+    bad = make_annex3_xlsx([nominee(1), nominee(2, phone="1381234")])
+    _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", bad)]))
+    assert intake.intake.poll_once().outcomes == {"correction": 1}
+    first = parse_reply(smtp_sink.wait_for(1)[0].raw)
+    assert "手机" in first.text and "第5行" in first.text
+    assert any(name.endswith(".xlsx") for name in first.attachments), first.attachments
+    _append(dovecot, imap_account, make_mail(attachments=[("报名表（修改）.xlsx", _form(1, 2))]),
+            shanghai(2020, 11, 3, 9, 0))
+    assert intake.intake.poll_once().outcomes == {"accepted": 1}
+    second = parse_reply(smtp_sink.wait_for(2)[1].raw)
+    assert nominee(2).name in second.text
+    statuses = list(intake.state.db.query("SELECT status, count(*) n FROM nominees GROUP BY status"))
+    assert statuses == [{"status": "seated", "n": 2}]
+
+
+def test_late_mail_gets_late_reply_even_with_forged_date(intake, dovecot, imap_account, smtp_sink) -> None:
+    raw = make_mail(attachments=[("报名表.xlsx", _form(1))], date=shanghai(2020, 11, 1, 9, 0))
+    _append(dovecot, imap_account, raw, shanghai(2020, 11, 10, 0, 0, 1))
+    assert intake.intake.poll_once().outcomes == {"late": 1}
+    reply = parse_reply(smtp_sink.wait_for(1)[0].raw)
+    assert "截止" in reply.text
+    assert next(intake.state.db.query("SELECT count(*) n FROM nominees"))["n"] == 0
+
+
+def test_mail_just_before_midnight_of_deadline_is_on_time(intake, dovecot, imap_account, smtp_sink) -> None:
+    _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", _form(1))]),
+            shanghai(2020, 11, 9, 23, 59, 59))
+    assert intake.intake.poll_once().outcomes == {"accepted": 1}
+
+
+def test_secondary_vocational_school_is_redirected_to_the_platform(intake, dovecot, imap_account, smtp_sink) -> None:
+    _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", _form(1, institution="杭州市某某职业高级中学"))]))
+    assert intake.intake.poll_once().outcomes == {"redirect": 1}
+    reply = parse_reply(smtp_sink.wait_for(1)[0].raw)
+    assert "pxglpt.zjedu.gov.cn" in reply.text
+
+
+def test_mail_without_attachment_is_told_what_to_attach(intake, dovecot, imap_account, smtp_sink) -> None:
+    _append(dovecot, imap_account, make_mail(attachments=[]))
+    assert intake.intake.poll_once().outcomes == {"no_form": 1}
+    assert "附件3" in parse_reply(smtp_sink.wait_for(1)[0].raw).text
+
+
+def test_form_inside_zip_and_inside_forwarded_mail_and_word_table(intake, dovecot, imap_account, smtp_sink) -> None:
+    _append(dovecot, imap_account, make_mail(sender="a@a.edu.cn", attachments=[
+        ("报名.zip", make_zip([("附件3.xlsx", _form(1, institution="甲职业技术学院"))]))]))
+    inner = make_mail(sender="b@b.edu.cn", attachments=[("附件3.xlsx", _form(2, institution="乙职业技术学院"))])
+    _append(dovecot, imap_account, make_forward(inner, sender="b2@b.edu.cn"))
+    _append(dovecot, imap_account, make_mail(sender="c@c.edu.cn", attachments=[
+        ("附件3.docx", make_annex3_docx([nominee(3)], institution="丙职业技术学院"))]))
+    assert intake.intake.poll_once().outcomes == {"accepted": 3}
+    assert sorted(m.rcpt_tos[0] for m in smtp_sink.wait_for(3)) == ["a@a.edu.cn", "b2@b.edu.cn", "c@c.edu.cn"]
+
+
+def test_auto_replies_bounces_and_newsletters_get_no_reply(intake, dovecot, imap_account, smtp_sink) -> None:
+    _append(dovecot, imap_account, make_mail(sender="ooo@x.edu.cn", subject="自动回复: 报名表",
+                                             extra_headers={"Auto-Submitted": "auto-replied"}))
+    _append(dovecot, imap_account, make_mail(sender="MAILER-DAEMON@mx.x.cn", subject="Undelivered Mail",
+                                             extra_headers={"Return-Path": "<>"}))
+    _append(dovecot, imap_account, make_mail(sender="news@list.cn", subject="本周资讯",
+                                             extra_headers={"List-Id": "<news.list.cn>", "Precedence": "bulk"}))
+    report = intake.intake.poll_once()
+    assert report.outcomes == {"ignored": 3}
+    assert smtp_sink.attempts == 0
+    assert next(intake.state.db.query("SELECT count(*) n FROM outbox"))["n"] == 0
+
+
+def test_full_program_puts_later_nominees_on_waiting_list_then_promotes_after_withdrawal(
+        tmp_path, dovecot, imap_account, smtp_sink) -> None:
+    settings = imap_settings(tmp_path, imap_account, smtp_sink, rules=rules_with_seats(tmp_path, 2))
+    parts = open_intake(settings, io.StringIO())
+    try:
+        _append(dovecot, imap_account, make_mail(sender="a@a.edu.cn", attachments=[
+            ("a.xlsx", _form(1, 2, institution="甲职业技术学院"))]), shanghai(2020, 11, 2, 9, 0))
+        _append(dovecot, imap_account, make_mail(sender="b@b.edu.cn", attachments=[
+            ("b.xlsx", _form(3, institution="乙职业技术学院"))]), shanghai(2020, 11, 2, 10, 0))
+        parts.intake.poll_once()
+        waiting = parse_reply(smtp_sink.wait_for(2)[1].raw)
+        assert "候补" in waiting.text and "1" in waiting.text
+        # 甲 withdraws nominee 2 by sending a list without them
+        _append(dovecot, imap_account, make_mail(sender="a@a.edu.cn", attachments=[
+            ("a2.xlsx", _form(1, institution="甲职业技术学院"))]), shanghai(2020, 11, 3, 9, 0))
+        parts.intake.poll_once()
+        mails = smtp_sink.wait_for(4)
+        by_to = {}
+        for m in mails[2:]:
+            by_to.setdefault(m.rcpt_tos[0], []).append(parse_reply(m.raw))
+        assert any("删除" in r.text or "移除" in r.text or "减少" in r.text or nominee(2).name in r.text
+                   for r in by_to["a@a.edu.cn"])
+        (promotion,) = by_to["b@b.edu.cn"]
+        assert nominee(3).name in promotion.text
+        seated = {r["name"] for r in parts.state.db.query("SELECT name FROM nominees WHERE status = 'seated'")}
+        assert seated == {nominee(1).name, nominee(3).name}
+    finally:
+        parts.close()
+
+
+def test_same_person_from_two_institutions_is_a_named_conflict(intake, dovecot, imap_account, smtp_sink) -> None:
+    _append(dovecot, imap_account, make_mail(sender="a@a.edu.cn", attachments=[
+        ("a.xlsx", _form(1, institution="甲职业技术学院"))]), shanghai(2020, 11, 2, 9, 0))
+    _append(dovecot, imap_account, make_mail(sender="b@b.edu.cn", attachments=[
+        ("b.xlsx", _form(1, institution="乙职业技术学院"))]), shanghai(2020, 11, 2, 10, 0))
+    intake.intake.poll_once()
+    second = parse_reply(smtp_sink.wait_for(2)[1].raw)
+    assert "甲职业技术学院" in second.text
+
+
+def test_same_message_delivered_twice_is_answered_once(intake, dovecot, imap_account, smtp_sink) -> None:
+    raw = make_mail(attachments=[("报名表.xlsx", _form(1))], message_id="<twice@zjxx.edu.cn>")
+    _append(dovecot, imap_account, raw)
+    _append(dovecot, imap_account, raw)
+    assert intake.intake.poll_once().outcomes == {"accepted": 1, "duplicate": 1}
+    assert len(smtp_sink.wait_for(1, timeout=1)) == 1
+
+
+def test_second_poll_finds_nothing_new_and_sends_nothing(intake, dovecot, imap_account, smtp_sink) -> None:
+    _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", _form(1))]))
+    intake.intake.poll_once()
+    report = intake.intake.poll_once()
+    assert (report.fetched, report.recorded, report.sent.sent) == (0, 0, 0)
+    assert smtp_sink.attempts == 1
+    assert outcomes(intake) == [("wang@zjxx.edu.cn", "accepted")]
+
+
+def test_logs_carry_no_unmasked_identity_number_or_phone(intake, dovecot, imap_account, smtp_sink) -> None:
+    import re
+
+    _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", make_annex3_xlsx(
+        [nominee(1), nominee(2, id_number="33010619900101123"), nominee(3, phone="2381234567")]))]))
+    intake.intake.poll_once()
+    text = intake.log_text.getvalue()  # type: ignore[attr-defined]
+    text += "".join(parse_reply(m.raw).text for m in smtp_sink.wait_for(1))
+    assert not re.search(r"(?<!\d)\d{17}[\dX](?!\d)", text)
+    assert not re.search(r"(?<!\d)1[3-9]\d{9}(?!\d)", text)
