@@ -111,7 +111,7 @@ def normalise_msgid(value: str) -> str:
     v = one_line(value)
     if v and not v.startswith("<"):
         v = f"<{v}>"
-    return v if v.isascii() and _MSGID_RE.match(v) else ""
+    return v if len(v) <= 900 and v.isascii() and _MSGID_RE.match(v) else ""
 
 
 def thread_references(original_references: tuple[str, ...], original_id: str) -> list[str]:

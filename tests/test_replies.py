@@ -120,6 +120,9 @@ CONTEXTS: dict[str, ReplyContext] = {
                        "培训项目由“Web前端开发”改为“数控车铣加工”"),
         ),
         stamp_required=True,
+        unreadable_reasons=(
+            FindingLine("照片.heic", None, None, "unsupported", "不支持该文件格式，已忽略"),
+        ),
     ),
     "correction": base(
         "correction",
@@ -246,7 +249,8 @@ def test_reply_subject_adds_one_re_prefix(original, expected):
 
 
 def test_references_chain_ends_with_the_original_and_drops_junk():
-    refs = thread_references(("<a@x>", "b@x", "<a@x>", "no good <>"), "<c@x>")
+    huge = "<" + "y" * 1000 + "@x>"
+    refs = thread_references(("<a@x>", "b@x", "<a@x>", "no good <>", huge, "<非@x>"), "<c@x>")
     assert refs == ["<a@x>", "<b@x>", "<c@x>"]
 
 
