@@ -162,7 +162,7 @@ def status_label(line: NomineeLine) -> str:
     """已录取 / 候补第N位 / 待核实 / 未录取."""
     if line.status == "waiting":
         return f"候补第{line.waiting_position}位" if line.waiting_position else "候补"
-    return STATUS_LABELS[line.status]
+    return STATUS_LABELS.get(line.status, line.status)
 
 
 def finding_place(f: FindingLine) -> str:

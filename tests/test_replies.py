@@ -337,6 +337,15 @@ def test_a_reply_without_workbooks_is_plain_alternative(renderer):
     assert msg.get_content_type() == "multipart/alternative"
 
 
+def test_header_injection_through_names_and_subject_is_flattened(renderer):
+    ctx = replace(CONTEXTS["no_form"], to_name="陈老师\r\nBcc: evil@example.com",
+                  original_subject="报名\r\nBcc: evil@example.com")
+    msg = parse(build(ctx, renderer))
+    assert msg["Bcc"] is None
+    assert msg["Subject"] == "Re: 报名 Bcc: evil@example.com"
+    assert [a.addr_spec for a in msg["To"].addresses] == ["jwc@example-college.edu.cn"]
+
+
 def test_an_unwritable_address_is_a_permanent_send_error(renderer):
     ctx = replace(CONTEXTS["no_form"], to_address="not an address <<")
     with pytest.raises(SendError) as info:
