@@ -289,7 +289,8 @@ def _load_calamine(data: bytes, fmt: str, limits: Limits, head_rows: int) -> Sou
                 raise UnreadableForm("sheet_too_large", ole_inspect.SHEET_TOO_LARGE_MESSAGE,
                                      f"sheet {meta.name!r} spans {height}x{width} cells")
             merged = list(sheet.merged_cell_ranges or ())
-            rows = _calamine_rows(sheet.iter_rows(), merged, limits.max_columns)
+            col0 = sheet.start[1] if sheet.start else 0  # iter_rows pads rows from 1, not columns
+            rows = _calamine_rows(sheet.iter_rows(), merged, limits.max_columns, col0)
             head = list(islice(rows, head_rows))
         except UnreadableForm:
             raise
@@ -321,17 +322,20 @@ def _merge_map(merged: list, max_columns: int) -> dict[tuple[int, int], tuple[in
     return cover
 
 
-def _calamine_rows(it: Iterator[list], merged: list, max_columns: int) -> Iterator[list[CellValue]]:
+def _calamine_rows(it: Iterator[list], merged: list, max_columns: int, col0: int) -> Iterator[list[CellValue]]:
+    """Rows of CellValue from calamine's ``iter_rows`` (whose rows start at column ``col0``)."""
     cover = _merge_map(merged, max_columns)
     letters = [column_letters(c) for c in range(max_columns)]
     origin: dict[tuple[int, int], CellValue] = {}
     origins = set(cover.values())
+    covered_rows = {r for r, _c in cover}
+    col0 = min(col0, max_columns)
     for r, raw in enumerate(it):
-        if raw.count("") == len(raw) and not any((r, c) in cover for c in range(min(len(raw), 3))):
+        if raw.count("") == len(raw) and r not in covered_rows:
             yield []
             continue
-        cells = []
-        for c, value in enumerate(raw[:max_columns]):
+        cells = [CellValue("", False, f"{letters[c]}{r + 1}") for c in range(col0)]
+        for c, value in enumerate(raw[: max_columns - col0], start=col0):
             coord = f"{letters[c]}{r + 1}"
             if (r, c) in cover:
                 src = origin.get(cover[(r, c)])

@@ -1,0 +1,341 @@
+"""read_annex3: layouts, formats, cell values, limits, hostile and real-world files."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from openpyxl import Workbook
+
+from forms_factory import (
+    OFFICIAL_HEADER, Layout, make_annex3_csv, make_annex3_docx, make_annex3_xlsx, make_identity_number, nominee,
+)
+from mailbot.errors import FormError, NotAnnex3, UnreadableForm
+from mailbot.form_model import CellValue
+from mailbot.form_reader import REQUIRED_KEYS, match_label, read_annex3
+from mailbot.limits import Limits
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+OFFICIAL_LABELS = dict(zip(("seq", "program", "name", "gender", "position", "email", "id_number", "phone"),
+                           OFFICIAL_HEADER))
+
+
+def names(reading) -> list[str]:
+    return [row.text("name") for row in reading.rows]
+
+
+def xlsx(rows) -> bytes:
+    wb = Workbook()
+    for row in rows:
+        wb.active.append(row)
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- the official form
+
+def test_the_official_form_reads_header_block_labels_and_rows():
+    people = [nominee(1), nominee(2)]
+    reading = read_annex3(make_annex3_xlsx(people, institution="浙江某某职业技术学院", contact="王老师",
+                                           contact_phone="0571-88880000",
+                                           layout=Layout(numbered_empty_rows=7)), "附件3.xlsx")
+    assert (reading.file_format, reading.sheet, reading.header_row) == ("xlsx", "Sheet1", 3)
+    assert (reading.institution, reading.contact, reading.contact_phone) == ("浙江某某职业技术学院", "王老师", "0571-88880000")
+    assert reading.labels == OFFICIAL_LABELS
+    assert reading.missing_columns == ()
+    assert [r.row for r in reading.rows] == [4, 5]
+    assert reading.rows[0].cells["id_number"] == CellValue(people[0].id_number, False, "G4")
+    assert reading.rows[1].cells["name"] == CellValue("李四", False, "C5")
+    assert reading.notes == ("stopped at footer in row 13", "skipped 7 numbered-but-empty row(s)")
+
+
+def test_identity_numbers_from_the_factory_are_valid():
+    from stdnum.cn import ric
+
+    number = make_identity_number(dt.date(1990, 1, 1), "女", serial=3)
+    assert ric.is_valid(number) and number.startswith("33010619900101") and int(number[16]) % 2 == 0
+    assert int(make_identity_number(gender="男")[16]) % 2 == 1
+
+
+@pytest.mark.parametrize("block", ["separate", "colon", "one_cell"])
+def test_header_block_is_read_in_any_arrangement(block):
+    reading = read_annex3(make_annex3_xlsx([nominee(1)], institution="浙江某学院", contact="李老师",
+                                           contact_phone="13900001111", layout=Layout(header_block=block)), "f.xlsx")
+    assert (reading.institution, reading.contact, reading.contact_phone) == ("浙江某学院", "李老师", "13900001111")
+
+
+def test_contact_phone_stored_as_number_reads_without_decimal():
+    reading = read_annex3(make_annex3_xlsx([nominee(1)], contact_phone=13900001111.0), "f.xlsx")
+    assert reading.contact_phone == "13900001111"
+
+
+def test_header_found_after_blank_rows_with_offset_columns_and_no_title():
+    layout = Layout(title=False, blank_rows_before_header=4, start_column=3, header_block="none")
+    reading = read_annex3(make_annex3_xlsx([nominee(1)], layout=layout), "f.xlsx")
+    assert reading.header_row == 5
+    assert reading.rows[0].cells["name"].coordinate == "E6"
+    assert (reading.institution, reading.contact) == ("", "")
+
+
+def test_reordered_columns_and_extra_remark_column():
+    layout = Layout(column_order=(0, 2, 6, 1, 3, 7, 5, 4), extra_columns=("备注",))
+    reading = read_annex3(make_annex3_xlsx([nominee(1, name="周一")], layout=layout), "f.xlsx")
+    assert reading.rows[0].cells["name"] == CellValue("周一", False, "B4")
+    assert reading.rows[0].cells["id_number"].coordinate == "C4"
+    assert set(reading.labels) == set(OFFICIAL_LABELS)
+
+
+@pytest.mark.parametrize("header, expected", [
+    (("序号", "证书名称", "姓名", "性别", "职称", "邮箱", "身份证号码", "手机号"), {}),
+    (("序号", "所报证书名称", "姓 名", "性\n别", "职务/职称", "E-mail", "身份证", "手机号码"), {}),
+    (("序号", "培训班名称", "姓名", "性别", "职务（职称）", "Email", "身份证号（18位）", "联系电话"), {}),
+])
+def test_label_variants_map_to_canonical_keys_and_keep_printed_labels(header, expected):
+    reading = read_annex3(make_annex3_xlsx([nominee(1)], layout=Layout(header=header)), "f.xlsx")
+    assert reading.labels == {k: label.strip() for k, label in zip(OFFICIAL_LABELS, header)}
+    assert reading.missing_columns == ()
+
+
+def test_match_label_understands_full_width_brackets_spaces_and_stars():
+    assert [match_label(t) for t in ("职务（职称）", " 身 份 证 号 ", "*姓名", "手机：", "备注", "高校参训教师信息汇总表")] == [
+        "position", "id_number", "name", "phone", None, None]
+
+
+def test_missing_columns_are_listed_when_the_header_is_partial():
+    header = ("序号", "姓名", "身份证号", "手机")
+    wb_rows = [["高校参训教师信息汇总表"], list(header), [1, "张三", make_identity_number(), "13812345678"]]
+    reading = read_annex3(xlsx(wb_rows), "f.xlsx")
+    assert reading.missing_columns == ("program", "gender", "position", "email")
+    assert names(reading) == ["张三"]
+
+
+def test_a_sheet_without_annex3_labels_is_not_annex3():
+    with pytest.raises(NotAnnex3) as err:
+        read_annex3(xlsx([["日期", "金额"], ["2020-11-01", 12]]), "账单.xlsx")
+    assert err.value.code == "no_annex3_header"
+    assert "附件3" in err.value.message
+
+
+def test_name_and_id_alone_are_not_enough_for_annex3():
+    with pytest.raises(NotAnnex3):
+        read_annex3(xlsx([["序号", "姓名", "身份证号"], [1, "张三", make_identity_number()]]), "f.xlsx")
+
+
+def test_the_best_matching_sheet_is_picked_and_noted():
+    other = [["课程", "人数"], ["数学", 30]]
+    reading = read_annex3(make_annex3_xlsx([nominee(1)], layout=Layout(sheet_name="附件3"),
+                                           extra_sheets=[("说明页", other)], extra_sheets_first=True), "f.xlsx")
+    assert reading.sheet == "附件3"
+    assert "picked sheet '附件3' (2 of 2) by header match" in reading.notes
+
+
+def test_rows_after_the_footer_are_ignored():
+    layout = Layout(after_footer=("填表人：某某", "2020年11月1日"))
+    reading = read_annex3(make_annex3_xlsx([nominee(1)], layout=layout), "f.xlsx")
+    assert names(reading) == ["张三"]
+
+
+def test_merged_program_cells_fill_the_rows_they_cover():
+    data = make_annex3_xlsx([nominee(1), nominee(2, program=""), nominee(3, program="")], layout=Layout())
+    from openpyxl import load_workbook
+
+    wb = load_workbook(io.BytesIO(data))
+    wb.active.merge_cells("B4:B6")
+    buf = io.BytesIO()
+    wb.save(buf)
+    reading = read_annex3(buf.getvalue(), "f.xlsx")
+    assert [r.cells["program"] for r in reading.rows] == [CellValue("物流管理", False, "B4")] * 3
+
+
+# --------------------------------------------------------------------------- cell values
+
+def test_numbers_keep_the_digits_the_sender_sees_and_are_flagged():
+    person = nominee(1, phone=13812345678.0, id_number=330106199001011000, seq=1.0)
+    row = read_annex3(make_annex3_xlsx([person]), "f.xlsx").rows[0]
+    assert row.cells["phone"] == CellValue("13812345678", True, "H4")
+    assert row.cells["id_number"] == CellValue("330106199001011000", True, "G4")
+    assert row.cells["seq"] == CellValue("1", True, "A4")
+
+
+def test_dates_become_iso_text():
+    row = read_annex3(make_annex3_xlsx([nominee(1, position=dt.date(2020, 11, 9))]), "f.xlsx").rows[0]
+    assert row.cells["position"] == CellValue("2020-11-09", False, "E4")
+
+
+def test_formulas_without_cached_values_are_unreadable_not_empty():
+    data = make_annex3_xlsx([nominee(1, seq="=ROW()-3")])
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(data, "f.xlsx")
+    assert err.value.code == "formula_without_values"
+    assert "Excel" in err.value.message
+
+
+# --------------------------------------------------------------------------- other formats
+
+def test_word_table_with_header_line_above():
+    reading = read_annex3(make_annex3_docx([nominee(1), nominee(2)], contact="赵老师", leading_tables=1), "附件3.docx")
+    assert (reading.file_format, reading.sheet, reading.header_row) == ("docx", "table 2", 1)
+    assert (reading.institution, reading.contact, reading.contact_phone) == ("浙江某某职业技术学院", "赵老师", "0571-88880000")
+    assert names(reading) == ["张三", "李四"]
+    assert reading.rows[0].cells["seq"] == CellValue("1")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030", "utf-16"])
+def test_csv_in_common_encodings(encoding):
+    reading = read_annex3(make_annex3_csv([nominee(1)], encoding=encoding), "附件3.csv")
+    assert (reading.file_format, reading.institution, names(reading)) == ("csv", "浙江某某职业技术学院", ["张三"])
+
+
+def test_tab_separated_utf16_text_as_excel_saves_unicode_text():
+    reading = read_annex3(make_annex3_csv([nominee(1)], encoding="utf-16", delimiter="\t"), "附件3.txt")
+    assert names(reading) == ["张三"]
+
+
+def test_format_is_judged_by_bytes_not_extension():
+    data = make_annex3_xlsx([nominee(1)])
+    assert read_annex3(data, "附件3.xls").file_format == "xlsx"
+    assert read_annex3(make_annex3_docx([nominee(1)]), "附件3.xlsx").file_format == "docx"
+
+
+# --------------------------------------------------------------------------- unreadable files
+
+@pytest.mark.parametrize("data, code", [
+    (b"", "empty_file"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40, "unsupported_format"),
+    (b"%PDF-1.4\n" + b"\0" * 100, "unsupported_format"),
+    (b"<html><body><table><tr><td>x</td></tr></table></body></html>", "unsupported_format"),
+    (bytes(range(256)) * 64, "unknown_format"),
+    (b"PK\x03\x04" + b"\x00" * 60, "corrupt"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600, "corrupt"),
+])
+def test_junk_is_a_clear_unreadable_form(data, code):
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(data, "附件3.xls")
+    assert err.value.code == code
+    assert err.value.message and err.value.detail
+
+
+def test_truncated_xlsx_is_corrupt():
+    data = make_annex3_xlsx([nominee(1)])
+    for cut in (len(data) // 3, len(data) - 30):
+        with pytest.raises(UnreadableForm) as err:
+            read_annex3(data[:cut], "f.xlsx")
+        assert err.value.code == "corrupt"
+
+
+def test_plain_zip_is_unsupported():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.txt", "hello")
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(buf.getvalue(), "f.xlsx")
+    assert err.value.code == "unsupported_format"
+
+
+def test_25_mb_of_junk_is_refused_quickly():
+    junk = (bytes(range(256)) * 4096) * 25  # exactly 25 MiB
+    started = time.process_time()
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(junk, "big.xlsx")
+    assert err.value.code == "unknown_format"
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(junk + b"x", "big.xlsx")
+    assert err.value.code == "too_large"
+    assert time.process_time() - started < 0.5
+
+
+def test_two_far_apart_cells_do_not_exhaust_memory():
+    wb = Workbook()
+    wb.active["A1"] = "姓名"
+    wb.active.cell(row=1_048_576, column=16_384, value="x")
+    buf = io.BytesIO()
+    wb.save(buf)
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(buf.getvalue(), "f.xlsx")
+    assert err.value.code == "sheet_too_large"
+
+
+# --------------------------------------------------------------------------- limits and speed
+
+def test_ten_thousand_rows_read_within_the_limit_and_quickly():
+    people = [nominee(i) for i in range(1, 10_001)]
+    data = make_annex3_xlsx(people, layout=Layout(footer=False))
+    started = time.process_time()
+    reading = read_annex3(data, "big.xlsx")
+    elapsed = time.process_time() - started
+    assert len(reading.rows) == 10_000 and reading.rows[-1].row == 10_003
+    assert elapsed < 2.0, f"10k rows took {elapsed:.2f}s"
+
+
+def test_one_row_over_the_limit_is_unreadable():
+    data = make_annex3_xlsx([nominee(i) for i in range(1, 12)])
+    assert len(read_annex3(data, "f.xlsx", limits=Limits(max_rows=11)).rows) == 11
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(data, "f.xlsx", limits=Limits(max_rows=10))
+    assert err.value.code == "too_many_rows"
+
+
+# --------------------------------------------------------------------------- robustness
+
+_VALID_XLSX = make_annex3_xlsx([nominee(1), nominee(2)])
+_VALID_DOCX = make_annex3_docx([nominee(1)])
+
+
+@settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([_VALID_XLSX, _VALID_DOCX]), st.data())
+def test_mutated_or_truncated_forms_never_crash(original, data):
+    raw = bytearray(original)
+    cut = data.draw(st.integers(0, len(raw)))
+    for _ in range(data.draw(st.integers(0, 8))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        read_annex3(bytes(raw[: max(cut, len(raw) // 2)] if data.draw(st.booleans()) else raw), "f.xlsx")
+    except FormError:
+        pass
+
+
+@settings(max_examples=60, deadline=1000)
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_never_crash(blob):
+    try:
+        read_annex3(blob, "f.csv")
+    except FormError:
+        pass
+
+
+def _corpus_files() -> list[Path]:
+    folder = CORPUS / "spreadsheets"
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def _manifest_notes() -> dict[str, str]:
+    manifest = CORPUS / "MANIFEST.tsv"
+    if not manifest.exists():
+        return {}
+    with manifest.open(encoding="utf-8") as fh:
+        return {r["local_path"]: r["notes"] for r in csv.DictReader(fh, delimiter="\t")}
+
+
+@pytest.mark.skipif(not _corpus_files(), reason=f"robustness corpus not found at {CORPUS} (CI has it there)")
+@pytest.mark.parametrize("path", _corpus_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_corpus_spreadsheet_is_not_annex3_or_unreadable_in_bounded_time(path):
+    started = time.process_time()
+    with pytest.raises(FormError) as err:
+        read_annex3(path.read_bytes(), path.name)
+    assert time.process_time() - started < 1.0
+    notes = _manifest_notes().get(str(path.relative_to(CORPUS)), "")
+    if "PASSWORD-PROTECTED" in notes:
+        assert (type(err.value), err.value.code) == (UnreadableForm, "encrypted")
+    assert err.value.message and err.value.code
+
+
+def test_required_keys_are_the_content_columns():
+    assert REQUIRED_KEYS == ("program", "name", "gender", "position", "email", "id_number", "phone")
