@@ -21,7 +21,7 @@ LOOP_HEADER = "X-Mailbot-Loop"
 """Header mailbot puts on every mail it sends; seeing it on incoming mail means a loop."""
 
 _LOCALPART_DAEMON = re.compile(
-    r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|bounces?|bounce[-+].*|"
+    r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|"
     r"no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|noreply[-+_.].*|no-reply[-+_.].*)$"
 )
 _DAEMON_REASON = {"mailer-daemon": "mailer-daemon", "postmaster": "mailer-daemon"}
@@ -117,7 +117,10 @@ def auto_reply_reason(
     if parsed.headers("X-Failed-Recipients"):
         return "bounce"
 
-    for addr in senders:
+    authors = [parsed.from_addr]
+    for value in parsed.headers("Sender"):
+        authors.extend(_addresses_in(value))
+    for addr in authors:  # not Return-Path: list VERP addresses look like bounce-123@
         local = addr.partition("@")[0].lower()
         if local and _LOCALPART_DAEMON.match(local):
             return _DAEMON_REASON.get(local, "noreply" if "reply" in local else "mailer-daemon")

@@ -621,6 +621,7 @@ class _Walker:
         self.seen: set[str] = set()
         self.files = 0
         self.too_many = False
+        self.has_plain = False
         self.deadline = time.monotonic() + limits.max_seconds_per_message
 
     # -- bookkeeping
@@ -665,6 +666,11 @@ class _Walker:
     # -- messages
     def walk_message(self, msg: Message, nest: int, prefix: str) -> None:
         cids = _referenced_cids(msg)
+        if nest == 0:
+            self.has_plain = any(
+                _content_type(p) == "text/plain" and not p.is_multipart()
+                and not attachment_filename(p) for p in _iter_parts(msg, 0)
+            )  # fmt: skip
         counter = [0]
         self.walk_part(msg, 0, nest, prefix, counter, cids)
 
@@ -700,7 +706,7 @@ class _Walker:
         disposition = _fix_8bit(str(part.get("Content-Disposition") or ""))
         disposition = disposition.split(";", 1)[0].strip().lower()
         if ctype in ("text/plain", "text/html") and not filename and disposition != "attachment":
-            if nest == 0:
+            if nest == 0 and not (ctype == "text/html" and self.has_plain):
                 self.add_body(_body_text(part, ctype))
             return
         if ctype in _SIGNATURE_TYPES or _ext(filename) in (".p7s", ".asc", ".sig"):
@@ -1001,7 +1007,7 @@ def _body_text(part: Message, ctype: str) -> str:
         charset = part.get_content_charset()
     except Exception:  # noqa: BLE001
         charset = None
-    text = decode_bytes(data[: 4 * MAX_BODY_CHARS], charset)
+    text = decode_bytes(data[: 4 * MAX_BODY_CHARS], charset).replace("\r\n", "\n")
     if ctype == "text/html":
         text = re.sub(r"(?is)<(script|style)[^>]*>.*?</\1>", " ", text)
         text = re.sub(r"(?s)<[^>]+>", " ", text)
