@@ -1,0 +1,65 @@
+"""Generic fixtures shared by the whole suite: the real test servers.
+
+``dovecot`` is one Dovecot per session; ``imap_account`` a fresh user on it per test;
+``smtp_sink`` a fresh SMTP sink per test.  When the servers cannot run the fixtures fail
+(they never skip silently) unless ``MAILBOT_SKIP_SERVERS=1``.  Other fixtures belong in
+the test files that use them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Test helpers import the harness as ``servers`` whether or not tests/ is a package.
+sys.path.insert(0, str(Path(__file__).parent)) if str(Path(__file__).parent) not in sys.path else None
+
+from servers import DovecotServer, ImapAccount, ServerUnavailable, SmtpSink  # noqa: E402
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} unavailable: {exc}"
+    if os.environ.get("MAILBOT_SKIP_SERVERS") == "1":
+        pytest.skip(message)
+    pytest.fail(f"{message}\n(run scripts/install-test-deps, or set MAILBOT_SKIP_SERVERS=1)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    """One throwaway Dovecot for the session (127.0.0.1, free port, temp dir)."""
+    if os.environ.get("MAILBOT_SKIP_SERVERS") == "1":
+        pytest.skip("MAILBOT_SKIP_SERVERS=1")
+    try:
+        server = DovecotServer()
+        server.start()
+    except (ServerUnavailable, OSError) as exc:
+        _unavailable("Dovecot", exc)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def imap_account(dovecot: DovecotServer) -> ImapAccount:
+    """A fresh, empty mailbox user on the session Dovecot (folders auto-created)."""
+    return dovecot.add_user()
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A fresh SMTP sink on 127.0.0.1 keeping every accepted message in ``.messages``."""
+    if os.environ.get("MAILBOT_SKIP_SERVERS") == "1":
+        pytest.skip("MAILBOT_SKIP_SERVERS=1")
+    try:
+        sink = SmtpSink().start()
+    except (OSError, RuntimeError) as exc:
+        _unavailable("SMTP sink", exc)
+    try:
+        yield sink
+    finally:
+        sink.stop()
