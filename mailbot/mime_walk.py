@@ -470,13 +470,26 @@ def _sniff(data: bytes, filename: str) -> str:
         return "biff"
     sample = data[:4096]
     if sample.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")) or b"\x00" not in sample:
-        if re.match(rb"\A(Return-Path|Received|From|Message-ID|MIME-Version|Date|Subject|To|"
-                    rb"X-[A-Za-z-]+|Delivered-To):", sample, re.I) and b"\n\n" in data[:65536] or \
-                re.match(rb"\A[A-Za-z-]+:[^\r\n]*\r?\n(?:[A-Za-z-]+:|[ \t])", sample) and \
-                filename.lower().endswith(".eml"):
+        if _looks_like_message(data, filename):
             return "eml"
         return "text"
     return "binary"
+
+
+_KNOWN_HEADER = re.compile(
+    rb"\A(Return-Path|Received|From|Message-ID|MIME-Version|Date|Subject|To|X-[A-Za-z-]+|"
+    rb"Delivered-To):", re.I
+)
+_ANY_HEADER = re.compile(rb"\A[A-Za-z-]+:[^\r\n]*\r?\n(?:[A-Za-z-]+:|[ \t])")
+
+
+def _looks_like_message(data: bytes, filename: str) -> bool:
+    """An RFC 5322 message: a known header first and a header/body separator, or any header
+    block under an ``.eml`` name."""
+    head = data[:65536]
+    if _KNOWN_HEADER.match(head) and (b"\n\n" in head or b"\r\n\r\n" in head):
+        return True
+    return filename.lower().endswith(".eml") and bool(_ANY_HEADER.match(head))
 
 
 def _sniff_zip(data: bytes) -> str:
@@ -752,8 +765,8 @@ class _Walker:
             return
         kind = _sniff(data, filename)
         ext = _ext(filename)
-        if ctype == "message/rfc822" or kind == "eml" and ext in (".eml", "") and \
-                ctype in ("message/rfc822", "application/octet-stream", "text/plain"):
+        if ctype == "message/rfc822" or (kind == "eml" and ext in (".eml", "") and \
+                ctype in ("message/rfc822", "application/octet-stream", "text/plain")):
             self.open_message(data, label, prefix, origin, nest)
             return
         if kind in _FORM_KINDS:
@@ -802,7 +815,7 @@ class _Walker:
                                                            "text/comma-separated-values")):
             self.keep(self.forms, Attachment(filename, MIME_CSV, data, origin))
             return
-        if kind in ("text", "binary") and (ext in _FORM_EXTS and ext != ".csv"):
+        if kind in ("text", "binary") and ext in _FORM_EXTS:
             # unrecognised bytes under a form name (HTML/XML "xls", truncated file): the reader
             # decides and tells the sender why it cannot read it
             self.keep(self.forms, Attachment(filename, _FORM_EXTS[ext], data, origin))
