@@ -43,6 +43,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def quote_folder(name: str) -> str:
+    """An IMAP astring for imaplib, which does not quote mailbox names itself."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _which(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path=os.pathsep.join(SBIN_PATHS))
 
@@ -103,8 +108,10 @@ class DovecotServer:
         for d in (self.base_dir, self.state_dir, self.homes):
             d.mkdir(exist_ok=True)
         os.chown(self.homes, self._vmail.pw_uid, self._vmail.pw_gid)
-        self.users_path.touch()
-        self.users_path.chmod(0o644)
+        # One passwd-file per user: Dovecot re-reads a changed file at most once a second,
+        # so users added to one shared file within that second would fail to log in.
+        self.users_path.mkdir(exist_ok=True)
+        self.users_path.chmod(0o755)
         self._write_config()
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -137,11 +144,11 @@ mailbox_idle_check_interval = 1 secs
 shutdown_clients = yes
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {self.users_path}
+  args = scheme=PLAIN username_format=%u {self.users_path}/%u
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {self.users_path}
+  args = username_format=%u {self.users_path}/%u
 }}
 service imap-login {{
   inet_listener imap {{
@@ -237,8 +244,9 @@ namespace inbox {{
         home = self.homes / user
         home.mkdir(exist_ok=True)
         os.chown(home, self._vmail.pw_uid, self._vmail.pw_gid)
-        with self.users_path.open("a") as f:
-            f.write(f"{user}:{{PLAIN}}{password}:{self._vmail.pw_uid}:{self._vmail.pw_gid}::{home}\n")
+        entry = self.users_path / user
+        entry.write_text(f"{user}:{{PLAIN}}{password}:{self._vmail.pw_uid}:{self._vmail.pw_gid}::{home}\n")
+        entry.chmod(0o644)
         self._users[user] = password
         return ImapAccount(self.host, self.port, user, password)
 
@@ -271,7 +279,7 @@ namespace inbox {{
         conn = self.connect(user)
         try:
             typ, data = conn.append(
-                folder,
+                quote_folder(folder),
                 f"({' '.join(flags)})" if flags else None,
                 imaplib.Time2Internaldate(internaldate),
                 raw,
@@ -287,7 +295,7 @@ namespace inbox {{
         """Every message in ``folder`` as (uid, raw, flags), without changing flags."""
         conn = self.connect(user)
         try:
-            typ, data = conn.select(folder, readonly=True)
+            typ, data = conn.select(quote_folder(folder), readonly=True)
             if typ != "OK":
                 raise RuntimeError(f"cannot select {folder}: {data!r}")
             if int(data[0]) == 0:
@@ -320,14 +328,21 @@ namespace inbox {{
         conn = self.connect(user)
         try:
             typ, data = conn.list()
-            return sorted(line.decode().rsplit(" ", 1)[-1].strip('"') for line in data if line)
+            names = []
+            for line in data:
+                if isinstance(line, tuple):  # name sent as a literal
+                    names.append(line[1].decode())
+                elif line:
+                    m = re.search(r'(?:"((?:[^"\\]|\\.)*)"|(\S+))$', line.decode())
+                    names.append(m.group(1) if m.group(1) is not None else m.group(2))
+            return sorted(names)
         finally:
             conn.logout()
 
     def delete_folder(self, folder: str, user: str | None = None) -> None:
         conn = self.connect(user)
         try:
-            conn.delete(folder)
+            conn.delete(quote_folder(folder))
         finally:
             conn.logout()
 
