@@ -148,8 +148,13 @@ def replay(eml: Path, dry_run: bool, arrived: str | None, config_path: Path | No
     if when.tzinfo is None:
         when = when.replace(tzinfo=settings.tz)
     sha = hashlib.sha256(raw).hexdigest()
-    fetched = FetchedMessage(source=f"replay:{sha[:16]}", uidvalidity=0, uid=0, key=str(eml),
+    fetched = FetchedMessage(source="replay", uidvalidity=0, uid=0, key=sha,
                              arrived_at=when, raw=raw)
+    known = parts.state.message_at(fetched.source, 0, 0, fetched.key)
+    if known is not None and not dry_run:
+        click.echo(f"already replayed as message {known['id']} ({known['outcome']}); nothing recorded")
+        parts.close()
+        return
     try:
         assessment = parts.intake.assess(fetched)
         click.echo(f"outcome: {assessment.outcome} ({assessment.reason})")
@@ -227,10 +232,15 @@ def purge(before: str, staff: str, config_path: Path | None) -> None:
 @main.command()
 @CONFIG_OPTION
 def verify(config_path: Path | None) -> None:
-    """Check the state database (integrity_check) and the audit event chain."""
+    """Check the state database (integrity_check) and the audit event chain, read-only."""
+    from mailbot.errors import StateError
     from mailbot.store import State
 
-    state = State(_settings(config_path).state_dir)
+    try:
+        state = State.readonly(_settings(config_path).db_path)
+    except StateError as exc:
+        click.echo(f"mailbot: {exc}", err=True)
+        sys.exit(2)
     integrity = next(state.db.query("PRAGMA integrity_check"))["integrity_check"]
     ok, n = state.verify_event_chain()
     click.echo(f"integrity_check: {integrity}; event chain: {'ok' if ok else 'BROKEN'} ({n} events)")

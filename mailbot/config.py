@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from mailbot.errors import ConfigError
 from mailbot.limits import Limits
@@ -88,6 +89,8 @@ class SmtpConfig(ServerSettings):
 
 class MailboxConfig(_Section):
     kind: Literal["maildir", "imap"] = "maildir"
+    require_return_path: bool = Field(
+        True, description="treat mail without Return-Path as automatic (no reply); off for sources that strip it")
     maildir_path: Path = Path("state/maildir")
     processed_folder: str = "Processed"
     failed_folder: str = "Failed"
@@ -228,6 +231,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
             problems.append(f"{loc}: {err['msg']}")
         raise ConfigError(source + (" + MAILBOT_* environment" if _has_env() else ""), problems) from exc
+    except SettingsError as exc:
+        raise ConfigError("MAILBOT_* environment", [f"{exc} (lists and tables must be JSON)"]) from exc
     return _finish_paths(settings)
 
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from mailbot.store import State, utc_now
 
-Status = Literal["seated", "waiting", "conflict"]
+Status = Literal["seated", "waiting", "conflict", "withdrawn"]
 
 
 def id_hash(id_number: str) -> str:

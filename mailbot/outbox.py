@@ -72,7 +72,7 @@ def recover_interrupted(state: State, *, actor: str = "daemon", rules_version: s
 def send_pending(state: State, transport: Transport, *, envelope_from: str, max_attempts: int,
                  retry_base_seconds: float, rules_version: str = "", limit: int | None = None,
                  after_send: Callable[[dict[str, Any]], None] | None = None,
-                 log: Any = None) -> SendReport:
+                 log: Any = None, actor: str = "daemon") -> SendReport:
     """Send every queued reply that is due; returns counts by result."""
     now = utc_now()
     rows = list(state.db.query(
@@ -101,8 +101,9 @@ def send_pending(state: State, transport: Transport, *, envelope_from: str, max_
                 state.db.execute(
                     "UPDATE outbox SET status = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
                     [status, str(exc), nxt, row["id"]])
-                state.add_event(f"reply_{status}", {"outbox": row["id"], "error": str(exc)},
-                                actor="daemon", rules_version=rules_version, message=row["message"])
+                event = "reply_retry" if status == "queued" else f"reply_{status}"
+                state.add_event(event, {"outbox": row["id"], "error": str(exc)},
+                                actor=actor, rules_version=rules_version, message=row["message"])
             if log is not None:
                 log.warning("reply_not_sent", outbox=row["id"], status=status, error=str(exc))
             continue
@@ -110,7 +111,7 @@ def send_pending(state: State, transport: Transport, *, envelope_from: str, max_
             state.db.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE id = ?",
                              [utc_now(), row["id"]])
             state.add_event("reply_sent", {"outbox": row["id"], "kind": row["kind"]},
-                            actor="daemon", rules_version=rules_version, message=row["message"])
+                            actor=actor, rules_version=rules_version, message=row["message"])
         sent += 1
         if after_send is not None:
             after_send(row)

@@ -107,10 +107,12 @@ class Intake:
         self.settle_pending()
         stored_validity, last_uid = self.state.cursor(self.source.name)
         validity, uidnext = self.source.status()
-        if stored_validity == validity and uidnext <= last_uid + 1:
+        if validity == 0:  # Maildir: no UIDs to trust; what is left in the inbox is new
+            stored_validity, last_uid = None, 0
+        elif stored_validity == validity and uidnext <= last_uid + 1:
             report.sent = self.send()
             return report
-        if stored_validity is not None and stored_validity != validity:
+        if stored_validity is not None and stored_validity != validity and validity != 0:
             self.log.warning("uidvalidity_changed", source=self.source.name, old=stored_validity,
                              new=validity, hint="refetching; known mail is recognised by Message-ID and hash")
         for fetched in self.source.fetch_after(stored_validity, last_uid):
@@ -131,8 +133,7 @@ class Intake:
     def handle(self, fetched: FetchedMessage) -> str | None:
         """Record one fetched message, send its reply, settle it.  Returns the outcome, or None
         when it was already recorded (only settled again)."""
-        known = (self.state.message_at(fetched.source, fetched.uidvalidity, fetched.uid)
-                 if fetched.uidvalidity else None)
+        known = self.state.message_at(fetched.source, fetched.uidvalidity, fetched.uid, fetched.key)
         if known is not None:
             self._settle(fetched.key, known["id"], known["settle_folder"])
             return None
@@ -166,7 +167,8 @@ class Intake:
             return Assessment("duplicate", f"same Message-ID and bytes as message {original['id']}", None,
                               mb.processed_folder, parsed, duplicate_of=original["id"])
         loop = auto_reply_reason(parsed, own_addresses=self._own,
-                                 own_message_id_domain=self.settings.reply.message_id_domain)
+                                 own_message_id_domain=self.settings.reply.message_id_domain,
+                                 require_return_path=mb.require_return_path)
         if loop is not None:
             return Assessment("ignored", loop, None, mb.processed_folder, parsed)
         trust = sender_trust(parsed, trusted_authserv_ids=self.settings.trust.authserv_ids,
@@ -416,7 +418,8 @@ class Intake:
         return send_pending(self.state, self.transport,
                             envelope_from=smtp.envelope_from or self.settings.reply.from_address,
                             max_attempts=smtp.max_attempts, retry_base_seconds=smtp.retry_base_seconds,
-                            rules_version=self.version, after_send=copy_to_sent, log=self.log)
+                            rules_version=self.version, after_send=copy_to_sent, log=self.log,
+                            actor=self.actor)
 
     def _settle(self, key: str, msg_pk: int, folder: str) -> None:
         try:

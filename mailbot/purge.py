@@ -44,6 +44,13 @@ def purge_before(state: State, before_iso: str, *, actor: str, rules_version: st
         nominees = db.execute(
             "UPDATE nominees SET id_number = NULL, name = NULL WHERE message IN "
             "(SELECT id FROM messages WHERE recorded_at < ?) AND id_number IS NOT NULL", [before_iso]).rowcount
+        db.execute("UPDATE messages SET sender = '', sender_name = '', subject = '' WHERE recorded_at < ?",
+                   [before_iso])
+        db.execute("UPDATE nominees SET sender = '' WHERE message IN "
+                   "(SELECT id FROM messages WHERE recorded_at < ?)", [before_iso])
+        # replies may carry the sender's own workbook (full identity numbers): keep only metadata
+        db.execute("UPDATE outbox SET raw = X'', to_address = '' WHERE created_at < ? AND status IN "
+                   "('sent','failed','unknown')", [before_iso])
         state.add_event("purge", {"before": before_iso, "messages": len(msgs), "files": len(paths)},
                         actor=actor, rules_version=rules_version)
     still_used = {r["raw_path"] for r in db.query("SELECT raw_path FROM messages WHERE raw_path IS NOT NULL")}

@@ -312,6 +312,7 @@ def build_message(
     if references:
         msg.set_raw("References", fold_ids("References", references))
     msg["Auto-Submitted"] = "auto-replied"
+    msg["X-Mailbot-Loop"] = from_address  # mail_gate.LOOP_HEADER: our own mail coming back is never answered
     msg["X-Auto-Response-Suppress"] = "All"
     msg["Content-Language"] = "zh-CN"
     _body(msg, rendered)
@@ -341,6 +342,7 @@ def build_digest_message(
     msg["Date"] = format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))
     msg["Message-ID"] = make_msgid(domain=message_id_domain)
     msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Mailbot-Loop"] = from_address
     msg["X-Auto-Response-Suppress"] = "All"
     msg["Content-Language"] = "zh-CN"
     _body(msg, rendered)

@@ -62,9 +62,12 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
             rules_version TEXT NOT NULL DEFAULT '',
             settle_folder TEXT NOT NULL DEFAULT '',
             settled_at TEXT,
-            recorded_at TEXT NOT NULL,
-            UNIQUE (source, uidvalidity, uid)
+            recorded_at TEXT NOT NULL
         );
+        -- an IMAP message is recorded once per (mailbox, UIDVALIDITY, UID); Maildir (uidvalidity 0)
+        -- and replays are keyed by source_key instead
+        CREATE UNIQUE INDEX messages_imap_uid ON messages(source, uidvalidity, uid) WHERE uidvalidity != 0;
+        CREATE UNIQUE INDEX messages_local_key ON messages(source, source_key) WHERE uidvalidity = 0;
         CREATE INDEX messages_sha ON messages(sha256);
         CREATE INDEX messages_mid ON messages(message_id);
         CREATE INDEX messages_unsettled ON messages(settled_at) WHERE settled_at IS NULL;
@@ -217,6 +220,23 @@ class State:
             if side.exists():
                 os.chmod(side, 0o600)
 
+    @classmethod
+    def readonly(cls, db_path: Path) -> "State":
+        """Open an existing database read-only (auditors, ``mailbot verify``): no migration,
+        no chmod, fails when the file is missing instead of creating an empty one."""
+        if not db_path.is_file():
+            raise StateError(f"no state database at {db_path}")
+        self = cls.__new__(cls)
+        self.dir = db_path.parent
+        self.path = db_path
+        try:
+            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {db_path}: {exc}") from exc
+        return self
+
     # -- schema ---------------------------------------------------------------------------
     def _migrate(self) -> None:
         self.db.execute(
@@ -339,10 +359,14 @@ class State:
         )
 
     # -- lookups --------------------------------------------------------------------------
-    def message_at(self, source: str, uidvalidity: int, uid: int) -> dict[str, Any] | None:
-        rows = list(self.db.query(
-            "SELECT * FROM messages WHERE source = ? AND uidvalidity = ? AND uid = ?",
-            [source, uidvalidity, uid]))
+    def message_at(self, source: str, uidvalidity: int, uid: int, key: str = "") -> dict[str, Any] | None:
+        """The message already recorded at this place in the mailbox: by UID for IMAP, by the
+        source's own key for Maildir and replays (uidvalidity 0)."""
+        if uidvalidity:
+            sql, args = "SELECT * FROM messages WHERE source = ? AND uidvalidity = ? AND uid = ?", [source, uidvalidity, uid]
+        else:
+            sql, args = "SELECT * FROM messages WHERE source = ? AND uidvalidity = 0 AND source_key = ?", [source, key]
+        rows = list(self.db.query(sql, args))
         return rows[0] if rows else None
 
     def original_of(self, message_id: str, sha256: str) -> dict[str, Any] | None:
@@ -362,6 +386,6 @@ class State:
 
     def replies_to_since(self, address: str, since_iso: str) -> int:
         row = next(self.db.query(
-            "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ?",
+            "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? AND kind != 'digest'",
             [address, since_iso]))
         return int(row["n"])

@@ -53,6 +53,7 @@ def make_mail(
     boundary = f"----=_Part_{abs(hash((sender, subject, client))) % 10**9}"
     date = date or datetime(2020, 11, 2, 9, 30, tzinfo=timezone.utc)
     headers = [
+        f"Return-Path: <{sender}>",
         f"From: {_b64(sender_name, charset)} <{sender}>",
         f"To: <{to}>",
         f"Subject: {_b64(subject, charset)}",
@@ -61,7 +62,10 @@ def make_mail(
         "MIME-Version: 1.0",
         f'Content-Type: multipart/mixed; boundary="{boundary}"',
     ]
-    headers += [f"{k}: {v}" for k, v in (extra_headers or {}).items()]
+    extra = dict(extra_headers or {})
+    if "Return-Path" in extra:
+        headers[0] = f"Return-Path: {extra.pop('Return-Path')}"
+    headers += [f"{k}: {v}" for k, v in extra.items()]
     parts = [
         f"--{boundary}",
         f"Content-Type: text/plain; charset={charset}",
@@ -88,6 +92,7 @@ def make_forward(inner: bytes, *, sender: str, sender_name: str = "李老师", s
     """A message forwarding ``inner`` as a message/rfc822 attachment."""
     boundary = "----=_Fwd_0001"
     head = CRLF.join([
+        f"Return-Path: <{sender}>",
         f"From: {_b64(sender_name, 'utf-8')} <{sender}>",
         "To: <shengpei@zjut.edu.cn>",
         f"Subject: {_b64(subject, 'utf-8')}",
