@@ -6,11 +6,13 @@ Layout is Maildir++: the inbox is the root (``new/``, ``cur/``, ``tmp/``); folde
 
 UIDs: Maildir has none, so this source keeps ``mailbot-uidlist`` in the root, like Dovecot's
 ``dovecot-uidlist``: a message gets the next UID the first time a scan sees it, newly seen
-messages ranked by (delivery time, key).  UIDs are therefore stable and increasing, and the
-IMAP cursor logic (``status()`` then ``fetch_after(uidvalidity, last_uid)``) works unchanged.
-The UIDVALIDITY is fixed when the uidlist is created; if the file is lost a new one gets a new
-UIDVALIDITY, so callers refetch everything and dedupe.  Entries for messages that left the
-inbox are dropped, so the file stays as small as the inbox.
+messages ranked by (delivery time, key).  UIDs are stable and increasing, so ``status()``'s
+uidnext grows exactly when mail arrives and the caller's "nothing new" check stays one cheap
+scan.  A new uidlist starts numbering at the current Unix time (not 1), so numbers stay above
+any cursor kept from a lost list.  Entries for messages that left the inbox are dropped, so
+the file stays as small as the inbox.  UIDVALIDITY is always 0: the store identifies Maildir
+messages by their key, and ``fetch_after`` returns every message still in the inbox
+(settled mail has left it; the caller skips keys it already recorded).
 
 Delivery time: the timestamp that starts a standard Maildir file name (``1604019600.M123P4...``,
 seconds plus the microseconds after ``M``), else the file's mtime; always aware UTC.
@@ -98,19 +100,19 @@ class MaildirSource:
     def _read_uidlist(self) -> tuple[int, int, dict[str, int]]:
         try:
             lines = (self.path / UIDLIST).read_text(encoding="utf-8").splitlines()
-            magic, version, validity, next_uid = lines[0].split()
+            magic, version, next_uid = lines[0].split()
             if magic != UIDLIST or version != "v1":
                 raise ValueError(lines[0])
             uids = {key: int(uid) for uid, key in (line.split(" ", 1) for line in lines[1:] if line)}
-            return int(validity), int(next_uid), uids
+            return 0, int(next_uid), uids
         except FileNotFoundError:
-            return int(time.time()), 1, {}
+            return 0, max(1, int(time.time())), {}
         except (OSError, ValueError, IndexError) as exc:
             raise MailboxError(f"{self.path / UIDLIST} is damaged ({exc}); delete it to "
                                "renumber (everything is then refetched and deduplicated)") from exc
 
-    def _write_uidlist(self, validity: int, next_uid: int, uids: dict[str, int]) -> None:
-        body = [f"{UIDLIST} v1 {validity} {next_uid}"]
+    def _write_uidlist(self, next_uid: int, uids: dict[str, int]) -> None:
+        body = [f"{UIDLIST} v1 {next_uid}"]
         body += [f"{uid} {key}" for key, uid in sorted(uids.items(), key=lambda kv: kv[1])]
         tmp = self.path / f"{UIDLIST}.tmp"
         tmp.write_text("\n".join(body) + "\n", encoding="utf-8")
@@ -134,7 +136,7 @@ class MaildirSource:
                     uids[key] = next_uid
                     next_uid += 1
                 if uids != known or not (self.path / UIDLIST).exists():
-                    self._write_uidlist(validity, next_uid, uids)
+                    self._write_uidlist(next_uid, uids)
         except OSError as exc:
             raise MailboxError(f"cannot index Maildir {self.path}: {exc.strerror or exc}") from exc
         entries = sorted((uid, key, found[key]) for key, uid in uids.items())
@@ -143,18 +145,18 @@ class MaildirSource:
     # ---- MailSource ------------------------------------------------------------------
 
     def status(self) -> tuple[int, int]:
-        """(uidvalidity, uidnext); scans the inbox, which holds only unsettled mail."""
+        """(0, uidnext); scans the inbox, which holds only unsettled mail."""
         validity, next_uid, _ = self._index()
         return validity, next_uid
 
     def fetch_after(self, uidvalidity: int | None, last_uid: int) -> Iterator[FetchedMessage]:
-        """Inbox messages with uid > last_uid (all of them if ``uidvalidity`` is not the
-        current one), in UID order, one file read at a time."""
+        """Every message still in the inbox, in UID order, one file read at a time.
+
+        ``last_uid`` is deliberately ignored: a Maildir inbox holds only unsettled mail, and a
+        message recorded but not yet moved must come back so the caller can settle it.
+        """
         validity, _, entries = self._index()
-        after = last_uid if uidvalidity == validity else 0
         for uid, key, path in entries:
-            if uid <= after:
-                continue
             current = self._find(key) if not path.exists() else path
             if current is None:
                 continue  # settled by someone else meanwhile

@@ -63,12 +63,14 @@ def test_fetch_returns_exact_bytes_and_delivery_times_in_order(maildir: Path, so
 
     fetched = list(source.fetch_after(None, 0))
 
+    first = uidnext - 3
     assert fetched == [
-        FetchedMessage(source.name, validity, 1, k_early, early, make_raw(2)),
-        FetchedMessage(source.name, validity, 2, k_late, late, make_raw(1)),
-        FetchedMessage(source.name, validity, 3, k_plain, datetime(2020, 11, 10, tzinfo=timezone.utc), make_raw(3)),
+        FetchedMessage(source.name, 0, first, k_early, early, make_raw(2)),
+        FetchedMessage(source.name, 0, first + 1, k_late, late, make_raw(1)),
+        FetchedMessage(source.name, 0, first + 2, k_plain, datetime(2020, 11, 10, tzinfo=timezone.utc),
+                       make_raw(3)),
     ]
-    assert validity > 0 and uidnext == 4
+    assert validity == 0
     assert fetched[1].arrived_at.tzinfo is not None
 
 
@@ -76,13 +78,14 @@ def test_uids_are_stable_while_mail_comes_and_goes(maildir: Path, source: Maildi
     t = datetime(2020, 11, 1, tzinfo=timezone.utc)
     first = deliver(maildir, make_raw(1), t)
     second = deliver(maildir, make_raw(2), t.replace(hour=1))
-    validity, _ = source.status()
+    _, uidnext = source.status()
     source.settle(first, "Processed")
     third = deliver(maildir, make_raw(3), t.replace(hour=2))
 
-    assert [(m.uid, m.key) for m in MaildirSource(maildir).fetch_after(validity, 0)] == [(2, second), (3, third)]
-    assert [m.uid for m in source.fetch_after(validity, 2)] == [3]
-    assert source.status() == (validity, 4)
+    again = [(m.uid, m.key) for m in MaildirSource(maildir).fetch_after(0, uidnext - 1)]
+
+    assert again == [(uidnext - 1, second), (uidnext, third)]  # all still in the inbox
+    assert source.status() == (0, uidnext + 1)
     assert len((maildir / UIDLIST).read_text().splitlines()) == 1 + 2  # header + inbox only
 
 
@@ -94,16 +97,18 @@ def test_idle_status_is_cheap_and_stays_put(maildir: Path, source: MaildirSource
     assert (maildir / UIDLIST).stat().st_mtime_ns == before
 
 
-def test_lost_uidlist_changes_uidvalidity(maildir: Path, source: MaildirSource):
-    deliver(maildir, make_raw(1), datetime(2020, 11, 1, tzinfo=timezone.utc))
-    validity, _ = source.status()
+def test_a_lost_uidlist_renumbers_above_any_old_cursor(maildir: Path, source: MaildirSource):
+    for n in range(3):
+        deliver(maildir, make_raw(n), datetime(2020, 11, 1, n, tzinfo=timezone.utc))
+    _, uidnext = source.status()
+    cursor = uidnext - 1
     (maildir / UIDLIST).unlink()
     time.sleep(1.05)
 
-    new_validity, _ = source.status()
+    _, renumbered_next = source.status()
 
-    assert new_validity != validity
-    assert [m.uid for m in source.fetch_after(validity, 99)] == [1]
+    assert renumbered_next > cursor + 1  # the caller sees "new mail" and fetches
+    assert len(list(source.fetch_after(0, cursor))) == 3
 
 
 def test_settle_moves_the_file_unchanged_and_creates_folders(maildir: Path, source: MaildirSource):
