@@ -97,6 +97,7 @@ class DovecotServer:
                 "(or set MAILBOT_SKIP_SERVERS=1 to skip server tests)"
             )
         self._users: dict[str, str] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
         self._vmail = _ensure_vmail_user()
         self.root.chmod(0o755)  # the vmail user must traverse it
         self.config_path = self.root / "dovecot.conf"
@@ -134,6 +135,7 @@ listen = {self.host}
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0
 first_valid_uid = {self._vmail.pw_uid}
 first_valid_gid = {self._vmail.pw_gid}
 default_login_user = {VMAIL_USER}
@@ -170,17 +172,12 @@ namespace inbox {{
 
     def start(self, timeout: float = 15.0) -> None:
         """Start Dovecot and wait until it greets on the IMAP port."""
-        # The daemon inherits stdout/stderr: never hand it a pipe we would wait on.
+        # Foreground (-F) as our child, so stop() can reap it; output to a file, never a pipe.
         err_path = self.root / "start.err"
         with err_path.open("wb") as err:
-            proc = subprocess.run(
-                [self.dovecot_path, "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-            )
-        if proc.returncode != 0:
-            raise ServerUnavailable(
-                f"dovecot failed to start (rc={proc.returncode}): "
-                f"{err_path.read_text(errors='replace').strip()}\n{self.log_tail()}"
+            self._proc = subprocess.Popen(
+                [self.dovecot_path, "-F", "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -190,7 +187,13 @@ namespace inbox {{
                         return
             except OSError:
                 pass
+            if self._proc.poll() is not None:
+                raise ServerUnavailable(
+                    f"dovecot failed to start (rc={self._proc.returncode}): "
+                    f"{err_path.read_text(errors='replace').strip()}\n{self.log_tail()}"
+                )
             time.sleep(0.05)
+        self.stop()
         raise ServerUnavailable(f"dovecot did not answer on {self.host}:{self.port}\n{self.log_tail()}")
 
     def _master_pid(self) -> int | None:
@@ -199,24 +202,59 @@ namespace inbox {{
         except (OSError, ValueError):
             return None
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop Dovecot (all its processes) and wait until the port is closed."""
-        pid = self._master_pid()
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def _processes(self) -> dict[int, str]:
+        """pid -> start time of the master and its children (imap, auth, log, ...)."""
+        master = self._master_pid()
+        if master is None:
+            return {}
+        found = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
             try:
-                os.kill(pid, 0)
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            pid, ppid, started = int(entry), int(fields[1]), fields[19]
+            if pid == master or ppid == master:
+                found[pid] = started
+        return found
+
+    @staticmethod
+    def _alive(pid: int, started: str) -> bool:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return False
+        return fields[19] == started and fields[0] != "Z"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop Dovecot and every process it started, so existing connections are cut.
+
+        Killing only the master would leave its imap processes serving old connections."""
+        procs = self._processes()
+        for pid in procs:
+            try:
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, signal.SIGKILL)
+                pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(self._alive(p, t) for p, t in procs.items()):
+            time.sleep(0.02)
+        for pid, started in procs.items():
+            if self._alive(pid, started):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
         (self.base_dir / "master.pid").unlink(missing_ok=True)
 
     def restart(self) -> None:

@@ -34,8 +34,8 @@ def make_raw(n: int, body: str = "hello") -> bytes:
 
 
 def settings_for(account: ImapAccount, **extra: object) -> ImapSettings:
-    return ImapSettings(host=account.host, port=account.port, tls="plain", user=account.user,
-                        password=account.password, timeout=10, **extra)
+    return ImapSettings(**{"host": account.host, "port": account.port, "tls": "plain", "user": account.user,
+                           "password": account.password, "timeout": 10, **extra})
 
 
 @pytest.fixture
@@ -235,15 +235,17 @@ def test_close_interrupts_idle(source: ImapSource):
 def test_reconnects_after_server_restart(dovecot: DovecotServer, imap_account: ImapAccount, source: ImapSource):
     uid = dovecot.append(make_raw(1), datetime.now(timezone.utc), user=imap_account.user)
     before = source.status()
+    old_connection = source._mb
 
-    dovecot.restart()
+    dovecot.restart()  # cuts every client connection
 
     assert source.status() == before
+    assert source._mb is not old_connection
     assert [m.uid for m in source.fetch_after(None, 0)] == [uid]
 
 
-def test_idle_reports_a_lost_connection_and_recovers(
-        dovecot: DovecotServer, imap_account: ImapAccount, source: ImapSource):
+def test_idle_reports_a_lost_connection_and_recovers(dovecot: DovecotServer, imap_account: ImapAccount):
+    source = ImapSource(settings_for(imap_account, timeout=2))
     source.status()
     threading.Timer(0.3, dovecot.restart).start()
 
@@ -257,6 +259,7 @@ def test_idle_reports_a_lost_connection_and_recovers(
             time.sleep(0.2)
     else:
         pytest.fail("no reconnect after restart")
+    source.close()
 
 
 def test_wrong_password_is_a_mailbox_error_without_the_password(imap_account: ImapAccount):
