@@ -191,6 +191,10 @@ class ImapSource:
         """(UIDVALIDITY, UIDNEXT) of the folder with one STATUS command."""
 
         def op(client: imaplib.IMAP4) -> tuple[int, int]:
+            # STATUS on the selected folder may answer from the session's stale view (Dovecot
+            # does): leave the folder first.  Costs one extra round trip after a fetch, none
+            # on the following idle polls.
+            self._unselect(client)
             client.untagged_responses.pop("EXISTS", None)  # STATUS is fresher than any of these
             data = self._ok("STATUS", client.status(encode_folder(self.settings.folder),
                                                     "(UIDVALIDITY UIDNEXT)"))
@@ -207,11 +211,12 @@ class ImapSource:
         BODY.PEEK (no \\Seen).  A different or unknown ``uidvalidity`` refetches the folder."""
         # The selected view only learns of new mail when the server syncs it (NOOP);
         # STATUS reads the index directly and is what decides the UIDVALIDITY.
-        self._run("NOOP", lambda c: self._ok("NOOP", c.noop()))
         current, _ = self.status()
+        self._run("SELECT", self._select)
         after = last_uid if uidvalidity == current else 0
 
         def search(client: imaplib.IMAP4) -> list[int]:
+            self._select(client)
             data = self._ok("UID SEARCH", client.uid("SEARCH", f"UID {after + 1}:*"))
             # "n:*" matches the highest UID even when it is below n: filter.
             return sorted(u for u in (int(x) for x in b" ".join(data).split()) if u > after)
@@ -222,6 +227,7 @@ class ImapSource:
             wanted = uids[i:i + batch]
 
             def fetch(client: imaplib.IMAP4, wanted: list[int] = wanted) -> list[tuple[int, datetime, bytes]]:
+                self._select(client)
                 data = self._ok("UID FETCH", client.uid(
                     "FETCH", ",".join(map(str, wanted)), "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[])"))
                 return parse_fetch(data)
@@ -239,6 +245,7 @@ class ImapSource:
         uid = self._uid(key)
 
         def op(client: imaplib.IMAP4) -> None:
+            self._select(client)
             result = self._move(client, uid, folder)
             if result[0] != "OK" and self._missing_folder(client, result):
                 self._create(client, folder)
@@ -274,8 +281,11 @@ class ImapSource:
     def flag(self, key: str, flag: str) -> None:
         """Add ``flag`` to message ``key`` (STORE +FLAGS.SILENT; no EXPUNGE)."""
         uid = self._uid(key)
-        self._run("STORE", lambda c: self._ok(f"STORE {flag} on {uid}",
-                                              c.uid("STORE", str(uid), "+FLAGS.SILENT", f"({flag})")))
+        def op(client: imaplib.IMAP4) -> None:
+            self._select(client)
+            self._ok(f"STORE {flag} on {uid}", client.uid("STORE", str(uid), "+FLAGS.SILENT", f"({flag})"))
+
+        self._run("STORE", op)
 
     def append(self, folder: str, raw: bytes, flags: tuple[str, ...] = ("\\Seen",)) -> None:
         """APPEND ``raw`` to ``folder`` (created when missing).  Not retried: it could duplicate."""
@@ -300,6 +310,8 @@ class ImapSource:
                 return False
             self._drain_wake()
             client = self._run("connect", lambda c: c)
+            if "IDLE" in self._capabilities and client.state != "SELECTED":
+                self._run("SELECT", self._select)
             if client.untagged_responses.pop("EXISTS", None):
                 return True  # new mail was announced during an earlier command
             if "IDLE" not in self._capabilities:
@@ -410,6 +422,19 @@ class ImapSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _select(self, client: imaplib.IMAP4) -> None:
+        """Select the folder again if ``status()`` left it."""
+        if client.state != "SELECTED":
+            self._ok(f"SELECT {self.settings.folder!r}", client.select(encode_folder(self.settings.folder)))
+            client.untagged_responses.pop("EXISTS", None)  # the count at SELECT is not news
+
+    def _unselect(self, client: imaplib.IMAP4) -> None:
+        if client.state == "SELECTED":
+            if "UNSELECT" in self._capabilities:
+                self._ok("UNSELECT", client.unselect())
+            else:
+                self._ok("CLOSE", client.close())
 
     def _uid(self, key: str) -> int:
         try:
