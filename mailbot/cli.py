@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -246,6 +247,54 @@ def verify(config_path: Path | None) -> None:
     click.echo(f"integrity_check: {integrity}; event chain: {'ok' if ok else 'BROKEN'} ({n} events)")
     state.close()
     sys.exit(0 if ok and integrity == "ok" else 1)
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("state/demo"), show_default=True, help="Where the demo keeps its state.")
+def demo(directory: Path) -> None:
+    """Show the whole job on the embedded default, no server needed.
+
+    Delivers the bundled sample mails (synthetic people) into a local Maildir, runs one intake
+    cycle, and shows what happened: the database, the replies written as .eml files, the seats.
+    Each run starts afresh.  Example: ``mailbot demo --dir /tmp/mailbot-demo``
+    """
+    from mailbot.demo import deliver_samples, reset_demo_dir
+
+    directory = directory.resolve()
+    try:
+        reset_demo_dir(directory)
+    except FileExistsError as exc:
+        click.echo(f"mailbot: {exc}", err=True)
+        sys.exit(2)
+    settings = _settings(None, state_dir=directory, log_format="console" if sys.stdout.isatty() else "json")
+    delivered = deliver_samples(settings.mailbox.maildir_path, settings.tz)
+    parts, _ = _assemble(settings)
+    try:
+        report = parts.intake.poll_once()
+        click.echo("")
+        click.echo(f"Delivered {len(delivered)} sample mails into {settings.mailbox.maildir_path}")
+        written = next(parts.state.db.query("SELECT count(*) AS n FROM outbox WHERE status = 'sent'"))["n"]
+        click.echo(f"Recorded {report.recorded}, replies written: {written}")
+        click.echo("")
+        rows = parts.state.db.query(
+            "SELECT m.receipt, m.arrived_at, m.sender, m.outcome, m.reason, o.kind AS reply "
+            "FROM messages m LEFT JOIN outbox o ON o.message = m.id ORDER BY m.id, o.id")
+        for r in rows:
+            arrived = datetime.fromisoformat(r["arrived_at"]).astimezone(settings.tz).strftime("%m-%d %H:%M")
+            click.echo(f"  {r['receipt']:<26} {arrived}  {r['sender']:<22} {r['outcome']:<11} "
+                       f"reply: {r['reply'] or '-'}")
+        click.echo("")
+        click.echo("Seats (seated/capacity, waiting):")
+        for p in parts.intake.ledger.program_summary():
+            if p["seated"] or p["waiting"]:
+                click.echo(f"  {p['program']}: {p['seated']}/{p['capacity']}, waiting {p['waiting']}")
+        click.echo("")
+        click.echo(f"Replies (.eml):   {settings.smtp.outbox_dir}")
+        click.echo(f"Database:         {settings.db_path}  (try: mailbot verify, or sqlite3 'file:{settings.db_path}?mode=ro')")
+        click.echo(f"Processed mail:   {settings.mailbox.maildir_path}/.Processed")
+    finally:
+        parts.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -326,7 +326,8 @@ class Intake:
             received_at=arrived.astimezone(self.settings.tz), receipt=receipt,
             campaign_title=r.campaign.title, deadline=r.deadline.aware, intake_address=r.intake.address,
             platform_url=r.platform.url, platform_path=r.platform.menu,
-            late_contact=r.intake.late_change_contact, stamp_required=r.intake.stamped_scan_required,
+            late_contact=r.intake.late_change_contact, help_contact=r.intake.help_contact,
+            stamp_required=r.intake.stamped_scan_required,
             **extra)
 
     def _queue_reply(self, msg_pk: int, receipt: str, fetched: FetchedMessage, a: Assessment,

@@ -170,6 +170,8 @@ def finding_place(f: FindingLine) -> str:
     parts = []
     if f.file:
         parts.append(f"「{f.file}」")
+    if f.row is not None and f.message.startswith(f"第{f.row}行"):
+        return "".join(parts)  # the message already says where, in the form's own words
     if f.row is not None:
         parts.append(f"第{f.row}行")
     if f.column:

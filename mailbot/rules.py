@@ -73,6 +73,7 @@ class Intake(_Model):
     address: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     stamped_scan_required: bool = False
     late_change_contact: str = ""
+    help_contact: str = Field("", description="whom senders may ask about anything else (shown in every reply)")
 
 
 class Fees(_Model):

@@ -1,0 +1,44 @@
+"""`mailbot demo`: the README's first command shows the whole job on the embedded default."""
+
+from __future__ import annotations
+
+import email
+from email import policy
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from mailbot.cli import main
+from mailbot.store import State
+
+
+def test_demo_fills_database_writes_replies_and_moves_the_mail(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--dir", str(target)])
+    assert result.exit_code == 0, result.output
+    state = State.readonly(target / "mailbot.db")
+    outcomes = [(r["sender"], r["outcome"]) for r in state.db.query("SELECT sender, outcome FROM messages ORDER BY id")]
+    assert outcomes == [
+        ("wang@zjjd.edu.cn", "accepted"), ("li@hzzy.edu.cn", "correction"), ("zhao@nbzy.edu.cn", "accepted"),
+        ("chen@163.com", "accepted"), ("sun@zz.example.cn", "redirect"), ("zhou@qq.com", "no_form"),
+        ("ooo@zjjd.edu.cn", "ignored"), ("li@hzzy.edu.cn", "accepted"), ("office@wzzy.edu.cn", "accepted"),
+        ("qian@sxzy.edu.cn", "late"),
+    ]
+    replies = sorted(p.name for p in (target / "outbox").glob("*.eml"))
+    assert replies == ["000001-acceptance.eml", "000002-correction.eml", "000003-acceptance.eml",
+                       "000004-acceptance.eml", "000005-redirect.eml", "000006-no_form.eml",
+                       "000007-acceptance.eml", "000008-acceptance.eml", "000009-late.eml"]
+    resubmitted = email.message_from_bytes((target / "outbox" / "000007-acceptance.eml").read_bytes(),
+                                           policy=policy.default)
+    assert resubmitted["To"] == "李老师 <li@hzzy.edu.cn>"
+    assert "变更" in resubmitted.get_body(("plain",)).get_content()
+    assert list((target / "maildir" / "new").iterdir()) == []
+    assert len(list((target / "maildir" / ".Processed" / "cur").iterdir())) == 10
+    assert "Replies (.eml)" in result.output
+
+
+def test_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
