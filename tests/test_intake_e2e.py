@@ -191,3 +191,43 @@ def test_logs_carry_no_unmasked_identity_number_or_phone(intake, dovecot, imap_a
     text += "".join(parse_reply(m.raw).text for m in smtp_sink.wait_for(1))
     assert not re.search(r"(?<!\d)\d{17}[\dX](?!\d)", text)
     assert not re.search(r"(?<!\d)1[3-9]\d{9}(?!\d)", text)
+
+
+def test_copy_of_each_reply_goes_to_the_sent_folder_when_configured(
+        tmp_path, dovecot, imap_account, smtp_sink) -> None:
+    settings = imap_settings(tmp_path, imap_account, smtp_sink, imap={"sent_folder": "Sent"})
+    parts = open_intake(settings, io.StringIO())
+    try:
+        _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", _form(1))]))
+        parts.intake.poll_once()
+        (sent,) = smtp_sink.wait_for(1)
+        copies = dovecot.list_folder("Sent", user=imap_account.user)
+        assert [parse_reply(raw).headers["Message-ID"] for _, raw, _ in copies] == [
+            parse_reply(sent.raw).headers["Message-ID"]]
+        assert all("\\Seen" in flags for _, _, flags in copies)
+    finally:
+        parts.close()
+
+
+def test_a_sender_gets_at_most_the_configured_replies_per_day(tmp_path, dovecot, imap_account, smtp_sink) -> None:
+    settings = imap_settings(tmp_path, imap_account, smtp_sink, reply={"max_per_sender_per_day": 2})
+    parts = open_intake(settings, io.StringIO())
+    try:
+        for n in range(4):
+            _append(dovecot, imap_account, make_mail(subject=f"咨询{n}", attachments=[]))
+        report = parts.intake.poll_once()
+        assert report.outcomes == {"no_form": 4}
+        assert len(smtp_sink.wait_for(2)) == 2 and smtp_sink.attempts == 2
+        kinds = [r["kind"] for r in parts.state.db.query("SELECT kind FROM events WHERE kind LIKE 'reply_%' ORDER BY id")]
+        assert kinds.count("reply_suppressed") == 2
+    finally:
+        parts.close()
+
+
+def test_a_reply_coming_back_to_the_mailbox_is_never_answered(intake, dovecot, imap_account, smtp_sink) -> None:
+    _append(dovecot, imap_account, make_mail(attachments=[]))
+    intake.intake.poll_once()
+    (reply,) = smtp_sink.wait_for(1)
+    _append(dovecot, imap_account, reply.raw)  # e.g. a forwarding rule sends it back to us
+    assert intake.intake.poll_once().outcomes == {"ignored": 1}
+    assert smtp_sink.attempts == 1

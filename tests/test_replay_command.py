@@ -1,0 +1,50 @@
+"""`mailbot replay FILE.eml`: the whole pipeline on one stored message, dry run by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from forms_factory import make_annex3_xlsx, nominee
+from mail_factory import make_mail
+from mailbot.cli import main
+
+
+@pytest.fixture()
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MAILBOT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _eml(env: Path) -> Path:
+    path = env / "problem.eml"
+    path.write_bytes(make_mail(attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(1), nominee(2, phone="12")]))]))
+    return path
+
+
+def test_dry_run_replay_prints_decision_and_reply_and_records_nothing(env: Path) -> None:
+    result = CliRunner().invoke(main, ["replay", str(_eml(env)), "--arrived", "2020-11-05T10:00"])
+    assert result.exit_code == 0, result.output
+    assert "outcome: correction" in result.output
+    assert "--- reply (correction) to wang@zjxx.edu.cn" in result.output
+    assert "手机" in result.output
+    verify = CliRunner().invoke(main, ["verify"])
+    assert "event chain: ok (0 events)" in verify.output
+
+
+def test_replay_for_real_records_once_and_refuses_a_second_time(env: Path) -> None:
+    eml = _eml(env)
+    first = CliRunner().invoke(main, ["replay", "--no-dry-run", str(eml), "--arrived", "2020-11-05T10:00+08:00"])
+    assert first.exit_code == 0, first.output
+    assert len(list((env / "state" / "outbox").glob("*-correction.eml"))) == 1
+    second = CliRunner().invoke(main, ["replay", "--no-dry-run", str(eml)])
+    assert "already replayed as message 1 (correction)" in second.output
+    assert len(list((env / "state" / "outbox").glob("*.eml"))) == 1
+
+
+def test_replay_judges_the_deadline_by_the_given_arrival_time(env: Path) -> None:
+    result = CliRunner().invoke(main, ["replay", str(_eml(env)), "--arrived", "2020-11-10T00:00:01+08:00"])
+    assert "outcome: late" in result.output
