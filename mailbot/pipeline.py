@@ -22,7 +22,7 @@ from typing import Any
 from mailbot.config import Settings
 from mailbot.correction_workbook import highlight_workbook
 from mailbot.errors import MailboxError, MailbotError, SendError, StateError
-from mailbot.form_model import FormVerdict, Outcome
+from mailbot.form_model import Finding, FormVerdict, Outcome
 from mailbot.ledger import SeatLedger, SeatRequest, SubmissionResult
 from mailbot.mail_gate import auto_reply_reason, domain_mismatch, sender_trust
 from mailbot.mail_source import FetchedMessage, MailSource
@@ -95,7 +95,15 @@ class Intake:
         self._mbox = settings.mailbox
         self._own = {settings.reply.from_address.lower(), rules.intake.address.lower()}
         self._own |= {a.lower() for a in settings.staff_addresses}
-        recovered = recover_interrupted(state, actor=actor, rules_version=self.version)
+        self._recovered = False
+
+    def recover(self) -> None:
+        """Once, before the first cycle: replies left ``sending`` by a crash become ``unknown``.
+        Not at construction, so a second instance refused by the lock changes nothing."""
+        if self._recovered:
+            return
+        recovered = recover_interrupted(self.state, actor=self.actor, rules_version=self.version)
+        self._recovered = True
         if recovered:
             self.log.warning("replies_delivery_unknown", outbox=recovered,
                              hint="found 'sending' after a crash; check before re-sending")
@@ -104,6 +112,7 @@ class Intake:
     def poll_once(self, progress: Callable[[int], None] | None = None) -> CycleReport:
         """One intake cycle; an idle mailbox costs one STATUS round trip."""
         report = CycleReport()
+        self.recover()
         self.settle_pending()
         stored_validity, last_uid = self.state.cursor(self.source.name)
         validity, uidnext = self.source.status()
@@ -180,8 +189,9 @@ class Intake:
                               auth_summary=auth)
         if not parsed.from_addr:
             return Assessment("ignored", "no sender address to answer", None, mb.processed_folder, parsed)
+        started = time.monotonic()
         parts = find_attachments(parsed, limits)
-        verdicts = tuple((a, judge_file(a.data, a.filename, self.rules, limits)) for a in parts.forms)
+        verdicts = tuple((a, self._judge_in_time(a, started)) for a in parts.forms)
         late = not self.rules.deadline.is_on_time(fetched.arrived_at)
         outcomes = {v.outcome for _, v in verdicts}
         annex3 = [v for _, v in verdicts if v.outcome in (Outcome.OK, Outcome.NEEDS_CORRECTION)]
@@ -207,6 +217,14 @@ class Intake:
         if parts.scans:
             return Assessment("scan_only", "only a scan, no spreadsheet", "scan_only", **common)
         return Assessment("no_form", "no attachment", "no_form", **common)
+
+    def _judge_in_time(self, attachment: Attachment, started: float) -> FormVerdict:
+        """Read and check one form, unless the message already used its time budget."""
+        limit = self.settings.limits.max_seconds_per_message
+        if time.monotonic() - started > limit:
+            return FormVerdict(attachment.filename, Outcome.UNREADABLE, form_findings=(Finding(
+                "time_limit", f"邮件附件过多或过大，未能在{limit:g}秒内处理完，请只发送附件3汇总表。"),))
+        return judge_file(attachment.data, attachment.filename, self.rules, self.settings.limits)
 
     # -- record ---------------------------------------------------------------------------
     def record(self, fetched: FetchedMessage, a: Assessment, *, dry_run: bool = False) -> int:
