@@ -6,7 +6,6 @@ row per staff address, so it is sent (and audited) the same way.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 
 from mailbot.config import Settings

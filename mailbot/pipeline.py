@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.parser import BytesHeaderParser
@@ -21,7 +21,7 @@ from typing import Any
 
 from mailbot.config import Settings
 from mailbot.correction_workbook import highlight_workbook
-from mailbot.errors import MailboxError, MailbotError, SendError, StateError
+from mailbot.errors import MailboxError, StateError
 from mailbot.form_model import Finding, FormVerdict, Outcome
 from mailbot.ledger import SeatLedger, SeatRequest, SubmissionResult
 from mailbot.mail_gate import auto_reply_reason, domain_mismatch, sender_trust
