@@ -74,6 +74,8 @@ class SmtpTransport:
             raise SendError(f"SMTP error before DATA: {exc}") from exc
         try:
             code, resp = conn.data(raw)
+            if code != 250:  # smtplib returns the reply to the message body instead of raising
+                raise smtplib.SMTPDataError(code, resp)
         except smtplib.SMTPDataError as exc:
             self._reset()
             raise SendError(f"SMTP refused message: {exc.smtp_code} {exc.smtp_error!r}",
