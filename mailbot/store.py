@@ -256,22 +256,34 @@ class State:
     # -- transactions ---------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
-        """One write transaction (BEGIN IMMEDIATE: takes the write lock up front)."""
+        """One write transaction (BEGIN IMMEDIATE: takes the write lock up front).
+
+        An ``sqlite3.OperationalError`` inside it (disk full, I/O error, locked) is the
+        database's fault, not the caller's data: it becomes a :class:`StateError`."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StateError(f"state database busy or unusable: {exc}") from exc
         try:
             yield self.db
+        except sqlite3.OperationalError as exc:
+            self._rollback()
+            raise StateError(f"state database write failed: {exc}") from exc
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
             try:
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self.db.execute("ROLLBACK")
+                self._rollback()
                 raise StateError(f"commit failed: {exc}") from exc
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open (SQLite already rolled back after some
+        errors, e.g. SQLITE_FULL; a second ROLLBACK would hide the real error)."""
+        if self.db.conn.in_transaction:
+            self.db.execute("ROLLBACK")
 
     def close(self) -> None:
         self.db.conn.close()
