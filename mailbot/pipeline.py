@@ -136,6 +136,11 @@ class Intake:
                     report.failed += 1
             if progress is not None:
                 progress(1)
+        if validity != 0:
+            # Everything below this UIDNEXT has been handled (or is gone): remember it, so an
+            # empty mailbox or one whose new mail was expunged is idle (one STATUS) next time.
+            with self.state.transaction():
+                self.state.advance_cursor(self.source.name, validity, uidnext - 1)
         report.sent = self.send()
         return report
 
