@@ -4,7 +4,10 @@
   once).  After a mailbox or database error the next poll is pushed back with exponential
   backoff up to ``schedule.backoff_max_seconds``.
 - IDLE: a watcher thread holds a second connection in IDLE and, when the server reports new
-  mail, runs the poll job at once.
+  mail (or the connection drops), asks for a poll at once.  Each request is a one-shot job; it
+  is skipped when a poll that started after the request already covered it, so a request made
+  while a poll is running is never lost.  After (re)connecting, the watcher asks for one poll,
+  covering mail that arrived before its IDLE began.
 - Digest: a cron job at ``schedule.digest_time`` (local time zone) queues the staff digest.
 - One instance: an exclusive ``flock`` on ``state/mailbot.lock``.
 - SIGTERM/SIGINT: stop taking new work, finish the current message, close cleanly.
@@ -16,6 +19,7 @@ import fcntl
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -72,12 +76,18 @@ class Daemon:
         self.backoff = 0.0
         self.scheduler = BackgroundScheduler(timezone=self.settings.tz)
         self._idle_source = None
+        self._last_poll_started = float("-inf")  # monotonic time the latest poll began
 
     # -- jobs -----------------------------------------------------------------------------
-    def poll(self) -> None:
+    def poll(self, asked_at: float | None = None) -> None:
+        """One intake cycle.  ``asked_at``: the monotonic time of an immediate request (IDLE);
+        such a poll is skipped when another one started after that moment."""
         if self.stop_event.is_set():
             return
         with self.work_lock:
+            if self.stop_event.is_set() or (asked_at is not None and self._last_poll_started >= asked_at):
+                return
+            self._last_poll_started = time.monotonic()
             try:
                 report = self.parts.intake.poll_once()
             except (MailboxError, StateError, OSError) as exc:
@@ -107,21 +117,45 @@ class Daemon:
         except Exception:  # noqa: BLE001 - scheduler already shut down
             pass
 
-    def poll_now(self) -> None:
-        if not self.backoff:
-            self._reschedule(0)
+    def poll_now(self, *, even_in_backoff: bool = False) -> None:
+        """Ask for a poll as soon as possible (a one-shot job; never lost to a running poll)."""
+        if self.stop_event.is_set() or (self.backoff and not even_in_backoff):
+            return
+        try:
+            self.scheduler.add_job(self.poll, kwargs={"asked_at": time.monotonic()},
+                                   misfire_grace_time=None)
+        except Exception:  # noqa: BLE001 - scheduler already shut down
+            pass
 
     # -- IDLE -----------------------------------------------------------------------------
     def _idle_loop(self) -> None:
+        """Watch the folder on a second connection and ask for a poll when mail may have come.
+
+        Before asking, the connection is (re)made and the folder selected without idling, so
+        the poll starts after the point from which the next IDLE reports new mail: nothing
+        falls in between, not at start, not after a dropped connection."""
         delay = 1.0
+        failing = False
+        wait = min(25 * 60, self.settings.schedule.poll_seconds * 5)
         while not self.stop_event.is_set():
             try:
-                if self._idle_source is None:
-                    self._idle_source = make_source(self.settings)
-                if self._idle_source.wait_for_new(timeout=min(25 * 60, self.settings.schedule.poll_seconds * 5)):
-                    self.poll_now()
+                src = self._idle_source
+                if src is None:
+                    src = self._idle_source = make_source(self.settings)
+                    news = True  # mail may have come before this connection watched the folder
+                else:
+                    news = src.wait_for_new(timeout=wait)
+                if news and not self.stop_event.is_set():
+                    src.wait_for_new(timeout=0)  # reconnect and select, no IDLE
+                    self.poll_now(even_in_backoff=failing)  # the server is back: don't wait out the backoff
+                if failing:
+                    self.log.info("idle_recovered")
+                failing = False
                 delay = 1.0
             except MailboxError as exc:
+                if not failing:
+                    self.poll_now()  # the poll reports it to staff (and may still get through)
+                failing = True
                 self.log.warning("idle_failed", error=str(exc), retry_in_s=delay)
                 self._close_idle()
                 self.stop_event.wait(delay)
