@@ -1,0 +1,49 @@
+"""The benchmark scripts run end to end on a tiny mailbox (no timing is asserted, ever)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.servers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(script: str, *args: str) -> dict:
+    if os.environ.get("MAILBOT_SKIP_SERVERS") == "1":
+        pytest.skip("MAILBOT_SKIP_SERVERS=1")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.timeout(120)
+def test_backlog_benchmark_answers_every_mail_in_both_phases() -> None:
+    result = _run("backlog.py", "--messages", "20")
+    mix = result["mix"]
+    assert mix["clean"] + mix["errors"] + mix["no_attachment"] == 20
+    assert result["bare"]["messages"] == result["mailbot"]["messages"] == 20
+    assert result["bare"]["smtp_accepted"] == result["mailbot"]["smtp_accepted"] == 20
+    assert sum(result["mailbot"]["outcomes"].values()) == 20
+    assert set(result["mailbot"]["outcomes"]) <= {"accepted", "correction", "no_form"}
+    assert result["mailbot"]["outbox"] == {"sent": 20}
+    assert result["ratio"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_idle_poll_benchmark_sends_one_status_per_idle_poll_whatever_the_mailbox_size() -> None:
+    result = _run("idle_poll.py", "--sizes", "0,20", "--polls", "3")
+    rows = {(r["state"], r["size"]): r["commands_per_poll"] for r in result["results"]}
+    assert rows == {
+        ("moved", 0): {"UNSELECT STATUS": 1, "STATUS": 2},
+        ("moved", 20): {"STATUS": 3},
+        ("kept", 0): {"UNSELECT STATUS": 1, "STATUS": 2},
+        ("kept", 20): {"STATUS": 3},
+    }
