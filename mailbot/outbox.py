@@ -8,14 +8,13 @@ with exponential backoff; permanent ones are marked ``failed``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from mailbot.errors import SendError
+from mailbot.private_files import write_private_file
 from mailbot.smtp_sender import Transport
 from mailbot.store import State, utc_now
 
@@ -29,19 +28,9 @@ class FolderTransport:
 
     def send(self, envelope_from: str, to: str, raw: bytes, *, name: str) -> None:
         target = self.folder / f"{name}.eml"
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(raw)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, target)
+            write_private_file(target, raw)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise SendError(f"cannot write {target}: {exc.strerror}") from exc
 
     def close(self) -> None:
