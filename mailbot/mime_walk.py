@@ -37,6 +37,7 @@ import tnefparse
 
 from mailbot.archive_safety import open_checked_zip, read_member
 from mailbot.errors import UnreadableForm
+from mailbot.file_magic import magic_kind
 from mailbot.form_model import Finding
 from mailbot.limits import DEFAULT_LIMITS, Limits
 
@@ -448,26 +449,13 @@ def _sniff(data: bytes, filename: str) -> str:
     ``eml``/``text``/``binary``/``empty``."""
     if not data:
         return "empty"
-    head = data[:16]
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
+    kind = magic_kind(data)
+    if kind == "zip":
         return _sniff_zip(data)
-    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+    if kind == "ole":
         return _sniff_ole(data, filename)
-    if head.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
-        return "pdf"
-    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM",
-                        b"II*\x00", b"MM\x00*")) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
-        return "image"
-    if head.startswith(b"Rar!\x1a\x07"):
-        return "rar"
-    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
-        return "7z"
-    if head.startswith(b"\x1f\x8b"):
-        return "gz"
-    if head.startswith(b"\x78\x9f\x3e\x22"):
-        return "tnef"
-    if head[:2] in (b"\x09\x00", b"\x09\x02", b"\x09\x04", b"\x09\x08") and head[3:4] == b"\x00":
-        return "biff"
+    if kind is not None:
+        return "gz" if kind == "gzip" else kind
     sample = data[:4096]
     if sample.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")) or b"\x00" not in sample:
         if _looks_like_message(data, filename):

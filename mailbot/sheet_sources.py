@@ -23,6 +23,7 @@ from itertools import islice
 
 from mailbot import archive_safety, ole_inspect, xlsx_inspect
 from mailbot.errors import UnreadableForm
+from mailbot.file_magic import magic_kind
 from mailbot.form_model import CellValue
 from mailbot.limits import Limits
 
@@ -116,25 +117,11 @@ def to_cell(value: object, coordinate: str = "") -> CellValue:
 def sniff(data: bytes) -> str:
     """Container kind judged by magic bytes: ``zip``, ``ole``, ``biff``, ``text`` or a refusal
     kind (``pdf``, ``image``, ``html``, ``xml``, ``rar``, ``7z``, ``gzip``, ``binary``)."""
-    head = data[:8]
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return "zip"
-    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
-        return "ole"
-    if len(data) >= 8 and data[0] == 0x09 and data[1] in (0x00, 0x02, 0x04, 0x08) and data[3] == 0 \
-            and 4 <= data[2] <= 20:
-        return "biff"  # BOF record of a bare BIFF2/3/4/5 stream (no OLE2 wrapper)
-    if head.startswith(b"%PDF"):
-        return "pdf"
-    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")) or (
-            head[:4] == b"RIFF" and data[8:12] == b"WEBP"):
-        return "image"
-    if head.startswith(b"Rar!"):
-        return "rar"
-    if head.startswith(b"7z\xbc\xaf"):
-        return "7z"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
+    kind = magic_kind(data)
+    if kind == "tnef":
+        return "binary"
+    if kind is not None:
+        return kind
     text = _decode_text(data[:4096], probe=True)
     if text is None:
         return "binary"

@@ -1,0 +1,32 @@
+"""What a file is, judged by its first bytes (never by its name or declared type)."""
+
+from __future__ import annotations
+
+OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_IMAGES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def magic_kind(data: bytes) -> str | None:
+    """``zip``, ``ole``, ``biff`` (bare BIFF2-5 stream), ``pdf``, ``image``, ``rar``, ``7z``,
+    ``gzip``, ``tnef``, or None when the first bytes are no known signature."""
+    head = data[:16]
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
+        return "zip"
+    if head.startswith(OLE2):
+        return "ole"
+    if len(data) >= 8 and data[0] == 0x09 and data[1] in (0x00, 0x02, 0x04, 0x08) and data[3] == 0 \
+            and 4 <= data[2] <= 20:
+        return "biff"  # BOF record of a bare BIFF2/3/4/5 stream (no OLE2 wrapper)
+    if head.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
+        return "pdf"
+    if head.startswith(_IMAGES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return "image"
+    if head.startswith(b"Rar!\x1a\x07"):
+        return "rar"
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return "7z"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"\x78\x9f\x3e\x22"):
+        return "tnef"
+    return None
