@@ -228,6 +228,16 @@ def _looks_stored_as_number(row: NormalizedRow) -> bool:
     return bool(cell and cell.was_number and row.id_number.isdigit() and len(row.id_number) > 15)
 
 
+_ID_PROBLEMS: dict[IdProblem, tuple[str, str]] = {
+    IdProblem.LENGTH: (ID_INVALID_LENGTH, "{where}“{masked}”共{length}位，身份证号应为18位，请核对。"),
+    IdProblem.FORMAT: (ID_INVALID_CHARACTERS,
+                       "{where}“{masked}”含有不应出现的字符：前17位应全部是数字，最后一位是数字或 X，请核对。"),
+    IdProblem.BIRTHDATE: (ID_INVALID_BIRTHDATE, "{where}“{masked}”中的出生日期（第7至14位）不是有效日期，请核对。"),
+    IdProblem.CHECKSUM: (ID_INVALID_CHECKSUM,
+                         "{where}“{masked}”校验位不正确，可能有数字输错或前后颠倒，请对照身份证逐位核对。"),
+}
+
+
 def check_identity(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
     if not _filled(row, ctx, "id_number"):
         return
@@ -244,36 +254,17 @@ def check_identity(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
         )
         return
     result = check_id_number(number)
-    masked = mask_id(number)
-    if result.problem is IdProblem.LENGTH:
-        yield ctx.finding(
-            ID_INVALID_LENGTH,
-            f"{where}“{masked}”共{len(number)}位，身份证号应为18位，请核对。", row, "id_number",
-        )
-    elif result.problem is IdProblem.FORMAT:
-        yield ctx.finding(
-            ID_INVALID_CHARACTERS,
-            f"{where}“{masked}”含有不应出现的字符：前17位应全部是数字，最后一位是数字或 X，请核对。",
-            row, "id_number",
-        )
-    elif result.problem is IdProblem.BIRTHDATE:
-        yield ctx.finding(
-            ID_INVALID_BIRTHDATE,
-            f"{where}“{masked}”中的出生日期（第7至14位）不是有效日期，请核对。", row, "id_number",
-        )
-    elif result.problem is IdProblem.CHECKSUM:
-        yield ctx.finding(
-            ID_INVALID_CHECKSUM,
-            f"{where}“{masked}”校验位不正确，可能有数字输错或前后颠倒，请对照身份证逐位核对。",
-            row, "id_number",
-        )
+    if result.problem is not None:
+        code, template = _ID_PROBLEMS[result.problem]
+        yield ctx.finding(code, template.format(where=where, masked=mask_id(number), length=len(number)),
+                          row, "id_number")
     elif result.birth_date is not None:
         ident = ctx.rules.identity
         age = age_on(result.birth_date, ctx.rules.deadline.at.date())
         if not ident.min_age <= age <= ident.max_age:
             yield ctx.finding(
                 ID_INVALID_BIRTHDATE,
-                f"{where}“{masked}”中的出生日期推算出的年龄不在{ident.min_age}至{ident.max_age}岁之间，"
+                f"{where}“{mask_id(number)}”中的出生日期推算出的年龄不在{ident.min_age}至{ident.max_age}岁之间，"
                 f"不像在职教师，请核对出生日期（第7至14位）。",
                 row, "id_number",
             )
