@@ -1,8 +1,10 @@
 """Retention: remove stored raw mail and personal fields recorded before a date.
 
-The audit chain stays verifiable: events never hold personal data (identity numbers are
-masked, nominees keep a hash of the number), so purging touches no event; the purge itself
-is recorded as an event.
+Purged values are overwritten, not only unlinked (``secure_delete``), and the write-ahead log
+that still holds the old pages is checkpointed and truncated, also while the daemon has the
+database open.  The audit chain stays verifiable: events never hold personal data (identity
+numbers are masked, nominees keep a hash of the number), so purging touches no event; the
+purge itself is recorded as an event.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def purge_before(state: State, before_iso: str, *, actor: str, rules_version: st
     for r in db.query("SELECT a.path FROM attachments a JOIN messages m ON m.id = a.message "
                       "WHERE m.recorded_at < ? AND a.path IS NOT NULL", [before_iso]):
         paths.append(r["path"])
+    db.execute("PRAGMA secure_delete = ON")  # overwrite the old values, don't just unlink them
     with state.transaction():
         db.execute("UPDATE messages SET raw_path = NULL WHERE recorded_at < ?", [before_iso])
         db.execute("UPDATE attachments SET path = NULL WHERE message IN "
@@ -53,6 +56,8 @@ def purge_before(state: State, before_iso: str, *, actor: str, rules_version: st
                    "('sent','failed','unknown')", [before_iso])
         state.add_event("purge", {"before": before_iso, "messages": len(msgs), "files": len(paths)},
                         actor=actor, rules_version=rules_version)
+    # the WAL still holds the pages as they were before the purge: copy back and empty it
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     still_used = {r["raw_path"] for r in db.query("SELECT raw_path FROM messages WHERE raw_path IS NOT NULL")}
     still_used |= {r["path"] for r in db.query("SELECT path FROM attachments WHERE path IS NOT NULL")}
     removed = 0
