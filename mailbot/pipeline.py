@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.parser import BytesHeaderParser
 from typing import Any
@@ -96,6 +96,7 @@ class Intake:
         self._own = {settings.reply.from_address.lower(), rules.intake.address.lower()}
         self._own |= {a.lower() for a in settings.staff_addresses}
         self._recovered = False
+        self._cycle_sent = SendReport()
 
     def recover(self) -> None:
         """Once, before the first cycle: replies left ``sending`` by a crash become ``unknown``.
@@ -112,6 +113,7 @@ class Intake:
     def poll_once(self, progress: Callable[[int], None] | None = None) -> CycleReport:
         """One intake cycle; an idle mailbox costs one STATUS round trip."""
         report = CycleReport()
+        self._cycle_sent = SendReport()  # every send of this cycle, per message and at the end
         self.recover()
         self.settle_pending()
         stored_validity, last_uid = self.state.cursor(self.source.name)
@@ -119,7 +121,8 @@ class Intake:
         if validity == 0:  # Maildir: no UIDs to trust; what is left in the inbox is new
             stored_validity, last_uid = None, 0
         elif stored_validity == validity and uidnext <= last_uid + 1:
-            report.sent = self.send()
+            self.send()
+            report.sent = self._cycle_sent
             return report
         if stored_validity is not None and stored_validity != validity and validity != 0:
             self.log.warning("uidvalidity_changed", source=self.source.name, old=stored_validity,
@@ -141,7 +144,8 @@ class Intake:
             # empty mailbox or one whose new mail was expunged is idle (one STATUS) next time.
             with self.state.transaction():
                 self.state.advance_cursor(self.source.name, validity, uidnext - 1)
-        report.sent = self.send()
+        self.send()
+        report.sent = self._cycle_sent
         return report
 
     def handle(self, fetched: FetchedMessage) -> str | None:
@@ -439,11 +443,13 @@ class Intake:
                 except MailboxError as exc:
                     self.log.warning("sent_copy_failed", outbox=row["id"], error=str(exc))
 
-        return send_pending(self.state, self.transport,
-                            envelope_from=smtp.envelope_from or self.settings.reply.from_address,
-                            max_attempts=smtp.max_attempts, retry_base_seconds=smtp.retry_base_seconds,
-                            rules_version=self.version, after_send=copy_to_sent, log=self.log,
-                            actor=self.actor)
+        result = send_pending(self.state, self.transport,
+                              envelope_from=smtp.envelope_from or self.settings.reply.from_address,
+                              max_attempts=smtp.max_attempts, retry_base_seconds=smtp.retry_base_seconds,
+                              rules_version=self.version, after_send=copy_to_sent, log=self.log,
+                              actor=self.actor)
+        self._cycle_sent = SendReport(*(a + b for a, b in zip(astuple(self._cycle_sent), astuple(result))))
+        return result
 
     def _settle(self, key: str, msg_pk: int, folder: str) -> None:
         try:
