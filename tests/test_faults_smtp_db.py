@@ -88,7 +88,8 @@ def test_smtp_4xx_keeps_the_reply_queued_with_backoff_and_a_later_poll_sends_it_
     dovecot.append(_good_mail(), ON_TIME, user=imap_account.user)
     smtp_sink.fail_next(1, code=451)
     failed_at = time.time()
-    assert parts.intake.poll_once().outcomes == {"accepted": 1}
+    report = parts.intake.poll_once()
+    assert (report.outcomes, report.sent) == ({"accepted": 1}, SendReport(retry=1))
     assert _outbox(parts) == [("acceptance", "queued", 1)]
     row = next(parts.state.db.query("SELECT last_error, next_attempt_at FROM outbox"))
     assert "451" in row["last_error"]
@@ -101,7 +102,7 @@ def test_smtp_4xx_keeps_the_reply_queued_with_backoff_and_a_later_poll_sends_it_
 
     time.sleep(max(0.0, due - time.time()) + 1.05)
     later = parts.intake.poll_once()
-    assert (later.fetched, later.sent.sent) == (0, 1)
+    assert (later.fetched, later.sent) == (0, SendReport(sent=1))
     assert _outbox(parts) == [("acceptance", "sent", 2)]
     assert parts.intake.poll_once().sent.sent == 0
     (mail,) = smtp_sink.wait_for(1)
@@ -116,7 +117,8 @@ def test_smtp_5xx_marks_the_reply_failed_with_an_event_shows_it_to_staff_and_nev
     parts = open_parts()
     dovecot.append(_good_mail(), ON_TIME, user=imap_account.user)
     smtp_sink.reject_next(1, code=550)
-    assert parts.intake.poll_once().outcomes == {"accepted": 1}
+    report = parts.intake.poll_once()
+    assert (report.outcomes, report.sent) == ({"accepted": 1}, SendReport(failed=1))
     for _ in range(3):
         time.sleep(0.02)
         assert parts.intake.poll_once().sent == SendReport()
@@ -134,7 +136,8 @@ def test_connection_dropped_after_data_marks_the_reply_unknown_never_resent_and_
     parts = open_parts()
     dovecot.append(_good_mail(1), ON_TIME, user=imap_account.user)
     smtp_sink.drop_next(1)
-    assert parts.intake.poll_once().outcomes == {"accepted": 1}
+    report = parts.intake.poll_once()
+    assert (report.outcomes, report.sent) == ({"accepted": 1}, SendReport(unknown=1))
     assert _outbox(parts) == [("acceptance", "unknown", 1)]
     # the transport reconnects: the next message's reply goes out, the unknown one never again
     dovecot.append(_good_mail(2, sender="li@zjyy.edu.cn"), ON_TIME, user=imap_account.user)
