@@ -221,7 +221,8 @@ def purge(before: str, staff: str, config_path: Path | None) -> None:
     rules = load_rules(settings.rules)
     state = State(settings.state_dir)
     report = purge_before(state, cutoff.astimezone(timezone.utc).isoformat(timespec="seconds"),
-                          actor=f"staff:{staff}", rules_version=f"{rules.campaign.id}@{rules.campaign.version}")
+                          actor=f"staff:{staff}", rules_version=f"{rules.campaign.id}@{rules.campaign.version}",
+                          outbox_dir=settings.smtp.outbox_dir if settings.smtp.mode == "folder" else None)
     ok, n = state.verify_event_chain()
     click.echo(f"purged {report.messages} message(s): {report.files_removed} file(s) removed, "
                f"{report.rows_cleared} row(s) and {report.nominees_cleared} nominee(s) cleared; "

@@ -23,9 +23,13 @@ class PurgeReport:
     nominees_cleared: int
 
 
-def purge_before(state: State, before_iso: str, *, actor: str, rules_version: str) -> PurgeReport:
-    """Purge everything recorded before ``before_iso`` (UTC ISO timestamp)."""
+def purge_before(state: State, before_iso: str, *, actor: str, rules_version: str,
+                 outbox_dir: Path | None = None) -> PurgeReport:
+    """Purge everything recorded before ``before_iso`` (UTC ISO timestamp).  With
+    ``outbox_dir`` (folder-mode replies) the purged replies' ``.eml`` files go too."""
     db = state.db
+    reply_files = [f"{r['id']:06d}-{r['kind']}.eml" for r in db.query(
+        "SELECT id, kind FROM outbox WHERE created_at < ? AND status IN ('sent','failed','unknown')", [before_iso])]
     msgs = [r["id"] for r in db.query("SELECT id FROM messages WHERE recorded_at < ?", [before_iso])]
     paths: list[str] = []
     for r in db.query("SELECT raw_path FROM messages WHERE recorded_at < ? AND raw_path IS NOT NULL", [before_iso]):
@@ -49,6 +53,11 @@ def purge_before(state: State, before_iso: str, *, actor: str, rules_version: st
             "(SELECT id FROM messages WHERE recorded_at < ?) AND id_number IS NOT NULL", [before_iso]).rowcount
         db.execute("UPDATE messages SET sender = '', sender_name = '', subject = '' WHERE recorded_at < ?",
                    [before_iso])
+        # file names are chosen by senders and may name people
+        db.execute("UPDATE attachments SET filename = '' WHERE message IN "
+                   "(SELECT id FROM messages WHERE recorded_at < ?)", [before_iso])
+        db.execute("UPDATE forms SET filename = '' WHERE message IN "
+                   "(SELECT id FROM messages WHERE recorded_at < ?)", [before_iso])
         db.execute("UPDATE nominees SET sender = '' WHERE message IN "
                    "(SELECT id FROM messages WHERE recorded_at < ?)", [before_iso])
         # replies may carry the sender's own workbook (full identity numbers): keep only metadata
@@ -68,4 +77,11 @@ def purge_before(state: State, before_iso: str, *, actor: str, rules_version: st
             removed += 1
         except FileNotFoundError:
             pass
+    if outbox_dir is not None:
+        for name in reply_files:
+            try:
+                (outbox_dir / name).unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
     return PurgeReport(len(msgs), removed, rows, nominees)
