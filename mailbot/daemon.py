@@ -81,7 +81,8 @@ class Daemon:
     # -- jobs -----------------------------------------------------------------------------
     def poll(self, asked_at: float | None = None) -> None:
         """One intake cycle.  ``asked_at``: the monotonic time of an immediate request (IDLE);
-        such a poll is skipped when another one started after that moment."""
+        such a poll is skipped when another one started after that moment.  A stop request
+        ends the cycle after the message in hand; any error backs the next poll off."""
         if self.stop_event.is_set():
             return
         with self.work_lock:
@@ -89,18 +90,27 @@ class Daemon:
                 return
             self._last_poll_started = time.monotonic()
             try:
-                report = self.parts.intake.poll_once()
-            except (MailboxError, StateError, OSError) as exc:
+                report = self.parts.intake.poll_once(progress=self._stop_between_messages)
+            except _Stopping:
+                self.log.info("poll_interrupted", reason="stopping; the rest waits for the next start")
+                return
+            except Exception as exc:  # noqa: BLE001 - the daemon goes on, whatever failed
                 self.backoff = min(max(self.backoff * 2, 2.0), float(self.settings.schedule.backoff_max_seconds))
-                self.log.error("poll_failed", error=str(exc), retry_in_s=self.backoff)
+                unexpected = not isinstance(exc, (MailboxError, StateError, OSError))
+                self.log.error("poll_failed", error=str(exc) or type(exc).__name__, retry_in_s=self.backoff,
+                               exc_info=unexpected)
                 self._reschedule(self.backoff)
                 return
-        if self.backoff:
-            self.log.info("poll_recovered")
-            self.backoff = 0.0
+            if self.backoff:
+                self.log.info("poll_recovered")
+                self.backoff = 0.0
         if report.fetched:
             self.log.info("poll_done", fetched=report.fetched, recorded=report.recorded,
                           outcomes=report.outcomes, sent=report.sent.sent)
+
+    def _stop_between_messages(self, _done: int) -> None:
+        if self.stop_event.is_set():
+            raise _Stopping
 
     def digest(self) -> None:
         if self.queue_digest is None:
@@ -200,3 +210,7 @@ class Daemon:
             self.parts.close()
             lock.release()
             self.log.info("daemon_stopped")
+
+
+class _Stopping(Exception):
+    """Raised between two messages to end a cycle when the daemon is asked to stop."""

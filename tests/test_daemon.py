@@ -106,6 +106,8 @@ def test_second_daemon_on_the_same_state_dir_refuses_to_start_and_touches_nothin
         tmp_path, dovecot, imap_account, smtp_sink, daemons) -> None:
     config = write_config(tmp_path, imap_account, smtp_sink)
     first = _start(daemons, config)
+    dovecot.append(_mail(1), ON_TIME, user=imap_account.user)
+    smtp_sink.wait_for(1, timeout=10)  # the first daemon has polled (and recovered its outbox)
     # a reply the first daemon is handing to SMTP right now
     with sqlite3.connect(tmp_path / "state" / "mailbot.db") as db:
         db.execute("INSERT INTO outbox (kind, to_address, subject, reply_message_id, raw, status, "
@@ -116,8 +118,9 @@ def test_second_daemon_on_the_same_state_dir_refuses_to_start_and_touches_nothin
     assert second.wait(timeout=30) != 0
     assert f"another mailbot is running on {tmp_path / 'state'} (pid {first.pid})" in second.stderr
     assert second.named("daemon_started") == []
-    assert _db_rows(tmp_path, "SELECT status FROM outbox") == [("sending",)]
-    assert _db_rows(tmp_path, "SELECT count(*) FROM events") == [(0,)]
+    assert _db_rows(tmp_path, "SELECT status FROM outbox ORDER BY id") == [("sent",), ("sending",)]
+    assert _db_rows(tmp_path, "SELECT kind FROM events WHERE kind LIKE 'reply_%' ORDER BY id") == [
+        ("reply_queued",), ("reply_sent",)]
     assert first.proc.poll() is None
     assert first.stop() == 0
 
@@ -166,3 +169,30 @@ def test_missing_intake_folder_is_logged_for_staff_and_the_daemon_keeps_running_
     assert reply.rcpt_tos == ("li@zjxx.edu.cn",)
     assert len(dovecot.list_folder("INBOX", user=imap_account.user)) == 1
     assert daemon.stop() == 0
+
+
+def test_sigterm_during_a_busy_poll_stops_after_the_message_in_hand_and_the_rest_waits(
+        tmp_path, dovecot, imap_account, smtp_sink, daemons) -> None:
+    total = 15
+    for i in range(1, total + 1):
+        dovecot.append(_mail(i, sender=f"t{i}@zjxx.edu.cn"), ON_TIME, user=imap_account.user)
+    config = write_config(tmp_path, imap_account, smtp_sink)
+    daemon = _start(daemons, config)
+    daemon.wait_for("message", timeout=20)  # the first poll is working through the inbox
+    before = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=10) == 0
+    assert time.monotonic() - before < 3
+    assert [e["event"] for e in daemon.events][-3:] == ["daemon_stopping", "poll_interrupted", "daemon_stopped"]
+    done = len(daemon.named("message"))
+    assert 1 <= done < total
+    assert _db_rows(tmp_path, "SELECT count(*), count(settled_at) FROM messages") == [(done, done)]
+    assert _db_rows(tmp_path, "SELECT status, count(*) FROM outbox GROUP BY status") == [("sent", done)]
+    assert len(smtp_sink.messages) == done
+    assert len(dovecot.list_folder("INBOX", user=imap_account.user)) == total - done
+    rest = MailbotProcess("poll", config)
+    daemons.append(rest)
+    assert rest.wait(timeout=60) == 0
+    assert sorted(m.rcpt_tos[0] for m in smtp_sink.wait_for(total)) == sorted(
+        f"t{i}@zjxx.edu.cn" for i in range(1, total + 1))
+    assert _db_rows(tmp_path, "SELECT outcome, count(*) FROM messages GROUP BY outcome") == [("accepted", total)]
