@@ -62,13 +62,22 @@ def _settings(config_path: Path | None, **overrides: Any) -> "Settings":
         sys.exit(2)
 
 
-def _assemble(settings: "Settings", actor: str = "daemon") -> tuple[Any, Any]:
+def _assemble(settings: "Settings", actor: str = "daemon", *, lock: bool = True) -> tuple[Any, Any]:
+    """Open everything for a command; with ``lock`` first take the state directory's instance
+    lock for the rest of the command (one writer per state dir)."""
     from mailbot.assembly import assemble
     from mailbot.errors import MailbotError
+    from mailbot.instance_lock import InstanceLocked, hold_instance_lock
     from mailbot.logs import configure_logging, get_logger
 
     configure_logging(settings.log_format)
     log = get_logger()
+    if lock:
+        try:
+            click.get_current_context().with_resource(hold_instance_lock(settings.state_dir))
+        except InstanceLocked as exc:
+            click.echo(f"mailbot: {exc}", err=True)
+            sys.exit(1)
     try:
         return assemble(settings, log, actor=actor), log
     except MailbotError as exc:
@@ -143,7 +152,7 @@ def replay(eml: Path, dry_run: bool, arrived: str | None, config_path: Path | No
     from mailbot.mail_source import FetchedMessage
 
     settings = _settings(config_path)
-    parts, log = _assemble(settings, actor="replay")
+    parts, log = _assemble(settings, actor="replay", lock=not dry_run)
     raw = eml.read_bytes()
     when = datetime.fromisoformat(arrived) if arrived else datetime.now(timezone.utc)
     if when.tzinfo is None:
@@ -186,7 +195,7 @@ def digest(config_path: Path | None, send: bool) -> None:
     """Print the staff digest for the last 24 hours (or queue and send it with --send)."""
     from mailbot.digest import build_digest, queue_digest
 
-    parts, _ = _assemble(_settings(config_path), actor="staff")
+    parts, _ = _assemble(_settings(config_path), actor="staff", lock=send)
     try:
         if send:
             n = queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer)

@@ -9,21 +9,19 @@
   while a poll is running is never lost.  After (re)connecting, the watcher asks for one poll,
   covering mail that arrived before its IDLE began.
 - Digest: a cron job at ``schedule.digest_time`` (local time zone) queues the staff digest.
-- One instance: an exclusive ``flock`` on ``state/mailbot.lock``.
+- One instance: the caller holds ``instance_lock.hold_instance_lock`` for the state dir.
 - SIGTERM/SIGINT: stop taking new work, finish the current message, close cleanly.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -31,36 +29,6 @@ from mailbot.assembly import Assembly, make_source
 from mailbot.errors import MailboxError, MailbotError, StateError
 
 POLL_JOB = "poll"
-
-
-class InstanceLock:
-    """Exclusive lock file: a second ``mailbot run`` on the same state dir refuses to start."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+", encoding="ascii")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            fh.seek(0)
-            other = fh.read().strip() or "?"
-            fh.close()
-            raise MailbotError(f"another mailbot is running on {self.path.parent} (pid {other})") from exc
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self._fh = fh
-
-    def release(self) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
 
 
 class Daemon:
@@ -181,8 +149,7 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> None:
-        lock = InstanceLock(self.settings.state_dir / "mailbot.lock")
-        lock.acquire()
+        """Run until SIGTERM/SIGINT.  The caller holds the instance lock (see instance_lock)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         hour, minute = (int(x) for x in self.settings.schedule.digest_time.split(":"))
@@ -208,7 +175,6 @@ class Daemon:
             if idle_thread is not None:
                 idle_thread.join(timeout=5)
             self.parts.close()
-            lock.release()
             self.log.info("daemon_stopped")
 
 
