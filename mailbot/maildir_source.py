@@ -255,19 +255,23 @@ class MaildirSource:
             raise MailboxError(f"cannot store a message in {target}: {exc.strerror or exc}") from exc
 
     def wait_for_new(self, timeout: float) -> bool:
-        """True as soon as a file not there at the start appears in new/ (checked every 0.2 s);
-        False after ``timeout`` or when ``close()`` is called."""
+        """True as soon as new/ holds a message no scan has numbered yet (checked every 0.2 s),
+        including one that arrived before the wait began (e.g. during a poll); False after
+        ``timeout`` or when ``close()`` is called."""
         deadline = time.monotonic() + max(0.0, timeout)
-        before = self._listing()
         while not self._closed.is_set():
+            if self._unnumbered():
+                return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             if self._closed.wait(min(POLL_SECONDS, remaining)):
                 return False
-            if self._listing() - before:
-                return True
         return False
+
+    def _unnumbered(self) -> bool:
+        _, _, known = self._read_uidlist()
+        return any(name.split(":", 1)[0] not in known for name in self._listing())
 
     def _listing(self) -> set[str]:
         try:

@@ -147,7 +147,8 @@ def test_append_stores_exact_bytes_with_flags(maildir: Path, source: MaildirSour
 
 
 def test_wait_for_new_wakes_on_delivery(maildir: Path, source: MaildirSource):
-    deliver(maildir, make_raw(1), datetime(2020, 11, 1, tzinfo=timezone.utc))  # old news
+    deliver(maildir, make_raw(1), datetime(2020, 11, 1, tzinfo=timezone.utc))
+    source.status()  # a poll has seen (numbered) message 1: old news
     timer = threading.Timer(0.3, deliver, (maildir, make_raw(2), datetime.now(timezone.utc)))
     started = time.monotonic()
     timer.start()
@@ -155,6 +156,16 @@ def test_wait_for_new_wakes_on_delivery(maildir: Path, source: MaildirSource):
     assert source.wait_for_new(timeout=10) is True
     assert time.monotonic() - started < 5
     timer.join()
+
+
+def test_mail_that_arrived_during_a_poll_wakes_the_next_wait_at_once(maildir: Path, source: MaildirSource):
+    source.status()
+    deliver(maildir, make_raw(3), datetime.now(timezone.utc))  # after the poll's scan, before the wait
+    started = time.monotonic()
+    assert source.wait_for_new(timeout=10) is True
+    assert time.monotonic() - started < 1
+    source.status()
+    assert source.wait_for_new(timeout=0.3) is False  # numbered, still in new/: not news again
 
 
 def test_wait_for_new_times_out_and_close_interrupts(source: MaildirSource):
