@@ -23,9 +23,14 @@ import re
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone, tzinfo
 from email import policy
+from email.generator import BytesGenerator
+from email.header import Header
 from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.mime.application import MIMEApplication
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, make_msgid
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +53,7 @@ XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.she
 MAX_REFERENCES = 20
 # SMTP policy, but raw (set_raw) headers are written as given: the threading headers are
 # folded by fold_ids, every other header is a parsed header object folded as usual.
-REPLY_POLICY = policy.SMTP.clone(refold_source="none")
+_WIRE = policy.compat32.clone(linesep="\r\n")
 
 # "Re:", "RE:", "re :", "Re[2]:", "Re：", "回复:", "回复：", "答复:", "回覆:", repeated.
 _REPLY_PREFIX_RE = re.compile(
@@ -272,16 +277,54 @@ class ReplyRenderer:
 # --- the message ----------------------------------------------------------------------------
 
 
-def _address(display_name: str, addr_spec: str) -> Address:
+def _address(display_name: str, addr_spec: str) -> str:
+    """``Name <addr>`` with the name RFC 2047-encoded when needed; SendError when unwritable."""
     try:
-        return Address(display_name=one_line(display_name), addr_spec=one_line(addr_spec))
+        checked = Address(display_name=one_line(display_name), addr_spec=one_line(addr_spec))
     except (ValueError, IndexError) as exc:
         raise SendError(f"cannot address a message to {addr_spec!r}", permanent=True) from exc
+    return formataddr((checked.display_name, checked.addr_spec), charset="utf-8")
 
 
-def _body(msg: EmailMessage, rendered: RenderedReply) -> None:
-    msg.set_content(rendered.text, charset="utf-8")
-    msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+def _text_part(text: str, subtype: str) -> MIMEText:
+    part = MIMEText(text, subtype, "utf-8")
+    del part["MIME-Version"]  # only the top level carries it
+    return part
+
+
+def _assemble(headers: list[tuple[str, Any]], rendered: RenderedReply,
+              attachments: tuple[tuple[str, bytes], ...] = ()) -> bytes:
+    """The message as CRLF bytes.  Built with the compat32 classes: the modern ``EmailMessage``
+    header folding cost about 15 ms a reply, a third of the whole per-mail budget."""
+    body = MIMEMultipart("alternative")
+    body.attach(_text_part(rendered.text, "plain"))
+    body.attach(_text_part(rendered.html, "html"))
+    msg: MIMEMultipart = body
+    if attachments:
+        del body["MIME-Version"]
+        msg = MIMEMultipart("mixed")
+        msg.attach(body)
+        for filename, data in attachments:
+            name = one_line(filename)
+            part = MIMEApplication(data, XLSX_TYPE[1])
+            del part["MIME-Version"]
+            part.set_param("name", name)  # RFC 2231 encoded by set_param for non-ASCII
+            part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", name))
+            msg.attach(part)
+    for name, value in headers:
+        msg[name] = value
+    # headers first in the output, in the order given
+    order = [k for k, _ in headers]
+    items = msg._headers  # noqa: SLF001 - reorder without re-encoding
+    msg._headers = sorted(items, key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))  # noqa: SLF001
+    buf = BytesIO()
+    BytesGenerator(buf, policy=_WIRE).flatten(msg)
+    return buf.getvalue()
+
+
+def _subject(text: str) -> str | Header:
+    text = one_line(text)
+    return text if text.isascii() else Header(text, "utf-8", header_name="Subject")
 
 
 def build_message(
@@ -301,30 +344,26 @@ def build_message(
     sending; by default a fresh id under ``message_id_domain`` and the current time.
     Raises :class:`SendError` (permanent) when an address cannot be written.
     """
-    msg = EmailMessage(policy=REPLY_POLICY)
-    msg["From"] = _address(from_name, from_address)
-    msg["To"] = _address(ctx.to_name, ctx.to_address)
-    msg["Subject"] = one_line(rendered.subject)
-    msg["Date"] = format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))
-    msg["Message-ID"] = normalise_msgid(message_id or "") or make_msgid(domain=message_id_domain)
+    headers: list[tuple[str, Any]] = [
+        ("From", _address(from_name, from_address)),
+        ("To", _address(ctx.to_name, ctx.to_address)),
+        ("Subject", _subject(rendered.subject)),
+        ("Date", format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))),
+        ("Message-ID", normalise_msgid(message_id or "") or make_msgid(domain=message_id_domain)),
+    ]
     original = normalise_msgid(ctx.original_message_id)
     if original:
-        msg.set_raw("In-Reply-To", fold_ids("In-Reply-To", [original]))
+        headers.append(("In-Reply-To", original))
     references = thread_references(ctx.original_references, ctx.original_message_id)
     if references:
-        msg.set_raw("References", fold_ids("References", references))
-    msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Mailbot-Loop"] = from_address  # mail_gate.LOOP_HEADER: our own mail coming back is never answered
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["Content-Language"] = "zh-CN"
-    _body(msg, rendered)
-    for filename, data in ctx.correction_workbooks:
-        name = one_line(filename)
-        msg.add_attachment(
-            data, maintype=XLSX_TYPE[0], subtype=XLSX_TYPE[1], filename=name,
-            params={"name": name},
-        )
-    return msg.as_bytes()
+        headers.append(("References", fold_ids("References", references).replace("\n", "\r\n")))
+    headers += [
+        ("Auto-Submitted", "auto-replied"),
+        ("X-Mailbot-Loop", from_address),  # mail_gate.LOOP_HEADER: our own mail coming back is never answered
+        ("X-Auto-Response-Suppress", "All"),
+        ("Content-Language", "zh-CN"),
+    ]
+    return _assemble(headers, rendered, ctx.correction_workbooks)
 
 
 def build_digest_message(
@@ -337,15 +376,15 @@ def build_digest_message(
     date: datetime | None = None,
 ) -> bytes:
     """The staff digest as RFC 5322 bytes (``Auto-Submitted: auto-generated``)."""
-    msg = EmailMessage(policy=policy.SMTP)
-    msg["From"] = _address(from_name, from_address)
-    msg["To"] = [_address("", a) for a in to_addresses]
-    msg["Subject"] = one_line(rendered.subject)
-    msg["Date"] = format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))
-    msg["Message-ID"] = make_msgid(domain=message_id_domain)
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Mailbot-Loop"] = from_address
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["Content-Language"] = "zh-CN"
-    _body(msg, rendered)
-    return msg.as_bytes()
+    headers: list[tuple[str, Any]] = [
+        ("From", _address(from_name, from_address)),
+        ("To", ", ".join(_address("", a) for a in to_addresses)),
+        ("Subject", _subject(rendered.subject)),
+        ("Date", format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))),
+        ("Message-ID", make_msgid(domain=message_id_domain)),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Mailbot-Loop", from_address),
+        ("X-Auto-Response-Suppress", "All"),
+        ("Content-Language", "zh-CN"),
+    ]
+    return _assemble(headers, rendered)
