@@ -75,7 +75,7 @@ def queue_digest(state: State, rules: CampaignRules, settings: Settings, rendere
     version = f"{rules.campaign.id}@{rules.campaign.version}"
     with state.transaction():
         for to in settings.staff_addresses:
-            state.db["outbox"].insert({
+            state.insert("outbox", {
                 "message": None, "kind": "digest", "to_address": to, "subject": rendered.subject,
                 "reply_message_id": "", "raw": raw, "status": "queued", "next_attempt_at": utc_now(),
                 "created_at": utc_now()})

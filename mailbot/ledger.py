@@ -141,13 +141,13 @@ class SeatLedger:
 
     def _insert(self, req: SeatRequest, status: str, *, institution_key: str, institution: str,
                 message: int, arrived_at: str, uid: int, sender: str, why: str) -> int:
-        pk = self.db["nominees"].insert({
+        pk = self.state.insert("nominees", {
             "id_number": req.id_number, "id_masked": req.id_masked, "id_hash": id_hash(req.id_number),
             "name": req.name, "institution_key": institution_key, "institution": institution,
             "program": req.program, "status": status, "requested_at": arrived_at,
             "request_uid": uid, "request_row": req.row, "message": message,
             "form_row": req.form_row, "sender": sender, "updated_at": utc_now(),
-        }).last_pk
+        })
         self._event(f"nominee_{status}", {"from": None, "to": status, "why": why,
                                           "program": req.program, "id": req.id_masked},
                     message=message, nominee=pk)

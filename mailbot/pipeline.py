@@ -253,7 +253,7 @@ class Intake:
         rollback = _Rollback()
         try:
             with self.state.transaction():
-                msg_pk = db["messages"].insert({
+                msg_pk = self.state.insert("messages", {
                     "source": fetched.source, "uidvalidity": fetched.uidvalidity, "uid": fetched.uid,
                     "source_key": fetched.key,
                     "message_id": p.message_id if p else "", "sha256": raw_sha, "size": len(fetched.raw),
@@ -263,7 +263,7 @@ class Intake:
                     "raw_path": raw_rel, "duplicate_of": a.duplicate_of, "domain_mismatch": int(mismatch),
                     "auth_summary": a.auth_summary, "rules_version": self.version,
                     "settle_folder": a.folder, "recorded_at": utc_now(),
-                }).last_pk
+                })
                 receipt = f"{self.rules.campaign.id}-{msg_pk:06d}"
                 db.execute("UPDATE messages SET receipt = ? WHERE id = ?", [receipt, msg_pk])
                 self.state.add_event("message_recorded", {
@@ -271,7 +271,7 @@ class Intake:
                     "arrived_at": arrived_utc, "domain_mismatch": mismatch},
                     actor=self.actor, rules_version=self.version, message=msg_pk)
                 for scan, rel in stored_scans:
-                    db["attachments"].insert({"message": msg_pk, "kind": "scan", "filename": scan.filename,
+                    self.state.insert("attachments", {"message": msg_pk, "kind": "scan", "filename": scan.filename,
                                               "origin": scan.origin, "content_type": scan.content_type,
                                               "size": len(scan.data), "sha256": scan.sha256, "path": rel})
                 form_rows = self._record_forms(msg_pk, a)
@@ -293,26 +293,25 @@ class Intake:
 
     def _record_forms(self, msg_pk: int, a: Assessment) -> dict[tuple[int, int], int]:
         """Insert forms and rows; returns (verdict index, sheet row) -> form_rows id."""
-        db = self.state.db
         ids: dict[tuple[int, int], int] = {}
         for i, (att, v) in enumerate(a.verdicts):
-            db["attachments"].insert({"message": msg_pk, "kind": "form", "filename": att.filename,
+            self.state.insert("attachments", {"message": msg_pk, "kind": "form", "filename": att.filename,
                                       "origin": att.origin, "content_type": att.content_type,
                                       "size": len(att.data), "sha256": att.sha256, "path": None})
-            form_pk = db["forms"].insert({
+            form_pk = self.state.insert("forms", {
                 "message": msg_pk, "filename": att.filename, "origin": att.origin,
                 "outcome": v.outcome.value, "institution": v.institution, "contact": v.contact,
                 "contact_phone": v.contact_phone, "sheet": v.reading.sheet if v.reading else "",
                 "findings": json.dumps([{"code": f.code, "message": f.message} for f in v.form_findings],
-                                       ensure_ascii=False)}).last_pk
+                                       ensure_ascii=False)})
             for r in v.rows:
-                ids[(i, r.row)] = db["form_rows"].insert({
+                ids[(i, r.row)] = self.state.insert("form_rows", {
                     "form": form_pk, "row": r.row, "program": r.program, "program_matched": int(r.program_matched),
                     "name": r.name, "gender": r.gender, "position": r.position, "email": r.email,
                     "id_number": r.id_number, "id_masked": mask_id(r.id_number), "phone": r.phone,
                     "ok": int(r.ok), "findings": json.dumps(
                         [{"column": f.column, "code": f.code, "message": f.message} for f in r.findings],
-                        ensure_ascii=False)}).last_pk
+                        ensure_ascii=False)})
         return ids
 
     def _apply_seats(self, msg_pk: int, fetched: FetchedMessage, a: Assessment, institution: str,
@@ -424,7 +423,7 @@ class Intake:
                             from_name=self.settings.reply.from_name,
                             message_id_domain=self.settings.reply.message_id_domain)
         headers = BytesHeaderParser().parsebytes(raw)
-        self.state.db["outbox"].insert({
+        self.state.insert("outbox", {
             "message": msg_pk, "kind": ctx.kind, "to_address": ctx.to_address,
             "subject": rendered.subject, "reply_message_id": headers.get("Message-ID", ""), "raw": raw,
             "status": "queued", "next_attempt_at": utc_now(), "created_at": utc_now()})

@@ -203,6 +203,7 @@ class State:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700)
         self.path = db_path or state_dir / "mailbot.db"
+        self._insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
         try:
             _ensure_private_file(self.path)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
@@ -227,6 +228,7 @@ class State:
         if not db_path.is_file():
             raise StateError(f"no state database at {db_path}")
         self = cls.__new__(cls)
+        self._insert_sql = {}
         self.dir = db_path.parent
         self.path = db_path
         try:
@@ -305,6 +307,17 @@ class State:
             raise StateError(f"cannot store {subdir} file ({exc.strerror})") from exc
         return sha, str(rel)
 
+    # -- rows -----------------------------------------------------------------------------
+    def insert(self, table: str, row: dict[str, Any]) -> int:
+        """Insert one row (inside a transaction); returns its id.  Plain SQL on the hot path:
+        ``Table.insert`` looks the table up and wraps a savepoint around every row."""
+        cols = tuple(row)
+        sql = self._insert_sql.get((table, cols))
+        if sql is None:
+            sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            self._insert_sql[(table, cols)] = sql
+        return int(self.db.conn.execute(sql, list(row.values())).lastrowid)
+
     # -- events ---------------------------------------------------------------------------
     def add_event(self, kind: str, detail: dict[str, Any], *, actor: str, rules_version: str,
                   message: int | None = None, nominee: int | None = None) -> int:
@@ -316,10 +329,9 @@ class State:
         digest = hashlib.sha256(
             "\x1f".join([prev, at, actor, rules_version, str(message), str(nominee), kind, body]).encode()
         ).hexdigest()
-        return self.db["events"].insert(
-            {"at": at, "actor": actor, "rules_version": rules_version, "message": message,
-             "nominee": nominee, "kind": kind, "detail": body, "prev_hash": prev, "hash": digest}
-        ).last_pk
+        return self.insert("events", {
+            "at": at, "actor": actor, "rules_version": rules_version, "message": message,
+            "nominee": nominee, "kind": kind, "detail": body, "prev_hash": prev, "hash": digest})
 
     def verify_event_chain(self) -> tuple[bool, int]:
         """Recompute the event hash chain; returns (ok, events checked)."""
