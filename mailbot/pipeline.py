@@ -271,9 +271,7 @@ class Intake:
                     "arrived_at": arrived_utc, "domain_mismatch": mismatch},
                     actor=self.actor, rules_version=self.version, message=msg_pk)
                 for scan, rel in stored_scans:
-                    self.state.insert("attachments", {"message": msg_pk, "kind": "scan", "filename": scan.filename,
-                                              "origin": scan.origin, "content_type": scan.content_type,
-                                              "size": len(scan.data), "sha256": scan.sha256, "path": rel})
+                    self._record_attachment(msg_pk, scan, "scan", rel)
                 form_rows = self._record_forms(msg_pk, a)
                 result = None
                 if a.outcome in ("accepted", "correction") and p is not None:
@@ -291,13 +289,16 @@ class Intake:
             pass
         return msg_pk
 
+    def _record_attachment(self, msg_pk: int, att: Attachment, kind: str, path: str | None) -> None:
+        self.state.insert("attachments", {
+            "message": msg_pk, "kind": kind, "filename": att.filename, "origin": att.origin,
+            "content_type": att.content_type, "size": len(att.data), "sha256": att.sha256, "path": path})
+
     def _record_forms(self, msg_pk: int, a: Assessment) -> dict[tuple[int, int], int]:
         """Insert forms and rows; returns (verdict index, sheet row) -> form_rows id."""
         ids: dict[tuple[int, int], int] = {}
         for i, (att, v) in enumerate(a.verdicts):
-            self.state.insert("attachments", {"message": msg_pk, "kind": "form", "filename": att.filename,
-                                      "origin": att.origin, "content_type": att.content_type,
-                                      "size": len(att.data), "sha256": att.sha256, "path": None})
+            self._record_attachment(msg_pk, att, "form", None)
             form_pk = self.state.insert("forms", {
                 "message": msg_pk, "filename": att.filename, "origin": att.origin,
                 "outcome": v.outcome.value, "institution": v.institution, "contact": v.contact,
