@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 from datetime import datetime, timedelta, timezone
-from email.parser import BytesHeaderParser
+from email.utils import make_msgid
 from typing import Any
 
 from mailbot.config import Settings
@@ -420,13 +420,13 @@ class Intake:
             self.log.warning("reply_suppressed", message=msg_pk, kind=ctx.kind, reason="daily limit")
             return
         rendered = self.renderer.render(ctx)
+        reply_id = make_msgid(domain=self.settings.reply.message_id_domain)
         raw = build_message(ctx, rendered, from_address=self.settings.reply.from_address,
                             from_name=self.settings.reply.from_name,
-                            message_id_domain=self.settings.reply.message_id_domain)
-        headers = BytesHeaderParser().parsebytes(raw)
+                            message_id_domain=self.settings.reply.message_id_domain, message_id=reply_id)
         self.state.insert("outbox", {
             "message": msg_pk, "kind": ctx.kind, "to_address": ctx.to_address,
-            "subject": rendered.subject, "reply_message_id": headers.get("Message-ID", ""), "raw": raw,
+            "subject": rendered.subject, "reply_message_id": reply_id, "raw": raw,
             "status": "queued", "next_attempt_at": utc_now(), "created_at": utc_now()})
         self.state.add_event("reply_queued", {"kind": ctx.kind}, actor=self.actor,
                              rules_version=self.version, message=msg_pk)
