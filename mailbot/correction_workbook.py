@@ -5,9 +5,10 @@ openpyxl (``keep_vba=False``, so macros are dropped and never run; external link
 each offending cell is filled yellow with a red border and given a comment carrying the
 Chinese message, and the result is saved as ``<原文件名>-需修改.xlsx``.
 
-Other formats (xls, ods, csv, docx) get no workbook (``None``): rebuilding them as xlsx would
-need the readers that belong to ``form_reader`` and would lose the sender's formatting, and a
-bare table of findings would only repeat what the reply text already lists cell by cell.
+Other spreadsheet formats (xls/et from WPS, ods, csv) cannot be written back as they came:
+``rebuild_workbook`` makes an xlsx copy of the sheet's values (as the form reader saw them, at
+the same cell addresses) and highlights that instead; the sender's formatting is lost but every
+value and the cells to fix are where they expect them.  Word tables get no workbook.
 
 ``highlight_workbook`` never raises: on any failure it returns ``None`` and the reply still
 lists every finding.
@@ -21,7 +22,7 @@ import warnings
 from collections import OrderedDict
 from pathlib import PurePosixPath
 
-from openpyxl import load_workbook
+from openpyxl import Workbook, load_workbook
 from openpyxl.cell.cell import MergedCell
 from openpyxl.comments import Comment
 from openpyxl.styles import Border, PatternFill, Side
@@ -79,6 +80,55 @@ def _anchor(ws, coordinate: str):  # type: ignore[no-untyped-def]
     return cell
 
 
+def _mark(ws, cells: OrderedDict[str, list[str]]) -> None:  # type: ignore[no-untyped-def]
+    """Fill, border and comment each offending cell."""
+    for coordinate, messages in cells.items():
+        cell = _anchor(ws, coordinate)
+        cell.fill = FILL
+        cell.border = BORDER
+        text = "\n".join(messages)
+        if cell.comment is not None and cell.comment.text:
+            text = f"{cell.comment.text}\n{text}"
+        comment = Comment(text, COMMENT_AUTHOR)
+        comment.width = 320
+        comment.height = 40 + 20 * text.count("\n") + 20 * (len(text) // 20)
+        cell.comment = comment
+
+
+def rebuild_workbook(
+    rows: list[list[tuple[str, str]]],
+    filename: str,
+    findings: list[tuple[str, str]],
+    *,
+    sheet: str | None,
+) -> tuple[str, bytes] | None:
+    """An xlsx copy of a sheet read from another format, offending cells highlighted.
+
+    ``rows`` are the sheet's cells as ``(coordinate, text)``; texts are written as text, so an
+    identity number stays exactly as read.  Never raises: ``None`` on any failure.
+    """
+    cells = _group(findings)
+    if not cells:
+        return None
+    try:
+        wb = Workbook()
+        ws = wb.active
+        ws.title = (sheet or "Sheet1")[:31]
+        for row in rows:
+            for coordinate, text in row:
+                if text:
+                    cell = ws[coordinate]
+                    cell.value = text
+                    cell.data_type = "s"  # text stays text: "=..." is never a formula
+                    cell.number_format = "@"
+        _mark(ws, cells)
+        out = io.BytesIO()
+        wb.save(out)
+    except Exception:  # noqa: BLE001 - a weird sheet must never stop the reply
+        return None
+    return corrected_name(filename), out.getvalue()
+
+
 def highlight_workbook(
     original: bytes,
     filename: str,
@@ -109,17 +159,7 @@ def highlight_workbook(
             ws = wb[sheet] if sheet and sheet in wb.sheetnames else wb.active
             if ws is None or not hasattr(ws, "merged_cells"):  # a chartsheet
                 return None
-            for coordinate, messages in cells.items():
-                cell = _anchor(ws, coordinate)
-                cell.fill = FILL
-                cell.border = BORDER
-                text = "\n".join(messages)
-                if cell.comment is not None and cell.comment.text:
-                    text = f"{cell.comment.text}\n{text}"
-                comment = Comment(text, COMMENT_AUTHOR)
-                comment.width = 320
-                comment.height = 40 + 20 * text.count("\n") + 20 * (len(text) // 20)
-                cell.comment = comment
+            _mark(ws, cells)
             try:
                 wb.active = wb.worksheets.index(ws)
             except ValueError:  # a hidden sheet cannot be the active one

@@ -19,6 +19,8 @@ Decisions:
 
 from __future__ import annotations
 
+from itertools import islice
+
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from mailbot.form_model import FIELDS, CellValue, FormReading, FormRow
 from mailbot.limits import DEFAULT_LIMITS, Limits
 from mailbot.sheet_sources import DAMAGED_MESSAGE, Grid, Source, load
 
-__all__ = ["read_annex3", "match_label", "REQUIRED_KEYS", "HEADER_SEARCH_ROWS"]
+__all__ = ["read_annex3", "sheet_cells", "match_label", "REQUIRED_KEYS", "HEADER_SEARCH_ROWS"]
 
 REQUIRED_KEYS: tuple[str, ...] = tuple(key for key, _ in FIELDS if key != "seq")
 HEADER_SEARCH_ROWS = 40  # the header row must be within the first rows of a sheet
@@ -274,3 +276,21 @@ def read_annex3(data: bytes, filename: str, *, limits: Limits = DEFAULT_LIMITS) 
     except Exception as exc:  # the boundary: no library error escapes as a traceback
         raise UnreadableForm("corrupt", DAMAGED_MESSAGE,
                              f"unexpected {type(exc).__name__} while reading: {exc}") from exc
+
+
+def sheet_cells(data: bytes, sheet: str, *, limits: Limits = DEFAULT_LIMITS) -> list[list[tuple[str, str]]]:
+    """Every non-empty cell of ``sheet`` as ``(coordinate, text)`` rows, bounded by the limits:
+    what a correction copy of a non-xlsx workbook is rebuilt from.  Raises ``FormError``."""
+    try:
+        source = load(data, limits, head_rows=HEADER_SEARCH_ROWS)
+        grid = next((g for g in source.grids if g.name == sheet), None)
+        if grid is None:
+            return []
+        out: list[list[tuple[str, str]]] = []
+        for row in islice(grid.rows(), limits.max_rows + HEADER_SEARCH_ROWS + 50):
+            out.append([(c.coordinate, c.text) for c in row if c.text and c.coordinate])
+        return out
+    except FormError:
+        raise
+    except Exception as exc:  # the boundary, as in read_annex3
+        raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"unexpected {type(exc).__name__}: {exc}") from exc

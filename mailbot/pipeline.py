@@ -20,8 +20,8 @@ from email.utils import make_msgid
 from typing import Any
 
 from mailbot.config import Settings
-from mailbot.correction_workbook import highlight_workbook
-from mailbot.errors import MailboxError, StateError
+from mailbot.correction_workbook import highlight_workbook, rebuild_workbook
+from mailbot.errors import FormError, MailboxError, StateError
 from mailbot.form_model import Finding, FormVerdict, Outcome
 from mailbot.ledger import SeatLedger, SeatRequest, SubmissionResult
 from mailbot.mail_gate import auto_reply_reason, domain_mismatch, sender_trust
@@ -32,6 +32,7 @@ from mailbot.normalize import compact
 from mailbot.outbox import SendReport, recover_interrupted, send_pending
 from mailbot.replies import ReplyRenderer, build_message
 from mailbot.reply_model import ChangeLine, FindingLine, NomineeLine, ReplyContext, ReplyKind
+from mailbot.form_reader import sheet_cells
 from mailbot.row_checks import judge_file
 from mailbot.rules import CampaignRules
 from mailbot.smtp_sender import Transport
@@ -375,8 +376,7 @@ class Intake:
                     if f.coordinate:
                         cells.append((f.coordinate, f.message))
             if cells and a.reply == "correction":
-                book = highlight_workbook(att.data, att.filename, cells,
-                                          sheet=v.reading.sheet if v.reading else None)
+                book = self._correction_copy(att, v, cells)
                 if book is not None:
                     workbooks.append(book)
         for prob in a.parts.problems:
@@ -400,6 +400,23 @@ class Intake:
             scans_received=tuple(s.filename for s in a.parts.scans),
             correction_workbooks=tuple(workbooks))
         self._enqueue(msg_pk, ctx)
+
+    def _correction_copy(self, att: Attachment, v: FormVerdict,
+                         cells: list[tuple[str, str]]) -> tuple[str, bytes] | None:
+        """The sender's workbook with the cells to fix highlighted: the original for xlsx, an
+        xlsx copy of the sheet's values for xls/et/ods."""
+        reading = v.reading
+        if reading is None:
+            return None
+        if reading.file_format in ("xlsx", "xlsm"):
+            return highlight_workbook(att.data, att.filename, cells, sheet=reading.sheet)
+        if reading.file_format in ("xls", "ods"):
+            try:
+                values = sheet_cells(att.data, reading.sheet, limits=self.settings.limits)
+            except FormError:
+                return None
+            return rebuild_workbook(values, att.filename, cells, sheet=reading.sheet)
+        return None
 
     def _queue_promotion(self, msg_pk: int, promo: Any) -> None:
         orig = next(self.state.db.query(

@@ -48,3 +48,26 @@ def test_replay_for_real_records_once_and_refuses_a_second_time(env: Path) -> No
 def test_replay_judges_the_deadline_by_the_given_arrival_time(env: Path) -> None:
     result = CliRunner().invoke(main, ["replay", str(_eml(env)), "--arrived", "2020-11-10T00:00:01+08:00"])
     assert "outcome: late" in result.output
+
+
+def test_an_xls_form_with_errors_gets_an_xlsx_copy_with_the_cells_to_fix_highlighted(env: Path) -> None:
+    import email
+    from email import policy
+    from io import BytesIO
+
+    from openpyxl import load_workbook
+
+    xls = (Path(__file__).parent / "fixtures" / "bad_rows.lo.xls").read_bytes()  # saved by LibreOffice
+    eml = env / "xls.eml"
+    eml.write_bytes(make_mail(client="163", attachments=[("报名表.xls", xls)]))
+    result = CliRunner().invoke(main, ["replay", "--no-dry-run", str(eml), "--arrived", "2020-11-05T10:00+08:00"])
+    assert result.exit_code == 0, result.output
+    (reply,) = (env / "state" / "outbox").glob("*-correction.eml")
+    msg = email.message_from_bytes(reply.read_bytes(), policy=policy.default)
+    (attachment,) = list(msg.iter_attachments())
+    assert attachment.get_filename() == "报名表-需修改.xlsx"
+    ws = load_workbook(BytesIO(attachment.get_content())).active
+    marked = sorted(c.coordinate for row in ws.iter_rows() for c in row if c.comment is not None)
+    assert marked == ["B4", "C7", "F5", "G6", "H5"]
+    assert ws["G6"].value == ws["G6"].value.strip() and ws["G6"].data_type == "s"  # identity number kept as text
+    assert ws["C4"].value == "张三"
