@@ -169,8 +169,7 @@ def replay(eml: Path, dry_run: bool, arrived: str | None, config_path: Path | No
         assessment = parts.intake.assess(fetched)
         click.echo(f"outcome: {assessment.outcome} ({assessment.reason})")
         if dry_run:
-            parts.intake.record(fetched, assessment, dry_run=True)
-            for row in getattr(parts.intake, "dry_run_outbox", []):
+            for row in parts.intake.preview(fetched, assessment):
                 click.echo(f"--- reply ({row['kind']}) to {row['to_address']}: {row['subject']}")
                 click.echo(_reply_text(row["raw"]))
         else:

@@ -237,9 +237,17 @@ class Intake:
         return judge_file(attachment.data, attachment.filename, self.rules, self.settings.limits)
 
     # -- record ---------------------------------------------------------------------------
-    def record(self, fetched: FetchedMessage, a: Assessment, *, dry_run: bool = False) -> int:
+    def record(self, fetched: FetchedMessage, a: Assessment) -> int:
         """Store the raw mail, then ONE transaction: message, attachments, forms, rows, seats,
-        events, reply in the outbox, cursor.  With ``dry_run`` the transaction is rolled back."""
+        events, reply in the outbox, cursor.  Returns the message's id."""
+        return self._record(fetched, a, dry_run=False)[0]
+
+    def preview(self, fetched: FetchedMessage, a: Assessment) -> list[dict[str, Any]]:
+        """What ``record`` would queue (outbox rows), with everything rolled back after."""
+        return self._record(fetched, a, dry_run=True)[1]
+
+    def _record(self, fetched: FetchedMessage, a: Assessment, *,
+                dry_run: bool) -> tuple[int, list[dict[str, Any]]]:
         raw_sha, raw_rel = (hashlib.sha256(fetched.raw).hexdigest(), None) if dry_run else \
             self.state.store_blob(fetched.raw, "raw", ".eml")
         stored_scans: list[tuple[Attachment, str]] = []
@@ -252,6 +260,7 @@ class Intake:
         mismatch = bool(p and institution and domain_mismatch(institution, p.from_domain))
         db = self.state.db
         rollback = _Rollback()
+        queued: list[dict[str, Any]] = []
         try:
             with self.state.transaction():
                 msg_pk = self.state.insert("messages", {
@@ -284,11 +293,11 @@ class Intake:
                         self._queue_promotion(msg_pk, promo)
                 self.state.advance_cursor(fetched.source, fetched.uidvalidity, fetched.uid)
                 if dry_run:
-                    self.dry_run_outbox = list(db.query("SELECT * FROM outbox WHERE message = ?", [msg_pk]))
+                    queued = list(db.query("SELECT * FROM outbox WHERE message = ?", [msg_pk]))
                     raise rollback
         except _Rollback:
             pass
-        return msg_pk
+        return msg_pk, queued
 
     def _record_attachment(self, msg_pk: int, att: Attachment, kind: str, path: str | None) -> None:
         self.state.insert("attachments", {
