@@ -63,6 +63,12 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
+    """Peak RSS of this process image, MB.  VmHWM, not ru_maxrss: Linux keeps ru_maxrss across
+    exec, so a child would report the parent's peak (it held the whole generated backlog)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
