@@ -251,7 +251,7 @@ def verify(config_path: Path | None) -> None:
     except StateError as exc:
         click.echo(f"mailbot: {exc}", err=True)
         sys.exit(2)
-    integrity = next(state.db.query("PRAGMA integrity_check"))["integrity_check"]
+    integrity = next(state.query("PRAGMA integrity_check"))["integrity_check"]
     ok, n = state.verify_event_chain()
     click.echo(f"integrity_check: {integrity}; event chain: {'ok' if ok else 'BROKEN'} ({n} events)")
     state.close()
@@ -283,10 +283,10 @@ def demo(directory: Path) -> None:
         report = parts.intake.poll_once()
         click.echo("")
         click.echo(f"Delivered {len(delivered)} sample mails into {settings.mailbox.maildir_path}")
-        written = next(parts.state.db.query("SELECT count(*) AS n FROM outbox WHERE status = 'sent'"))["n"]
+        written = next(parts.state.query("SELECT count(*) AS n FROM outbox WHERE status = 'sent'"))["n"]
         click.echo(f"Recorded {report.recorded}, replies written: {written}")
         click.echo("")
-        rows = parts.state.db.query(
+        rows = parts.state.query(
             "SELECT m.receipt, m.arrived_at, m.sender, m.outcome, m.reason, o.kind AS reply "
             "FROM messages m LEFT JOIN outbox o ON o.message = m.id ORDER BY m.id, o.id")
         for r in rows:

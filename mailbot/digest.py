@@ -24,8 +24,7 @@ def build_digest(state: State, rules: CampaignRules, settings: Settings, *,
     now = (now or datetime.now(timezone.utc)).astimezone(tz)
     since = (since or now - timedelta(days=1)).astimezone(tz)
     lo, hi = since.astimezone(timezone.utc).isoformat(timespec="seconds"), now.astimezone(timezone.utc).isoformat(timespec="seconds")
-    db = state.db
-    counts = tuple((r["outcome"], r["n"]) for r in db.query(
+    counts = tuple((r["outcome"], r["n"]) for r in state.query(
         "SELECT outcome, count(*) AS n FROM messages WHERE recorded_at >= ? AND recorded_at <= ? "
         "GROUP BY outcome ORDER BY n DESC, outcome", [lo, hi]))
     ledger = SeatLedger(state, {p.name: p.seats or 0 for p in rules.programs}, rules_version="")
@@ -37,20 +36,20 @@ def build_digest(state: State, rules: CampaignRules, settings: Settings, *,
     def when(iso: str | None) -> datetime | None:
         return datetime.fromisoformat(iso).astimezone(tz) if iso else None
 
-    for r in db.query("SELECT receipt, sender, reason, outcome, recorded_at FROM messages "
+    for r in state.query("SELECT receipt, sender, reason, outcome, recorded_at FROM messages "
                       "WHERE outcome IN ('failed','quarantined') AND recorded_at >= ? ORDER BY id", [lo]):
         attention.append(AttentionItem(r["outcome"], mask_text(r["reason"])[:300], r["receipt"], r["sender"],
                                        when(r["recorded_at"])))
-    for r in db.query("SELECT o.id, o.status, o.last_error, o.to_address, o.created_at, m.receipt FROM outbox o "
+    for r in state.query("SELECT o.id, o.status, o.last_error, o.to_address, o.created_at, m.receipt FROM outbox o "
                       "LEFT JOIN messages m ON m.id = o.message WHERE o.status IN ('unknown','failed','sending')"):
         category = "stuck_sending" if r["status"] in ("unknown", "sending") else "failed"
         attention.append(AttentionItem(category, f"回复#{r['id']}（{r['status']}）：{mask_text(r['last_error'])[:200]}",
                                        r["receipt"] or "", r["to_address"], when(r["created_at"])))
-    for r in db.query("SELECT receipt, sender, institution, recorded_at FROM messages "
+    for r in state.query("SELECT receipt, sender, institution, recorded_at FROM messages "
                       "WHERE domain_mismatch = 1 AND recorded_at >= ? ORDER BY id", [lo]):
         attention.append(AttentionItem("domain_mismatch", f"表内填报单位“{r['institution']}”与发件邮箱域名不一致",
                                        r["receipt"], r["sender"], when(r["recorded_at"])))
-    for r in db.query("SELECT n.id_masked, n.institution, n.program, n.updated_at, m.receipt, n.sender "
+    for r in state.query("SELECT n.id_masked, n.institution, n.program, n.updated_at, m.receipt, n.sender "
                       "FROM nominees n JOIN messages m ON m.id = n.message "
                       "WHERE n.status = 'conflict' AND n.updated_at >= ? ORDER BY n.id", [lo]):
         attention.append(AttentionItem("conflict", f"身份证号{r['id_masked']}重复报名（{r['institution']}，{r['program']}）",

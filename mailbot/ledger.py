@@ -92,37 +92,37 @@ class SeatLedger:
 
     # -- queries --------------------------------------------------------------------------
     def _active_for_institution(self, institution_key: str) -> dict[str, dict[str, Any]]:
-        rows = self.db.query(
+        rows = self.state.query(
             "SELECT * FROM nominees WHERE institution_key = ? AND status IN ('seated','waiting')",
             [institution_key])
         return {r["id_hash"]: r for r in rows}
 
     def _active_elsewhere(self, idh: str, institution_key: str) -> dict[str, Any] | None:
-        rows = list(self.db.query(
+        rows = list(self.state.query(
             "SELECT * FROM nominees WHERE id_hash = ? AND institution_key != ? "
             "AND status IN ('seated','waiting') ORDER BY id LIMIT 1", [idh, institution_key]))
         return rows[0] if rows else None
 
     def seated_count(self, program: str) -> int:
-        return next(self.db.query(
+        return next(self.state.query(
             "SELECT count(*) AS n FROM nominees WHERE program = ? AND status = 'seated'", [program]))["n"]
 
     def waiting_position(self, nominee: int) -> int | None:
-        row = next(self.db.query("SELECT * FROM nominees WHERE id = ?", [nominee]))
+        row = next(self.state.query("SELECT * FROM nominees WHERE id = ?", [nominee]))
         if row["status"] != "waiting":
             return None
-        ahead = next(self.db.query(
+        ahead = next(self.state.query(
             "SELECT count(*) AS n FROM nominees WHERE program = ? AND status = 'waiting' AND "
             "(requested_at, request_uid, request_row, id) < (?, ?, ?, ?)",
             [row["program"], row["requested_at"], row["request_uid"], row["request_row"], row["id"]]))["n"]
         return int(ahead) + 1
 
     def status_of(self, nominee: int) -> str:
-        return next(self.db.query("SELECT status FROM nominees WHERE id = ?", [nominee]))["status"]
+        return next(self.state.query("SELECT status FROM nominees WHERE id = ?", [nominee]))["status"]
 
     def program_summary(self) -> list[dict[str, Any]]:
         """Seats per program: capacity, seated, waiting (for the digest)."""
-        counts = {(r["program"], r["status"]): r["n"] for r in self.db.query(
+        counts = {(r["program"], r["status"]): r["n"] for r in self.state.query(
             "SELECT program, status, count(*) AS n FROM nominees GROUP BY program, status")}
         return [{"program": p, "capacity": cap, "seated": counts.get((p, "seated"), 0),
                  "waiting": counts.get((p, "waiting"), 0)} for p, cap in self.capacities.items()]
@@ -159,7 +159,7 @@ class SeatLedger:
         free = self.capacities.get(program, 0) - self.seated_count(program)
         if free <= 0:
             return
-        heads = list(self.db.query(
+        heads = list(self.state.query(
             "SELECT * FROM nominees WHERE program = ? AND status = 'waiting' "
             "ORDER BY requested_at, request_uid, request_row, id LIMIT ?", [program, free]))
         for n in heads:

@@ -47,7 +47,7 @@ class SendReport:
 
 def recover_interrupted(state: State, *, actor: str = "daemon", rules_version: str = "") -> list[int]:
     """Rows left ``sending`` by a crash become ``unknown`` (never re-sent blindly)."""
-    ids = [r["id"] for r in state.db.query("SELECT id FROM outbox WHERE status = 'sending'")]
+    ids = [r["id"] for r in state.query("SELECT id FROM outbox WHERE status = 'sending'")]
     if ids:
         with state.transaction():
             for i in ids:
@@ -64,7 +64,7 @@ def send_pending(state: State, transport: Transport, *, envelope_from: str, max_
                  log: Any = None, actor: str = "daemon") -> SendReport:
     """Send every queued reply that is due; returns counts by result."""
     now = utc_now()
-    rows = list(state.db.query(
+    rows = list(state.query(
         "SELECT id, message, kind, to_address, raw, attempts FROM outbox "
         "WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id" + (f" LIMIT {int(limit)}" if limit else ""),
         [now]))

@@ -293,7 +293,7 @@ class Intake:
                         self._queue_promotion(msg_pk, promo)
                 self.state.advance_cursor(fetched.source, fetched.uidvalidity, fetched.uid)
                 if dry_run:
-                    queued = list(db.query("SELECT * FROM outbox WHERE message = ?", [msg_pk]))
+                    queued = list(self.state.query("SELECT * FROM outbox WHERE message = ?", [msg_pk]))
                     raise rollback
         except _Rollback:
             pass
@@ -428,7 +428,7 @@ class Intake:
         return None
 
     def _queue_promotion(self, msg_pk: int, promo: Any) -> None:
-        orig = next(self.state.db.query(
+        orig = next(self.state.query(
             "SELECT message_id, subject, arrived_at, receipt, sender_name FROM messages WHERE id = ?",
             [promo.message]))
         line = self._nominee_line(None, promo.name, promo.program, "seated", None, promo.id_masked)

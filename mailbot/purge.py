@@ -28,13 +28,13 @@ def purge_before(state: State, before_iso: str, *, actor: str, rules_version: st
     """Purge everything recorded before ``before_iso`` (UTC ISO timestamp).  With
     ``outbox_dir`` (folder-mode replies) the purged replies' ``.eml`` files go too."""
     db = state.db
-    reply_files = [f"{r['id']:06d}-{r['kind']}.eml" for r in db.query(
+    reply_files = [f"{r['id']:06d}-{r['kind']}.eml" for r in state.query(
         "SELECT id, kind FROM outbox WHERE created_at < ? AND status IN ('sent','failed','unknown')", [before_iso])]
-    msgs = [r["id"] for r in db.query("SELECT id FROM messages WHERE recorded_at < ?", [before_iso])]
+    msgs = [r["id"] for r in state.query("SELECT id FROM messages WHERE recorded_at < ?", [before_iso])]
     paths: list[str] = []
-    for r in db.query("SELECT raw_path FROM messages WHERE recorded_at < ? AND raw_path IS NOT NULL", [before_iso]):
+    for r in state.query("SELECT raw_path FROM messages WHERE recorded_at < ? AND raw_path IS NOT NULL", [before_iso]):
         paths.append(r["raw_path"])
-    for r in db.query("SELECT a.path FROM attachments a JOIN messages m ON m.id = a.message "
+    for r in state.query("SELECT a.path FROM attachments a JOIN messages m ON m.id = a.message "
                       "WHERE m.recorded_at < ? AND a.path IS NOT NULL", [before_iso]):
         paths.append(r["path"])
     db.execute("PRAGMA secure_delete = ON")  # overwrite the old values, don't just unlink them
@@ -67,8 +67,8 @@ def purge_before(state: State, before_iso: str, *, actor: str, rules_version: st
                         actor=actor, rules_version=rules_version)
     # the WAL still holds the pages as they were before the purge: copy back and empty it
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    still_used = {r["raw_path"] for r in db.query("SELECT raw_path FROM messages WHERE raw_path IS NOT NULL")}
-    still_used |= {r["path"] for r in db.query("SELECT path FROM attachments WHERE path IS NOT NULL")}
+    still_used = {r["raw_path"] for r in state.query("SELECT raw_path FROM messages WHERE raw_path IS NOT NULL")}
+    still_used |= {r["path"] for r in state.query("SELECT path FROM attachments WHERE path IS NOT NULL")}
     removed = 0
     for rel in set(paths) - still_used:  # content-addressed: a later message may share the file
         target = state.dir / Path(rel)

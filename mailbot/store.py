@@ -244,7 +244,7 @@ class State:
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        done = {r["name"] for r in self.db.query("SELECT name FROM _migrations")}
+        done = {r["name"] for r in self.query("SELECT name FROM _migrations")}
         for name, fn in MIGRATIONS:
             if name in done:
                 continue
@@ -253,7 +253,7 @@ class State:
                 self.db.execute("INSERT INTO _migrations VALUES (?, ?)", [name, utc_now()])
 
     def applied_migrations(self) -> list[str]:
-        return [r["name"] for r in self.db.query("SELECT name FROM _migrations ORDER BY name")]
+        return [r["name"] for r in self.query("SELECT name FROM _migrations ORDER BY name")]
 
     # -- transactions ---------------------------------------------------------------------
     @contextmanager
@@ -308,6 +308,14 @@ class State:
         return sha, str(rel)
 
     # -- rows -----------------------------------------------------------------------------
+    def query(self, sql: str, params: Any = ()) -> Iterator[dict[str, Any]]:
+        """Rows as dicts.  Plain ``execute``: sqlite-utils' ``query`` wraps every statement in a
+        SAVEPOINT/RELEASE pair, half of all statements on the hot path."""
+        cur = self.db.conn.execute(sql, params)
+        cols = [d[0] for d in cur.description or ()]
+        for row in cur:
+            yield dict(zip(cols, row))
+
     def insert(self, table: str, row: dict[str, Any]) -> int:
         """Insert one row (inside a transaction); returns its id.  Plain SQL on the hot path:
         ``Table.insert`` looks the table up and wraps a savepoint around every row."""
@@ -322,7 +330,7 @@ class State:
     def add_event(self, kind: str, detail: dict[str, Any], *, actor: str, rules_version: str,
                   message: int | None = None, nominee: int | None = None) -> int:
         """Append one event to the hash-chained log (call inside a transaction)."""
-        last = list(self.db.query("SELECT hash FROM events ORDER BY id DESC LIMIT 1"))
+        last = list(self.query("SELECT hash FROM events ORDER BY id DESC LIMIT 1"))
         prev = last[0]["hash"] if last else ""
         at = utc_now()
         body = json.dumps(detail, ensure_ascii=False, sort_keys=True)
@@ -337,7 +345,7 @@ class State:
         """Recompute the event hash chain; returns (ok, events checked)."""
         prev = ""
         n = 0
-        for e in self.db.query("SELECT * FROM events ORDER BY id"):
+        for e in self.query("SELECT * FROM events ORDER BY id"):
             expect = hashlib.sha256(
                 "\x1f".join([prev, e["at"], e["actor"], e["rules_version"], str(e["message"]),
                              str(e["nominee"]), e["kind"], e["detail"]]).encode()
@@ -350,7 +358,7 @@ class State:
 
     # -- cursors --------------------------------------------------------------------------
     def cursor(self, source: str) -> tuple[int | None, int]:
-        rows = list(self.db.query("SELECT uidvalidity, last_uid FROM cursors WHERE source = ?", [source]))
+        rows = list(self.query("SELECT uidvalidity, last_uid FROM cursors WHERE source = ?", [source]))
         if not rows:
             return None, 0
         return rows[0]["uidvalidity"], rows[0]["last_uid"]
@@ -374,18 +382,18 @@ class State:
             sql, args = "SELECT * FROM messages WHERE source = ? AND uidvalidity = ? AND uid = ?", [source, uidvalidity, uid]
         else:
             sql, args = "SELECT * FROM messages WHERE source = ? AND uidvalidity = 0 AND source_key = ?", [source, key]
-        rows = list(self.db.query(sql, args))
+        rows = list(self.query(sql, args))
         return rows[0] if rows else None
 
     def original_of(self, message_id: str, sha256: str) -> dict[str, Any] | None:
         """The first recorded message with these bytes (and Message-ID), if any."""
-        rows = list(self.db.query(
+        rows = list(self.query(
             "SELECT * FROM messages WHERE sha256 = ? AND message_id = ? AND duplicate_of IS NULL "
             "ORDER BY id LIMIT 1", [sha256, message_id]))
         return rows[0] if rows else None
 
     def unsettled(self, source: str) -> list[dict[str, Any]]:
-        return list(self.db.query(
+        return list(self.query(
             "SELECT id, uidvalidity, uid, source_key, settle_folder FROM messages "
             "WHERE settled_at IS NULL AND source = ? ORDER BY id", [source]))
 
@@ -393,7 +401,7 @@ class State:
         self.db.execute("UPDATE messages SET settled_at = ? WHERE id = ?", [utc_now(), message])
 
     def replies_to_since(self, address: str, since_iso: str) -> int:
-        row = next(self.db.query(
+        row = next(self.query(
             "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? AND kind != 'digest'",
             [address, since_iso]))
         return int(row["n"])
