@@ -254,7 +254,23 @@ class ImapSource:
 
         self._run("MOVE", op)
 
-    def _move(self, client: imaplib.IMAP4, uid: int, folder: str) -> tuple:
+    def settle_many(self, keys: list[str], folder: str) -> None:
+        """Move several messages into ``folder`` with one UID MOVE (a backlog's round trips)."""
+        if not keys:
+            return
+        uid_set = ",".join(str(self._uid(k)) for k in keys)
+
+        def op(client: imaplib.IMAP4) -> None:
+            self._select(client)
+            result = self._move(client, uid_set, folder)
+            if result[0] != "OK" and self._missing_folder(client, result):
+                self._create(client, folder)
+                result = self._move(client, uid_set, folder)
+            self._ok(f"MOVE {len(keys)} message(s) to {folder!r}", result)
+
+        self._run("MOVE", op)
+
+    def _move(self, client: imaplib.IMAP4, uid: int | str, folder: str) -> tuple:
         target = encode_folder(folder)
         if "MOVE" in self._capabilities:
             return client.uid("MOVE", str(uid), target)

@@ -67,6 +67,10 @@ class MailSource(Protocol):
         """Move the message into ``folder``, creating the folder if missing."""
         ...
 
+    def settle_many(self, keys: list[str], folder: str) -> None:
+        """``settle`` for several messages at once (one round trip where the server allows)."""
+        ...
+
     def flag(self, key: str, flag: str) -> None:
         """Add one flag (system like ``\\Flagged`` or a keyword) to the message."""
         ...

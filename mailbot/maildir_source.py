@@ -220,6 +220,11 @@ class MaildirSource:
         except OSError as exc:
             raise MailboxError(f"cannot move {source} to {target}: {exc.strerror or exc}") from exc
 
+    def settle_many(self, keys: list[str], folder: str) -> None:
+        """Move several messages into ``folder`` (one rename each)."""
+        for key in keys:
+            self.settle(key, folder)
+
     def flag(self, key: str, flag: str) -> None:
         """Add a system flag (\\Seen, \\Flagged, ...) by renaming into cur/ with the info letter."""
         letter = _letter(flag)

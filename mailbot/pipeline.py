@@ -39,6 +39,9 @@ from mailbot.smtp_sender import Transport
 from mailbot.store import State, utc_now
 
 
+SETTLE_BATCH = 20  # recorded messages moved on the server with one command
+
+
 @dataclass(frozen=True)
 class Assessment:
     """What the pure stages concluded about one message, before anything is recorded."""
@@ -96,6 +99,7 @@ class Intake:
         self._mbox = settings.mailbox
         self._own = {settings.reply.from_address.lower(), rules.intake.address.lower()}
         self._own |= {a.lower() for a in settings.staff_addresses}
+        self._to_settle: list[tuple[str, int, str]] = []  # (source key, message id, folder)
         self._recovered = False
         self._cycle_sent = SendReport()
 
@@ -128,18 +132,23 @@ class Intake:
         if stored_validity is not None and stored_validity != validity and validity != 0:
             self.log.warning("uidvalidity_changed", source=self.source.name, old=stored_validity,
                              new=validity, hint="refetching; known mail is recognised by Message-ID and hash")
-        for fetched in self.source.fetch_after(stored_validity, last_uid):
-            report.fetched += 1
-            outcome = self.handle(fetched)
-            if outcome is None:
-                report.skipped += 1
-            else:
-                report.recorded += 1
-                report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
-                if outcome == "failed":
-                    report.failed += 1
-            if progress is not None:
-                progress(1)
+        try:
+            for fetched in self.source.fetch_after(stored_validity, last_uid):
+                report.fetched += 1
+                outcome = self.handle(fetched)
+                if outcome is None:
+                    report.skipped += 1
+                else:
+                    report.recorded += 1
+                    report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
+                    if outcome == "failed":
+                        report.failed += 1
+                if len(self._to_settle) >= SETTLE_BATCH:
+                    self.flush_settle()
+                if progress is not None:
+                    progress(1)
+        finally:
+            self.flush_settle()
         if validity != 0:
             # Everything below this UIDNEXT has been handled (or is gone): remember it, so an
             # empty mailbox or one whose new mail was expunged is idle (one STATUS) next time.
@@ -154,7 +163,7 @@ class Intake:
         when it was already recorded (only settled again)."""
         known = self.state.message_at(fetched.source, fetched.uidvalidity, fetched.uid, fetched.key)
         if known is not None:
-            self._settle(fetched.key, known["id"], known["settle_folder"])
+            self._to_settle.append((fetched.key, known["id"], known["settle_folder"]))
             return None
         started = time.monotonic()
         try:
@@ -171,7 +180,7 @@ class Intake:
                       sender=assessment.parsed.from_addr if assessment.parsed else "",
                       arrived_at=fetched.arrived_at.isoformat(), ms=round((time.monotonic() - started) * 1000))
         self.send()
-        self._settle(fetched.key, msg_pk, assessment.folder)
+        self._to_settle.append((fetched.key, msg_pk, assessment.folder))
         return assessment.outcome
 
     # -- pure stages ----------------------------------------------------------------------
@@ -477,17 +486,30 @@ class Intake:
         self._cycle_sent = SendReport(*(a + b for a, b in zip(astuple(self._cycle_sent), astuple(result))))
         return result
 
-    def _settle(self, key: str, msg_pk: int, folder: str) -> None:
-        try:
-            if self._mbox.settle == "flag":
-                self.source.flag(key, "\\Flagged")
-            else:
-                self.source.settle(key, folder)
-        except MailboxError as exc:
-            self.log.warning("settle_failed", message=msg_pk, folder=folder, error=str(exc))
-            return
-        with self.state.transaction():
-            self.state.mark_settled(msg_pk)
+    def flush_settle(self) -> None:
+        """Move (or flag) the recorded messages waiting to be settled: one command per folder,
+        then one transaction marking them.  A failure leaves them for ``settle_pending``."""
+        pending, self._to_settle = self._to_settle, []
+        by_folder: dict[str, list[tuple[str, int]]] = {}
+        for key, msg_pk, folder in pending:
+            by_folder.setdefault(folder, []).append((key, msg_pk))
+        done: list[int] = []
+        for folder, items in by_folder.items():
+            keys = [k for k, _ in items]
+            try:
+                if self._mbox.settle == "flag":
+                    for key in keys:
+                        self.source.flag(key, "\\Flagged")
+                else:
+                    self.source.settle_many(keys, folder)
+            except MailboxError as exc:
+                self.log.warning("settle_failed", messages=[m for _, m in items], folder=folder, error=str(exc))
+                continue
+            done += [m for _, m in items]
+        if done:
+            with self.state.transaction():
+                for msg_pk in done:
+                    self.state.mark_settled(msg_pk)
 
     def settle_pending(self) -> None:
         """Retry moving messages whose record committed but whose move did not happen."""
@@ -497,7 +519,8 @@ class Intake:
                 with self.state.transaction():
                     self.state.mark_settled(row["id"])  # the UID means nothing any more
                 continue
-            self._settle(row["source_key"], row["id"], row["settle_folder"])
+            self._to_settle.append((row["source_key"], row["id"], row["settle_folder"]))
+        self.flush_settle()
 
 
 class _Rollback(Exception):
