@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 # Middle-dot look-alikes written inside minority names (阿依古丽·买买提); NFKC already maps
 # U+FF0E (．) to "." and U+FF65 to U+30FB (・).
@@ -29,6 +30,8 @@ _MAX_PASSES = 4
 
 
 def _drop_invisible(text: str) -> str:
+    if text.isprintable():  # no Cc/Cf characters at all: the common case, no per-character walk
+        return text
     return "".join(
         ch for ch in text if ch.isspace() or unicodedata.category(ch) not in ("Cf", "Cc")
     )
@@ -127,6 +130,11 @@ def match_key(value: str | None, strip_words: Iterable[str] = (), levels: Iterab
     ``match_key("建筑信息模型 (BIM) 职业技能等级证书（中级）", ["职业技能等级证书"], ["中级"])``
     is ``"建筑信息模型bim"``.
     """
+    return _match_key(value or "", tuple(strip_words), tuple(levels))
+
+
+@lru_cache(maxsize=8192)  # program names repeat across rows and forms
+def _match_key(value: str, strip_words: tuple[str, ...], levels: tuple[str, ...]) -> str:
     text = compact(value).casefold()
     for level in levels:
         lv = compact(level).casefold()
