@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import csv
 import datetime as dt
 import io
@@ -21,6 +23,8 @@ from mailbot.errors import FormError, NotAnnex3, UnreadableForm
 from mailbot.form_model import CellValue
 from mailbot.form_reader import REQUIRED_KEYS, match_label, read_annex3
 from mailbot.limits import Limits
+
+FUZZ_EXAMPLES = int(os.environ.get("MAILBOT_FUZZ_EXAMPLES", "60"))  # longer runs: e.g. 2000
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 OFFICIAL_LABELS = dict(zip(("seq", "program", "name", "gender", "position", "email", "id_number", "phone"),
@@ -289,7 +293,7 @@ _VALID_XLSX = make_annex3_xlsx([nominee(1), nominee(2)])
 _VALID_DOCX = make_annex3_docx([nominee(1)])
 
 
-@settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from([_VALID_XLSX, _VALID_DOCX]), st.data())
 def test_mutated_or_truncated_forms_never_crash(original, data):
     raw = bytearray(original)
@@ -302,7 +306,7 @@ def test_mutated_or_truncated_forms_never_crash(original, data):
         pass
 
 
-@settings(max_examples=60, deadline=1000)
+@settings(max_examples=FUZZ_EXAMPLES, deadline=1000)
 @given(st.binary(max_size=2000))
 def test_arbitrary_bytes_never_crash(blob):
     try:

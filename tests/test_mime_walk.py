@@ -3,6 +3,8 @@ cases and fuzzing.  Expected results live beside each message in tests/messages/
 
 from __future__ import annotations
 
+import os
+
 import json
 import subprocess
 import sys
@@ -30,6 +32,8 @@ MESSAGES = Path(__file__).parent / "messages"
 GOLDEN = sorted(p.stem for p in MESSAGES.glob("*.eml"))
 sys.path.insert(0, str(MESSAGES))
 from make_messages import GATE  # noqa: E402
+
+FUZZ_EXAMPLES = int(os.environ.get("MAILBOT_FUZZ_EXAMPLES", "60"))  # longer runs: e.g. 2000
 
 
 def _files(atts: tuple[Attachment, ...]) -> list[dict]:
@@ -219,7 +223,7 @@ def mutated_messages(draw):
     return bytes(raw)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_messages())
 def test_mutated_messages_never_raise_and_finish_quickly(raw):
     t0 = time.monotonic()
@@ -232,7 +236,7 @@ def test_mutated_messages_never_raise_and_finish_quickly(raw):
     assert time.monotonic() - t0 < 5
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(st.binary(max_size=3000))
 def test_random_bytes_never_raise(raw):
     parsed = parse_message(raw)
