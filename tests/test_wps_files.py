@@ -1,0 +1,18 @@
+"""WPS users save Annex 3 as .et (WPS Spreadsheets' own name for a BIFF workbook) or .xls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mailbot.form_reader import read_annex3
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_an_et_file_is_read_by_its_bytes_like_the_xls_it_is() -> None:
+    data = (GOLDEN / "official.lo.xls").read_bytes()
+    as_xls = read_annex3(data, "报名表.xls")
+    as_et = read_annex3(data, "报名表.et")
+    assert as_et.file_format == "xls"
+    assert (as_et.institution, as_et.labels, as_et.rows) == (as_xls.institution, as_xls.labels, as_xls.rows)
+    assert len(as_et.rows) > 0
