@@ -23,7 +23,8 @@ def make_source(settings: Settings) -> MailSource:
         c = settings.imap
         return ImapSource(ImapSettings(host=c.host, port=c.port or (993 if c.tls == "implicit" else 143),
                                        tls=c.tls, user=c.user, password=c.secret(), folder=c.folder,
-                                       timeout=c.timeout, allow_plain_remote=c.allow_plain_remote))
+                                       timeout=c.timeout, allow_plain_remote=c.allow_plain_remote,
+                                       ca_file=str(c.ca_file) if c.ca_file else None))
     return MaildirSource(settings.mailbox.maildir_path)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -51,12 +52,17 @@ class ServerSettings(_Section):
     password_file: Path | None = None
     timeout: float = Field(30.0, gt=0)
     allow_plain_remote: bool = False
+    ca_file: Path | None = Field(None, description="PEM bundle to trust instead of the system CAs")
 
     @model_validator(mode="after")
     def _plain_only_on_loopback(self) -> "ServerSettings":
         if self.tls == "plain" and not self.allow_plain_remote and not _is_loopback(self.host):
             raise ValueError(f"tls = 'plain' is only allowed for loopback hosts, not {self.host!r}")
         return self
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Certificate-verifying TLS context (system CAs, or ``ca_file``)."""
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
     def secret(self) -> str:
         """The password, read from ``password_file`` when set (systemd credentials)."""
@@ -185,8 +191,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
                 section[key] = str(base / value)
 
     fix(data, ("state_dir", "rules", "templates"))
-    for name, keys in (("mailbox", ("maildir_path",)), ("smtp", ("outbox_dir", "password_file")),
-                       ("imap", ("password_file",))):
+    for name, keys in (("mailbox", ("maildir_path",)), ("smtp", ("outbox_dir", "password_file", "ca_file")),
+                       ("imap", ("password_file", "ca_file"))):
         if isinstance(data.get(name), dict):
             fix(data[name], keys)
     return data

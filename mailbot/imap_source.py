@@ -106,10 +106,10 @@ class ImapSource:
         try:
             if s.tls == "implicit":
                 mb: BaseMailBox = MailBox(s.host, s.port, timeout=s.timeout,
-                                          ssl_context=ssl.create_default_context())
+                                          ssl_context=ssl.create_default_context(cafile=s.ca_file))
             elif s.tls == "starttls":
                 mb = MailBoxStartTls(s.host, s.port, timeout=s.timeout,
-                                     ssl_context=ssl.create_default_context())
+                                     ssl_context=ssl.create_default_context(cafile=s.ca_file))
             else:
                 mb = MailBoxUnencrypted(s.host, s.port, timeout=s.timeout)
         except (*NETWORK_ERRORS, imaplib.IMAP4.error, ImapToolsError) as exc:

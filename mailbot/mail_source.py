@@ -113,6 +113,7 @@ class ImapSettings(BaseModel):
     folder: str = Field("INBOX", min_length=1)
     timeout: float = Field(30.0, gt=0, description="seconds for connect and each command")
     allow_plain_remote: bool = False
+    ca_file: str | None = Field(None, description="PEM bundle to trust instead of the system CAs")
     fetch_batch: int = Field(20, gt=0, description="messages per UID FETCH (bounds memory)")
     poll_interval: float = Field(
         5.0, gt=0, description="seconds between STATUS polls when the server lacks IDLE"

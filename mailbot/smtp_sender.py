@@ -8,7 +8,6 @@ blindly (``SendError.unknown``).
 from __future__ import annotations
 
 import smtplib
-import ssl
 from typing import Protocol
 
 from mailbot.config import SmtpConfig
@@ -33,11 +32,11 @@ class SmtpTransport:
         try:
             if c.tls == "implicit":
                 conn: smtplib.SMTP = smtplib.SMTP_SSL(c.host, c.port or 465, timeout=c.timeout,
-                                                     context=ssl.create_default_context())
+                                                     context=c.tls_context())
             else:
                 conn = smtplib.SMTP(c.host, c.port or (587 if c.tls == "starttls" else 25), timeout=c.timeout)
                 if c.tls == "starttls":
-                    conn.starttls(context=ssl.create_default_context())
+                    conn.starttls(context=c.tls_context())
             if c.user:
                 conn.login(c.user, c.secret())
         except smtplib.SMTPAuthenticationError as exc:

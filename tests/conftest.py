@@ -63,3 +63,20 @@ def smtp_sink() -> Iterator[SmtpSink]:
         yield sink
     finally:
         sink.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot_tls() -> Iterator[DovecotServer]:
+    """A second session Dovecot with TLS: STARTTLS on ``.port``, implicit TLS on ``.tls_port``;
+    its self-signed certificate is ``.cert_path``."""
+    if os.environ.get("MAILBOT_SKIP_SERVERS") == "1":
+        pytest.skip("MAILBOT_SKIP_SERVERS=1")
+    try:
+        server = DovecotServer(tls=True)
+        server.start()
+    except (ServerUnavailable, OSError) as exc:
+        _unavailable("Dovecot (TLS)", exc)
+    try:
+        yield server
+    finally:
+        server.cleanup()

@@ -80,6 +80,21 @@ class ImapAccount:
     password: str
 
 
+def make_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for ``host`` (IP SAN): (cert.pem, key.pem)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if not cert.exists():
+        openssl = _which("openssl")
+        if openssl is None:
+            raise ServerUnavailable("openssl not found; run scripts/install-test-deps")
+        subprocess.run(
+            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={host}",
+             "-addext", f"subjectAltName=IP:{host}", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True, timeout=60)
+        key.chmod(0o644)  # the Dovecot login process reads it as the mail user in these tests
+    return cert, key
+
+
 @dataclass
 class DovecotServer:
     """A throwaway Dovecot 2.3 on 127.0.0.1; plaintext auth, Maildir, passwd-file users."""
@@ -87,6 +102,8 @@ class DovecotServer:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mailbot-dovecot-")))
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
+    tls: bool = False  # STARTTLS on ``port`` and implicit TLS on ``tls_port`` with ``cert_path``
+    tls_port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
         self.dovecot_path = _which("dovecot")
@@ -113,6 +130,10 @@ class DovecotServer:
         # so users added to one shared file within that second would fail to log in.
         self.users_path.mkdir(exist_ok=True)
         self.users_path.chmod(0o755)
+        self.cert_path: Path | None = None
+        self.key_path: Path | None = None
+        if self.tls:
+            self.cert_path, self.key_path = make_certificate(self.root)
         self._write_config()
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -132,7 +153,7 @@ log_path = {self.log_path}
 info_log_path = {self.log_path}
 protocols = imap
 listen = {self.host}
-ssl = no
+{f"ssl = yes{chr(10)}ssl_cert = <{self.cert_path}{chr(10)}ssl_key = <{self.key_path}" if self.tls else "ssl = no"}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -158,7 +179,8 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {self.host}
+    port = {self.tls_port if self.tls else 0}{chr(10) + "    ssl = yes" if self.tls else ""}
   }}
 }}
 protocol imap {{
@@ -426,7 +448,9 @@ class SmtpSink:
     accepted ones, in order.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, tls: str = "none",
+                 cert: tuple[Path, Path] | None = None) -> None:
+        """``tls``: "none", "starttls" (required) or "implicit", with ``cert`` = (cert, key)."""
         self.host = host
         self.port = port or free_port()
         self.messages: list[ReceivedMail] = []
@@ -434,7 +458,16 @@ class SmtpSink:
         self._faults: list[tuple[str, int]] = []  # ("fail"|"reject"|"drop", code) per message
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
-        self._controller = Controller(_SinkHandler(self), hostname=host, port=self.port)
+        params: dict = {}
+        if tls != "none":
+            import ssl
+
+            assert cert is not None, "TLS needs a certificate"
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(cert[0]), str(cert[1]))
+            params = {"ssl_context": context} if tls == "implicit" else \
+                {"tls_context": context, "require_starttls": True}
+        self._controller = Controller(_SinkHandler(self), hostname=host, port=self.port, **params)
 
     def start(self) -> SmtpSink:
         self._controller.start()
