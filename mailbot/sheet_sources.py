@@ -230,7 +230,7 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int) -> Source:
                              f"zip container is not a workbook or Word document ({kind})")
     keep = {
         "xlsx": xlsx_inspect.is_worksheet,
-        "ods": lambda n: n == "META-INF/manifest.xml",
+        "ods": lambda n: n in ("META-INF/manifest.xml", "content.xml"),
         "docx": lambda n: False,
         "xlsb": lambda n: False,
     }[kind]
@@ -239,8 +239,10 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int) -> Source:
         for name, xml in kept.items():
             xlsx_inspect.check_sheet_area(name, xml, max_sheet_cells=MAX_SHEET_CELLS)
         xlsx_inspect.check_formula_values(kept)
-    if kind == "ods" and b"encryption-data" in kept.get("META-INF/manifest.xml", b""):
-        raise UnreadableForm("encrypted", ENCRYPTED_MESSAGE, "ODF package with encrypted members")
+    if kind == "ods":
+        if b"encryption-data" in kept.get("META-INF/manifest.xml", b""):
+            raise UnreadableForm("encrypted", ENCRYPTED_MESSAGE, "ODF package with encrypted members")
+        xlsx_inspect.check_ods_area(kept.get("content.xml", b""), max_sheet_cells=MAX_SHEET_CELLS)
     if kind == "docx":
         return _load_docx(data, limits, head_rows)
     return _load_calamine(data, kind, limits, head_rows)

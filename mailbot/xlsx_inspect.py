@@ -1,15 +1,19 @@
-"""Checks on the worksheet XML of an xlsx/xlsm before a reader loads it.
+"""Checks on the sheet XML of an xlsx/xlsm (and the content.xml of an ods) before a reader loads it.
 
 * the cell bounding box of each sheet (readers allocate it densely: two far-apart cells would
   exhaust memory), and
 * formulas without cached values (written by a library, never opened in Excel/WPS): reading
   them would silently yield empty cells.
 
-Parsing uses defusedxml; the members were already size-checked by ``archive_safety``.
+The bounding box is found by scanning start tags (fast on big sheets), positioning cells the way
+a reader does: by their ``r`` reference, else one column right of the previous cell (xlsx), and
+by the ``number-rows-repeated`` / ``number-columns-repeated`` counts (ods).  Formulas are read
+with defusedxml; the members were already size-checked by ``archive_safety``.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import re
 from xml.etree.ElementTree import ParseError
@@ -24,41 +28,128 @@ FORMULA_MESSAGE = (
     "表格中的公式没有计算结果（文件可能由程序生成、未在 Excel 中打开过），"
     "请用 Excel 或 WPS 打开该文件、保存后重新发送"
 )
-_REF_RE = re.compile(rb'\sr="([A-Z]{1,3})([0-9]{1,7})"')
 _FORMULA_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?f[\s>/]")
+
+
+def _tag_re(*names: bytes) -> re.Pattern[bytes]:
+    """A tag with one of ``names`` (any prefix): "/" if closing, its local name, its attributes,
+    "/" if empty.  "<" never occurs inside a tag (XML forbids it in attribute values), which
+    keeps the scan linear on hostile bytes."""
+    alternatives = b"|".join(re.escape(n) for n in names)
+    return re.compile(
+        rb"<(/?)(?:[A-Za-z_][\w.-]*:)?(" + alternatives + rb")(?=[\s/>])"
+        rb"""((?:[^<>"']|"[^<"]*"|'[^<']*')*?)(/?)>"""
+    )
+
+
+_XLSX_TAG_RE = _tag_re(b"row", b"c")
+_ODS_TAG_RE = _tag_re(b"table", b"table-row", b"table-cell", b"covered-table-cell")
+_ATTR_RE = re.compile(rb"""(?:^|\s)(?:[A-Za-z_][\w.-]*:)?([A-Za-z][\w.-]*)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+_CELL_REF_RE = re.compile(r"\$?([A-Za-z]{1,3})\$?([0-9]{1,7})")
 
 
 def is_worksheet(name: str) -> bool:
     return name.startswith("xl/worksheets/") and name.endswith(".xml")
 
 
-def _col_number(letters: bytes) -> int:
+def _col_number(letters: str) -> int:
     n = 0
-    for ch in letters:
-        n = n * 26 + ch - 64
+    for ch in letters.upper():
+        n = n * 26 + ord(ch) - 64
     return n
 
 
+def _attrs(raw: bytes) -> dict[bytes, str]:
+    """Attributes by local name, character references resolved (``&#88;`` is ``X`` to a reader)."""
+    out: dict[bytes, str] = {}
+    for m in _ATTR_RE.finditer(raw):
+        value = (m.group(2) if m.group(2) is not None else m.group(3)).decode("utf-8", "replace")
+        out[m.group(1)] = html.unescape(value) if "&" in value else value
+    return out
+
+
+def _int_attr(attrs: dict[bytes, str], key: bytes, default: int) -> int:
+    value = attrs.get(key, "").strip()
+    return int(value) if value.isdigit() and len(value) <= 9 else default
+
+
+class _Box:
+    """The bounding box of the cells seen so far in one sheet."""
+
+    def __init__(self) -> None:
+        self.rows: tuple[int, int] | None = None
+        self.cols: tuple[int, int] | None = None
+
+    def add(self, row1: int, row2: int, col1: int, col2: int) -> None:
+        self.rows = (row1, row2) if self.rows is None else (min(self.rows[0], row1), max(self.rows[1], row2))
+        self.cols = (col1, col2) if self.cols is None else (min(self.cols[0], col1), max(self.cols[1], col2))
+
+    @property
+    def area(self) -> int:
+        if self.rows is None or self.cols is None:
+            return 0
+        return (self.rows[1] - self.rows[0] + 1) * (self.cols[1] - self.cols[0] + 1)
+
+
+def _too_large(name: str, area: int, max_sheet_cells: int) -> UnreadableForm:
+    return UnreadableForm(
+        "sheet_too_large", SHEET_TOO_LARGE_MESSAGE,
+        f"{name}: cell bounding box of {area} cells exceeds {max_sheet_cells}",
+    )
+
+
 def check_sheet_area(name: str, xml: bytes, *, max_sheet_cells: int) -> None:
-    """Raise ``sheet_too_large`` when the cells' bounding box exceeds ``max_sheet_cells``."""
-    cols: set[bytes] = set()
-    min_row = max_row = 0
-    for col, row in _REF_RE.findall(xml):
-        cols.add(col)
-        r = int(row)
-        if not min_row or r < min_row:
-            min_row = r
-        if r > max_row:
-            max_row = r
-    if not cols:
-        return
-    numbers = [_col_number(c) for c in cols]
-    area = (max_row - min_row + 1) * (max(numbers) - min(numbers) + 1)
-    if area > max_sheet_cells:
-        raise UnreadableForm(
-            "sheet_too_large", SHEET_TOO_LARGE_MESSAGE,
-            f"{name}: cell bounding box of {area} cells exceeds {max_sheet_cells}",
-        )
+    """Raise ``sheet_too_large`` when the cells' bounding box of an xlsx worksheet exceeds
+    ``max_sheet_cells``.  A cell without ``r`` sits right of the previous one, in the row given by
+    its ``<row r>`` (else the next row): readers place it there."""
+    box = _Box()
+    row = col = cells = 0
+    for m in _XLSX_TAG_RE.finditer(xml):
+        closing, tag, raw_attrs = m.group(1), m.group(2), m.group(3)
+        if closing:
+            continue
+        attrs = _attrs(raw_attrs)
+        if tag == b"row":
+            row = _int_attr(attrs, b"r", row + 1)
+            col = 0
+            continue
+        cells += 1
+        ref = _CELL_REF_RE.fullmatch(attrs.get(b"r", "").strip())
+        if ref:
+            col, cell_row = _col_number(ref.group(1)), int(ref.group(2))
+        else:
+            col, cell_row = col + 1, max(row, 1)
+        box.add(cell_row, cell_row, col, col)
+        if cells > max_sheet_cells or box.area > max_sheet_cells:
+            raise _too_large(name, max(box.area, cells), max_sheet_cells)
+
+
+def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> None:
+    """Raise ``sheet_too_large`` when the cells with content in any table of an ods
+    ``content.xml`` span more than ``max_sheet_cells``, counting repeated rows and columns."""
+    box = _Box()
+    table = ""
+    row = col = row_repeat = 0
+    for m in _ODS_TAG_RE.finditer(xml):
+        closing, tag, raw_attrs, empty = m.group(1), m.group(2), m.group(3), m.group(4)
+        if tag == b"table" and not closing:
+            box, table, row = _Box(), _attrs(raw_attrs).get(b"name", ""), 0
+        elif tag == b"table-row":
+            if closing:
+                row += row_repeat
+                continue
+            row_repeat = max(_int_attr(_attrs(raw_attrs), b"number-rows-repeated", 1), 1)
+            col = 0
+            if empty:
+                row += row_repeat
+        elif not closing:  # table-cell, covered-table-cell
+            attrs = _attrs(raw_attrs)
+            span = max(_int_attr(attrs, b"number-columns-repeated", 1), 1)
+            if not empty or b"value-type" in attrs:
+                box.add(row, row + row_repeat - 1, col, col + span - 1)
+                if box.area > max_sheet_cells:
+                    raise _too_large(f"content.xml table {table!r}", box.area, max_sheet_cells)
+            col += span
 
 
 def count_formulas(name: str, xml: bytes) -> tuple[int, int]:

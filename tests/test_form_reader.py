@@ -267,6 +267,108 @@ def test_two_far_apart_cells_do_not_exhaust_memory():
     assert err.value.code == "sheet_too_large"
 
 
+def xlsx_with_sheet_xml(sheet_data: str) -> bytes:
+    """A minimal xlsx whose one worksheet holds ``sheet_data`` (the inside of <sheetData>)."""
+    ns = "http://schemas.openxmlformats.org"
+    members = {
+        "[Content_Types].xml": f'<Types xmlns="{ns}/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/xl/workbook.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+        '<Override PartName="/xl/worksheets/sheet1.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>',
+        "_rels/.rels": f'<Relationships xmlns="{ns}/package/2006/relationships"><Relationship Id="r1" '
+        f'Type="{ns}/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>',
+        "xl/workbook.xml": f'<workbook xmlns="{ns}/spreadsheetml/2006/main" '
+        f'xmlns:r="{ns}/officeDocument/2006/relationships"><sheets><sheet name="S" sheetId="1" r:id="r1"/>'
+        "</sheets></workbook>",
+        "xl/_rels/workbook.xml.rels": f'<Relationships xmlns="{ns}/package/2006/relationships"><Relationship '
+        f'Id="r1" Type="{ns}/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/>'
+        "</Relationships>",
+        "xl/worksheets/sheet1.xml": f'<worksheet xmlns="{ns}/spreadsheetml/2006/main"><sheetData>'
+        f"{sheet_data}</sheetData></worksheet>",
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+def ods_with_rows(rows_xml: str) -> bytes:
+    """A minimal ods whose one table holds ``rows_xml`` (table:table-row elements)."""
+    content = (
+        '<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
+        f'<office:body><office:spreadsheet><table:table table:name="S">{rows_xml}</table:table>'
+        "</office:spreadsheet></office:body></office:document-content>"
+    )
+    manifest = (
+        '<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0">'
+        '<manifest:file-entry manifest:full-path="/" '
+        'manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/></manifest:manifest>'
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        zf.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
+        zf.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def ods_row(*texts: str, repeated: int = 1) -> str:
+    cells = "".join(f'<table:table-cell office:value-type="string"><text:p>{t}</text:p></table:table-cell>'
+                    for t in texts)
+    return f'<table:table-row table:number-rows-repeated="{repeated}">{cells}</table:table-row>'
+
+
+def test_xlsx_cells_without_references_are_placed_where_a_reader_puts_them():
+    far_row = '<row r="1000000">' + "<c><v>1</v></c>" * 150 + "</row>"
+    data = xlsx_with_sheet_xml('<row r="1"><c t="inlineStr"><is><t>姓名</t></is></c></row>' + far_row)
+    started = time.process_time()
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(data, "f.xlsx")
+    assert err.value.code == "sheet_too_large"
+    assert time.process_time() - started < 0.5
+
+
+@pytest.mark.parametrize("far_cell", ["<c r='XFD1048576'><v>1</v></c>", '<c r="&#88;FD1048576"><v>1</v></c>',
+                                      '<c s=">" r="XFD1048576"><v>1</v></c>'])
+def test_xlsx_cell_references_are_read_as_an_xml_reader_reads_them(far_cell):
+    data = xlsx_with_sheet_xml(f'<row r="1"><c r="A1"><v>1</v></c></row><row r="1048576">{far_cell}</row>')
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(data, "f.xlsx")
+    assert err.value.code == "sheet_too_large"
+
+
+def test_ods_repeated_rows_spanning_a_huge_area_are_refused_before_reading():
+    far = ('<table:table-row><table:table-cell table:number-columns-repeated="200"/>'
+           '<table:table-cell office:value-type="string"><text:p>x</text:p></table:table-cell></table:table-row>')
+    data = ods_with_rows(ods_row("姓名") + '<table:table-row table:number-rows-repeated="300000">'
+                         "<table:table-cell/></table:table-row>" + far)
+    started = time.process_time()
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(data, "f.ods")
+    assert err.value.code == "sheet_too_large"
+    assert time.process_time() - started < 0.5
+
+
+def test_ods_with_the_empty_rows_libreoffice_writes_after_the_table_is_read():
+    person = nominee(1)
+    trailing = ('<table:table-row table:number-rows-repeated="1048570"><table:table-cell '
+                'table:style-name="ce1" table:number-columns-repeated="1024"/></table:table-row>')
+    data = ods_with_rows(
+        ods_row(*OFFICIAL_HEADER)
+        + ods_row(str(person.seq), person.program, person.name, person.gender, person.position, person.email,
+                  person.id_number, person.phone)
+        + trailing
+    )
+    reading = read_annex3(data, "附件3.ods")
+    assert (reading.file_format, names(reading)) == ("ods", ["张三"])
+
+
 # --------------------------------------------------------------------------- limits and speed
 
 def test_ten_thousand_rows_read_within_the_limit_and_quickly():
