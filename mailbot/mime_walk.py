@@ -103,11 +103,10 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
             pass
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    loose = data.decode("utf-8", errors="replace")
-    if loose.count("\ufffd") <= 2 and len(loose) > 8 and codec is None:
-        return loose
+    except UnicodeDecodeError as exc:
+        cut_at_end = exc.reason == "unexpected end of data"
+    if cut_at_end and codec is None:
+        return data.decode("utf-8", errors="replace")
     try:
         return data.decode("gb18030")
     except UnicodeDecodeError:
@@ -430,6 +429,7 @@ _SIGNATURE_TYPES = {
     "application/pgp-signature", "application/pkcs7-signature",
     "application/x-pkcs7-signature", "application/pgp-keys",
 }  # fmt: skip
+_MESSAGE_TYPES = {"message/rfc822", "message/global"}  # forwarded messages (RFC 2046, RFC 6532)
 _JUNK_MEMBERS = re.compile(r"(^|/)(__MACOSX/|\._|\.DS_Store$|Thumbs\.db$|desktop\.ini$)", re.I)
 
 _F_TOO_LARGE = "attachment_too_large"
@@ -680,7 +680,13 @@ class _Walker:
         self.check_time()
         ctype = _content_type(part)
         payload = part.get_payload()
-        if ctype == "message/rfc822" and isinstance(payload, list):
+        if ctype in _MESSAGE_TYPES and isinstance(payload, list):
+            encoded = _transfer_encoded_message(part, payload)
+            if encoded is not None:
+                counter[0] += 1
+                self.take_file(encoded, attachment_filename(part), ctype, prefix,
+                               f"{prefix}attachment {counter[0]}", nest)  # fmt: skip
+                return
             counter[0] += 1
             if not self.count_file():
                 return
@@ -753,8 +759,8 @@ class _Walker:
             return
         kind = _sniff(data, filename)
         ext = _ext(filename)
-        if ctype == "message/rfc822" or (kind == "eml" and ext in (".eml", "") and \
-                ctype in ("message/rfc822", "application/octet-stream", "text/plain")):
+        if ctype in _MESSAGE_TYPES or (kind == "eml" and ext in (".eml", "") and
+                                       ctype in ("application/octet-stream", "text/plain")):
             self.open_message(data, label, prefix, origin, nest)
             return
         if kind in _FORM_KINDS:
@@ -974,6 +980,26 @@ def _referenced_cids(msg: Message) -> set[str]:
             for m in _CID_RE.finditer(html.decode("ascii", "replace")):
                 cids.add(_normalise_msgid(m.group(1).replace("%40", "@")))
     return cids
+
+
+def _transfer_encoded_message(part: Message, payload: list[Message]) -> bytes | None:
+    """The decoded bytes of a forwarded message sent base64 or quoted-printable (RFC 2046
+    forbids it; some clients do it anyway), which the parser leaves as the body of a header-less
+    sub-message (quoted-printable ones parse with mangled bodies); None for a forwarded message
+    sent as it should be."""
+    encoding = str(part.get("Content-Transfer-Encoding") or "").strip().lower()
+    if encoding not in ("base64", "quoted-printable") or not payload:
+        return None
+    try:
+        raw = payload[0].as_bytes(policy=email_policy.compat32)
+    except Exception:  # noqa: BLE001 - email's generator on a hostile tree
+        return None
+    if encoding == "quoted-printable":
+        return quopri.decodestring(raw)
+    try:
+        return binascii.a2b_base64(re.sub(rb"[^A-Za-z0-9+/=]", b"", raw))
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _payload_bytes(part: Message, max_bytes: int) -> bytes | None:

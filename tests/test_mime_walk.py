@@ -115,6 +115,33 @@ def test_encoded_words_split_mid_character_are_joined():
     assert decode_words(split) == "附件"
 
 
+def test_a_raw_8bit_gbk_header_with_one_chinese_character_is_decoded_as_gbk():
+    raw = b"From: a@b.cn\r\nSubject: " + "Re: 表 for the 2020 form".encode("gbk") + b"\r\n\r\nx"
+    assert parse_message(raw).subject == "Re: 表 for the 2020 form"
+
+
+def test_utf8_cut_at_the_end_stays_utf8_even_when_short():
+    import base64
+
+    cut = "附件3报名表".encode("utf-8")[:-1]
+    assert decode_words(f"=?unknown?B?{base64.b64encode(cut).decode()}?=") == "附件3报名\ufffd"
+
+
+@pytest.mark.parametrize("encoding", ["base64", "quoted-printable"])
+def test_a_forwarded_message_sent_transfer_encoded_is_opened(encoding):
+    import base64
+    import quopri
+
+    inner = (b"From: x@y.cn\r\nSubject: fwd\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n"
+             b"--i\r\nContent-Type: application/pdf; name=scan.pdf\r\nContent-Transfer-Encoding: base64"
+             b"\r\n\r\n" + base64.encodebytes(b"%PDF-1.4 " + b"x" * 20_000) + b"--i--\r\n")
+    body = base64.encodebytes(inner) if encoding == "base64" else quopri.encodestring(inner)
+    raw = (b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n'
+           b"Content-Transfer-Encoding: " + encoding.encode() + b"\r\n\r\n" + body + b"\r\n--b--\r\n")
+    parts = find_attachments(parse_message(raw))
+    assert [(s.filename, s.origin) for s in parts.scans] == [("scan.pdf", "forwarded message > attachment 1")]
+
+
 def test_filename_falls_back_to_content_type_name():
     msg = parse_message(
         b"Content-Type: application/vnd.ms-excel; name=\"=?utf-8?B?5oql5ZCNLnhscw==?=\"\r\n\r\nx"
