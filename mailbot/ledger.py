@@ -89,6 +89,9 @@ class SeatLedger:
         self.capacities = dict(capacities)
         self.rules_version = rules_version
         self.actor = actor
+        # Seated count per program, kept only while one apply_submission runs (inside its
+        # transaction, which holds the write lock); None outside.
+        self._seated: dict[str, int] | None = None
 
     # -- queries --------------------------------------------------------------------------
     def _active_for_institution(self, institution_key: str) -> dict[str, dict[str, Any]]:
@@ -104,21 +107,34 @@ class SeatLedger:
         return rows[0] if rows else None
 
     def seated_count(self, program: str) -> int:
-        return next(self.state.query(
-            "SELECT count(*) AS n FROM nominees WHERE program = ? AND status = 'seated'", [program]))["n"]
+        cache = self._seated
+        if cache is not None and program in cache:
+            return cache[program]
+        n = int(self.db.conn.execute(
+            "SELECT count(*) FROM nominees WHERE program = ? AND status = 'seated'", [program]).fetchone()[0])
+        if cache is not None:
+            cache[program] = n
+        return n
 
     def waiting_position(self, nominee: int) -> int | None:
-        row = next(self.state.query("SELECT * FROM nominees WHERE id = ?", [nominee]))
-        if row["status"] != "waiting":
-            return None
-        ahead = next(self.state.query(
-            "SELECT count(*) AS n FROM nominees WHERE program = ? AND status = 'waiting' AND "
-            "(requested_at, request_uid, request_row, id) < (?, ?, ?, ?)",
-            [row["program"], row["requested_at"], row["request_uid"], row["request_row"], row["id"]]))["n"]
-        return int(ahead) + 1
+        return self._standing(nominee)[1]
 
     def status_of(self, nominee: int) -> str:
         return next(self.state.query("SELECT status FROM nominees WHERE id = ?", [nominee]))["status"]
+
+    def _standing(self, nominee: int) -> tuple[str, int | None]:
+        """(status, 1-based waiting position or None) of one nominee: one read, plus a count
+        when waiting."""
+        status, program, requested_at, uid, row = self.db.conn.execute(
+            "SELECT status, program, requested_at, request_uid, request_row FROM nominees WHERE id = ?",
+            [nominee]).fetchone()
+        if status != "waiting":
+            return status, None
+        ahead = self.db.conn.execute(
+            "SELECT count(*) FROM nominees WHERE program = ? AND status = 'waiting' AND "
+            "(requested_at, request_uid, request_row, id) < (?, ?, ?, ?)",
+            [program, requested_at, uid, row, nominee]).fetchone()[0]
+        return status, int(ahead) + 1
 
     def program_summary(self) -> list[dict[str, Any]]:
         """Seats per program: capacity, seated, waiting (for the digest)."""
@@ -135,6 +151,8 @@ class SeatLedger:
     def _set_status(self, nominee: dict[str, Any], status: str, *, why: str, message: int | None) -> None:
         self.db.execute("UPDATE nominees SET status = ?, updated_at = ? WHERE id = ?",
                         [status, utc_now(), nominee["id"]])
+        if self._seated is not None:  # the row's status may be newer than ``nominee``: recount
+            self._seated.pop(nominee["program"], None)
         self._event(f"nominee_{status}", {"from": nominee["status"], "to": status, "why": why,
                                           "program": nominee["program"], "id": nominee["id_masked"]},
                     message=message, nominee=nominee["id"])
@@ -148,6 +166,8 @@ class SeatLedger:
             "request_uid": uid, "request_row": req.row, "message": message,
             "form_row": req.form_row, "sender": sender, "updated_at": utc_now(),
         })
+        if status == "seated" and self._seated is not None and req.program in self._seated:
+            self._seated[req.program] += 1
         self._event(f"nominee_{status}", {"from": None, "to": status, "why": why,
                                           "program": req.program, "id": req.id_masked},
                     message=message, nominee=pk)
@@ -178,6 +198,18 @@ class SeatLedger:
         form (a person whose row needs correction keeps the seat they already have).
         An empty ``present_ids`` replaces nothing (an empty form is not a withdrawal).
         """
+        self._seated = {}
+        try:
+            return self._apply(institution_key=institution_key, institution=institution,
+                               requests=requests, present_ids=present_ids, message=message,
+                               arrived_at=arrived_at, uid=uid, sender=sender)
+        finally:
+            self._seated = None
+
+    def _apply(
+        self, *, institution_key: str, institution: str, requests: list[SeatRequest],
+        present_ids: set[str], message: int, arrived_at: str, uid: int, sender: str,
+    ) -> SubmissionResult:
         result = SubmissionResult()
         touched: set[str] = set()
         active = self._active_for_institution(institution_key)
@@ -237,9 +269,9 @@ class SeatLedger:
             if pk is None:
                 result.placements.append(Placement(req, "conflict", None, note))
                 continue
-            status = self.status_of(pk)
+            status, position = self._standing(pk)
             if status == "conflict":
                 result.placements.append(Placement(req, "conflict", None, note, pk))
             else:
-                result.placements.append(Placement(req, status, self.waiting_position(pk), note, pk))  # type: ignore[arg-type]
+                result.placements.append(Placement(req, status, position, note, pk))  # type: ignore[arg-type]
         return result

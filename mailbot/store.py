@@ -204,6 +204,8 @@ class State:
         os.chmod(self.dir, 0o700)
         self.path = db_path or state_dir / "mailbot.db"
         self._insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._in_transaction = False
+        self._chain_head: str | None = None  # last event hash, only while in transaction()
         try:
             _ensure_private_file(self.path)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
@@ -229,6 +231,7 @@ class State:
             raise StateError(f"no state database at {db_path}")
         self = cls.__new__(cls)
         self._insert_sql = {}
+        self._in_transaction, self._chain_head = False, None
         self.dir = db_path.parent
         self.path = db_path
         try:
@@ -266,6 +269,9 @@ class State:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StateError(f"state database busy or unusable: {exc}") from exc
+        # The event chain head is read once per transaction and then carried along: inside
+        # BEGIN IMMEDIATE no other connection can append an event.
+        self._in_transaction, self._chain_head = True, None
         try:
             yield self.db
         except sqlite3.OperationalError as exc:
@@ -280,6 +286,8 @@ class State:
             except sqlite3.Error as exc:
                 self._rollback()
                 raise StateError(f"commit failed: {exc}") from exc
+        finally:
+            self._in_transaction, self._chain_head = False, None
 
     def _rollback(self) -> None:
         """Roll back if a transaction is still open (SQLite already rolled back after some
@@ -330,16 +338,21 @@ class State:
     def add_event(self, kind: str, detail: dict[str, Any], *, actor: str, rules_version: str,
                   message: int | None = None, nominee: int | None = None) -> int:
         """Append one event to the hash-chained log (call inside a transaction)."""
-        last = list(self.query("SELECT hash FROM events ORDER BY id DESC LIMIT 1"))
-        prev = last[0]["hash"] if last else ""
+        prev = self._chain_head
+        if prev is None:
+            last = self.db.conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+            prev = last[0] if last else ""
         at = utc_now()
         body = json.dumps(detail, ensure_ascii=False, sort_keys=True)
         digest = hashlib.sha256(
             "\x1f".join([prev, at, actor, rules_version, str(message), str(nominee), kind, body]).encode()
         ).hexdigest()
-        return self.insert("events", {
+        pk = self.insert("events", {
             "at": at, "actor": actor, "rules_version": rules_version, "message": message,
             "nominee": nominee, "kind": kind, "detail": body, "prev_hash": prev, "hash": digest})
+        if self._in_transaction:
+            self._chain_head = digest  # we hold the write lock: nobody else appends until COMMIT
+        return pk
 
     def verify_event_chain(self) -> tuple[bool, int]:
         """Recompute the event hash chain; returns (ok, events checked)."""
@@ -378,8 +391,12 @@ class State:
     def message_at(self, source: str, uidvalidity: int, uid: int, key: str = "") -> dict[str, Any] | None:
         """The message already recorded at this place in the mailbox: by UID for IMAP, by the
         source's own key for Maildir and replays (uidvalidity 0)."""
+        # The literal uidvalidity conditions let SQLite use the partial unique indexes
+        # (messages_imap_uid / messages_local_key); without them every lookup scanned the table.
         if uidvalidity:
-            sql, args = "SELECT * FROM messages WHERE source = ? AND uidvalidity = ? AND uid = ?", [source, uidvalidity, uid]
+            sql = ("SELECT * FROM messages WHERE source = ? AND uidvalidity = ? AND uid = ? "
+                   "AND uidvalidity != 0")
+            args: list[Any] = [source, uidvalidity, uid]
         else:
             sql, args = "SELECT * FROM messages WHERE source = ? AND uidvalidity = 0 AND source_key = ?", [source, key]
         rows = list(self.query(sql, args))
