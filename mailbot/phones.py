@@ -21,11 +21,22 @@ def _parse(text: str) -> phonenumbers.PhoneNumber | None:
         return None
 
 
+# National prefixes (carrier/IP-dialling codes) that ``parse`` may strip from a CN number, and
+# the start of CN's international prefix: numbers starting so go through ``parse``.
+_CN_PARSE_PREFIXES = ("11", "12", "179")
+
+
 def is_mainland_mobile(number: str) -> bool:
     """True for a valid 11-digit mainland mobile (``number`` normalised, no +86)."""
     if len(number) != 11 or not number.isascii() or not number.isdigit() or number[0] != "1":
         return False
-    parsed = _parse(number)
+    if number.startswith(_CN_PARSE_PREFIXES):
+        parsed = _parse(number)
+    else:
+        # What ``parse(number, "CN")`` returns for 11 plain digits starting 1 that no CN
+        # prefix rule can strip: country code 86, the digits as the national number.  Built
+        # directly, it costs a tenth of the parse (one per nominee row).
+        parsed = phonenumbers.PhoneNumber(country_code=86, national_number=int(number))
     return (
         parsed is not None
         and parsed.country_code == 86

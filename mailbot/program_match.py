@@ -10,7 +10,6 @@ what was written (``浙江工业大学建筑信息模型（BIM）师资班``) an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from rapidfuzz import fuzz, process
 
@@ -42,8 +41,24 @@ class _Index:
     choices: tuple[tuple[str, str], ...]  # (key, program key) for fuzzy suggestions
 
 
-@lru_cache(maxsize=8)
+_INDEXES: dict[int, tuple[CampaignRules, _Index]] = {}  # id(rules) -> (rules, its index)
+
+
 def _index(rules: CampaignRules) -> _Index:
+    """The match index of ``rules``, built once per rules object.  Looked up by identity: the
+    rules are frozen, and hashing the whole pydantic model (as ``lru_cache`` did) on every row
+    cost more than the match itself.  The entry keeps ``rules`` alive, so its id stays its own."""
+    hit = _INDEXES.get(id(rules))
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    if len(_INDEXES) >= 8:
+        _INDEXES.clear()
+    index = _build_index(rules)
+    _INDEXES[id(rules)] = (rules, index)
+    return index
+
+
+def _build_index(rules: CampaignRules) -> _Index:
     pm = rules.program_matching
 
     def key(text: str) -> str:
