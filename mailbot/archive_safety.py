@@ -42,23 +42,45 @@ def _bomb(detail: str) -> UnreadableForm:
     return UnreadableForm("zip_bomb", _MSG_TOO_BIG, detail)
 
 
+def _directory_entries(data: bytes) -> int:
+    """An upper bound on the central-directory entries ``zipfile`` would parse: each starts with
+    ``PK\\1\\2`` and sits before the end-of-central-directory record."""
+    end = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))
+    return data.count(b"PK\x01\x02", 0, end if end >= 0 else len(data))
+
+
+def open_zip(data: bytes, limits: Limits) -> zipfile.ZipFile:
+    """Open ``data`` as a zip, refusing more than ``limits.max_zip_members`` entries before
+    ``zipfile`` builds one object per entry (25 MB of empty entries would cost 300 MB).
+
+    Raises ``UnreadableForm`` with code ``corrupt`` or ``too_many_members``.
+    """
+    entries = _directory_entries(data)
+    if entries > limits.max_zip_members:
+        raise _too_many_members(entries, limits)
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
+            NotImplementedError, UnicodeDecodeError) as exc:
+        raise UnreadableForm("corrupt", _MSG_DAMAGED, f"not a readable zip container: {exc}") from exc
+
+
+def _too_many_members(count: int, limits: Limits) -> UnreadableForm:
+    return UnreadableForm(
+        "too_many_members", _MSG_TOO_BIG, f"zip has {count} members, limit {limits.max_zip_members}"
+    )
+
+
 def open_checked_zip(data: bytes, limits: Limits) -> zipfile.ZipFile:
     """Open ``data`` as a zip after checking its directory against ``limits``.
 
     Raises ``UnreadableForm`` with code ``corrupt`` (not a readable zip), ``too_many_members`` or
     ``zip_bomb`` (declared sizes or ratio beyond the limits).
     """
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
-            NotImplementedError, UnicodeDecodeError) as exc:
-        raise UnreadableForm("corrupt", _MSG_DAMAGED, f"not a readable zip container: {exc}") from exc
+    zf = open_zip(data, limits)
+    infos = zf.infolist()
     if len(infos) > limits.max_zip_members:
-        raise UnreadableForm(
-            "too_many_members", _MSG_TOO_BIG,
-            f"zip has {len(infos)} members, limit {limits.max_zip_members}",
-        )
+        raise _too_many_members(len(infos), limits)
     declared = sum(i.file_size for i in infos)
     compressed = sum(i.compress_size for i in infos)
     if declared > limits.max_uncompressed_bytes:
@@ -145,18 +167,24 @@ def scan_members(
     return kept
 
 
-def read_member(zf: zipfile.ZipFile, name: str, limits: Limits) -> bytes:
-    """Read one member (by normalised name) with the same size and DTD checks."""
-    for info in zf.infolist():
-        if info.filename.replace("\\", "/") == name:
-            tail = b""
-            parts = []
-            for chunk in _inflate(zf, info, _Budget(limits.max_uncompressed_bytes)):
-                if _is_xml_name(name):
-                    tail = _check_dtd(name, tail, chunk)
-                parts.append(chunk)
-            return b"".join(parts)
-    raise KeyError(name)
+def read_member(zf: zipfile.ZipFile, member: str | zipfile.ZipInfo, limits: Limits) -> bytes:
+    """Read one member (a ``ZipInfo``, or a normalised name: the first member so named) with
+    the same size and DTD checks."""
+    if isinstance(member, zipfile.ZipInfo):
+        info = member
+    else:
+        found = next((i for i in zf.infolist() if i.filename.replace("\\", "/") == member), None)
+        if found is None:
+            raise KeyError(member)
+        info = found
+    name = info.filename.replace("\\", "/")
+    tail = b""
+    parts = []
+    for chunk in _inflate(zf, info, _Budget(limits.max_uncompressed_bytes)):
+        if _is_xml_name(name):
+            tail = _check_dtd(name, tail, chunk)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def member_names(zf: zipfile.ZipFile) -> set[str]:

@@ -31,11 +31,11 @@ from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from datetime import datetime
-from typing import Iterator
+from collections.abc import Iterator
 
 import tnefparse
 
-from mailbot.archive_safety import open_checked_zip, read_member
+from mailbot.archive_safety import open_checked_zip, open_zip, read_member
 from mailbot.errors import UnreadableForm
 from mailbot.file_magic import magic_kind
 from mailbot.form_model import Finding
@@ -443,7 +443,7 @@ _F_MESSAGE_TOO_LARGE = "message_too_large"
 _F_UNREADABLE = "attachment_unreadable"
 
 
-def _sniff(data: bytes, filename: str) -> str:
+def _sniff(data: bytes, filename: str, limits: Limits) -> str:
     """What the bytes are: ``xlsx``/``xlsm``/``docx``/``ods``/``odt``/``zip``/``ole-xls``/
     ``ole-doc``/``ole-msg``/``ole``/``biff``/``pdf``/``image``/``rar``/``7z``/``gz``/``tnef``/
     ``eml``/``text``/``binary``/``empty``."""
@@ -451,7 +451,7 @@ def _sniff(data: bytes, filename: str) -> str:
         return "empty"
     kind = magic_kind(data)
     if kind == "zip":
-        return _sniff_zip(data)
+        return _sniff_zip(data, limits)
     if kind == "ole":
         return _sniff_ole(data, filename)
     if kind is not None:
@@ -480,19 +480,19 @@ def _looks_like_message(data: bytes, filename: str) -> bool:
     return filename.lower().endswith(".eml") and bool(_ANY_HEADER.match(head))
 
 
-def _sniff_zip(data: bytes) -> str:
+def _sniff_zip(data: bytes, limits: Limits) -> str:
+    """``xlsx``/``xlsm``/``docx``/``ods``/``odt`` by member names, else ``zip``; ``zip-broken``
+    when unreadable (a zip with too many members is a ``zip``: opening it explains)."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        with open_zip(data, limits) as zf:
             names = zf.namelist()
             name_set = set(names)
-            if "mimetype" in name_set:
-                info = zf.getinfo("mimetype")
-                if info.file_size < 200:
-                    mime = zf.read("mimetype").decode("ascii", "replace").strip()
-                    if mime == MIME_ODS:
-                        return "ods"
-                    if mime == MIME_ODT:
-                        return "odt"
+            if "mimetype" in name_set and zf.getinfo("mimetype").file_size < 200:
+                mime = read_member(zf, zf.getinfo("mimetype"), limits).decode("ascii", "replace").strip()
+                if mime == MIME_ODS:
+                    return "ods"
+                if mime == MIME_ODT:
+                    return "odt"
             if "[Content_Types].xml" in name_set or any(n.startswith("xl/") for n in names):
                 if any(n.startswith("xl/") for n in names):
                     if "xl/vbaProject.bin" in name_set:
@@ -501,6 +501,8 @@ def _sniff_zip(data: bytes) -> str:
                 if any(n.startswith("word/") for n in names):
                     return "docx"
             return "zip"
+    except UnreadableForm as exc:
+        return "zip" if exc.code == "too_many_members" else "zip-broken"
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError,
             EOFError, RuntimeError, KeyError):
         return "zip-broken"
@@ -757,7 +759,7 @@ class _Walker:
                 "请只发送附件3报名表（Excel 文件）。",
             )
             return
-        kind = _sniff(data, filename)
+        kind = _sniff(data, filename, self.limits)
         ext = _ext(filename)
         if ctype in _MESSAGE_TYPES or (kind == "eml" and ext in (".eml", "") and
                                        ctype in ("application/octet-stream", "text/plain")):
@@ -864,14 +866,18 @@ class _Walker:
             f"压缩包“{archive_name}”解压后过大或文件过多，已拒绝处理。请直接发送附件3 Excel 文件。"
         )
         prefix = f"{prefix}zip {archive_name} > "
-        try:
-            zf = open_checked_zip(data, self.limits)
-        except UnreadableForm as exc:
+
+        def refused(exc: UnreadableForm) -> None:
             self.notes.append(f"{origin}: {exc.code}: {exc.detail}")
             if exc.code == "corrupt":
                 self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
             else:
                 self.problem(_F_ARCHIVE_BOMB, bomb)
+
+        try:
+            zf = open_checked_zip(data, self.limits)
+        except UnreadableForm as exc:
+            refused(exc)
             return
         budget = self.limits.max_uncompressed_bytes
         with zf:
@@ -892,15 +898,11 @@ class _Walker:
                         )
                     continue
                 try:
-                    member = read_member(zf, info.filename.replace("\\", "/"), self.limits)
+                    member = read_member(zf, info, self.limits)
                 except UnreadableForm as exc:
-                    self.notes.append(f"{origin}: {exc.code}: {exc.detail}")
-                    if exc.code == "corrupt":
-                        self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
-                    else:
-                        self.problem(_F_ARCHIVE_BOMB, bomb)
+                    refused(exc)
                     return
-                except (KeyError, RuntimeError, ValueError) as exc:
+                except (RuntimeError, ValueError) as exc:
                     self.notes.append(f"{origin}: zip error {type(exc).__name__}")
                     self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
                     return

@@ -31,31 +31,32 @@ FORMULA_MESSAGE = (
 _FORMULA_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?f[\s>/]")
 
 
-def _tag_re(*names: bytes) -> re.Pattern[bytes]:
-    """A tag with one of ``names`` (any prefix): "/" if closing, its local name, its attributes,
-    "/" if empty.  "<" never occurs inside a tag (XML forbids it in attribute values), which
-    keeps the scan linear on hostile bytes."""
+def _tag_re(*names: bytes, closing: bool = True) -> re.Pattern[bytes]:
+    """A tag with one of ``names`` (any prefix; closing tags too with ``closing``): "/" if
+    closing, its local name, its attributes, "/" if empty.  "<" never occurs inside a tag (XML
+    forbids it in attribute values) and possessive runs never backtrack: linear on hostile bytes."""
     alternatives = b"|".join(re.escape(n) for n in names)
     return re.compile(
-        rb"<(/?)(?:[A-Za-z_][\w.-]*:)?(" + alternatives + rb")(?=[\s/>])"
-        rb"""((?:[^<>"']|"[^<"]*"|'[^<']*')*?)(/?)>"""
+        (rb"<(/?)" if closing else rb"<()") + rb"(?:[A-Za-z_][\w.-]*:)?(" + alternatives + rb")(?=[\s/>])"
+        rb"""((?:[^<>"'/]++|"[^<"]*+"|'[^<']*+'|/(?!>))*+)(/?)>"""
     )
 
 
-_XLSX_TAG_RE = _tag_re(b"row", b"c")
+_XLSX_TAG_RE = _tag_re(b"row", b"c", closing=False)
 _ODS_TAG_RE = _tag_re(b"table", b"table-row", b"table-cell", b"covered-table-cell")
 _ATTR_RE = re.compile(rb"""(?:^|\s)(?:[A-Za-z_][\w.-]*:)?([A-Za-z][\w.-]*)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
-_CELL_REF_RE = re.compile(r"\$?([A-Za-z]{1,3})\$?([0-9]{1,7})")
+_R_ATTR_RE = re.compile(rb"""\sr\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+_CELL_REF_RE = re.compile(rb"\$?([A-Za-z]{1,3})\$?([0-9]{1,7})")
 
 
 def is_worksheet(name: str) -> bool:
     return name.startswith("xl/worksheets/") and name.endswith(".xml")
 
 
-def _col_number(letters: str) -> int:
+def _col_number(letters: bytes) -> int:
     n = 0
     for ch in letters.upper():
-        n = n * 26 + ord(ch) - 64
+        n = n * 26 + ch - 64
     return n
 
 
@@ -77,18 +78,24 @@ class _Box:
     """The bounding box of the cells seen so far in one sheet."""
 
     def __init__(self) -> None:
-        self.rows: tuple[int, int] | None = None
-        self.cols: tuple[int, int] | None = None
+        self.top = self.left = 1 << 62
+        self.bottom = self.right = -1
 
     def add(self, row1: int, row2: int, col1: int, col2: int) -> None:
-        self.rows = (row1, row2) if self.rows is None else (min(self.rows[0], row1), max(self.rows[1], row2))
-        self.cols = (col1, col2) if self.cols is None else (min(self.cols[0], col1), max(self.cols[1], col2))
+        if row1 < self.top:
+            self.top = row1
+        if row2 > self.bottom:
+            self.bottom = row2
+        if col1 < self.left:
+            self.left = col1
+        if col2 > self.right:
+            self.right = col2
 
     @property
     def area(self) -> int:
-        if self.rows is None or self.cols is None:
+        if self.bottom < 0:
             return 0
-        return (self.rows[1] - self.rows[0] + 1) * (self.cols[1] - self.cols[0] + 1)
+        return (self.bottom - self.top + 1) * (self.right - self.left + 1)
 
 
 def _too_large(name: str, area: int, max_sheet_cells: int) -> UnreadableForm:
@@ -98,25 +105,39 @@ def _too_large(name: str, area: int, max_sheet_cells: int) -> UnreadableForm:
     )
 
 
+def _r_attr(raw_attrs: bytes) -> bytes | None:
+    """The ``r`` attribute as a reader sees it (either quote; character references resolved)."""
+    m = _R_ATTR_RE.search(raw_attrs)
+    if m is None:
+        return None
+    value = m.group(1) if m.group(1) is not None else m.group(2)
+    if b"&" in value:
+        value = html.unescape(value.decode("utf-8", "replace")).encode("utf-8", "replace")
+    return value.strip()
+
+
 def check_sheet_area(name: str, xml: bytes, *, max_sheet_cells: int) -> None:
     """Raise ``sheet_too_large`` when the cells' bounding box of an xlsx worksheet exceeds
     ``max_sheet_cells``.  A cell without ``r`` sits right of the previous one, in the row given by
     its ``<row r>`` (else the next row): readers place it there."""
+    cell_tags = sum(xml.count(b"<c" + end) for end in (b" ", b">", b"/"))
+    if cell_tags > max_sheet_cells:  # each is a cell of its own: no need to place them
+        raise _too_large(name, cell_tags, max_sheet_cells)
     box = _Box()
+    columns: dict[bytes, int] = {}
     row = col = cells = 0
     for m in _XLSX_TAG_RE.finditer(xml):
-        closing, tag, raw_attrs = m.group(1), m.group(2), m.group(3)
-        if closing:
-            continue
-        attrs = _attrs(raw_attrs)
-        if tag == b"row":
-            row = _int_attr(attrs, b"r", row + 1)
+        r = _r_attr(m.group(3))
+        if m.group(2) == b"row":
+            row = int(r) if r and r.isdigit() and len(r) <= 9 else row + 1
             col = 0
             continue
         cells += 1
-        ref = _CELL_REF_RE.fullmatch(attrs.get(b"r", "").strip())
+        ref = _CELL_REF_RE.fullmatch(r) if r else None
         if ref:
-            col, cell_row = _col_number(ref.group(1)), int(ref.group(2))
+            letters = ref.group(1)
+            col = columns.get(letters) or columns.setdefault(letters, _col_number(letters))
+            cell_row = int(ref.group(2))
         else:
             col, cell_row = col + 1, max(row, 1)
         box.add(cell_row, cell_row, col, col)

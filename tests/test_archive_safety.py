@@ -6,11 +6,13 @@ import importlib.util
 import io
 import struct
 import time
+import warnings
 import zipfile
 
 import pytest
 
 from mailbot import archive_safety
+from mailbot.archive_safety import open_checked_zip, read_member
 from mailbot.errors import UnreadableForm
 from mailbot.form_reader import read_annex3
 from mailbot.limits import DEFAULT_LIMITS, Limits
@@ -126,3 +128,25 @@ def test_zip_bomb_xlsx_comes_out_unreadable_quickly(form):
         read_annex3(rezip(form, add={"xl/media/image1.png": b"\0" * (120 << 20)}), "bomb.xlsx")
     assert err.value.code == "zip_bomb"
     assert time.process_time() - started < 1.0
+
+
+def test_a_directory_of_countless_empty_members_is_refused_before_it_is_parsed():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(100_000):
+            zf.writestr(zipfile.ZipInfo(str(i)), b"")
+    started = time.process_time()
+    with pytest.raises(UnreadableForm) as err:
+        open_checked_zip(buf.getvalue(), Limits())
+    assert (err.value.code, err.value.detail) == ("too_many_members", "zip has 100000 members, limit 2000")
+    assert time.process_time() - started < 0.2
+
+
+def test_members_with_the_same_name_are_each_read():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        zf.writestr("a.txt", b"first")
+        zf.writestr("a.txt", b"second")
+    zf = open_checked_zip(buf.getvalue(), Limits())
+    assert [read_member(zf, info, Limits()) for info in zf.infolist()] == [b"first", b"second"]
