@@ -693,7 +693,7 @@ class _Walker:
             if not self.count_file():
                 return
             if nest + 1 > self.limits.max_nesting:
-                self.nesting_problem(attachment_filename(part) or f"{prefix}attachment {counter[0]}")
+                self.nesting_problem(_label(attachment_filename(part), f"{prefix}attachment {counter[0]}"))
                 return
             for sub in payload[:1]:
                 if isinstance(sub, Message):
@@ -730,7 +730,7 @@ class _Walker:
             if self.count_file():
                 self.problem(
                     _F_TOO_LARGE,
-                    f"附件“{filename or origin}”超过 {_mb(self.limits.max_attachment_bytes)} MB "
+                    f"附件“{_label(filename, origin)}”超过 {_mb(self.limits.max_attachment_bytes)} MB "
                     "上限，未处理。请只发送附件3报名表（Excel 文件）。",
                 )
             return
@@ -751,7 +751,7 @@ class _Walker:
         self.check_time()
         if count and not self.count_file():
             return
-        label = filename or origin
+        label = _label(filename, origin)
         if len(data) > self.limits.max_attachment_bytes:
             self.problem(
                 _F_TOO_LARGE,
@@ -960,6 +960,16 @@ def _tnef_name(att: object) -> str:
     if isinstance(raw, (bytes, bytearray)) and raw:
         return _display_name(decode_bytes(bytes(raw).rstrip(b"\x00")))
     return ""
+
+
+def _label(filename: str, origin: str) -> str:
+    """How a finding names a file to the sender: its name, else where it was found, in Chinese
+    (``forwarded message > attachment 2`` -> ``转发邮件中的第2个附件``)."""
+    if filename:
+        return filename
+    label = re.sub(r"attachment (\d+)", r"第\1个附件", origin)
+    label = re.sub(r"(^|> )zip ", r"\1压缩包", label).replace("forwarded message", "转发邮件")
+    return label.replace(" > ", "中的")
 
 
 def _mb(n: int) -> str:

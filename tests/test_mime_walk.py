@@ -268,3 +268,13 @@ def test_mutated_messages_never_raise_and_finish_quickly(raw):
 def test_random_bytes_never_raise(raw):
     parsed = parse_message(raw)
     assert isinstance(find_attachments(parsed), MessageParts)
+
+
+def test_a_file_without_a_name_is_named_in_chinese_to_the_sender():
+    raw = (b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n'
+           b"--b\r\nContent-Type: application/x-rar-compressed\r\n\r\nRar!\x1a\x07\x00\r\n--b--\r\n")
+    parts = find_attachments(parse_message(raw))
+    assert parts.problems == (Finding(
+        code="rar_unsupported",
+        message="暂不支持 RAR/7z 压缩包“第1个附件”。请直接发送附件3 Excel 文件（.xlsx），或改用 zip 压缩。",
+    ),)
