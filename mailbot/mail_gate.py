@@ -34,11 +34,14 @@ _REPORT_TYPES = {
     "message/feedback-report",
 }
 _AUTO_SUBJECT = re.compile(
-    r"(自动回复|自动答复|自動回覆|自动应答|休假|外出|不在办公室|"
+    r"(自动回复|自动答复|自動回覆|自动应答|不在办公室|"
     r"auto(matic|matische)?[ -]?(reply|response|antwort|svar)|autoreply|"
-    r"out of (the )?office|\booo\b|on vacation|vacation reply|abwesenheit|"
-    r"r[ée]ponse automatique|absence)",
+    r"out of (the )?office|vacation reply|abwesenheit|r[ée]ponse automatique)",
     re.I,
+)
+# Words a teacher may well write ("外出培训报名表"): auto-reply only when the subject starts with them.
+_AUTO_SUBJECT_START = re.compile(
+    r"^\s*(?:(?:re|fw|fwd|回复|答复|转发)\s*[:：]\s*)*(?:(?:休假|外出)(?!培训|学习|研修|进修)|absence|on vacation|ooo\b)", re.I
 )
 _BOUNCE_SUBJECT = re.compile(
     r"(undeliver(able|ed)|delivery (status notification|failure|has failed)|"
@@ -147,7 +150,7 @@ def auto_reply_reason(
     head = parsed.subject[:60]
     if _BOUNCE_SUBJECT.search(head):
         return "bounce"
-    if _AUTO_SUBJECT.search(head):
+    if _AUTO_SUBJECT.search(head) or _AUTO_SUBJECT_START.search(head):
         return "auto-reply-subject"
     return None
 

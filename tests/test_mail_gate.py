@@ -36,6 +36,12 @@ def test_a_teacher_writing_gets_no_reason():
     assert reason(message()) is None
 
 
+@pytest.mark.parametrize("subject", ["外出培训报名表-浙江某某职业技术学院", "1+X师资培训报名（含休假安排说明）",
+                                     "Registration form (absence of two teachers noted)"])
+def test_a_teacher_whose_subject_merely_mentions_leave_or_travel_is_answered(subject):
+    assert reason(message(subject=subject)) is None
+
+
 def test_a_teacher_replying_to_our_reply_is_not_a_loop():
     assert reason(message("In-Reply-To: <r1@mailbot.zjut.edu.cn>", subject="Re: 报名结果")) is None
 
@@ -72,6 +78,7 @@ def test_a_teacher_replying_to_our_reply_is_not_a_loop():
         ({"subject": "Automatic reply: 报名表"}, {}, "auto-reply-subject"),
         ({"subject": "Out of Office: back on Monday"}, {}, "auto-reply-subject"),
         ({"subject": "休假中"}, {}, "auto-reply-subject"),
+        ({"subject": "Re: 外出，11月10日返回"}, {}, "auto-reply-subject"),
         ({"subject": "系统退信"}, {}, "bounce"),
     ],
 )
