@@ -1,7 +1,7 @@
 """Turn the bytes of one file into grids of :class:`~mailbot.form_model.CellValue`.
 
 The format is judged by the bytes (magic numbers, zip members), never by the file name.
-Spreadsheets are read with python-calamine (xlsx/xlsm/xlsb/xls/ods/et), bare BIFF2-4 ``.xls``
+Spreadsheets are read with python-calamine (xlsx/xlsm/xls/ods/et; .xlsb is refused), bare BIFF2-4 ``.xls``
 with xlrd, Word tables with python-docx, CSV with the standard library.  Every container passes
 ``archive_safety`` / ``ole_inspect`` / ``xlsx_inspect`` first; library errors become
 ``UnreadableForm`` raised from the cause.
@@ -33,6 +33,7 @@ MAX_SHEET_CELLS = 4_000_000
 ENCRYPTED_MESSAGE = ole_inspect.ENCRYPTED_MESSAGE
 DAMAGED_MESSAGE = ole_inspect.DAMAGED_MESSAGE
 UNSUPPORTED_MESSAGE = "附件格式无法识别，请用 Excel 或 WPS 将附件3保存为 .xlsx 文件后重新发送"
+XLSB_MESSAGE = "暂不支持 Excel 二进制工作簿（.xlsb），请将附件3另存为 .xlsx 后重新发送"
 DOC_MESSAGE = "暂不支持旧版 Word（.doc）文件，请将附件3另存为 .xlsx（或 .docx）后重新发送"
 
 
@@ -228,11 +229,14 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int) -> Source:
     if kind in ("zip", "odt"):
         raise UnreadableForm("unsupported_format", UNSUPPORTED_MESSAGE,
                              f"zip container is not a workbook or Word document ({kind})")
+    if kind == "xlsb":
+        # No pre-check of the binary sheet area exists, and an unbounded area makes the reader
+        # allocate without limit (a crash no handler catches): refuse rather than risk it.
+        raise UnreadableForm("unsupported_format", XLSB_MESSAGE, "Excel binary workbook (.xlsb)")
     keep = {
         "xlsx": xlsx_inspect.is_worksheet,
         "ods": lambda n: n in ("META-INF/manifest.xml", "content.xml"),
         "docx": lambda n: False,
-        "xlsb": lambda n: False,
     }[kind]
     kept = archive_safety.scan_members(zf, limits, keep=keep)
     if kind == "xlsx":
