@@ -50,7 +50,9 @@ def inspect_ole(data: bytes, limits: Limits, *, max_sheet_cells: int) -> OleCont
         streams = tuple(d.name for d in doc.dirlist if d.name)
     except (compdoc.CompDocError, struct.error, IndexError, ValueError, MemoryError) as exc:
         raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"corrupt OLE2 compound file: {exc}") from exc
-    names = set(streams)
+    # Only the root's own streams say what the file is: an xls with an embedded Word object
+    # holds a WordDocument stream too, one storage down.
+    names = {doc.dirlist[i].name for i in doc.dirlist[0].children if 0 <= i < len(doc.dirlist)}
     if {"EncryptionInfo", "EncryptedPackage"} & names:
         raise _encrypted("OLE2 file holding an encrypted OOXML package (EncryptionInfo/EncryptedPackage)")
     if "WordDocument" in names:
