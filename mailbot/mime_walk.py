@@ -441,6 +441,7 @@ _F_RAR = "rar_unsupported"
 _F_MSG = "msg_unsupported"
 _F_MESSAGE_TOO_LARGE = "message_too_large"
 _F_UNREADABLE = "attachment_unreadable"
+_F_TIME_LIMIT = "time_limit"
 
 
 def _sniff(data: bytes, filename: str, limits: Limits) -> str:
@@ -1080,6 +1081,8 @@ def find_attachments(
         walker.walk_message(msg, 0, "")
     except _Deadline:
         walker.notes.append(f"walk stopped after {limits.max_seconds_per_message:g}s")
+        walker.problem(_F_TIME_LIMIT, f"邮件附件过多或过大，未能在{limits.max_seconds_per_message:g}秒内处理完，"
+                                      "请只附上附件3报名表（Excel 文件）重新发送。")
     except RecursionError:
         walker.notes.append("walk stopped: recursion limit")
     except Exception as exc:  # noqa: BLE001 - never raise on mail; the note reaches staff logs

@@ -71,3 +71,12 @@ def test_an_xls_form_with_errors_gets_an_xlsx_copy_with_the_cells_to_fix_highlig
     assert marked == ["B4", "C7", "F5", "G6", "H5"]
     assert ws["G6"].value == ws["G6"].value.strip() and ws["G6"].data_type == "s"  # identity number kept as text
     assert ws["C4"].value == "张三"
+
+
+def test_a_message_over_its_time_budget_is_answered_with_the_reason_not_read_forever(
+        env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILBOT_LIMITS__MAX_SECONDS_PER_MESSAGE", "0.000001")
+    result = CliRunner().invoke(main, ["replay", str(_eml(env)), "--arrived", "2020-11-05T10:00+08:00"])
+    assert result.exit_code == 0, result.output
+    assert "outcome: unreadable (time_limit)" in result.output
+    assert "未能在" in result.output and "秒内处理完" in result.output
