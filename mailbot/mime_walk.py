@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import io
 import quopri
 import re
 import time

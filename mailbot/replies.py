@@ -19,10 +19,7 @@ Headers of a reply (``build_message``):
 
 from __future__ import annotations
 
-import base64
-import random
 import re
-import sys
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone, tzinfo
 from email import policy
@@ -306,54 +303,11 @@ def _text_part(text: str, subtype: str) -> MIMEText:
     return part
 
 
-def _header_bytes(name: str, value: Any) -> bytes:
-    """One header line exactly as the compat32 wire policy writes it.  A short printable ASCII
-    value is written as is (what ``Header.encode`` gives for it, without building a Header);
-    anything else -- long, encoded, pre-folded -- goes through the policy."""
-    if (isinstance(value, str) and len(name) + 2 + len(value) <= _WIRE.max_line_length
-            and value.isascii() and value.isprintable() and "  " not in value
-            and value == value.strip()):
-        return f"{name}: {value}\r\n".encode("ascii")
-    return _WIRE.fold_binary(name, value)
-
-
-def _base64_body(text: str) -> bytes:
-    """UTF-8 text as base64 lines of 76 characters, CRLF after each (``base64mime.body_encode``)."""
-    return base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n")
-
-
-_PART_HEADERS = {
-    subtype: (f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
-              "Content-Transfer-Encoding: base64\r\n\r\n").encode("ascii")
-    for subtype in ("plain", "html")
-}
-
-
-def _assemble_alternative(headers: list[tuple[str, Any]], rendered: RenderedReply) -> bytes:
-    """multipart/alternative (text + HTML) written directly: the same bytes the compat32
-    generator writes for it, without the generator (it cost ~1.3 ms a reply, mostly header
-    folding and a regex compiled per boundary).  The boundary is random like the generator's;
-    it cannot occur inside base64 bodies, so no search is needed."""
-    boundary = "=" * 15 + f"{random.randrange(sys.maxsize):019d}" + "=="
-    delimiter = f"--{boundary}".encode("ascii")
-    out = [_header_bytes(name, value) for name, value in headers]
-    out += [
-        _header_bytes("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
-        b"MIME-Version: 1.0\r\n\r\n",
-        delimiter, b"\r\n", _PART_HEADERS["plain"], _base64_body(rendered.text),
-        b"\r\n", delimiter, b"\r\n", _PART_HEADERS["html"], _base64_body(rendered.html),
-        b"\r\n", delimiter, b"--\r\n",
-    ]
-    return b"".join(out)
-
-
 def _assemble(headers: list[tuple[str, Any]], rendered: RenderedReply,
               attachments: tuple[tuple[str, bytes], ...] = ()) -> bytes:
     """The message as CRLF bytes.  Built with the compat32 classes: the modern ``EmailMessage``
-    header folding cost about 15 ms a reply, a third of the whole per-mail budget.  Without
-    attachments (most replies) the same bytes are written directly."""
-    if not attachments:
-        return _assemble_alternative(headers, rendered)
+    header folding cost about 15 ms a reply, a third of the whole per-mail budget.  MIME is
+    always written by the ``email`` package, never by hand."""
     body = MIMEMultipart("alternative")
     body.attach(_text_part(rendered.text, "plain"))
     body.attach(_text_part(rendered.html, "html"))
