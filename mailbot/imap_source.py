@@ -242,17 +242,7 @@ class ImapSource:
 
     def settle(self, key: str, folder: str) -> None:
         """Move message ``key`` (a UID) into ``folder``, creating the folder when missing."""
-        uid = self._uid(key)
-
-        def op(client: imaplib.IMAP4) -> None:
-            self._select(client)
-            result = self._move(client, uid, folder)
-            if result[0] != "OK" and self._missing_folder(client, result):
-                self._create(client, folder)
-                result = self._move(client, uid, folder)
-            self._ok(f"MOVE {uid} to {folder!r}", result)
-
-        self._run("MOVE", op)
+        self.settle_many([key], folder)
 
     def settle_many(self, keys: list[str], folder: str) -> None:
         """Move several messages into ``folder`` with one UID MOVE (a backlog's round trips)."""

@@ -28,20 +28,24 @@ def _unavailable(what: str, exc: Exception) -> None:
     pytest.fail(f"{message}\n(run scripts/install-test-deps, or set MAILBOT_SKIP_SERVERS=1)", pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[DovecotServer]:
-    """One throwaway Dovecot for the session (127.0.0.1, free port, temp dir)."""
+def _running_dovecot(what: str, **options: bool) -> Iterator[DovecotServer]:
     if os.environ.get("MAILBOT_SKIP_SERVERS") == "1":
         pytest.skip("MAILBOT_SKIP_SERVERS=1")
     try:
-        server = DovecotServer()
+        server = DovecotServer(**options)
         server.start()
     except (ServerUnavailable, OSError) as exc:
-        _unavailable("Dovecot", exc)
+        _unavailable(what, exc)
     try:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    """One throwaway Dovecot for the session (127.0.0.1, free port, temp dir)."""
+    yield from _running_dovecot("Dovecot")
 
 
 @pytest.fixture
@@ -69,14 +73,4 @@ def smtp_sink() -> Iterator[SmtpSink]:
 def dovecot_tls() -> Iterator[DovecotServer]:
     """A second session Dovecot with TLS: STARTTLS on ``.port``, implicit TLS on ``.tls_port``;
     its self-signed certificate is ``.cert_path``."""
-    if os.environ.get("MAILBOT_SKIP_SERVERS") == "1":
-        pytest.skip("MAILBOT_SKIP_SERVERS=1")
-    try:
-        server = DovecotServer(tls=True)
-        server.start()
-    except (ServerUnavailable, OSError) as exc:
-        _unavailable("Dovecot (TLS)", exc)
-    try:
-        yield server
-    finally:
-        server.cleanup()
+    yield from _running_dovecot("Dovecot (TLS)", tls=True)
