@@ -349,8 +349,9 @@ def _load_xlrd(data: bytes, limits: Limits, head_rows: int) -> Source:
         grids = []
         for index in range(book.nsheets):
             sh = book.sheet_by_index(index)
+            _refuse_beyond_row_cap(sh.nrows, limits)
             rows = []
-            for r in range(min(sh.nrows, limits.max_rows + 1000)):
+            for r in range(sh.nrows):
                 cells = []
                 for c in range(min(sh.ncols, limits.max_columns)):
                     cell = sh.cell(r, c)
@@ -382,11 +383,25 @@ def _load_csv(data: bytes, limits: Limits, head_rows: int) -> Source:
     rows: list[list[CellValue]] = []
     try:
         reader = csv.reader(io.StringIO(text, newline=""), dialect)
-        for raw in islice(reader, limits.max_rows + 1000):
+        for raw in islice(reader, _row_cap(limits) + 1):
             rows.append([CellValue(v) for v in raw[: limits.max_columns]])
+        _refuse_beyond_row_cap(len(rows), limits)
     except csv.Error as exc:
         raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"CSV could not be parsed: {exc}") from exc
     return Source("csv", [Grid("", 0, True, rows[:head_rows], iter(rows[head_rows:]))])
+
+
+def _row_cap(limits: Limits) -> int:
+    """Sheet rows a loader reads at most: the nominee limit plus room for titles and blanks."""
+    return limits.max_rows + 1000
+
+
+def _refuse_beyond_row_cap(rows: int, limits: Limits) -> None:
+    """A sheet longer than the cap is refused, never read in part (some nominees dropped)."""
+    if rows > _row_cap(limits):
+        raise UnreadableForm(
+            "too_many_rows", f"表格行数过多（超过 {limits.max_rows} 行），请只保留需要报名的教师后重新发送",
+            f"more than {_row_cap(limits)} sheet rows")
 
 
 def _load_docx(data: bytes, limits: Limits, head_rows: int) -> Source:
@@ -408,8 +423,9 @@ def _load_docx(data: bytes, limits: Limits, head_rows: int) -> Source:
             elif tag == "tbl":
                 table = Table(block, document)
                 rows = []
-                for row in islice(table.rows, limits.max_rows + 1000):
+                for row in islice(table.rows, _row_cap(limits) + 1):
                     rows.append([CellValue(cell.text) for cell in row.cells[: limits.max_columns]])
+                _refuse_beyond_row_cap(len(rows), limits)
                 grids.append(Grid(f"table {len(grids) + 1}", len(grids), True, rows[:head_rows],
                                   iter(rows[head_rows:]), tuple(preamble[-20:])))
                 preamble = []
