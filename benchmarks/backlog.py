@@ -31,7 +31,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 import time
 import zipfile
 from dataclasses import dataclass
@@ -353,16 +354,27 @@ def print_table(res: dict[str, Any]) -> None:
     print("bare    RSS MB by mails done: " + ", ".join(f"{c}:{m}" for c, m in res["bare"]["rss_samples"]))
 
 
-def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
+@contextmanager
+def bench_servers(prefix: str) -> Iterator[tuple[Path, Any, CountingSink]]:
+    """A work dir, a throwaway Dovecot in it and a counting SMTP sink; all removed after."""
     from servers import DovecotServer
 
-    work = Path(tempfile.mkdtemp(prefix="mailbot-bench-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     work.chmod(0o755)  # the Dovecot mail user must traverse it
     (work / "dovecot").mkdir()
     dovecot = DovecotServer(root=work / "dovecot")
     dovecot.start()
     sink = CountingSink()
     try:
+        yield work, dovecot, sink
+    finally:
+        sink.stop()
+        dovecot.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
+    with bench_servers("mailbot-bench-") as (work, dovecot, sink):
         t0 = time.perf_counter()
         mails, mix = make_backlog(args.messages)
         generate_s = time.perf_counter() - t0
@@ -378,10 +390,6 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         if args.profile:
             result["profile"] = (work / "bot-state" / "profile.txt").read_text()
         return result
-    finally:
-        sink.stop()
-        dovecot.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

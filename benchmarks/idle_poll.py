@@ -23,10 +23,8 @@ import imaplib
 import io
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import timedelta
@@ -38,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
-from backlog import FIRST_ARRIVAL, CountingSink, peak_rss_mb  # noqa: E402
+from backlog import FIRST_ARRIVAL, CountingSink, bench_servers, peak_rss_mb  # noqa: E402
 
 COMMANDS: list[str] = []
 _original_command = imaplib.IMAP4._command
@@ -141,8 +139,6 @@ def measure(dovecot: Any, sink: CountingSink, work: Path, n: int, state: str, po
 
 
 def main(argv: list[str] | None = None) -> int:
-    from servers import DovecotServer
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="0,1000,10000", help="comma-separated mailbox sizes")
     ap.add_argument("--states", default="moved,kept", help="moved (settle=move), kept (settle=flag)")
@@ -151,18 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     states = args.states.split(",")
-    work = Path(tempfile.mkdtemp(prefix="mailbot-idle-"))
-    work.chmod(0o755)  # the Dovecot mail user must traverse it
-    (work / "dovecot").mkdir()
-    dovecot = DovecotServer(root=work / "dovecot")
-    dovecot.start()
-    sink = CountingSink()
-    try:
+    with bench_servers("mailbot-idle-") as (work, dovecot, sink):
         results = [measure(dovecot, sink, work, n, s, args.polls) for s in states for n in sizes]
-    finally:
-        sink.stop()
-        dovecot.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps({"results": results, "peak_rss_mb": round(peak_rss_mb(), 1)}))
         return 0
