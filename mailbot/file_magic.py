@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-_IMAGES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+_IMAGES = (
+    (b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"), (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"),
+)
+
+
+def image_mime(data: bytes) -> str | None:
+    """The image type the first bytes announce (JPEG, PNG, GIF, BMP, TIFF, WebP), else None."""
+    for signature, mime in _IMAGES:
+        if data.startswith(signature):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
 
 
 def magic_kind(data: bytes) -> str | None:
@@ -19,7 +32,7 @@ def magic_kind(data: bytes) -> str | None:
         return "biff"  # BOF record of a bare BIFF2/3/4/5 stream (no OLE2 wrapper)
     if head.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
         return "pdf"
-    if head.startswith(_IMAGES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+    if image_mime(head) is not None:
         return "image"
     if head.startswith(b"Rar!\x1a\x07"):
         return "rar"

@@ -36,7 +36,7 @@ import tnefparse
 
 from mailbot.archive_safety import open_checked_zip, open_zip, read_member
 from mailbot.errors import UnreadableForm
-from mailbot.file_magic import magic_kind
+from mailbot.file_magic import image_mime, magic_kind
 from mailbot.form_model import Finding
 from mailbot.limits import DEFAULT_LIMITS, Limits
 
@@ -540,20 +540,6 @@ def _ext(filename: str) -> str:
     return m.group(1).lower() if m else ""
 
 
-def _image_mime(data: bytes) -> str:
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data.startswith(b"GIF"):
-        return "image/gif"
-    if data.startswith((b"II*\x00", b"MM\x00*")):
-        return "image/tiff"
-    if data.startswith(b"BM"):
-        return "image/bmp"
-    return "image/webp"
-
-
 def _display_name(name: str) -> str:
     """Strip directories, control characters and excess length: for display only."""
     name = _fix_8bit(name)
@@ -802,7 +788,8 @@ class _Walker:
             if referenced or (inline and content_id) or len(data) < TINY_IMAGE_BYTES:
                 self.notes.append(f"{origin}: inline or signature image ignored")
                 return
-            self.keep(self.scans, Attachment(filename, _image_mime(data), data, origin))
+            mime = image_mime(data) or "application/octet-stream"  # kind "image" means it is known
+            self.keep(self.scans, Attachment(filename, mime, data, origin))
             return
         if ext == ".msg" or ctype == "application/vnd.ms-outlook":
             self.msg_problem(label)
