@@ -15,13 +15,14 @@ import ssl
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from mailbot.errors import ConfigError
+from mailbot.time_zones import known_time_zone
 from mailbot.limits import Limits
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -146,12 +147,8 @@ class Settings(BaseSettings):
 
     @field_validator("timezone")
     @classmethod
-    def _known_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
-        return v
+    def _known_zone(cls, value: str) -> str:
+        return known_time_zone(value)
 
     @model_validator(mode="after")
     def _imap_needs_credentials(self) -> "Settings":
