@@ -226,8 +226,8 @@ def phase_bare(args: argparse.Namespace) -> dict[str, Any]:
     from email.parser import BytesParser
 
     from mailbot.errors import MailbotError
-    from mailbot.form_reader import read_annex3
-    from mailbot.imap_source import parse_fetch
+    from mailbot.forms.reader import read_annex3
+    from mailbot.mail.imap import parse_fetch
 
     state = Path(args.state)
     state.mkdir(parents=True, exist_ok=True)

@@ -105,7 +105,7 @@ def main() -> None:
         b = measure(raw, policy.default, level, args.repeat)
         print(f"{level:16} {a:10.3f} {b:10.3f} {b / a:17.2f}x")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mailbot.mime_walk import find_attachments, parse_message
+    from mailbot.mail.walk import find_attachments, parse_message
 
     times = []
     for _ in range(args.repeat):

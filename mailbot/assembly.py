@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailbot.config import Settings
-from mailbot.imap_source import ImapSource
-from mailbot.mail_source import ImapSettings, MailSource
-from mailbot.maildir_source import MaildirSource
-from mailbot.outbox import FolderTransport
+from mailbot.mail.imap import ImapSource
+from mailbot.mail.source import ImapSettings, MailSource
+from mailbot.mail.maildir import MaildirSource
+from mailbot.state.outbox import FolderTransport
 from mailbot.pipeline import Intake
 from mailbot.rules import CampaignRules, load_rules
-from mailbot.smtp_sender import SmtpTransport, Transport
-from mailbot.store import State
+from mailbot.mail.smtp import SmtpTransport, Transport
+from mailbot.state.store import State
 
 
 def make_source(settings: Settings) -> MailSource:

@@ -20,9 +20,6 @@ import click
 if TYPE_CHECKING:
     from mailbot.config import Settings
 
-DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "zhejiang-2020-1x.toml"
-
-
 @click.group()
 @click.version_option(package_name="mailbot")
 def main() -> None:
@@ -41,7 +38,7 @@ def check(files: tuple[Path, ...], as_json: bool, rules_path: Path | None) -> No
 
     Example: ``mailbot check --json 浙江某学院.xlsx``
     """
-    from mailbot.check_report import run_check
+    from mailbot.forms.check_report import run_check
 
     sys.exit(run_check(list(files), as_json=as_json, rules_path=rules_path))
 
@@ -67,7 +64,7 @@ def _assemble(settings: "Settings", actor: str = "daemon", *, lock: bool = True)
     lock for the rest of the command (one writer per state dir)."""
     from mailbot.assembly import assemble
     from mailbot.errors import MailbotError
-    from mailbot.instance_lock import InstanceLocked, hold_instance_lock
+    from mailbot.state.lock import InstanceLocked, hold_instance_lock
     from mailbot.logs import configure_logging, get_logger
 
     configure_logging(settings.log_format)
@@ -122,7 +119,7 @@ def run(config_path: Path | None) -> None:
     Stops cleanly on SIGTERM.  Only one instance may run per state directory.
     """
     from mailbot.daemon import Daemon
-    from mailbot.digest import queue_digest
+    from mailbot.office.digest import queue_digest
     from mailbot.errors import MailbotError
 
     parts, log = _assemble(_settings(config_path))
@@ -149,7 +146,7 @@ def replay(eml: Path, dry_run: bool, arrived: str | None, config_path: Path | No
     import hashlib
     from datetime import datetime, timezone
 
-    from mailbot.mail_source import FetchedMessage
+    from mailbot.mail.source import FetchedMessage
 
     settings = _settings(config_path)
     parts, log = _assemble(settings, actor="replay", lock=not dry_run)
@@ -192,7 +189,7 @@ def _reply_text(raw: bytes) -> str:
 @click.option("--send", is_flag=True, help="Queue it to the staff addresses and send, instead of printing.")
 def digest(config_path: Path | None, send: bool) -> None:
     """Print the staff digest for the last 24 hours (or queue and send it with --send)."""
-    from mailbot.digest import build_digest, queue_digest
+    from mailbot.office.digest import build_digest, queue_digest
 
     parts, _ = _assemble(_settings(config_path), actor="staff", lock=send)
     try:
@@ -218,9 +215,9 @@ def purge(before: str, staff: str, config_path: Path | None) -> None:
     """
     from datetime import datetime, timezone
 
-    from mailbot.purge import purge_before
+    from mailbot.state.purge import purge_before
     from mailbot.rules import load_rules
-    from mailbot.store import State
+    from mailbot.state.store import State
 
     settings = _settings(config_path)
     cutoff = datetime.fromisoformat(before)
@@ -244,7 +241,7 @@ def purge(before: str, staff: str, config_path: Path | None) -> None:
 def verify(config_path: Path | None) -> None:
     """Check the state database (integrity_check) and the audit event chain, read-only."""
     from mailbot.errors import StateError
-    from mailbot.store import State
+    from mailbot.state.store import State
 
     try:
         state = State.readonly(_settings(config_path).db_path)

@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from mailbot.bundled import default_rules_file, templates_dir
 from mailbot.errors import ConfigError
 from mailbot.time_zones import known_time_zone
 from mailbot.limits import Limits
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 TlsMode = Literal["implicit", "starttls", "plain"]
 
 
@@ -132,8 +132,8 @@ class Settings(BaseSettings):
     )
 
     state_dir: Path = Path("state")
-    rules: Path = PROJECT_DIR / "rules" / "zhejiang-2020-1x.toml"
-    templates: Path = PROJECT_DIR / "templates"
+    rules: Path = Field(default_factory=default_rules_file)
+    templates: Path = Field(default_factory=templates_dir)
     timezone: str = "Asia/Shanghai"
     staff_addresses: tuple[str, ...] = ()
     log_format: Literal["auto", "json", "console"] = "auto"

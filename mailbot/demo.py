@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-SAMPLES = Path(__file__).resolve().parent / "demo_mail"
+from mailbot.bundled import demo_mail_dir
+
 MARKER = ".mailbot-demo"
 
 
@@ -31,7 +32,7 @@ def deliver_samples(maildir: Path, tz: ZoneInfo) -> list[tuple[str, datetime]]:
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
     delivered = []
-    for n, sample in enumerate(sorted(SAMPLES.glob("*.eml")), start=1):
+    for n, sample in enumerate(sorted(demo_mail_dir().glob("*.eml")), start=1):
         _, stamp, label = sample.stem.split("_", 2)
         arrived = datetime.strptime(stamp, "%Y-%m-%dT%H-%M").replace(tzinfo=tz)
         name = f"{int(arrived.timestamp())}.M0P{n}.mailbot-demo"

@@ -1,6 +1,6 @@
 """One message through every stage: gate -> find forms -> read and check -> record -> reply.
 
-:meth:`Intake.poll_once` drives a cycle over a :class:`~mailbot.mail_source.MailSource`:
+:meth:`Intake.poll_once` drives a cycle over a :class:`~mailbot.mail.source.MailSource`:
 status (one round trip), fetch what is new, and for each message record everything and queue
 its reply in ONE transaction, then send the outbox, then settle the message on the server.
 An unexpected error on one message records it as ``failed`` with the reason, moves it aside
@@ -20,23 +20,23 @@ from email.utils import make_msgid
 from typing import Any
 
 from mailbot.config import Settings
-from mailbot.correction_workbook import highlight_workbook, rebuild_workbook
+from mailbot.replies.correction_workbook import highlight_workbook, rebuild_workbook
 from mailbot.errors import FormError, MailboxError, StateError
-from mailbot.form_model import Finding, FormVerdict, Outcome
-from mailbot.ledger import SeatLedger, SeatRequest, SubmissionResult
-from mailbot.mail_gate import auto_reply_reason, domain_mismatch, sender_trust
-from mailbot.mail_source import FetchedMessage, MailSource
+from mailbot.forms.model import Finding, FormVerdict, Outcome
+from mailbot.state.ledger import SeatLedger, SeatRequest, SubmissionResult
+from mailbot.mail.gate import auto_reply_reason, domain_mismatch, sender_trust
+from mailbot.mail.source import FetchedMessage, MailSource
 from mailbot.masking import mask_id, mask_text
-from mailbot.mime_walk import Attachment, MessageParts, ParsedMessage, find_attachments, parse_message
-from mailbot.normalize import compact
-from mailbot.outbox import SendReport, recover_interrupted, send_pending
-from mailbot.replies import ReplyRenderer, build_message
-from mailbot.reply_model import ChangeLine, FindingLine, NomineeLine, ReplyContext, ReplyKind
-from mailbot.form_reader import sheet_cells
-from mailbot.row_checks import judge_file
+from mailbot.mail.walk import Attachment, MessageParts, ParsedMessage, find_attachments, parse_message
+from mailbot.forms.normalize import compact
+from mailbot.state.outbox import SendReport, recover_interrupted, send_pending
+from mailbot.replies.render import ReplyRenderer, build_message
+from mailbot.replies.model import ChangeLine, FindingLine, NomineeLine, ReplyContext, ReplyKind
+from mailbot.forms.reader import sheet_cells
+from mailbot.forms.checks import judge_file
 from mailbot.rules import CampaignRules
-from mailbot.smtp_sender import Transport
-from mailbot.store import State, utc_now
+from mailbot.mail.smtp import Transport
+from mailbot.state.store import State, utc_now
 
 
 SETTLE_BATCH = 20  # recorded messages moved on the server with one command

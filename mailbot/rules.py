@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mailbot.bundled import default_rules_file
 from mailbot.errors import ConfigError
 from mailbot.time_zones import known_time_zone
-from mailbot.form_model import OFFICIAL_LABELS
-from mailbot.normalize import match_key
+from mailbot.annex3 import OFFICIAL_LABELS
+from mailbot.forms.normalize import match_key
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "rules" / "zhejiang-2020-1x.toml"
 
 
 class _Model(BaseModel):
@@ -137,7 +137,7 @@ class OutsidePrograms(_Model):
 
 
 class ProgramMatching(_Model):
-    """How written program names are compared (see mailbot.normalize.match_key)."""
+    """How written program names are compared (see mailbot.forms.normalize.match_key)."""
 
     strip_words: tuple[str, ...] = (
         "1+X", "职业技能等级证书", "职业技能等级", "证书制度试点", "师资培训班", "师资培训",
@@ -287,7 +287,7 @@ def parse_rules(data: dict[str, Any], source: str = "<rules>") -> CampaignRules:
 
 def load_rules(path: Path | str | None = None) -> CampaignRules:
     """Read and validate a rules file (default: the bundled ``rules/zhejiang-2020-1x.toml``)."""
-    path = Path(path) if path is not None else DEFAULT_RULES_PATH
+    path = Path(path) if path is not None else default_rules_file()
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from mailbot.assembly import Assembly, assemble
 from mailbot.config import Settings, load_settings
 from mailbot.logs import configure_logging, get_logger
-from mailbot.rules import DEFAULT_RULES_PATH
+from mailbot.bundled import default_rules_file
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -25,7 +25,7 @@ def shanghai(*args: int) -> datetime:
 
 def rules_with_seats(tmp_path: Path, seats: int) -> Path:
     """A copy of the bundled rules with every program's default seat count set to ``seats``."""
-    text = DEFAULT_RULES_PATH.read_text(encoding="utf-8")
+    text = default_rules_file().read_text(encoding="utf-8")
     text, n = re.subn(r"(?m)^seats = 50\b", f"seats = {seats}", text)
     assert n == 1, "the bundled rules file changed shape"
     path = tmp_path / "rules.toml"

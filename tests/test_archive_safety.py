@@ -11,10 +11,10 @@ import zipfile
 
 import pytest
 
-from mailbot import archive_safety
-from mailbot.archive_safety import open_checked_zip, read_member
+from mailbot.forms import archive_safety
+from mailbot.forms.archive_safety import open_checked_zip, read_member
 from mailbot.errors import UnreadableForm
-from mailbot.form_reader import read_annex3
+from mailbot.forms.reader import read_annex3
 from mailbot.limits import DEFAULT_LIMITS, Limits
 from forms_factory import make_annex3_xlsx, nominee
 

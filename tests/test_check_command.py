@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mailbot.check_report import verdict_to_json
+from mailbot.forms.check_report import verdict_to_json
 from mailbot.cli import main
 from mailbot.errors import NotAnnex3, UnreadableForm
-from mailbot.form_model import CellValue, FormReading, FormRow, Outcome
-from mailbot.identity import make_id_number
-from mailbot.row_checks import check_form
-from mailbot.rules import DEFAULT_RULES_PATH, load_rules
+from mailbot.forms.model import CellValue, FormReading, FormRow, Outcome
+from mailbot.forms.identity import make_id_number
+from mailbot.forms.checks import check_form
+from mailbot.bundled import default_rules_file
+from mailbot.rules import load_rules
 
 MAN = make_id_number("33010619900101123")
 WOMAN = make_id_number("33010619851231002")
@@ -53,9 +54,9 @@ def fake_read_annex3(data: bytes, filename: str, limits) -> FormReading:
 
 @pytest.fixture
 def files(tmp_path: Path, monkeypatch) -> Path:
-    fake = types.ModuleType("mailbot.form_reader")
+    fake = types.ModuleType("mailbot.forms.reader")
     fake.read_annex3 = fake_read_annex3
-    monkeypatch.setitem(sys.modules, "mailbot.form_reader", fake)
+    monkeypatch.setitem(sys.modules, "mailbot.forms.reader", fake)
     for name in ("good.xlsx", "bad.xlsx", "zz.xlsx", "notes.xlsx", "broken.xlsx"):
         (tmp_path / name).write_bytes(b"PK")
     monkeypatch.chdir(tmp_path)
@@ -131,7 +132,7 @@ def test_the_table_shows_outcome_institution_and_masked_data(files):
 
 
 def test_a_bad_rules_file_lists_every_problem_on_stderr_and_exits_2(files):
-    text = DEFAULT_RULES_PATH.read_text(encoding="utf-8")
+    text = default_rules_file().read_text(encoding="utf-8")
     text = text.replace("cap_yuan = 3200", "cap_yuan = -1").replace(
         'address = "shengpei@zjut.edu.cn"', 'address = "nobody"')
     (files / "bad-rules.toml").write_text(text, encoding="utf-8")
@@ -152,7 +153,7 @@ def test_verdict_to_json_is_pure_and_masks_personal_data():
 
 
 def test_a_real_workbook_through_the_real_reader(tmp_path: Path):
-    pytest.importorskip("mailbot.form_reader")
+    pytest.importorskip("mailbot.forms.reader")
     openpyxl = pytest.importorskip("openpyxl")
     wb = openpyxl.Workbook()
     ws = wb.active

@@ -9,7 +9,7 @@ import pytest
 from openpyxl import Workbook, load_workbook
 from stdnum.cn import ric
 
-from mailbot.correction_workbook import COMMENT_AUTHOR, corrected_name, highlight_workbook
+from mailbot.replies.correction_workbook import COMMENT_AUTHOR, corrected_name, highlight_workbook
 
 HEADER = ["序号", "所报证书培训班名称", "姓名", "性别", "职务", "电子邮箱", "身份证号", "手机"]
 BODY17 = "33010619900101123"

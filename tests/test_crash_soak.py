@@ -34,7 +34,7 @@ from daemon_harness import MailbotProcess, write_config
 from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import shanghai
 from mail_factory import make_mail
-from mailbot.store import State
+from mailbot.state.store import State
 
 MESSAGES = int(os.environ.get("MAILBOT_SOAK_MESSAGES", "30"))
 ROUNDS = int(os.environ.get("MAILBOT_SOAK_ROUNDS", "2"))

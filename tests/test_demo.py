@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from mailbot.cli import main
-from mailbot.store import State
+from mailbot.state.store import State
 
 
 def test_demo_fills_database_writes_replies_and_moves_the_mail(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def dotted_keys(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str,
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             yield from dotted_keys(field.annotation, f"{prefix}{name}.")
         else:
-            yield f"{prefix}{name}", field.default
+            yield f"{prefix}{name}", field.get_default(call_default_factory=True)
 
 
 def env_name(key: str) -> str:

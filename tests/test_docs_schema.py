@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from stdnum.cn import ric
 
-from mailbot.form_model import Outcome
-from mailbot.ledger import SeatLedger, SeatRequest
+from mailbot.forms.model import Outcome
+from mailbot.state.ledger import SeatLedger, SeatRequest
 from mailbot.masking import mask_id
-from mailbot.reply_model import REPLY_KINDS
-from mailbot.store import State, utc_now
+from mailbot.replies.model import REPLY_KINDS
+from mailbot.state.store import State, utc_now
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "SCHEMA.md").read_text(encoding="utf-8")

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-import mailbot.store
+import mailbot.state.store
 from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import imap_settings, open_intake, outcomes, parse_reply, shanghai
 from mail_factory import make_mail
-from mailbot.digest import build_digest
+from mailbot.office.digest import build_digest
 from mailbot.errors import StateError
-from mailbot.outbox import SendReport
+from mailbot.state.outbox import SendReport
 
 pytestmark = pytest.mark.servers
 
@@ -206,7 +206,7 @@ def test_an_auditors_long_read_transaction_does_not_block_intake(
 
 def test_another_writer_holding_the_lock_past_the_busy_timeout_fails_the_poll_then_the_message_is_processed_once(
         monkeypatch, open_parts, dovecot, imap_account, smtp_sink) -> None:
-    monkeypatch.setattr(mailbot.store, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(mailbot.state.store, "BUSY_TIMEOUT_MS", 200)
     parts = open_parts()
     dovecot.append(_good_mail(), ON_TIME, user=imap_account.user)
     writer = sqlite3.connect(parts.state.path, isolation_level=None, timeout=0.1)
@@ -241,7 +241,7 @@ def test_disk_full_while_storing_the_raw_mail_fails_the_poll_and_the_message_is_
     parts = open_parts()
     dovecot.append(_good_mail(), ON_TIME, user=imap_account.user)
     with monkeypatch.context() as m:
-        m.setattr(mailbot.store.os, "fsync", _no_space)
+        m.setattr(mailbot.state.store.os, "fsync", _no_space)
         with pytest.raises(StateError, match="No space left on device"):
             parts.intake.poll_once()
     assert outcomes(parts) == [] and smtp_sink.attempts == 0
@@ -269,7 +269,7 @@ def test_disk_full_in_the_middle_of_a_cycle_keeps_what_was_done_and_the_rest_com
         return real_fsync(fd)
 
     with monkeypatch.context() as m:
-        m.setattr(mailbot.store.os, "fsync", fsync_until_full)
+        m.setattr(mailbot.state.store.os, "fsync", fsync_until_full)
         with pytest.raises(StateError):
             parts.intake.poll_once()
     assert outcomes(parts) == [("a@a.edu.cn", "accepted")]

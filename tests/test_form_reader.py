@@ -20,8 +20,8 @@ from forms_factory import (
     OFFICIAL_HEADER, Layout, make_annex3_csv, make_annex3_docx, make_annex3_xlsx, make_identity_number, nominee,
 )
 from mailbot.errors import FormError, NotAnnex3, UnreadableForm
-from mailbot.form_model import CellValue
-from mailbot.form_reader import REQUIRED_KEYS, match_label, read_annex3
+from mailbot.forms.model import CellValue
+from mailbot.forms.reader import REQUIRED_KEYS, match_label, read_annex3
 from mailbot.limits import Limits
 
 FUZZ_EXAMPLES = int(os.environ.get("MAILBOT_FUZZ_EXAMPLES", "60"))  # longer runs: e.g. 2000

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.check_report import verdict_to_json
-from mailbot.cli import DEFAULT_RULES
-from mailbot.row_checks import judge_file
+from mailbot.forms.check_report import verdict_to_json
+from mailbot.bundled import default_rules_file
+from mailbot.forms.checks import judge_file
 from mailbot.rules import load_rules
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -22,7 +22,7 @@ UPDATE = os.environ.get("MAILBOT_UPDATE_GOLDEN") == "1"
 
 @pytest.mark.parametrize("path", INPUTS, ids=lambda p: p.name)
 def test_golden_form_gives_its_expected_json(path):
-    verdict = judge_file(path.read_bytes(), path.name, load_rules(DEFAULT_RULES))
+    verdict = judge_file(path.read_bytes(), path.name, load_rules(default_rules_file()))
     actual = verdict_to_json(verdict)
     expected_path = path.with_name(path.name + ".expected.json")
     if UPDATE:

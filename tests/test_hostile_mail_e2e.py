@@ -24,7 +24,7 @@ from mail_factory import make_forward, make_mail, make_zip
 from mailbot.assembly import assemble
 from mailbot.config import load_settings
 from mailbot.logs import configure_logging, get_logger
-from mailbot.mail_source import FetchedMessage
+from mailbot.mail.source import FetchedMessage
 from mailbot.pipeline import Assessment
 
 CORPUS = (Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus").resolve()

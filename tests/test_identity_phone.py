@@ -6,11 +6,11 @@ from datetime import date
 
 import pytest
 
-from mailbot.emails import check_email
-from mailbot.identity import IdCheck, IdProblem, age_on, check_id_number, gender_from_id, make_id_number
-from mailbot.institution_kind import secondary_vocational_keyword
-from mailbot.phones import is_contact_phone, is_mainland_mobile
-from mailbot.program_match import match_program
+from mailbot.forms.emails import check_email
+from mailbot.forms.identity import IdCheck, IdProblem, age_on, check_id_number, gender_from_id, make_id_number
+from mailbot.forms.institution_kind import secondary_vocational_keyword
+from mailbot.forms.phones import is_contact_phone, is_mainland_mobile
+from mailbot.forms.program_match import match_program
 from mailbot.rules import load_rules
 
 RULES = load_rules()

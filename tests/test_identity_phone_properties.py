@@ -7,9 +7,9 @@ from datetime import date
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailbot.identity import check_id_number, gender_from_id, make_id_number
-from mailbot.normalize import normalize_id_number, normalize_phone
-from mailbot.phones import is_mainland_mobile
+from mailbot.forms.identity import check_id_number, gender_from_id, make_id_number
+from mailbot.forms.normalize import normalize_id_number, normalize_phone
+from mailbot.forms.phones import is_mainland_mobile
 
 areas = st.sampled_from(["110101", "330106", "330302", "440305", "510107", "650102"])
 births = st.dates(min_value=date(1946, 1, 1), max_value=date(2002, 12, 31))

@@ -22,8 +22,8 @@ from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import imap_settings, open_intake, parse_reply, shanghai
 from mail_factory import make_mail
 from mailbot.errors import MailboxError
-from mailbot.imap_source import ImapSource
-from mailbot.mail_source import ImapSettings
+from mailbot.mail.imap import ImapSource
+from mailbot.mail.source import ImapSettings
 from mailbot.pipeline import Intake
 from servers import quote_folder
 

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailbot.errors import ConfigError, MailboxError
-from mailbot.imap_source import ImapSource, parse_fetch
-from mailbot.mail_source import FetchedMessage, ImapSettings, MailSource
+from mailbot.mail.imap import ImapSource, parse_fetch
+from mailbot.mail.source import FetchedMessage, ImapSettings, MailSource
 from servers import DovecotServer, ImapAccount
 
 pytestmark = pytest.mark.servers

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailbot.cli import main
-from mailbot.instance_lock import InstanceLocked, hold_instance_lock
+from mailbot.state.lock import InstanceLocked, hold_instance_lock
 
 
 def test_poll_refuses_while_another_instance_holds_the_state_dir_and_creates_nothing(

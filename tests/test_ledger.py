@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.ledger import SeatLedger, SeatRequest
-from mailbot.store import State
+from mailbot.state.ledger import SeatLedger, SeatRequest
+from mailbot.state.store import State
 
 BIM, WEB = "建筑信息模型（BIM）职业技能等级证书", "Web前端开发职业技能等级证书"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mailbot.limits import Limits
-from mailbot.mail_gate import auto_reply_reason, sender_trust
-from mailbot.mime_walk import MessageParts, parse_message, find_attachments
+from mailbot.mail.gate import auto_reply_reason, sender_trust
+from mailbot.mail.walk import MessageParts, parse_message, find_attachments
 
 CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
 CORPUS = CORPUS.resolve()

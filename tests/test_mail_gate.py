@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mailbot.mail_gate import (
+from mailbot.mail.gate import (
     LOOP_HEADER,
     TrustVerdict,
     auto_reply_reason,
     domain_mismatch,
     sender_trust,
 )
-from mailbot.mime_walk import parse_message
+from mailbot.mail.walk import parse_message
 
 OWN = {"shengpei@zjut.edu.cn"}
 OWN_DOMAIN = "mailbot.zjut.edu.cn"

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailbot.errors import MailboxError
-from mailbot.mail_source import FetchedMessage, MailSource
-from mailbot.maildir_source import UIDLIST, MaildirSource
+from mailbot.mail.source import FetchedMessage, MailSource
+from mailbot.mail.maildir import UIDLIST, MaildirSource
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailbot.form_model import Finding
+from mailbot.forms.model import Finding
 from mailbot.limits import Limits
-from mailbot.mail_gate import auto_reply_reason, sender_trust
-from mailbot.mime_walk import (
+from mailbot.mail.gate import auto_reply_reason, sender_trust
+from mailbot.mail.walk import (
     Attachment,
     MessageParts,
     ParsedMessage,

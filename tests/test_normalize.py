@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailbot.normalize import (
+from mailbot.forms.normalize import (
     clean_text,
     compact,
     match_key,

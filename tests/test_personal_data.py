@@ -19,7 +19,7 @@ from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import imap_settings, open_intake, shanghai
 from mail_factory import make_mail
 from mailbot.cli import main
-from mailbot.digest import build_digest
+from mailbot.office.digest import build_digest
 
 pytestmark = pytest.mark.servers
 

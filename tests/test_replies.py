@@ -20,7 +20,7 @@ from stdnum.cn import ric
 
 from mailbot.errors import SendError
 from mailbot.masking import mask_id, mask_phone
-from mailbot.replies import (
+from mailbot.replies.render import (
     RenderedReply,
     ReplyRenderer,
     build_digest_message,
@@ -28,7 +28,7 @@ from mailbot.replies import (
     reply_subject,
     thread_references,
 )
-from mailbot.reply_model import (
+from mailbot.replies.model import (
     REPLY_KINDS,
     AttentionItem,
     ChangeLine,

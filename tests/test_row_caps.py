@@ -6,7 +6,7 @@ import pytest
 
 from forms_factory import make_annex3_csv, make_annex3_docx, nominee
 from mailbot.errors import UnreadableForm
-from mailbot.form_reader import read_annex3
+from mailbot.forms.reader import read_annex3
 from mailbot.limits import Limits
 
 SMALL = Limits(max_rows=5)  # cap: 5 nominee rows + 1,000 rows of titles and blanks

@@ -8,9 +8,9 @@ import types
 import pytest
 
 from mailbot.errors import NotAnnex3, UnreadableForm
-from mailbot.form_model import CellValue, Finding, FormReading, FormRow, Outcome, RowVerdict
-from mailbot.identity import make_id_number
-from mailbot.row_checks import ROW_CHECKS, check_form, judge_file
+from mailbot.forms.model import CellValue, Finding, FormReading, FormRow, Outcome, RowVerdict
+from mailbot.forms.identity import make_id_number
+from mailbot.forms.checks import ROW_CHECKS, check_form, judge_file
 from mailbot.rules import load_rules
 
 RULES = load_rules()
@@ -213,9 +213,9 @@ def _raise(exc):
     ],
 )
 def test_reader_errors_become_verdicts(monkeypatch, exc, outcome):
-    fake = types.ModuleType("mailbot.form_reader")
+    fake = types.ModuleType("mailbot.forms.reader")
     fake.read_annex3 = _raise(exc)
-    monkeypatch.setitem(sys.modules, "mailbot.form_reader", fake)
+    monkeypatch.setitem(sys.modules, "mailbot.forms.reader", fake)
     verdict = judge_file(b"...", "x.xlsx", RULES)
     assert (verdict.filename, verdict.outcome, verdict.form_findings, verdict.rows) == (
         "x.xlsx", outcome, (Finding(exc.code, exc.message),), ())

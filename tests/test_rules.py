@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from mailbot.errors import ConfigError
-from mailbot.rules import DEFAULT_RULES_PATH, CampaignRules, load_rules, parse_rules
+from mailbot.bundled import default_rules_file
+from mailbot.rules import CampaignRules, load_rules, parse_rules
 
 SHANGHAI = timezone(timedelta(hours=8))
 
@@ -20,7 +21,7 @@ def rules() -> CampaignRules:
 
 
 def raw_rules() -> dict:
-    return tomllib.loads(DEFAULT_RULES_PATH.read_text(encoding="utf-8"))
+    return tomllib.loads(default_rules_file().read_text(encoding="utf-8"))
 
 
 def problems_of(data: dict) -> list[str]:

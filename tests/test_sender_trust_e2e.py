@@ -12,7 +12,7 @@ import pytest
 from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import imap_settings, open_intake, outcomes, parse_reply, shanghai
 from mail_factory import make_mail
-from mailbot.digest import build_digest
+from mailbot.office.digest import build_digest
 
 pytestmark = pytest.mark.servers
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailbot.form_reader import read_annex3
+from mailbot.forms.reader import read_annex3
 
 GOLDEN = Path(__file__).parent / "golden"
 

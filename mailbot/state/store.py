@@ -24,7 +24,7 @@ from typing import Any
 import sqlite_utils
 
 from mailbot.errors import StateError
-from mailbot.private_files import write_private_file
+from mailbot.state.private_files import write_private_file
 
 BUSY_TIMEOUT_MS = 5000
 

@@ -10,9 +10,9 @@ GB18030), RFC 2231 names, encoded-words inside quoted filenames.
 zip member names) more than by name or declared type; it opens zip archives, forwarded
 messages (``message/rfc822`` and ``.eml`` files) and Outlook ``winmail.dat`` (TNEF) up to
 ``Limits.max_nesting`` levels, and reports what the sender must fix as
-:class:`~mailbot.form_model.Finding`-s.
+:class:`~mailbot.forms.model.Finding`-s.
 
-Zip archives are opened through ``mailbot.archive_safety`` (member count, declared and actual
+Zip archives are opened through ``mailbot.forms.archive_safety`` (member count, declared and actual
 sizes, compression ratio, bounded reads); encryption and per-member size are checked here.
 """
 
@@ -34,10 +34,10 @@ from collections.abc import Iterator
 
 import tnefparse
 
-from mailbot.archive_safety import open_checked_zip, open_zip, read_member
+from mailbot.forms.archive_safety import open_checked_zip, open_zip, read_member
 from mailbot.errors import UnreadableForm
-from mailbot.file_magic import image_mime, magic_kind
-from mailbot.form_model import Finding
+from mailbot.forms.magic import image_mime, magic_kind
+from mailbot.forms.model import Finding
 from mailbot.limits import DEFAULT_LIMITS, Limits
 
 # --------------------------------------------------------------------------- constants

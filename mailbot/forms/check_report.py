@@ -17,9 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from mailbot.errors import ConfigError
-from mailbot.form_model import Finding, FormVerdict, Outcome
+from mailbot.forms.model import Finding, FormVerdict, Outcome
 from mailbot.masking import mask_id, mask_phone
-from mailbot.row_checks import judge_file
+from mailbot.forms.checks import judge_file
 from mailbot.rules import CampaignRules, load_rules
 
 EXIT_OK = 0

@@ -26,7 +26,7 @@ from imap_tools.errors import ImapToolsError
 from imap_tools.utils import encode_folder
 
 from mailbot.errors import MailboxError
-from mailbot.mail_source import FetchedMessage, ImapSettings
+from mailbot.mail.source import FetchedMessage, ImapSettings
 
 T = TypeVar("T")
 
@@ -81,7 +81,7 @@ def parse_fetch(data: list) -> list[tuple[int, datetime, bytes]]:
 
 
 class ImapSource:
-    """A folder on an IMAP server as a :class:`~mailbot.mail_source.MailSource`."""
+    """A folder on an IMAP server as a :class:`~mailbot.mail.source.MailSource`."""
 
     def __init__(self, settings: ImapSettings) -> None:
         self.settings = settings

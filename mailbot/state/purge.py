@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailbot.store import State
+from mailbot.state.store import State
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
 from mailbot.errors import UnreadableForm
-from mailbot.ole_inspect import SHEET_TOO_LARGE_MESSAGE
+from mailbot.forms.ole_inspect import SHEET_TOO_LARGE_MESSAGE
 
 FORMULA_MESSAGE = (
     "表格中的公式没有计算结果（文件可能由程序生成、未在 Excel 中打开过），"

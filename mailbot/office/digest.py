@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from mailbot.config import Settings
-from mailbot.ledger import SeatLedger
+from mailbot.state.ledger import SeatLedger
 from mailbot.masking import mask_text
-from mailbot.replies import ReplyRenderer, RenderedReply, build_digest_message
-from mailbot.reply_model import AttentionItem, DigestContext, ProgramSeats
+from mailbot.replies.render import ReplyRenderer, RenderedReply, build_digest_message
+from mailbot.replies.model import AttentionItem, DigestContext, ProgramSeats
 from mailbot.rules import CampaignRules
-from mailbot.store import State, utc_now
+from mailbot.state.store import State, utc_now
 
 
 def build_digest(state: State, rules: CampaignRules, settings: Settings, *,

@@ -2,7 +2,7 @@
 
 Like GNU Mailman's rules, each check is a named function; :data:`ROW_CHECKS` run over every
 normalised nominee row, :data:`FORM_CHECKS` over the form as a whole.  Each yields
-:class:`~mailbot.form_model.Finding` objects with a stable ``code`` and a Chinese message a
+:class:`~mailbot.forms.model.Finding` objects with a stable ``code`` and a Chinese message a
 teacher can act on; row findings name the row and the column label *as printed in that file*.
 Identity numbers and phones are always masked in messages.
 
@@ -16,10 +16,10 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from mailbot.emails import check_email
+from mailbot.forms.emails import check_email
 from mailbot.errors import NotAnnex3, UnreadableForm
-from mailbot.form_model import (
-    OFFICIAL_LABELS,
+from mailbot.annex3 import OFFICIAL_LABELS
+from mailbot.forms.model import (
     CellValue,
     Finding,
     FormReading,
@@ -28,11 +28,11 @@ from mailbot.form_model import (
     Outcome,
     RowVerdict,
 )
-from mailbot.identity import IdProblem, age_on, check_id_number, gender_from_id
-from mailbot.institution_kind import secondary_vocational_keyword
+from mailbot.forms.identity import IdProblem, age_on, check_id_number, gender_from_id
+from mailbot.forms.institution_kind import secondary_vocational_keyword
 from mailbot.limits import DEFAULT_LIMITS, Limits
 from mailbot.masking import mask_id, mask_phone, mask_text
-from mailbot.normalize import (
+from mailbot.forms.normalize import (
     clean_text,
     compact,
     normalize_email,
@@ -41,8 +41,8 @@ from mailbot.normalize import (
     normalize_name,
     normalize_phone,
 )
-from mailbot.phones import is_contact_phone, is_mainland_mobile
-from mailbot.program_match import ProgramMatch, match_program
+from mailbot.forms.phones import is_contact_phone, is_mainland_mobile
+from mailbot.forms.program_match import ProgramMatch, match_program
 from mailbot.rules import CampaignRules
 
 # Stable finding codes (the reader's own codes come on top for not_annex3/unreadable).
@@ -447,9 +447,9 @@ def check_form(reading: FormReading, rules: CampaignRules) -> FormVerdict:
 def judge_file(
     data: bytes, filename: str, rules: CampaignRules, limits: Limits = DEFAULT_LIMITS
 ) -> FormVerdict:
-    """Read one attachment with ``mailbot.form_reader.read_annex3`` and check it; reader errors
+    """Read one attachment with ``mailbot.forms.reader.read_annex3`` and check it; reader errors
     become ``not_annex3``/``unreadable`` verdicts with one form finding (the reader's code)."""
-    from mailbot.form_reader import read_annex3  # the reader is the only module loading files
+    from mailbot.forms.reader import read_annex3  # the reader is the only module loading files
 
     try:
         reading = read_annex3(data, filename, limits=limits)

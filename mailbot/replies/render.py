@@ -38,9 +38,9 @@ import jinja2
 from markupsafe import Markup
 
 from mailbot.errors import SendError
-from mailbot.form_model import FIELDS
+from mailbot.annex3 import FIELDS
 from mailbot.masking import mask_text
-from mailbot.reply_model import DigestContext, FindingLine, NomineeLine, ReplyContext
+from mailbot.replies.model import DigestContext, FindingLine, NomineeLine, ReplyContext
 
 try:
     from zoneinfo import ZoneInfo

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mailbot.errors import MailboxError
-from mailbot.mail_source import STANDARD_FOLDERS, FetchedMessage
+from mailbot.mail.source import STANDARD_FOLDERS, FetchedMessage
 
 UIDLIST = "mailbot-uidlist"
 POLL_SECONDS = 0.2
@@ -44,7 +44,7 @@ _COUNTER = iter(range(1, 1 << 62))
 
 
 class MaildirSource:
-    """A Maildir++ directory as a :class:`~mailbot.mail_source.MailSource`."""
+    """A Maildir++ directory as a :class:`~mailbot.mail.source.MailSource`."""
 
     def __init__(self, path: str | os.PathLike[str], folders: tuple[str, ...] = STANDARD_FOLDERS) -> None:
         self.path = Path(path).expanduser().resolve()

@@ -1,4 +1,4 @@
-"""Turn the bytes of one file into grids of :class:`~mailbot.form_model.CellValue`.
+"""Turn the bytes of one file into grids of :class:`~mailbot.forms.model.CellValue`.
 
 The format is judged by the bytes (magic numbers, zip members), never by the file name.
 Spreadsheets are read with python-calamine (xlsx/xlsm/xls/ods/et; .xlsb is refused), bare BIFF2-4 ``.xls``
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from itertools import islice
 
-from mailbot import archive_safety, ole_inspect, xlsx_inspect
+from mailbot.forms import archive_safety, ole_inspect, xlsx_inspect
 from mailbot.errors import UnreadableForm
-from mailbot.file_magic import magic_kind
-from mailbot.form_model import CellValue
+from mailbot.forms.magic import magic_kind
+from mailbot.forms.model import CellValue
 from mailbot.limits import Limits
 
 # Dense cell area a reader may allocate for one sheet (calamine allocates the bounding box).

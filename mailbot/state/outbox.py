@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mailbot.errors import SendError
-from mailbot.private_files import write_private_file
-from mailbot.smtp_sender import Transport
-from mailbot.store import State, utc_now
+from mailbot.state.private_files import write_private_file
+from mailbot.mail.smtp import Transport
+from mailbot.state.store import State, utc_now
 
 
 class FolderTransport:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mailbot.store import State, utc_now
+from mailbot.state.store import State, utc_now
 
 Status = Literal["seated", "waiting", "conflict", "withdrawn"]
 

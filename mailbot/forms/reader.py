@@ -1,6 +1,6 @@
 """Read an Annex 3 form (高校参训教师信息汇总表) from the bytes of one attachment.
 
-``read_annex3(data, filename)`` is pure: bytes in, :class:`~mailbot.form_model.FormReading` out,
+``read_annex3(data, filename)`` is pure: bytes in, :class:`~mailbot.forms.model.FormReading` out,
 or ``UnreadableForm`` / ``NotAnnex3``.  It finds the header row by its labels wherever it sits,
 picks the best-matching sheet (or Word table), reads 填报单位 / 联系人 / 联系电话 from the block
 above the table, and collects the nominee rows up to the 说明 footer.
@@ -26,9 +26,10 @@ import unicodedata
 from dataclasses import dataclass
 
 from mailbot.errors import FormError, NotAnnex3, UnreadableForm
-from mailbot.form_model import FIELDS, CellValue, FormReading, FormRow
+from mailbot.annex3 import FIELDS
+from mailbot.forms.model import CellValue, FormReading, FormRow
 from mailbot.limits import DEFAULT_LIMITS, Limits
-from mailbot.sheet_sources import DAMAGED_MESSAGE, Grid, Source, load
+from mailbot.forms.sheet_sources import DAMAGED_MESSAGE, Grid, Source, load
 
 __all__ = ["read_annex3", "sheet_cells", "match_label", "REQUIRED_KEYS", "HEADER_SEARCH_ROWS"]
 
@@ -180,7 +181,7 @@ def _cell_at(row: list[CellValue], col: int, row_number: int, coordinates: bool)
     if col < len(row):
         return row[col]
     if coordinates:
-        from mailbot.sheet_sources import column_letters
+        from mailbot.forms.sheet_sources import column_letters
 
         return CellValue("", False, f"{column_letters(col)}{row_number}")
     return CellValue("")

@@ -1,4 +1,4 @@
-"""What a reply says, as plain data: the pipeline fills these in, ``mailbot.replies`` renders them.
+"""What a reply says, as plain data: the pipeline fills these in, ``mailbot.replies.render`` renders them.
 
 Every personal number in these objects is already masked (``mailbot.masking``); the renderer
 masks again anything that slips through, so a raw identity number or mobile never reaches mail.

@@ -1,7 +1,7 @@
 """Typed results passed between the form reader, the row checks and the rest of the pipeline.
 
-The reader (``mailbot.form_reader.read_annex3``) produces a :class:`FormReading`: what the form
-says, cell by cell, with nothing judged yet.  The checks (``mailbot.row_checks.check_form``)
+The reader (``mailbot.forms.reader.read_annex3``) produces a :class:`FormReading`: what the form
+says, cell by cell, with nothing judged yet.  The checks (``mailbot.forms.checks.check_form``)
 turn it into a :class:`FormVerdict`.
 """
 
@@ -10,19 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-# Canonical field keys of the Annex 3 columns, in form order, with the label as printed on
-# the official form (the label is what a teacher sees and what findings name).
-FIELDS: tuple[tuple[str, str], ...] = (
-    ("seq", "序号"),
-    ("program", "所报证书培训班名称"),
-    ("name", "姓名"),
-    ("gender", "性别"),
-    ("position", "职务"),
-    ("email", "电子邮箱"),
-    ("id_number", "身份证号"),
-    ("phone", "手机"),
-)
-OFFICIAL_LABELS: dict[str, str] = dict(FIELDS)
 
 
 class Outcome(str, Enum):

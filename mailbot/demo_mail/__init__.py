@@ -1,0 +1,1 @@
+"""Sample mails for ``mailbot demo`` (synthetic people)."""

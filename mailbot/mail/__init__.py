@@ -1,0 +1,1 @@
+"""Mail in and out: sources (IMAP, Maildir), the MIME walk, the gate, SMTP."""

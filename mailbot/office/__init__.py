@@ -1,0 +1,1 @@
+"""The office side: what staff receive and do (the digest)."""

@@ -1,0 +1,1 @@
+"""Replies: their models, rendering from templates, the correction workbook."""

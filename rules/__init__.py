@@ -1,0 +1,1 @@
+"""Campaign rules files, shipped in the package as ``mailbot.campaign_rules`` (see mailbot/bundled.py)."""
