@@ -29,11 +29,16 @@ from mailbot.limits import Limits
 TlsMode = Literal["implicit", "starttls", "plain"]
 
 
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
+def is_loopback(host: str) -> bool:
+    """True for localhost names and loopback addresses (``127.x``, ``::1``, bracketed ``[::1]``):
+    the only hosts ``tls = "plain"`` may reach without ``allow_plain_remote``."""
+    name = host.strip().lower()
+    if name in ("localhost", "localhost.localdomain", "ip6-localhost"):
         return True
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
 
@@ -57,7 +62,7 @@ class ServerSettings(_Section):
 
     @model_validator(mode="after")
     def _plain_only_on_loopback(self) -> "ServerSettings":
-        if self.tls == "plain" and not self.allow_plain_remote and not _is_loopback(self.host):
+        if self.tls == "plain" and not self.allow_plain_remote and not is_loopback(self.host):
             raise ValueError(f"tls = 'plain' is only allowed for loopback hosts, not {self.host!r}")
         return self
 

@@ -28,7 +28,7 @@ from mailbot.mail.gate import auto_reply_reason, domain_mismatch, sender_trust
 from mailbot.mail.source import FetchedMessage, MailSource
 from mailbot.masking import mask_id, mask_text
 from mailbot.mail.walk import Attachment, MessageParts, ParsedMessage, find_attachments, parse_message
-from mailbot.forms.normalize import compact
+from mailbot.normalize import compact
 from mailbot.state.outbox import SendReport, recover_interrupted, send_pending
 from mailbot.replies.render import ReplyRenderer, build_message
 from mailbot.replies.model import ChangeLine, FindingLine, NomineeLine, ReplyContext, ReplyKind

@@ -20,7 +20,7 @@ from mailbot.bundled import default_rules_file
 from mailbot.errors import ConfigError
 from mailbot.time_zones import known_time_zone
 from mailbot.annex3 import OFFICIAL_LABELS
-from mailbot.forms.normalize import match_key
+from mailbot.normalize import match_key
 
 
 
@@ -137,7 +137,7 @@ class OutsidePrograms(_Model):
 
 
 class ProgramMatching(_Model):
-    """How written program names are compared (see mailbot.forms.normalize.match_key)."""
+    """How written program names are compared (see mailbot.normalize.match_key)."""
 
     strip_words: tuple[str, ...] = (
         "1+X", "职业技能等级证书", "职业技能等级", "证书制度试点", "师资培训班", "师资培训",

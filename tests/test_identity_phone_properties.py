@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailbot.forms.identity import check_id_number, gender_from_id, make_id_number
-from mailbot.forms.normalize import normalize_id_number, normalize_phone
+from mailbot.normalize import normalize_id_number, normalize_phone
 from mailbot.forms.phones import is_mainland_mobile
 
 areas = st.sampled_from(["110101", "330106", "330302", "440305", "510107", "650102"])

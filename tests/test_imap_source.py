@@ -288,6 +288,31 @@ def test_plain_text_is_refused_for_remote_hosts():
     assert ImapSettings(host="localhost", port=143, tls="plain", user="u", password="p").host == "localhost"
 
 
+LOOPBACK_HOSTS = ["localhost", "LOCALHOST", "localhost.localdomain", "127.0.0.1", "127.8.9.10", "::1", "[::1]"]
+REMOTE_HOSTS = ["imap.example.com", "10.0.0.1", "[2001:db8::1]", "[::1", "localhost.example.com"]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_HOSTS)
+def test_plain_text_is_allowed_on_every_loopback_spelling_by_both_settings(host):
+    from mailbot.config import ImapConfig, SmtpConfig
+
+    assert ImapSettings(host=host, port=143, tls="plain", user="u", password="p").host == host
+    assert ImapConfig(host=host, tls="plain").host == host
+    assert SmtpConfig(host=host, tls="plain").host == host
+
+
+@pytest.mark.parametrize("host", REMOTE_HOSTS)
+def test_plain_text_is_refused_on_every_remote_host_by_both_settings(host):
+    from pydantic import ValidationError
+
+    from mailbot.config import SmtpConfig
+
+    with pytest.raises(ConfigError, match="plain"):
+        ImapSettings(host=host, port=143, tls="plain", user="u", password="p")
+    with pytest.raises(ValidationError, match="only allowed for loopback hosts"):
+        SmtpConfig(host=host, tls="plain")
+
+
 def test_parse_fetch_handles_trailers_and_unsolicited_flags():
     data = [
         b"3 (FLAGS (\\Seen))",

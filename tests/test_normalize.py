@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailbot.forms.normalize import (
+from mailbot.normalize import (
     clean_text,
     compact,
     match_key,

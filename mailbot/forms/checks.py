@@ -32,7 +32,7 @@ from mailbot.forms.identity import IdProblem, age_on, check_id_number, gender_fr
 from mailbot.forms.institution_kind import secondary_vocational_keyword
 from mailbot.limits import DEFAULT_LIMITS, Limits
 from mailbot.masking import mask_id, mask_phone, mask_text
-from mailbot.forms.normalize import (
+from mailbot.normalize import (
     clean_text,
     compact,
     normalize_email,

@@ -36,7 +36,7 @@ class IdCheck:
 def check_id_number(number: str) -> IdCheck:
     """Check length, characters, birth date and check digit, in that order.
 
-    ``number`` must already be normalised (``mailbot.forms.normalize.normalize_id_number``)."""
+    ``number`` must already be normalised (``mailbot.normalize.normalize_id_number``)."""
     if len(number) != 18:
         return IdCheck(IdProblem.LENGTH)
     if not number[:17].isascii() or not number[:17].isdigit() or number[17] not in "0123456789X":

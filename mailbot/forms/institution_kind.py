@@ -3,7 +3,7 @@ platform, not by email.  The keywords live in the rules file ([secondary_vocatio
 
 from __future__ import annotations
 
-from mailbot.forms.normalize import compact
+from mailbot.normalize import compact
 from mailbot.rules import CampaignRules
 
 

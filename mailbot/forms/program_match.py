@@ -1,7 +1,7 @@
 """Written program names -> one of the campaign's programs, or a known certificate outside the
 campaign, or suggestions of the closest names (rapidfuzz).
 
-Matching compares :func:`mailbot.forms.normalize.match_key` keys, so case, spaces, bracket width,
+Matching compares :func:`mailbot.normalize.match_key` keys, so case, spaces, bracket width,
 ``1+X``, ``职业技能等级证书``, ``培训班`` and level suffixes such as ``（中级）`` don't matter.
 Aliases match exactly; a program's full or short name also matches when it is contained in
 what was written (``浙江工业大学建筑信息模型（BIM）师资班``) and no other name is.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
 
-from mailbot.forms.normalize import match_key
+from mailbot.normalize import match_key
 from mailbot.rules import CampaignRules, Program
 
 _MIN_CONTAINED_KEY = 4

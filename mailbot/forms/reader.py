@@ -22,12 +22,12 @@ from __future__ import annotations
 from itertools import islice
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from mailbot.errors import FormError, NotAnnex3, UnreadableForm
 from mailbot.annex3 import FIELDS
 from mailbot.forms.model import CellValue, FormReading, FormRow
+from mailbot.normalize import clean_text, compact
 from mailbot.limits import DEFAULT_LIMITS, Limits
 from mailbot.forms.sheet_sources import DAMAGED_MESSAGE, Grid, Source, load
 
@@ -75,13 +75,9 @@ _VALUE_STRIP = " \t\r\n\u3000:：_＿—-"
 _FOOTER_RE = re.compile(r"^(?:说\s*明|填\s*表\s*说\s*明|注\s*[:：])")
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text)).lower().strip("*:")
-
-
 def match_label(text: str) -> str | None:
     """Canonical key of a header cell (``"身份证号码"`` -> ``"id_number"``), or ``None``."""
-    label = _norm(text)
+    label = compact(text).lower().strip("*:")
     if not label or len(label) > 20:
         return None
     if label in _EXACT:
@@ -203,7 +199,7 @@ def _read_rows(header: _Header, limits: Limits) -> tuple[list[FormRow], list[str
             continue
         first = next(c.text.strip() for c in row if c.text.strip())
         id_text = row[id_col].text.strip() if id_col is not None and id_col < len(row) else ""
-        if _FOOTER_RE.match(unicodedata.normalize("NFKC", first)) and not id_text:
+        if _FOOTER_RE.match(clean_text(first)) and not id_text:
             notes.append(f"stopped at footer in row {index + 1}")
             break
         row_number = index + 1

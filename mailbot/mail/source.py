@@ -12,7 +12,6 @@ The poll loop costs one round trip when nothing is new::
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from mailbot.config import is_loopback
 from mailbot.errors import ConfigError
 
 #: Folders the pipeline settles into; sources create missing ones on first use.
@@ -87,16 +87,6 @@ class MailSource(Protocol):
     def close(self) -> None:
         """Release the connection; safe to call twice and from another thread."""
         ...
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost names and loopback addresses."""
-    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class ImapSettings(BaseModel):
