@@ -194,3 +194,36 @@ def make_annex3_csv(rows: Sequence[Nominee], *, encoding: str = "utf-8-sig", del
     for r in rows:
         writer.writerow([r.value(k) for k in KEYS])
     return buf.getvalue().encode(encoding)
+
+
+def make_ole2(streams: dict[str, bytes]) -> bytes:
+    """An OLE2 compound file whose root storage holds ``streams`` (each padded to 4 KiB, so none
+    lives in the mini stream), chained as right siblings: enough for readers of the directory."""
+    import struct
+
+    end, free, fatsect, nostream = 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFFFFFD, 0xFFFFFFFF
+    bodies = [data.ljust(4096, b"\0") for data in streams.values()]
+    dir_sectors = (len(streams) + 1 + 3) // 4
+    fat = [fatsect] + [s + 1 if s < dir_sectors else end for s in range(1, dir_sectors + 1)]
+    starts = []
+    for body in bodies:
+        first, count = len(fat), -(-len(body) // 512)
+        starts.append(first)
+        fat += [first + k + 1 for k in range(count - 1)] + [end]
+    assert len(fat) <= 128, "one FAT sector only"
+    fat += [free] * (128 - len(fat))
+
+    def entry(name: str, kind: int, right: int, child: int, start: int, size: int) -> bytes:
+        raw = name.encode("utf-16-le") + b"\0\0" if name else b""
+        return (raw.ljust(64, b"\0") + struct.pack("<HBB", len(raw), kind, 1)
+                + struct.pack("<III", nostream, right, child) + b"\0" * 36 + struct.pack("<IQ", start, size))
+
+    names = list(streams)
+    directory = entry("Root Entry", 5, nostream, 1 if names else nostream, end, 0) + b"".join(
+        entry(name, 2, i + 2 if i + 1 < len(names) else nostream, nostream, starts[i], len(bodies[i]))
+        for i, name in enumerate(names))
+    directory = directory.ljust(dir_sectors * 512, b"\0")
+    header = (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 16 + struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6)
+              + b"\0" * 6 + struct.pack("<9I", 0, 1, 1, 0, 4096, end, 0, end, 0)
+              + struct.pack("<109I", 0, *([free] * 108)))
+    return header + struct.pack("<128I", *fat) + directory + b"".join(bodies)

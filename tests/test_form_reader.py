@@ -445,3 +445,12 @@ def test_every_corpus_spreadsheet_is_not_annex3_or_unreadable_in_bounded_time(pa
 
 def test_required_keys_are_the_content_columns():
     assert REQUIRED_KEYS == ("program", "name", "gender", "position", "email", "id_number", "phone")
+
+
+@pytest.mark.parametrize(("label", "key"), [
+    ("性\u200b别", "gender"), ("姓\u00ad名", "name"), ("序\ufeff号", "seq"), ("＊姓\u3000名：", "name"), ("E-MAIL", "email"),
+])
+def test_a_header_label_is_compared_as_normalize_compact_sees_it(label, key):
+    from mailbot.forms.reader import match_label
+
+    assert match_label(label) == key

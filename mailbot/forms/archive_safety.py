@@ -18,7 +18,9 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from mailbot.charsets import decode_guess
 from mailbot.errors import UnreadableForm
+from mailbot.forms.magic import zip_kind
 from mailbot.limits import Limits
 
 _CHUNK = 1 << 16
@@ -190,3 +192,27 @@ def read_member(zf: zipfile.ZipFile, member: str | zipfile.ZipInfo, limits: Limi
 def member_names(zf: zipfile.ZipFile) -> set[str]:
     """Member names with Windows separators normalised to ``/``."""
     return {i.filename.replace("\\", "/") for i in zf.infolist()}
+
+
+def zip_contents_kind(zf: zipfile.ZipFile, limits: Limits) -> str:
+    """:func:`~mailbot.forms.magic.zip_kind` of an open zip: its member names and the start of a
+    ``mimetype`` member small enough to be one (a genuine one is under 100 bytes)."""
+    names = member_names(zf)
+    mimetype = b""
+    if "mimetype" in names:
+        info = next(i for i in zf.infolist() if i.filename.replace("\\", "/") == "mimetype")
+        if info.file_size < 200:
+            mimetype = read_member(zf, info, limits)[:100].strip()
+    return zip_kind(names, mimetype)
+
+
+def member_display_name(info: zipfile.ZipInfo) -> str:
+    """A member's name as its author wrote it: names not flagged UTF-8 are bytes in the
+    writer's code page (zipfile decodes them as cp437), UTF-8 or GB18030 on Chinese systems."""
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        raw = info.filename.encode("cp437")
+    except UnicodeEncodeError:
+        return info.filename
+    return decode_guess(raw) or info.filename

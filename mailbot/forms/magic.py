@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _IMAGES = (
     (b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF87a", "image/gif"),
@@ -43,3 +45,25 @@ def magic_kind(data: bytes) -> str | None:
     if head.startswith(b"\x78\x9f\x3e\x22"):
         return "tnef"
     return None
+
+
+_ODF = b"application/vnd.oasis.opendocument."
+
+
+def zip_kind(names: Collection[str], mimetype: bytes) -> str:
+    """What a zip container is, by its member names (``/`` separators) and the first bytes of
+    its ``mimetype`` member: ``xlsx``, ``xlsm`` (an xlsx with macros), ``xlsb``, ``docx``,
+    ``ods``, ``odt``, or ``zip`` for anything else.  The MIME walk and the loader both read it."""
+    if "xl/workbook.xml" in names:
+        return "xlsm" if "xl/vbaProject.bin" in names else "xlsx"
+    if "xl/workbook.bin" in names:
+        return "xlsb"
+    if "word/document.xml" in names:
+        return "docx"
+    if mimetype.startswith(_ODF + b"spreadsheet"):
+        return "ods"
+    if mimetype.startswith(_ODF + b"text"):
+        return "odt"
+    if "content.xml" in names and "META-INF/manifest.xml" in names:
+        return "ods"
+    return "zip"

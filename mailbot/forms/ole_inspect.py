@@ -1,9 +1,11 @@
-"""Inspect an OLE2 compound file (``D0CF11E0``) before any reader touches it.
+"""Old binary Office files: OLE2 compound files (``D0CF11E0``) and BIFF workbooks (xlrd).
 
-Tells an Excel 97-2003 workbook from an encrypted OOXML package, a Word ``.doc`` and anything
-else; finds ``FILEPASS`` (password-protected ``.xls``); validates the sector chains (a looping
-chain hangs some readers) and bounds each sheet's cell area (a reader allocating the sheet's
-bounding box densely would exhaust memory on two far-apart cells).
+Tells an Excel 97-2003 workbook from an encrypted OOXML package, a Word ``.doc``, an Outlook
+``.msg`` and anything else by the root directory's stream names (``ole_kind``, read by the MIME
+walk and the loader alike); finds ``FILEPASS`` (password-protected ``.xls``); validates the
+sector chains (a looping chain hangs some readers) and bounds each sheet's cell area (a reader
+allocating the sheet's bounding box densely would exhaust memory on two far-apart cells).
+``read_biff`` reads a bare BIFF2-5 workbook's cells as Python values.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
+from datetime import datetime
 
+import xlrd
 from xlrd import compdoc
 
 from mailbot.errors import UnreadableForm
@@ -31,7 +35,7 @@ _EOF, _FILEPASS = 0x000A, 0x002F
 
 @dataclass(frozen=True)
 class OleContents:
-    """What an OLE2 file holds: ``kind`` is ``xls``, ``encrypted_ooxml``, ``doc`` or ``other``."""
+    """What an OLE2 file holds: ``kind`` is ``xls``, ``doc``, ``msg`` or ``other``."""
 
     kind: str
     streams: tuple[str, ...]
@@ -41,25 +45,56 @@ def _encrypted(detail: str) -> UnreadableForm:
     return UnreadableForm("encrypted", ENCRYPTED_MESSAGE, detail)
 
 
+def _open(data: bytes) -> compdoc.CompDoc:
+    try:
+        return compdoc.CompDoc(data, logfile=io.StringIO())
+    except (compdoc.CompDocError, struct.error, IndexError, ValueError, MemoryError) as exc:
+        raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"corrupt OLE2 compound file: {exc}") from exc
+
+
+def _root_names(doc: compdoc.CompDoc) -> set[str]:
+    return {doc.dirlist[i].name for i in doc.dirlist[0].children if 0 <= i < len(doc.dirlist)}
+
+
+def _kind(doc: compdoc.CompDoc) -> str:
+    """``xls``, ``doc``, ``msg``, ``encrypted`` (an OOXML package with a password) or ``other``.
+
+    Only the root's own streams say what the file is: an xls with an embedded Word object holds
+    a WordDocument stream too, one storage down; an Outlook message keeps its attachments in
+    sub-storages."""
+    names = _root_names(doc)
+    if {"EncryptionInfo", "EncryptedPackage"} & names:
+        return "encrypted"
+    if "__properties_version1.0" in names or any(n.startswith("__substg1.0_") for n in names):
+        return "msg"
+    if "WordDocument" in names:
+        return "doc"
+    if "Workbook" in names or "Book" in names:
+        return "xls"
+    return "other"
+
+
+def ole_kind(data: bytes) -> str:
+    """What an OLE2 file is, never raising: :func:`_kind`'s answer, or ``corrupt`` when the
+    compound file's directory cannot be read."""
+    try:
+        return _kind(_open(data))
+    except UnreadableForm:
+        return "corrupt"
+
+
 def inspect_ole(data: bytes, limits: Limits, *, max_sheet_cells: int) -> OleContents:
     """Validate the compound file and classify it; raise ``UnreadableForm`` when it is corrupt
     (``corrupt``), password-protected (``encrypted``) or a sheet is too sparse-and-wide
     (``sheet_too_large``)."""
-    try:
-        doc = compdoc.CompDoc(data, logfile=io.StringIO())
-        streams = tuple(d.name for d in doc.dirlist if d.name)
-    except (compdoc.CompDocError, struct.error, IndexError, ValueError, MemoryError) as exc:
-        raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"corrupt OLE2 compound file: {exc}") from exc
-    # Only the root's own streams say what the file is: an xls with an embedded Word object
-    # holds a WordDocument stream too, one storage down.
-    names = {doc.dirlist[i].name for i in doc.dirlist[0].children if 0 <= i < len(doc.dirlist)}
-    if {"EncryptionInfo", "EncryptedPackage"} & names:
+    doc = _open(data)
+    streams = tuple(d.name for d in doc.dirlist if d.name)
+    kind = _kind(doc)
+    if kind == "encrypted":
         raise _encrypted("OLE2 file holding an encrypted OOXML package (EncryptionInfo/EncryptedPackage)")
-    if "WordDocument" in names:
-        return OleContents("doc", streams)
-    book = "Workbook" if "Workbook" in names else "Book" if "Book" in names else None
-    if book is None:
-        return OleContents("other", streams)
+    if kind != "xls":
+        return OleContents(kind, streams)
+    book = "Workbook" if "Workbook" in _root_names(doc) else "Book"
     try:
         stream = doc.get_named_stream(book)
     except (compdoc.CompDocError, struct.error, IndexError, ValueError) as exc:
@@ -68,6 +103,47 @@ def inspect_ole(data: bytes, limits: Limits, *, max_sheet_cells: int) -> OleCont
         raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"{book} stream missing")
     scan_biff(stream, max_sheet_cells=max_sheet_cells)
     return OleContents("xls", streams)
+
+
+@dataclass(frozen=True)
+class BiffSheet:
+    """One sheet of a BIFF workbook: ``rows`` of Python values (str, float, bool, datetime, an
+    error's text), at most ``max_columns`` wide; empty when ``nrows`` is beyond ``max_rows``."""
+
+    name: str
+    visible: bool
+    nrows: int
+    rows: tuple[tuple[object, ...], ...]
+
+
+def read_biff(data: bytes, *, max_columns: int, max_rows: int) -> list[BiffSheet]:
+    """Every sheet of a bare BIFF2-5 workbook; ``UnreadableForm("corrupt")`` when xlrd cannot
+    read it.  A sheet longer than ``max_rows`` comes back without rows, for the caller to refuse."""
+    try:
+        book = xlrd.open_workbook(file_contents=data, logfile=io.StringIO(), on_demand=False)
+        sheets = []
+        for index in range(book.nsheets):
+            sh = book.sheet_by_index(index)
+            rows = () if sh.nrows > max_rows else tuple(
+                tuple(_biff_value(sh.cell(r, c), book.datemode) for c in range(min(sh.ncols, max_columns)))
+                for r in range(sh.nrows)
+            )
+            sheets.append(BiffSheet(sh.name, sh.visibility == 0, sh.nrows, rows))
+    except (xlrd.XLRDError, compdoc.CompDocError, struct.error, IndexError, KeyError, ValueError,
+            TypeError, OverflowError, AssertionError, UnicodeDecodeError, LookupError) as exc:
+        raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"BIFF workbook could not be read: {exc!r}") from exc
+    return sheets
+
+
+def _biff_value(cell: xlrd.sheet.Cell, datemode: int) -> object:
+    if cell.ctype == xlrd.XL_CELL_DATE:
+        value: datetime = xlrd.xldate.xldate_as_datetime(cell.value, datemode)
+        return value
+    if cell.ctype == xlrd.XL_CELL_BOOLEAN:
+        return bool(cell.value)
+    if cell.ctype == xlrd.XL_CELL_ERROR:
+        return xlrd.error_text_from_code.get(cell.value, "#ERR")
+    return cell.value
 
 
 def scan_biff(stream: bytes, *, max_sheet_cells: int) -> None:

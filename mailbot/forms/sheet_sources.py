@@ -2,7 +2,7 @@
 
 The format is judged by the bytes (magic numbers, zip members), never by the file name.
 Spreadsheets are read with python-calamine (xlsx/xlsm/xls/ods/et; .xlsb is refused), bare BIFF2-4 ``.xls``
-with xlrd, Word tables with python-docx, CSV with the standard library.  Every container passes
+through ``ole_inspect.read_biff`` (xlrd), Word tables with python-docx, CSV with the standard library.  Every container passes
 ``archive_safety`` / ``ole_inspect`` / ``xlsx_inspect`` first; library errors become
 ``UnreadableForm`` raised from the cause.
 """
@@ -14,13 +14,13 @@ import csv
 import datetime as dt
 import io
 import math
-import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from itertools import islice
 
+from mailbot.charsets import decode_guess
 from mailbot.forms import archive_safety, ole_inspect, xlsx_inspect
 from mailbot.errors import UnreadableForm
 from mailbot.forms.magic import magic_kind
@@ -137,7 +137,7 @@ def sniff(data: bytes) -> str:
 
 
 def _decode_text(data: bytes, *, probe: bool = False) -> str | None:
-    """Decode CSV bytes: BOMs first, then UTF-8, UTF-16 without BOM, GB18030.  ``None`` when the
+    """Decode CSV bytes: BOMs first, then UTF-16 without BOM, then UTF-8 or GB18030 (``charsets``).  ``None`` when the
     bytes are not text.  With ``probe`` the data may be cut mid-character."""
     for bom, enc in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
                      (codecs.BOM_UTF16_BE, "utf-16-be")):
@@ -150,16 +150,8 @@ def _decode_text(data: bytes, *, probe: bool = False) -> str | None:
         enc = "utf-16-le" if odd_nuls > even_nuls else "utf-16-be"
         text = data[: len(data) // 2 * 2].decode(enc, errors="replace")
         return text if _looks_textual(text) else None
-    for enc in ("utf-8", "gb18030"):
-        try:
-            text = data.decode(enc)
-        except UnicodeDecodeError as exc:
-            if probe and exc.start >= len(data) - 4:
-                text = data[: exc.start].decode(enc, errors="replace")
-            else:
-                continue
-        return text if _looks_textual(text) else None
-    return None
+    text = decode_guess(data, cut_ok=probe)
+    return text if text is not None and _looks_textual(text) else None
 
 
 def _looks_textual(text: str) -> bool:
@@ -203,29 +195,10 @@ def load(data: bytes, limits: Limits, *, head_rows: int) -> Source:
     raise UnreadableForm(code, UNSUPPORTED_MESSAGE, f"file content is {detail}")
 
 
-def _zip_kind(names: set[str], mimetype: bytes) -> str:
-    if "xl/workbook.xml" in names:
-        return "xlsx"
-    if "xl/workbook.bin" in names:
-        return "xlsb"
-    if "word/document.xml" in names:
-        return "docx"
-    if mimetype.startswith(b"application/vnd.oasis.opendocument.spreadsheet"):
-        return "ods"
-    if mimetype.startswith(b"application/vnd.oasis.opendocument.text"):
-        return "odt"
-    if "content.xml" in names and "META-INF/manifest.xml" in names:
-        return "ods"
-    return "zip"
-
-
 def _load_zip(data: bytes, limits: Limits, head_rows: int) -> Source:
     zf = archive_safety.open_checked_zip(data, limits)
-    names = archive_safety.member_names(zf)
-    mimetype = b""
-    if "mimetype" in names:
-        mimetype = archive_safety.read_member(zf, "mimetype", limits)[:100].strip()
-    kind = _zip_kind(names, mimetype)
+    kind = archive_safety.zip_contents_kind(zf, limits)
+    kind = "xlsx" if kind == "xlsm" else kind  # calamine reads both alike
     if kind in ("zip", "odt"):
         raise UnreadableForm("unsupported_format", UNSUPPORTED_MESSAGE,
                              f"zip container is not a workbook or Word document ({kind})")
@@ -342,32 +315,13 @@ def _calamine_rows(it: Iterator[list], merged: list, max_columns: int, col0: int
 
 
 def _load_xlrd(data: bytes, limits: Limits, head_rows: int) -> Source:
-    import xlrd
-
-    try:
-        book = xlrd.open_workbook(file_contents=data, logfile=io.StringIO(), on_demand=False)
-        grids = []
-        for index in range(book.nsheets):
-            sh = book.sheet_by_index(index)
-            _refuse_beyond_row_cap(sh.nrows, limits)
-            rows = []
-            for r in range(sh.nrows):
-                cells = []
-                for c in range(min(sh.ncols, limits.max_columns)):
-                    cell = sh.cell(r, c)
-                    value: object = cell.value
-                    if cell.ctype == xlrd.XL_CELL_DATE:
-                        value = xlrd.xldate.xldate_as_datetime(cell.value, book.datemode)
-                    elif cell.ctype == xlrd.XL_CELL_BOOLEAN:
-                        value = bool(cell.value)
-                    elif cell.ctype == xlrd.XL_CELL_ERROR:
-                        value = xlrd.error_text_from_code.get(cell.value, "#ERR")
-                    cells.append(to_cell(value, f"{column_letters(c)}{r + 1}"))
-                rows.append(cells)
-            grids.append(Grid(sh.name, index, sh.visibility == 0, rows[:head_rows], iter(rows[head_rows:])))
-    except (xlrd.XLRDError, xlrd.compdoc.CompDocError, struct.error, IndexError, KeyError,
-            ValueError, TypeError, OverflowError, AssertionError, UnicodeDecodeError, LookupError) as exc:
-        raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"BIFF workbook could not be read: {exc!r}") from exc
+    grids = []
+    for index, sheet in enumerate(ole_inspect.read_biff(data, max_columns=limits.max_columns,
+                                                        max_rows=_row_cap(limits))):
+        _refuse_beyond_row_cap(sheet.nrows, limits)
+        rows = [[to_cell(value, f"{column_letters(c)}{r + 1}") for c, value in enumerate(row)]
+                for r, row in enumerate(sheet.rows)]
+        grids.append(Grid(sheet.name, index, sheet.visible, rows[:head_rows], iter(rows[head_rows:])))
     return Source("xls", grids)
 
 

@@ -23,7 +23,6 @@ import hashlib
 import quopri
 import re
 import time
-import zipfile
 from dataclasses import dataclass, field
 from email import policy as email_policy
 from email.message import Message
@@ -35,9 +34,11 @@ from collections.abc import Iterator
 
 import tnefparse
 
-from mailbot.forms.archive_safety import open_checked_zip, open_zip, read_member
+from mailbot.charsets import decode_bytes
+from mailbot.forms.archive_safety import member_display_name, open_checked_zip, open_zip, read_member, zip_contents_kind
 from mailbot.errors import UnreadableForm
 from mailbot.forms.magic import image_mime, magic_kind
+from mailbot.forms.ole_inspect import ole_kind
 from mailbot.forms.model import Finding
 from mailbot.limits import DEFAULT_LIMITS, Limits
 
@@ -52,66 +53,6 @@ MAX_BODY_CHARS = 20_000
 """Bound on ``MessageParts.body_text``."""
 TINY_IMAGE_BYTES = 12 * 1024
 """Images smaller than this are logos / signature images, never stamped scans."""
-
-_CHARSET_ALIASES = {
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "x-gbk": "gb18030",
-    "cp936": "gb18030",
-    "ms936": "gb18030",
-    "windows-936": "gb18030",
-    "euc-cn": "gb18030",
-    "x-euc-cn": "gb18030",
-    "csgb2312": "gb18030",
-    "gb_2312-80": "gb18030",
-    "chinese": "gb18030",
-    "utf8": "utf-8",
-    "unicode-1-1-utf-8": "utf-8",
-    "ascii": "utf-8",  # senders label UTF-8 text as ASCII; UTF-8 is a superset
-    "us-ascii": "utf-8",
-    "iso-8859-1": "cp1252",  # what mail labelled Latin-1 really is
-    "latin1": "cp1252",
-    "ks_c_5601-1987": "cp949",
-    "unicodebig": "utf-16-be",
-    "unicodelittle": "utf-16-le",
-}
-
-
-def _codec(label: str | None) -> str | None:
-    """A Python codec name for a MIME charset label, or None when unknown."""
-    if not label:
-        return None
-    name = label.strip().strip('"').lower()
-    name = name.split("*", 1)[0]  # RFC 2231 language suffix: utf-8*zh
-    name = _CHARSET_ALIASES.get(name, name)
-    try:
-        return __import__("codecs").lookup(name).name
-    except (LookupError, ValueError):
-        return None
-
-
-def decode_bytes(data: bytes, charset: str | None = None) -> str:
-    """Decode bytes with the declared charset, else UTF-8, else GB18030; never raises.
-
-    Undeclared bytes that are UTF-8 but for a character cut at the end (truncated headers)
-    stay UTF-8: GB18030 would accept them too, as mojibake."""
-    codec = _codec(charset)
-    if codec is not None:
-        try:
-            return data.decode(codec)
-        except (UnicodeDecodeError, LookupError):
-            pass
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        cut_at_end = exc.reason == "unexpected end of data"
-    if cut_at_end and codec is None:
-        return data.decode("utf-8", errors="replace")
-    try:
-        return data.decode("gb18030")
-    except UnicodeDecodeError:
-        return data.decode(codec or "utf-8", errors="replace")
-
 
 def _fix_8bit(value: str) -> str:
     """Raw 8-bit header bytes arrive as surrogate escapes: decode them as UTF-8, else GB18030."""
@@ -407,6 +348,7 @@ class MessageParts:
 
 MIME_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 MIME_XLSM = "application/vnd.ms-excel.sheet.macroenabled.12"
+MIME_XLSB = "application/vnd.ms-excel.sheet.binary.macroenabled.12"
 MIME_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 MIME_ODS = "application/vnd.oasis.opendocument.spreadsheet"
 MIME_ODT = "application/vnd.oasis.opendocument.text"
@@ -423,7 +365,7 @@ _FORM_EXTS = {
 }  # fmt: skip
 _FORM_TYPES = set(_FORM_EXTS.values()) | {
     "application/excel", "application/x-excel", "application/x-msexcel", "application/csv",
-    "application/vnd.ms-excel.sheet.binary.macroenabled.12", "text/comma-separated-values",
+    MIME_XLSB, "text/comma-separated-values",
 }  # fmt: skip
 _SIGNATURE_TYPES = {
     "application/pgp-signature", "application/pkcs7-signature",
@@ -445,7 +387,7 @@ _F_TIME_LIMIT = "time_limit"
 
 
 def _sniff(data: bytes, filename: str, limits: Limits) -> str:
-    """What the bytes are: ``xlsx``/``xlsm``/``docx``/``ods``/``odt``/``zip``/``ole-xls``/
+    """What the bytes are: ``xlsx``/``xlsm``/``xlsb``/``docx``/``ods``/``odt``/``zip``/``ole-xls``/
     ``ole-doc``/``ole-msg``/``ole``/``biff``/``pdf``/``image``/``rar``/``7z``/``gz``/``tnef``/
     ``eml``/``text``/``binary``/``empty``."""
     if not data:
@@ -454,7 +396,7 @@ def _sniff(data: bytes, filename: str, limits: Limits) -> str:
     if kind == "zip":
         return _sniff_zip(data, limits)
     if kind == "ole":
-        return _sniff_ole(data, filename)
+        return _OLE_SNIFF.get(ole_kind(data), "ole")  # the directory's streams, as the loader reads them
     if kind is not None:
         return "gz" if kind == "gzip" else kind
     sample = data[:4096]
@@ -482,58 +424,27 @@ def _looks_like_message(data: bytes, filename: str) -> bool:
 
 
 def _sniff_zip(data: bytes, limits: Limits) -> str:
-    """``xlsx``/``xlsm``/``docx``/``ods``/``odt`` by member names, else ``zip``; ``zip-broken``
-    when unreadable (a zip with too many members is a ``zip``: opening it explains)."""
+    """:func:`~mailbot.forms.magic.zip_kind` of the archive (the loader reads the same table);
+    ``zip-broken`` when unreadable (a zip with too many members is a ``zip``: opening it
+    explains)."""
     try:
         with open_zip(data, limits) as zf:
-            names = zf.namelist()
-            name_set = set(names)
-            if "mimetype" in name_set and zf.getinfo("mimetype").file_size < 200:
-                mime = read_member(zf, zf.getinfo("mimetype"), limits).decode("ascii", "replace").strip()
-                if mime == MIME_ODS:
-                    return "ods"
-                if mime == MIME_ODT:
-                    return "odt"
-            if "[Content_Types].xml" in name_set or any(n.startswith("xl/") for n in names):
-                if any(n.startswith("xl/") for n in names):
-                    if "xl/vbaProject.bin" in name_set:
-                        return "xlsm"
-                    return "xlsx"
-                if any(n.startswith("word/") for n in names):
-                    return "docx"
-            return "zip"
+            return zip_contents_kind(zf, limits)
     except UnreadableForm as exc:
         return "zip" if exc.code == "too_many_members" else "zip-broken"
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError,
-            EOFError, RuntimeError, KeyError):
-        return "zip-broken"
 
 
-def _sniff_ole(data: bytes, filename: str) -> str:
-    """OLE2 compound file: tell xls, doc and Outlook .msg apart by directory stream names."""
-
-    def u16(s: str) -> bytes:
-        return s.encode("utf-16-le")
-
-    if u16("__substg1.0_") in data or u16("__properties_version1.0") in data:
-        return "ole-msg"
-    if u16("Workbook") in data or u16("Book") in data:
-        return "ole-xls"
-    if u16("WordDocument") in data:
-        return "ole-doc"
-    if u16("EncryptedPackage") in data:
-        return "ole-encrypted"  # password-protected xlsx/docx; the reader explains
-    return "ole"
+_OLE_SNIFF = {"xls": "ole-xls", "doc": "ole-doc", "msg": "ole-msg", "encrypted": "ole-encrypted"}
 
 
 _SNIFF_MIME = {
-    "xlsx": MIME_XLSX, "xlsm": MIME_XLSM, "docx": MIME_DOCX, "ods": MIME_ODS, "odt": MIME_ODT,
+    "xlsx": MIME_XLSX, "xlsm": MIME_XLSM, "xlsb": MIME_XLSB, "docx": MIME_DOCX, "ods": MIME_ODS, "odt": MIME_ODT,
     "ole-xls": MIME_XLS, "ole-doc": MIME_DOC, "biff": MIME_XLS, "pdf": MIME_PDF,
     "zip": MIME_ZIP, "rar": "application/vnd.rar", "7z": "application/x-7z-compressed",
     "ole-msg": "application/vnd.ms-outlook", "tnef": "application/ms-tnef",
     "eml": "message/rfc822",
 }  # fmt: skip
-_FORM_KINDS = {"xlsx", "xlsm", "docx", "ods", "odt", "ole-xls", "ole-doc", "biff", "ole-encrypted"}
+_FORM_KINDS = {"xlsx", "xlsm", "xlsb", "docx", "ods", "odt", "ole-xls", "ole-doc", "biff", "ole-encrypted"}
 
 
 def _ext(filename: str) -> str:
@@ -576,21 +487,6 @@ def attachment_filename(part: Message) -> str:
     RFC 2047 inside the quotes) of Content-Disposition, else ``name`` of Content-Type."""
     name = _param(part, "filename", "content-disposition") or _param(part, "name", "content-type")
     return _display_name(name) if name else ""
-
-
-def _zip_member_name(info: zipfile.ZipInfo) -> str:
-    if info.flag_bits & 0x800:
-        return info.filename
-    try:
-        raw = info.filename.encode("cp437")
-    except UnicodeEncodeError:
-        return info.filename
-    for codec in ("utf-8", "gb18030"):
-        try:
-            return raw.decode(codec)
-        except UnicodeDecodeError:
-            continue
-    return info.filename
 
 
 class _Deadline(Exception):
@@ -873,7 +769,7 @@ class _Walker:
                 self.check_time()
                 if info.is_dir() or _JUNK_MEMBERS.search(info.filename):
                     continue
-                shown = _display_name(_zip_member_name(info))
+                shown = _display_name(member_display_name(info))
                 if info.flag_bits & 0x1:
                     self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
                     return
