@@ -95,11 +95,10 @@ def poll(config_path: Path | None) -> None:
     parts, log = _assemble(_settings(config_path))
     try:
         if sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            from mailbot.forms.check_report import progress_bar
 
-            with Progress(TextColumn("处理邮件"), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
-                task = bar.add_task("mail", total=None)
-                report = parts.intake.poll_once(progress=lambda n: bar.advance(task, n))
+            with progress_bar("处理邮件") as advance:
+                report = parts.intake.poll_once(progress=advance)
         else:
             report = parts.intake.poll_once()
     except MailbotError as exc:
@@ -177,11 +176,9 @@ def replay(eml: Path, dry_run: bool, arrived: str | None, config_path: Path | No
 
 
 def _reply_text(raw: bytes) -> str:
-    from email import message_from_bytes, policy
+    from mailbot.replies.render import reply_text
 
-    msg = message_from_bytes(raw, policy=policy.default)
-    body = msg.get_body(preferencelist=("plain",))
-    return body.get_content() if body is not None else ""
+    return reply_text(raw)
 
 
 @main.command()

@@ -13,9 +13,9 @@ import ipaddress
 import os
 import ssl
 import tomllib
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -23,7 +23,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from mailbot.bundled import default_rules_file, templates_dir
 from mailbot.errors import ConfigError
-from mailbot.time_zones import known_time_zone
+from mailbot.time_zones import known_time_zone, zone
 from mailbot.limits import Limits
 
 TlsMode = Literal["implicit", "starttls", "plain"]
@@ -41,6 +41,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML file at ``path`` (settings or rules) as a dict; ``ConfigError`` naming the file
+    when it cannot be read, is not UTF-8 or is not TOML (with line and column)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from exc
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text (byte {exc.start})"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from exc
 
 
 class _Section(BaseModel):
@@ -164,8 +179,8 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+    def tz(self) -> tzinfo:
+        return zone(self.timezone)
 
     @property
     def db_path(self) -> Path:
@@ -222,13 +237,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         path = Path("mailbot.toml")
     if path is not None:
         source = str(path)
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError as exc:
-            raise ConfigError(source, ["file not found"]) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(source, [f"TOML syntax: {exc}"]) from exc
+        data = read_toml(path)
         data = _resolve_paths(data, path.resolve().parent)
     data.update(overrides)
     try:

@@ -8,9 +8,8 @@ the Maildir source reads as the arrival time (the deadline is judged by it, neve
 from __future__ import annotations
 
 import shutil
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from mailbot.bundled import demo_mail_dir
 
@@ -27,7 +26,7 @@ def reset_demo_dir(directory: Path) -> None:
     (directory / MARKER).write_text("created by `mailbot demo`; safe to delete\n", encoding="utf-8")
 
 
-def deliver_samples(maildir: Path, tz: ZoneInfo) -> list[tuple[str, datetime]]:
+def deliver_samples(maildir: Path, tz: tzinfo) -> list[tuple[str, datetime]]:
     """Copy every sample into ``maildir/new`` named by its arrival time; returns (label, arrival)."""
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 from datetime import datetime, timedelta, timezone
-from email.utils import make_msgid
 from typing import Any
 
 from mailbot.config import Settings
@@ -30,7 +29,7 @@ from mailbot.masking import mask_id, mask_text
 from mailbot.mail.walk import Attachment, MessageParts, ParsedMessage, find_attachments, parse_message
 from mailbot.normalize import compact
 from mailbot.state.outbox import SendReport, recover_interrupted, send_pending
-from mailbot.replies.render import ReplyRenderer, build_message
+from mailbot.replies.render import ReplyRenderer, build_message, new_message_id
 from mailbot.replies.model import ChangeLine, FindingLine, NomineeLine, ReplyContext, ReplyKind
 from mailbot.forms.reader import sheet_cells
 from mailbot.forms.checks import judge_file
@@ -455,7 +454,7 @@ class Intake:
             self.log.warning("reply_suppressed", message=msg_pk, kind=ctx.kind, reason="daily limit")
             return
         rendered = self.renderer.render(ctx)
-        reply_id = make_msgid(domain=self.settings.reply.message_id_domain)
+        reply_id = new_message_id(self.settings.reply.message_id_domain)
         raw = build_message(ctx, rendered, from_address=self.settings.reply.from_address,
                             from_name=self.settings.reply.from_name,
                             message_id_domain=self.settings.reply.message_id_domain, message_id=reply_id)

@@ -8,17 +8,16 @@ every problem of a bad file at once (key path and reason, one per line) as a
 
 from __future__ import annotations
 
-import tomllib
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mailbot.bundled import default_rules_file
+from mailbot.config import read_toml
 from mailbot.errors import ConfigError
-from mailbot.time_zones import known_time_zone
+from mailbot.time_zones import known_time_zone, zone
 from mailbot.annex3 import OFFICIAL_LABELS
 from mailbot.normalize import match_key
 
@@ -57,7 +56,7 @@ class Deadline(_Model):
     @property
     def aware(self) -> datetime:
         """The deadline as an aware datetime in its time zone."""
-        return self.at.replace(tzinfo=ZoneInfo(self.timezone))
+        return self.at.replace(tzinfo=zone(self.timezone))
 
     def is_on_time(self, received: datetime) -> bool:
         """Whether a mail that reached the mailbox at ``received`` (aware) is on time."""
@@ -288,14 +287,4 @@ def parse_rules(data: dict[str, Any], source: str = "<rules>") -> CampaignRules:
 def load_rules(path: Path | str | None = None) -> CampaignRules:
     """Read and validate a rules file (default: the bundled ``rules/zhejiang-2020-1x.toml``)."""
     path = Path(path) if path is not None else default_rules_file()
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from exc
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), [f"not UTF-8 text (byte {exc.start})"]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from exc
-    return parse_rules(data, str(path))
+    return parse_rules(read_toml(path), str(path))

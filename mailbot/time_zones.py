@@ -12,3 +12,8 @@ def known_time_zone(name: str) -> str:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {name!r}") from exc
     return name
+
+
+def zone(name: str) -> ZoneInfo:
+    """The time zone named ``name`` (checked by :func:`known_time_zone` where it was read)."""
+    return ZoneInfo(name)

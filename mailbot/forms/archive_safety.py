@@ -24,6 +24,8 @@ from mailbot.forms.magic import zip_kind
 from mailbot.limits import Limits
 
 _CHUNK = 1 << 16
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile)
+"""What ``zipfile`` raises on a damaged container, for readers that open one themselves."""
 _DTD_MARKERS: tuple[bytes, ...] = tuple(
     marker.encode(enc)
     for marker in ("<!DOCTYPE", "<!ENTITY")

@@ -1,4 +1,5 @@
-"""``mailbot check``: judge files by hand and print the verdicts (rich table or JSON lines).
+"""``mailbot check``: judge files by hand and print the verdicts (rich table or JSON lines);
+the terminal's progress bar for ``mailbot poll`` (rich, here only).
 
 Personal data is masked in every output: identity numbers as ``3301**********123X``, phones as
 ``138****5678``.  Exit status: 0 when every file is ok, 1 when any needs action
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -33,6 +37,15 @@ _OUTCOME_STYLE = {
     Outcome.NOT_ANNEX3: ("red", "not_annex3 不是附件3"),
     Outcome.UNREADABLE: ("red", "unreadable 无法读取"),
 }
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int], None]]:
+    """A transient progress bar on the terminal, counting up without a known total; yields
+    ``advance(n)``."""
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda n: bar.advance(task, n)
 
 
 def verdict_to_json(verdict: FormVerdict) -> dict[str, Any]:

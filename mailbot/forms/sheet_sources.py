@@ -14,7 +14,6 @@ import csv
 import datetime as dt
 import io
 import math
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -384,6 +383,6 @@ def _load_docx(data: bytes, limits: Limits, head_rows: int) -> Source:
                                   iter(rows[head_rows:]), tuple(preamble[-20:])))
                 preamble = []
     except (PackageNotFoundError, KeyError, ValueError, TypeError, AttributeError, IndexError,
-            zipfile.BadZipFile, SyntaxError) as exc:
+            *archive_safety.ZIP_ERRORS, SyntaxError) as exc:
         raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"Word document could not be read: {exc!r}") from exc
     return Source("docx", grids)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone, tzinfo
-from email import policy
+from email import message_from_bytes, policy
 from email.generator import BytesGenerator
 from email.header import Header
 from email.headerregistry import Address
@@ -41,11 +41,10 @@ from mailbot.errors import SendError
 from mailbot.annex3 import FIELDS
 from mailbot.masking import mask_text
 from mailbot.replies.model import DigestContext, FindingLine, NomineeLine, ReplyContext
+from mailbot.time_zones import zone
 
 try:
-    from zoneinfo import ZoneInfo
-
-    BEIJING: tzinfo = ZoneInfo("Asia/Shanghai")
+    BEIJING: tzinfo = zone("Asia/Shanghai")
 except Exception:  # pragma: no cover - no tz database; China has had no DST since 1991
     BEIJING = timezone(timedelta(hours=8), "CST")
 
@@ -361,7 +360,7 @@ def build_message(
         ("To", _address(ctx.to_name, ctx.to_address)),
         ("Subject", _subject(rendered.subject)),
         ("Date", format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))),
-        ("Message-ID", normalise_msgid(message_id or "") or make_msgid(domain=message_id_domain)),
+        ("Message-ID", normalise_msgid(message_id or "") or new_message_id(message_id_domain)),
     ]
     original = normalise_msgid(ctx.original_message_id)
     if original:
@@ -376,6 +375,17 @@ def build_message(
         ("Content-Language", "zh-CN"),
     ]
     return _assemble(headers, rendered, ctx.correction_workbooks)
+
+
+def new_message_id(domain: str) -> str:
+    """A fresh ``<...@domain>`` Message-ID for a message mailbot sends."""
+    return make_msgid(domain=domain)
+
+
+def reply_text(raw: bytes) -> str:
+    """The plain-text body of a message built here ("" when it has none), for printing."""
+    body = message_from_bytes(raw, policy=policy.default).get_body(preferencelist=("plain",))
+    return body.get_content() if body is not None else ""
 
 
 def build_digest_message(
@@ -393,7 +403,7 @@ def build_digest_message(
         ("To", ", ".join(_address("", a) for a in to_addresses)),
         ("Subject", _subject(rendered.subject)),
         ("Date", format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))),
-        ("Message-ID", make_msgid(domain=message_id_domain)),
+        ("Message-ID", new_message_id(message_id_domain)),
         ("Auto-Submitted", "auto-generated"),
         ("X-Mailbot-Loop", from_address),
         ("X-Auto-Response-Suppress", "All"),
