@@ -1,8 +1,9 @@
 """Turn the bytes of one file into grids of :class:`~mailbot.forms.model.CellValue`.
 
 The format is judged by the bytes (magic numbers, zip members), never by the file name.
-Spreadsheets are read with python-calamine (xlsx/xlsm/xls/ods/et; .xlsb is refused), bare BIFF2-4 ``.xls``
-through ``ole_inspect.read_biff`` (xlrd), Word tables with python-docx, CSV with the standard library.  Every container passes
+Spreadsheets are read with python-calamine (xlsx/xlsm/xls/ods/et; .xlsb is refused), bare BIFF2-4
+``.xls`` through ``ole_inspect.read_biff`` (xlrd), Word tables with python-docx, CSV with the
+standard library.  Every container passes
 ``archive_safety`` / ``ole_inspect`` / ``xlsx_inspect`` first; library errors become
 ``UnreadableForm`` raised from the cause.
 """

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import authres
 
-from mailbot.mail.walk import ParsedMessage
+from mailbot.mail.message import ParsedMessage
 
 LOOP_HEADER = "X-Mailbot-Loop"
 """Header mailbot puts on every mail it sends; seeing it on incoming mail means a loop."""

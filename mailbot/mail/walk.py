@@ -1,16 +1,12 @@
-"""Parse one raw message and find the Annex 3 form (and stamped scans) in its MIME tree.
+"""Find the Annex 3 form (and stamped scans) in a parsed message's MIME tree.
 
-Pure functions over bytes; never raise on malformed mail.  ``parse_message`` uses the
-``compat32`` policy (faster on attachment-heavy mail, see ``benchmarks/mime_policy.py``) and
-decodes headers itself, tolerating what Chinese clients send: RFC 2047 words split mid
-character, GB2312 labels on GBK text (decoded as GB18030), raw 8-bit headers (UTF-8, then
-GB18030), RFC 2231 names, encoded-words inside quoted filenames.
-
-``find_attachments`` walks the tree judging files by their bytes (zip/OLE2/PDF/image magic and
-zip member names) more than by name or declared type; it opens zip archives, forwarded
-messages (``message/rfc822`` and ``.eml`` files) and Outlook ``winmail.dat`` (TNEF) up to
+Pure functions; never raise on malformed mail.  ``find_attachments`` walks the tree judging
+files by their bytes (zip/OLE2/PDF/image magic and zip member names, the tables the form loader
+reads too) more than by name or declared type; it opens zip archives, forwarded messages
+(``message/rfc822`` and ``.eml`` files) and Outlook ``winmail.dat`` (TNEF) up to
 ``Limits.max_nesting`` levels, and reports what the sender must fix as
-:class:`~mailbot.forms.model.Finding`-s.
+:class:`~mailbot.forms.model.Finding`-s.  The message itself is parsed by
+``mailbot.mail.message`` (headers decoded by ``mailbot.mail.headers``).
 
 Zip archives are opened through ``mailbot.forms.archive_safety`` (member count, declared and actual
 sizes, compression ratio, bounded reads); encryption and per-member size are checked here.
@@ -26,293 +22,35 @@ import time
 from dataclasses import dataclass, field
 from email import policy as email_policy
 from email.message import Message
-from email.parser import BytesHeaderParser, BytesParser
-from email.utils import getaddresses, parsedate_to_datetime
+from email.parser import BytesParser
 from html import unescape
-from datetime import datetime
-from collections.abc import Iterator
 
 import tnefparse
 
 from mailbot.charsets import decode_bytes
-from mailbot.forms.archive_safety import member_display_name, open_checked_zip, open_zip, read_member, zip_contents_kind
 from mailbot.errors import UnreadableForm
+from mailbot.forms.archive_safety import (
+    member_display_name, open_checked_zip, open_zip, read_member, zip_contents_kind,
+)
 from mailbot.forms.magic import image_mime, magic_kind
-from mailbot.forms.ole_inspect import ole_kind
 from mailbot.forms.model import Finding
+from mailbot.forms.ole_inspect import ole_kind
 from mailbot.limits import DEFAULT_LIMITS, Limits
+from mailbot.mail.headers import attachment_filename, decode_words, display_name, fix_8bit, normalise_msgid
+from mailbot.mail.message import MAX_MULTIPART_DEPTH, ParsedMessage, iter_parts, parse_message, part_type
+
+__all__ = [
+    "Attachment", "MessageParts", "find_attachments", "html_to_text",
+    # parsing lives in mail/message.py and mail/headers.py; re-exported for existing callers
+    "ParsedMessage", "parse_message", "decode_words", "attachment_filename",
+]
 
 # --------------------------------------------------------------------------- constants
 
-MAX_HEADER_CHARS = 16 * 1024
-"""Longest header value decoded; longer values are truncated (and recorded as a defect)."""
-MAX_MULTIPART_DEPTH = 24
-"""Depth of multipart containers walked inside one message (forwarded messages and archives
-count separately against ``Limits.max_nesting``)."""
 MAX_BODY_CHARS = 20_000
 """Bound on ``MessageParts.body_text``."""
 TINY_IMAGE_BYTES = 12 * 1024
 """Images smaller than this are logos / signature images, never stamped scans."""
-
-def _fix_8bit(value: str) -> str:
-    """Raw 8-bit header bytes arrive as surrogate escapes: decode them as UTF-8, else GB18030."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in value):
-        return value
-    raw = value.encode("utf-8", "surrogateescape")
-    return decode_bytes(raw)
-
-
-# --------------------------------------------------------------------------- RFC 2047
-
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
-
-
-def _ew_bytes(encoding: str, text: str) -> bytes:
-    if encoding in "bB":
-        cleaned = re.sub(r"[^A-Za-z0-9+/]", "", text)
-        cleaned += "=" * (-len(cleaned) % 4)
-        try:
-            return binascii.a2b_base64(cleaned)
-        except (binascii.Error, ValueError):
-            return b""
-    return quopri.decodestring(text.replace("_", " ").encode("ascii", "replace"), header=True)
-
-
-def decode_words(value: str) -> str:
-    """Decode RFC 2047 encoded-words anywhere in ``value`` (also inside quotes, also without
-    surrounding spaces).  Adjacent words in the same charset are joined before decoding, since
-    clients split multibyte characters across words."""
-    value = _fix_8bit(value)
-    if "=?" not in value:
-        return value
-    out: list[str] = []
-    pending: list[tuple[str | None, bytes]] = []  # (charset, bytes) of adjacent words
-
-    def flush() -> None:
-        if not pending:
-            return
-        groups: list[tuple[str | None, bytearray]] = []
-        for cs, b in pending:
-            if groups and groups[-1][0] == cs:
-                groups[-1][1].extend(b)
-            else:
-                groups.append((cs, bytearray(b)))
-        for cs, b in groups:
-            out.append(decode_bytes(bytes(b), cs))
-        pending.clear()
-
-    pos = 0
-    for m in _ENCODED_WORD.finditer(value):
-        between = value[pos : m.start()]
-        if between and not (pending and between.strip() == ""):
-            flush()
-            out.append(between)
-        charset = m.group(1).split("*", 1)[0].lower()
-        pending.append((charset, _ew_bytes(m.group(2), m.group(3))))
-        pos = m.end()
-    flush()
-    out.append(value[pos:])
-    return "".join(out)
-
-
-def _unfold(value: str) -> str:
-    return re.sub(r"\r?\n[ \t]*", " ", value).strip()
-
-
-def _clean_text(value: str, limit: int = MAX_HEADER_CHARS) -> str:
-    value = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", value)
-    return value[:limit]
-
-
-# --------------------------------------------------------------------------- parsed message
-
-
-def _normalise_msgid(value: str) -> str:
-    """``<Abc@Host>`` -> ``Abc@Host`` (whitespace and comments dropped); "" when absent."""
-    if not value:
-        return ""
-    m = re.search(r"<([^<>]*)>", value)
-    ident = m.group(1) if m else value
-    ident = re.sub(r"\s+", "", ident)
-    return ident[:998]
-
-
-def _msgid_list(value: str) -> tuple[str, ...]:
-    ids = re.findall(r"<([^<>]*)>", value)
-    if not ids and value.strip():
-        ids = value.split()
-    return tuple(i for i in (re.sub(r"\s+", "", x)[:998] for x in ids[:100]) if i)
-
-
-@dataclass(frozen=True)
-class ParsedMessage:
-    """One message, headers decoded.  ``message`` is the ``email`` tree (compat32) for the walk
-    and the gate; read headers through :meth:`header` / :meth:`headers`, which decode."""
-
-    message_id: str
-    from_addr: str
-    from_name: str
-    subject: str
-    date: str
-    date_parsed: datetime | None
-    in_reply_to: str
-    references: tuple[str, ...]
-    return_path: str | None  # None: header absent; "": null sender <>
-    content_type: str
-    size: int
-    defects: tuple[str, ...]
-    message: Message = field(compare=False, repr=False)
-
-    def headers(self, name: str) -> tuple[str, ...]:
-        """Every value of header ``name``, unfolded and decoded (RFC 2047, raw 8-bit)."""
-        return _header_values(self.message, name)
-
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` decoded, or None when absent."""
-        values = self.headers(name)
-        return values[0] if values else None
-
-    @property
-    def from_domain(self) -> str:
-        return self.from_addr.rpartition("@")[2] if "@" in self.from_addr else ""
-
-
-def _raw_header_values(msg: Message, name: str) -> list[str]:
-    lname = name.lower()
-    try:
-        items = msg.raw_items()
-    except Exception:  # noqa: BLE001 - malformed header list
-        return []
-    out = []
-    for key, value in items:
-        if isinstance(key, str) and key.lower() == lname:
-            out.append(value if isinstance(value, str) else str(value))
-    return out
-
-
-def _header_values(msg: Message, name: str, *, decode: bool = True) -> tuple[str, ...]:
-    values = []
-    for raw in _raw_header_values(msg, name):
-        value = _unfold(_fix_8bit(raw[: MAX_HEADER_CHARS * 4]))
-        values.append(_clean_text(decode_words(value) if decode else value))
-    return tuple(values)
-
-
-def _parse_address(msg: Message) -> tuple[str, str]:
-    for name in ("From", "Sender", "Reply-To"):
-        for value in _header_values(msg, name, decode=False):
-            try:
-                pairs = getaddresses([value])
-            except Exception:  # noqa: BLE001 - email.utils on hostile input
-                pairs = []
-            for display, addr in pairs:
-                addr = addr.strip().strip("<>").lower()
-                if "@" in addr or addr:
-                    return addr[:320], _clean_text(decode_words(display).strip().strip('"'), 200)
-        if _raw_header_values(msg, name):
-            break  # From present but unparseable: do not fall back to Sender
-    return "", ""
-
-
-def _return_path(msg: Message) -> str | None:
-    values = _header_values(msg, "Return-Path", decode=False)
-    if not values:
-        return None
-    value = values[0].strip()
-    m = re.search(r"<([^<>]*)>", value)
-    addr = (m.group(1) if m else value).strip().lower()
-    return addr[:320]
-
-
-def _defect_names(msg: Message) -> list[str]:
-    names: list[str] = []
-    try:
-        for part in _iter_parts(msg, 0):
-            for d in getattr(part, "defects", []) or []:
-                names.append(type(d).__name__)
-    except Exception:  # noqa: BLE001
-        names.append("WalkFailed")
-    return names
-
-
-def _iter_parts(part: Message, depth: int) -> Iterator[Message]:
-    """Like ``Message.walk`` but depth-capped and without recursion limits."""
-    stack = [(part, depth)]
-    while stack:
-        current, d = stack.pop()
-        yield current
-        if d >= MAX_MULTIPART_DEPTH:
-            continue
-        payload = current.get_payload() if current.is_multipart() else None
-        if isinstance(payload, list):
-            for child in reversed(payload):
-                if isinstance(child, Message):
-                    stack.append((child, d + 1))
-
-
-def _content_type(part: Message) -> str:
-    try:
-        return (part.get_content_type() or "text/plain").lower()
-    except Exception:  # noqa: BLE001
-        return "application/octet-stream"
-
-
-_MBOX_FROM = re.compile(rb"\AFrom [^\r\n]*\r?\n")
-
-
-def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
-    """Parse raw message bytes; never raises.  Oversized messages (``limits.max_message_bytes``)
-    are parsed for headers only and carry the defect ``MessageTooLarge``."""
-    extra: list[str] = []
-    if not isinstance(raw, (bytes, bytearray)):
-        raw = bytes(str(raw), "utf-8", "surrogateescape")
-    raw = bytes(raw)
-    size = len(raw)
-    body = _MBOX_FROM.sub(b"", raw, count=1)  # mbox "From " line some exports keep
-    msg: Message
-    try:
-        if size > limits.max_message_bytes:
-            extra.append("MessageTooLarge")
-            msg = BytesHeaderParser(policy=email_policy.compat32).parsebytes(body[:1024 * 1024])
-            msg.set_payload("")
-        else:
-            msg = BytesParser(policy=email_policy.compat32).parsebytes(body)
-    except RecursionError:
-        extra.append("NestingTooDeep")
-        msg = BytesHeaderParser(policy=email_policy.compat32).parsebytes(body[: 1024 * 1024])
-        msg.set_payload("")
-    except Exception as exc:  # noqa: BLE001 - never raise on mail
-        extra.append(f"ParseFailed:{type(exc).__name__}")
-        msg = Message()
-
-    message_id = _normalise_msgid((_header_values(msg, "Message-ID", decode=False) or ("",))[0])
-    from_addr, from_name = _parse_address(msg)
-    subject = (_header_values(msg, "Subject") or ("",))[0]
-    date = (_header_values(msg, "Date", decode=False) or ("",))[0]
-    try:
-        date_parsed = parsedate_to_datetime(date) if date else None
-    except (TypeError, ValueError, IndexError, OverflowError):
-        date_parsed = None
-    irt_values = _header_values(msg, "In-Reply-To", decode=False)
-    in_reply_to = _normalise_msgid(irt_values[0]) if irt_values else ""
-    refs = _header_values(msg, "References", decode=False)
-    references = _msgid_list(" ".join(refs)) if refs else ()
-    return ParsedMessage(
-        message_id=message_id,
-        from_addr=from_addr,
-        from_name=from_name,
-        subject=subject,
-        date=date,
-        date_parsed=date_parsed,
-        in_reply_to=in_reply_to,
-        references=references,
-        return_path=_return_path(msg),
-        content_type=_content_type(msg),
-        size=size,
-        defects=tuple(dict.fromkeys(extra + _defect_names(msg))),
-        message=msg,
-    )
-
 
 # --------------------------------------------------------------------------- attachments
 
@@ -452,43 +190,6 @@ def _ext(filename: str) -> str:
     return m.group(1).lower() if m else ""
 
 
-def _display_name(name: str) -> str:
-    """Strip directories, control characters and excess length: for display only."""
-    name = _fix_8bit(name)
-    name = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().strip('"').strip()
-    return name[:255]
-
-
-def _param(part: Message, param: str, header: str) -> str:
-    raws = _raw_header_values(part, header)
-    if not raws:
-        return ""
-    holder = Message()  # re-parse the 8-bit-repaired value so compat32 keeps it as str
-    try:
-        holder[header] = _fix_8bit(raws[0][:MAX_HEADER_CHARS])
-        value = holder.get_param(param, header=header)
-    except Exception:  # noqa: BLE001
-        return ""
-    if value is None:
-        return ""
-    if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded latin-1 text)
-        charset, _lang, text = value
-        try:
-            data = str(text).encode("latin-1")
-        except UnicodeEncodeError:
-            return str(text)
-        return decode_bytes(data, charset or None)
-    return decode_words(_unfold(str(value)))
-
-
-def attachment_filename(part: Message) -> str:
-    """The decoded display filename of a MIME part ("" when none): ``filename`` (RFC 2231 or
-    RFC 2047 inside the quotes) of Content-Disposition, else ``name`` of Content-Type."""
-    name = _param(part, "filename", "content-disposition") or _param(part, "name", "content-type")
-    return _display_name(name) if name else ""
-
-
 class _Deadline(Exception):
     pass
 
@@ -554,8 +255,8 @@ class _Walker:
         cids = _referenced_cids(msg)
         if nest == 0:
             self.has_plain = any(
-                _content_type(p) == "text/plain" and not p.is_multipart()
-                and not attachment_filename(p) for p in _iter_parts(msg, 0)
+                part_type(p) == "text/plain" and not p.is_multipart()
+                and not attachment_filename(p) for p in iter_parts(msg, 0)
             )  # fmt: skip
         counter = [0]
         self.walk_part(msg, 0, nest, prefix, counter, cids)
@@ -563,7 +264,7 @@ class _Walker:
     def walk_part(self, part: Message, depth: int, nest: int, prefix: str,
                   counter: list[int], cids: set[str]) -> None:  # fmt: skip
         self.check_time()
-        ctype = _content_type(part)
+        ctype = part_type(part)
         payload = part.get_payload()
         if ctype in _MESSAGE_TYPES and isinstance(payload, list):
             encoded = _transfer_encoded_message(part, payload)
@@ -595,7 +296,7 @@ class _Walker:
     def walk_leaf(self, part: Message, ctype: str, nest: int, prefix: str,
                   counter: list[int], cids: set[str]) -> None:  # fmt: skip
         filename = attachment_filename(part)
-        disposition = _fix_8bit(str(part.get("Content-Disposition") or ""))
+        disposition = fix_8bit(str(part.get("Content-Disposition") or ""))
         disposition = disposition.split(";", 1)[0].strip().lower()
         if ctype in ("text/plain", "text/html") and not filename and disposition != "attachment":
             if nest == 0 and not (ctype == "text/html" and self.has_plain):
@@ -619,7 +320,7 @@ class _Walker:
             return
         if not data and not filename:
             return
-        content_id = _normalise_msgid(str(part.get("Content-ID") or ""))
+        content_id = normalise_msgid(str(part.get("Content-ID") or ""))
         self.take_file(
             data, filename, ctype, prefix, origin, nest,
             inline=disposition == "inline", referenced=bool(content_id) and content_id in cids,
@@ -769,7 +470,7 @@ class _Walker:
                 self.check_time()
                 if info.is_dir() or _JUNK_MEMBERS.search(info.filename):
                     continue
-                shown = _display_name(member_display_name(info))
+                shown = display_name(member_display_name(info))
                 if info.flag_bits & 0x1:
                     self.problem(_F_ARCHIVE_UNREADABLE, unreadable)
                     return
@@ -839,10 +540,10 @@ def _tnef_name(att: object) -> str:
         except Exception:  # noqa: BLE001 - name bytes in a codepage tnefparse cannot decode
             value = None
         if isinstance(value, str) and value.strip("\x00").strip():
-            return _display_name(value.strip("\x00"))
+            return display_name(value.strip("\x00"))
     raw = getattr(att, "_name", b"")
     if isinstance(raw, (bytes, bytearray)) and raw:
-        return _display_name(decode_bytes(bytes(raw).rstrip(b"\x00")))
+        return display_name(decode_bytes(bytes(raw).rstrip(b"\x00")))
     return ""
 
 
@@ -865,8 +566,8 @@ _CID_RE = re.compile(r"cid:([^\"'\s>)]+)", re.I)
 
 def _referenced_cids(msg: Message) -> set[str]:
     cids: set[str] = set()
-    for part in _iter_parts(msg, 0):
-        if _content_type(part) != "text/html" or part.is_multipart():
+    for part in iter_parts(msg, 0):
+        if part_type(part) != "text/html" or part.is_multipart():
             continue
         try:
             html = part.get_payload(decode=True) or b""
@@ -874,7 +575,7 @@ def _referenced_cids(msg: Message) -> set[str]:
             continue
         if isinstance(html, bytes) and len(html) < 5 * 1024 * 1024:
             for m in _CID_RE.finditer(html.decode("ascii", "replace")):
-                cids.add(_normalise_msgid(m.group(1).replace("%40", "@")))
+                cids.add(normalise_msgid(m.group(1).replace("%40", "@")))
     return cids
 
 

@@ -1,0 +1,176 @@
+"""One raw message parsed: headers decoded, the ``email`` tree kept for the walk and the gate.
+
+``parse_message`` uses the ``compat32`` policy (faster on attachment-heavy mail, see
+``benchmarks/mime_policy.py``), decodes headers through ``mailbot.mail.headers`` and never
+raises on malformed mail.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy as email_policy
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
+from email.utils import getaddresses, parsedate_to_datetime
+
+from mailbot.limits import DEFAULT_LIMITS, Limits
+from mailbot.mail.headers import (
+    clean_header, decode_words, header_values, msgid_list, normalise_msgid, raw_header_values,
+)
+
+MAX_MULTIPART_DEPTH = 24
+"""Depth of multipart containers walked inside one message (forwarded messages and archives
+count separately against ``Limits.max_nesting``)."""
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """One message, headers decoded.  ``message`` is the ``email`` tree (compat32) for the walk
+    and the gate; read headers through :meth:`header` / :meth:`headers`, which decode."""
+
+    message_id: str
+    from_addr: str
+    from_name: str
+    subject: str
+    date: str
+    date_parsed: datetime | None
+    in_reply_to: str
+    references: tuple[str, ...]
+    return_path: str | None  # None: header absent; "": null sender <>
+    content_type: str
+    size: int
+    defects: tuple[str, ...]
+    message: Message = field(compare=False, repr=False)
+
+    def headers(self, name: str) -> tuple[str, ...]:
+        """Every value of header ``name``, unfolded and decoded (RFC 2047, raw 8-bit)."""
+        return header_values(self.message, name)
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` decoded, or None when absent."""
+        values = self.headers(name)
+        return values[0] if values else None
+
+    @property
+    def from_domain(self) -> str:
+        return self.from_addr.rpartition("@")[2] if "@" in self.from_addr else ""
+
+
+def _parse_address(msg: Message) -> tuple[str, str]:
+    for name in ("From", "Sender", "Reply-To"):
+        for value in header_values(msg, name, decode=False):
+            try:
+                pairs = getaddresses([value])
+            except Exception:  # noqa: BLE001 - email.utils on hostile input
+                pairs = []
+            for display, addr in pairs:
+                addr = addr.strip().strip("<>").lower()
+                if "@" in addr or addr:
+                    return addr[:320], clean_header(decode_words(display).strip().strip('"'), 200)
+        if raw_header_values(msg, name):
+            break  # From present but unparseable: do not fall back to Sender
+    return "", ""
+
+
+def _return_path(msg: Message) -> str | None:
+    values = header_values(msg, "Return-Path", decode=False)
+    if not values:
+        return None
+    value = values[0].strip()
+    m = re.search(r"<([^<>]*)>", value)
+    addr = (m.group(1) if m else value).strip().lower()
+    return addr[:320]
+
+
+def _defect_names(msg: Message) -> list[str]:
+    names: list[str] = []
+    try:
+        for part in iter_parts(msg, 0):
+            for d in getattr(part, "defects", []) or []:
+                names.append(type(d).__name__)
+    except Exception:  # noqa: BLE001
+        names.append("WalkFailed")
+    return names
+
+
+def iter_parts(part: Message, depth: int) -> Iterator[Message]:
+    """Like ``Message.walk`` but depth-capped and without recursion limits."""
+    stack = [(part, depth)]
+    while stack:
+        current, d = stack.pop()
+        yield current
+        if d >= MAX_MULTIPART_DEPTH:
+            continue
+        payload = current.get_payload() if current.is_multipart() else None
+        if isinstance(payload, list):
+            for child in reversed(payload):
+                if isinstance(child, Message):
+                    stack.append((child, d + 1))
+
+
+def part_type(part: Message) -> str:
+    """The part's declared content type, lower case (``text/plain`` when absent)."""
+    try:
+        return (part.get_content_type() or "text/plain").lower()
+    except Exception:  # noqa: BLE001
+        return "application/octet-stream"
+
+
+_MBOX_FROM = re.compile(rb"\AFrom [^\r\n]*\r?\n")
+
+
+def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
+    """Parse raw message bytes; never raises.  Oversized messages (``limits.max_message_bytes``)
+    are parsed for headers only and carry the defect ``MessageTooLarge``."""
+    extra: list[str] = []
+    if not isinstance(raw, (bytes, bytearray)):
+        raw = bytes(str(raw), "utf-8", "surrogateescape")
+    raw = bytes(raw)
+    size = len(raw)
+    body = _MBOX_FROM.sub(b"", raw, count=1)  # mbox "From " line some exports keep
+    msg: Message
+    try:
+        if size > limits.max_message_bytes:
+            extra.append("MessageTooLarge")
+            msg = BytesHeaderParser(policy=email_policy.compat32).parsebytes(body[:1024 * 1024])
+            msg.set_payload("")
+        else:
+            msg = BytesParser(policy=email_policy.compat32).parsebytes(body)
+    except RecursionError:
+        extra.append("NestingTooDeep")
+        msg = BytesHeaderParser(policy=email_policy.compat32).parsebytes(body[: 1024 * 1024])
+        msg.set_payload("")
+    except Exception as exc:  # noqa: BLE001 - never raise on mail
+        extra.append(f"ParseFailed:{type(exc).__name__}")
+        msg = Message()
+
+    message_id = normalise_msgid((header_values(msg, "Message-ID", decode=False) or ("",))[0])
+    from_addr, from_name = _parse_address(msg)
+    subject = (header_values(msg, "Subject") or ("",))[0]
+    date = (header_values(msg, "Date", decode=False) or ("",))[0]
+    try:
+        date_parsed = parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        date_parsed = None
+    irt_values = header_values(msg, "In-Reply-To", decode=False)
+    in_reply_to = normalise_msgid(irt_values[0]) if irt_values else ""
+    refs = header_values(msg, "References", decode=False)
+    references = msgid_list(" ".join(refs)) if refs else ()
+    return ParsedMessage(
+        message_id=message_id,
+        from_addr=from_addr,
+        from_name=from_name,
+        subject=subject,
+        date=date,
+        date_parsed=date_parsed,
+        in_reply_to=in_reply_to,
+        references=references,
+        return_path=_return_path(msg),
+        content_type=part_type(msg),
+        size=size,
+        defects=tuple(dict.fromkeys(extra + _defect_names(msg))),
+        message=msg,
+    )
