@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
-from datetime import datetime
 
 import xlrd
 from xlrd import compdoc
@@ -53,6 +52,8 @@ def _open(data: bytes) -> compdoc.CompDoc:
 
 
 def _root_names(doc: compdoc.CompDoc) -> set[str]:
+    if not doc.dirlist:
+        return set()
     return {doc.dirlist[i].name for i in doc.dirlist[0].children if 0 <= i < len(doc.dirlist)}
 
 
@@ -136,9 +137,9 @@ def read_biff(data: bytes, *, max_columns: int, max_rows: int) -> list[BiffSheet
 
 
 def _biff_value(cell: xlrd.sheet.Cell, datemode: int) -> object:
+    """A cell as Python: dates as datetimes, booleans as bools, errors as their text."""
     if cell.ctype == xlrd.XL_CELL_DATE:
-        value: datetime = xlrd.xldate.xldate_as_datetime(cell.value, datemode)
-        return value
+        return xlrd.xldate.xldate_as_datetime(cell.value, datemode)
     if cell.ctype == xlrd.XL_CELL_BOOLEAN:
         return bool(cell.value)
     if cell.ctype == xlrd.XL_CELL_ERROR:
