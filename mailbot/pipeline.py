@@ -473,7 +473,7 @@ class Intake:
             staff_items.add(self.state, "other_sender",
                             f"非本校报名联系邮箱发来报名表：新增{added}名（其中待审核{held}名），"
                             f"删除或更改请求{len(result.asked)}项未执行，已有{result.kept}名未改动；"
-                            f"已通知报名联系邮箱{result.contact}",
+                            "已通知本校报名联系邮箱",
                             detail={"added": added, "held": held, "asked": len(result.asked), "kept": result.kept},
                             **item)
             self._queue_notice(msg_pk, SchoolNotice(

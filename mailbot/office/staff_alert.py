@@ -7,19 +7,13 @@ Without ``staff_addresses`` nothing is queued; the items still appear in the dig
 
 from __future__ import annotations
 
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timezone
 
 from mailbot.config import Settings
 from mailbot.office import staff_items
-from mailbot.replies.model import AttentionItem, StaffAlertContext
+from mailbot.replies.model import StaffAlertContext
 from mailbot.replies.render import ReplyRenderer, build_digest_message
 from mailbot.state.store import State, utc_now
-
-
-def attention_item(item: staff_items.StaffItem, tz: tzinfo) -> AttentionItem:
-    """A staff item as the digest and the alert show it (category = its kind)."""
-    summary = f"{item.institution}：{item.summary}" if item.institution else item.summary
-    return AttentionItem(item.kind, summary, item.receipt, item.sender, item.opened_at.astimezone(tz))  # type: ignore[arg-type]
 
 
 def queue_staff_alert(state: State, settings: Settings, renderer: ReplyRenderer, *, campaign: str,
@@ -34,7 +28,7 @@ def queue_staff_alert(state: State, settings: Settings, renderer: ReplyRenderer,
         open_total = int(state.db.conn.execute(
             "SELECT count(*) FROM staff_items WHERE status = 'open'").fetchone()[0])
         ctx = StaffAlertContext(campaign=campaign, generated_at=datetime.now(timezone.utc).astimezone(settings.tz),
-                                items=tuple(attention_item(i, settings.tz) for i in new), open_total=open_total)
+                                items=tuple(staff_items.attention_item(i, settings.tz) for i in new), open_total=open_total)
         rendered = renderer.render_page(
             "staff_alert", f"【待人工处理】{campaign}：新增{len(new)}项，共{open_total}项未处理",
             {"campaign": ctx.campaign, "generated_at": ctx.generated_at, "items": ctx.items,

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from mailbot.errors import StateError
 from mailbot.masking import mask_text
+from mailbot.replies.model import AttentionItem
 from mailbot.state.store import State, utc_now
 
 
@@ -33,9 +34,11 @@ class StaffItem:
     status: str
     message: int | None = None
 
-    def age_days(self, now: datetime) -> int:
-        """Whole days since the item was opened."""
-        return max(0, (now - self.opened_at).days)
+
+def attention_item(item: StaffItem, tz: tzinfo) -> AttentionItem:
+    """A staff item as the digest and the alert show it (category = its kind)."""
+    summary = f"{item.institution}：{item.summary}" if item.institution else item.summary
+    return AttentionItem(item.kind, summary, item.receipt, item.sender, item.opened_at.astimezone(tz))  # type: ignore[arg-type]
 
 
 def _item(row: dict[str, Any]) -> StaffItem:
