@@ -443,19 +443,20 @@ class Intake:
             return ()
         notes: list[str] = []
         if not result.by_contact:
-            notes.append("本单位的报名名单由首次为本单位登记教师的邮箱（报名联系邮箱）维护；本邮件来自其他邮箱，"
-                         "只能新增教师，不会删除或更改已登记的教师，本邮件的情况已告知本单位报名联系邮箱。")
+            notes.append("贵单位的报名名单由首次为贵单位登记教师的邮箱（报名联系邮箱）维护；本邮件来自其他邮箱，"
+                         "只能新增教师，不会删除或更改已登记的教师；本邮件的情况已告知贵单位报名联系邮箱。")
             if result.kept:
-                notes.append(f"表中另有{result.kept}名教师已由本单位登记，未作改动，也不在此列出。")
+                notes.append(f"表中另有{result.kept}名教师已由贵单位登记，未作改动，也不在此列出。")
         if result.held_whole:
             notes.append(f"本邮件新增{result.new_teachers}名教师，超过单封邮件{self.rules.intake.max_new_per_mail}名的"
                          "上限，全部暂不占用名额，已转工作人员审核，审核结果将另行邮件通知。")
         elif result.held:
             notes.append("标注“待工作人员审核”的教师超出贵单位前期上报的培训需求数，暂不占用名额，已转工作人员审核。")
         if result.asked:
-            notes.append(f"本邮件涉及的{len(result.asked)}项删除或更改（培训项目）未执行，已转工作人员处理。")
+            notes.append(f"如按本邮件的汇总表替换名单，将删除或更改{len(result.asked)}名已登记的教师：未执行，"
+                         "已转工作人员处理。")
         if result.others_affected:
-            notes.append(f"另有{len(result.others_affected)}名由其他邮箱登记的本单位教师已按本次名单删除或更改，"
+            notes.append(f"另有{len(result.others_affected)}名由其他邮箱登记的贵单位教师已按本次名单删除或更改，"
                          "已分别通知原登记邮箱。")
         return tuple(notes)
 
@@ -472,7 +473,7 @@ class Intake:
         if not result.by_contact:
             staff_items.add(self.state, "other_sender",
                             f"非本校报名联系邮箱发来报名表：新增{added}名（其中待审核{held}名），"
-                            f"删除或更改请求{len(result.asked)}项未执行，已有{result.kept}名未改动；"
+                            f"按该表替换名单将删除或更改{len(result.asked)}名（未执行），已有{result.kept}名未改动；"
                             "已通知本校报名联系邮箱",
                             detail={"added": added, "held": held, "asked": len(result.asked), "kept": result.kept},
                             **item)

@@ -34,9 +34,9 @@ def _rules(tmp_path: Path, extra: str = "") -> Path:
 def open_parts(tmp_path: Path, dovecot, imap_account, smtp_sink):
     opened = []
 
-    def make(rules_extra: str = ""):
+    def make(rules_extra: str = "", **overrides):
         settings = imap_settings(tmp_path, imap_account, smtp_sink, staff_addresses=[STAFF],
-                                 rules=_rules(tmp_path, rules_extra))
+                                 rules=_rules(tmp_path, rules_extra), **overrides)
         parts = open_intake(settings, io.StringIO())
         opened.append(parts)
         return parts
@@ -99,14 +99,14 @@ def test_a_second_address_naming_a_school_only_adds_and_the_contact_of_record_is
     receipt = next(parts.state.db.query("SELECT receipt FROM messages WHERE sender = ?", [OTHER]))["receipt"]
     (reply,) = mails[OTHER]
     assert _named(reply.text, [1, 2, 3, 4]) == [4]
-    assert "说明：表中另有1名教师已由本单位登记，未作改动，也不在此列出。" in reply.text.splitlines()
+    assert "说明：表中另有1名教师已由贵单位登记，未作改动，也不在此列出。" in reply.text.splitlines()
 
     (notice,) = mails[CONTACT]
     assert notice.subject == f"【报名名单提醒】{SCHOOL}：收到其他邮箱以贵单位名义发送的报名表（回执 {receipt}）"
     lines = notice.text.splitlines()
     assert f"本报名邮箱于2020年11月2日 10:00收到 {OTHER} 以“{SCHOOL}”名义发送的报名表（回执号：{receipt}）。" in lines
     assert [ln for ln in lines if ln.startswith("- ")] == [
-        "- 新增登记教师：1名", "- 要求删除或更改贵单位已登记的教师：2项，未执行，已转工作人员处理",
+        "- 新增登记教师：1名", "- 如按该表替换名单，将删除或更改贵单位已登记的教师：2名，未执行，已转工作人员处理",
         "- 表中已由贵单位登记的教师：1名，未作改动"]
     assert _named(notice.text, [1, 2, 3, 4]) == []
 
@@ -115,11 +115,13 @@ def test_a_second_address_naming_a_school_only_adds_and_the_contact_of_record_is
     items = [ln.rsplit("，", 1)[0] for ln in alert.text.splitlines() if ln[:3] == "1. "]  # without the time
     assert items == [
         f"1. 【非本校联系邮箱以本校名义报名】{SCHOOL}：非本校报名联系邮箱发来报名表：新增1名（其中待审核0名），"
-        f"删除或更改请求2项未执行，已有1名未改动；已通知本校报名联系邮箱（回执号{receipt}），发件人：{OTHER}"]
+        f"按该表替换名单将删除或更改2名（未执行），已有1名未改动；已通知本校报名联系邮箱（回执号{receipt}），发件人：{OTHER}"]
     assert _open_items(parts) == [("other_sender", SCHOOL, OTHER)]
     assert "【非本校联系邮箱以本校名义报名】" in _digest_text(parts)
 
-    assert parts.intake.poll_once().sent.sent == 0  # each item is announced once
+    _send(dovecot, imap_account, CONTACT, [1, 2, 3, 4], 11)  # a mail raising no item: no alert again
+    assert parts.intake.poll_once().outcomes == {"accepted": 1}
+    assert list(_mails_since(smtp_sink, 4, 1)) == [CONTACT]
 
 
 def test_the_contact_of_record_still_shortens_its_list_and_the_other_sender_is_told(
@@ -137,7 +139,7 @@ def test_the_contact_of_record_still_shortens_its_list_and_the_other_sender_is_t
                              (nominee(3).name, "withdrawn", CONTACT), (nominee(4).name, "withdrawn", OTHER)]
     (reply,) = mails[CONTACT]
     assert _named(reply.text, [1, 2, 3, 4]) == [1, 2, 3]
-    assert "说明：另有1名由其他邮箱登记的本单位教师已按本次名单删除或更改，已分别通知原登记邮箱。" in reply.text.splitlines()
+    assert "说明：另有1名由其他邮箱登记的贵单位教师已按本次名单删除或更改，已分别通知原登记邮箱。" in reply.text.splitlines()
     (changed,) = mails[OTHER]
     assert _named(changed.text, [1, 2, 3, 4]) == [4]
     assert [ln for ln in changed.text.splitlines() if ln.startswith("- ")] == [
@@ -175,3 +177,17 @@ def test_one_free_mail_address_sending_750_made_up_teachers_takes_no_seat(
     assert ("说明：本邮件新增750名教师，超过单封邮件30名的上限，全部暂不占用名额，已转工作人员审核，"
             "审核结果将另行邮件通知。") in reply.text.splitlines()
     assert sorted(mails) == sorted(["winner888@163.com", STAFF])
+
+
+def test_quarantined_mail_is_on_the_staff_list_and_announced_once(
+        open_parts, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts(trust={"deny_domains": ["evil.example"]})
+    dovecot.append(make_mail(sender="x@evil.example", attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(1)]))]),
+                   shanghai(2020, 11, 2, 9, 0), user=imap_account.user)
+    assert parts.intake.poll_once().outcomes == {"quarantined": 1}
+    assert list(_mails_since(smtp_sink, 0, 1)) == [STAFF]
+    assert _open_items(parts) == [("quarantined", "", "x@evil.example")]
+    assert "【已隔离】邮件已隔离：deny-listed" in _digest_text(parts)
+    _send(dovecot, imap_account, CONTACT, [1], 10)
+    assert parts.intake.poll_once().outcomes == {"accepted": 1}
+    assert list(_mails_since(smtp_sink, 1, 1)) == [CONTACT]
