@@ -477,6 +477,7 @@ class Intake:
                             "已通知本校报名联系邮箱",
                             detail={"added": added, "held": held, "asked": len(result.asked), "kept": result.kept},
                             **item)
+        if not result.by_contact and result.contact:  # '' once purged, until staff name a new one
             self._queue_notice(msg_pk, SchoolNotice(
                 "other_sender", result.contact, institution, sender, receipt,
                 fetched.arrived_at.astimezone(self.settings.tz), campaign_title=self.rules.campaign.title,
@@ -495,6 +496,8 @@ class Intake:
                             f"超出该校上报的培训需求数，待审核（未占名额）：{listed}", detail=per_program, **item)
         by_sender: dict[str, list[ChangeLine]] = {}
         for aff in result.others_affected:
+            if not aff.sender:  # purged
+                continue
             c = aff.change
             by_sender.setdefault(aff.sender.lower(), []).append(ChangeLine(c.kind, aff.name, aff.id_masked, c.detail))
         for to, changes in by_sender.items():

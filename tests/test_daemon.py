@@ -26,8 +26,10 @@ IDLE_SETTLE_S = 1.5  # after daemon_started: first poll done and the IDLE connec
 
 
 def _mail(serial: int, sender: str = "wang@zjxx.edu.cn") -> bytes:
+    # one school per sender: a second address naming a school would also notify that school
+    school = f"浙江{sender.split('@')[0]}职业技术学院"
     return make_mail(sender=sender, message_id=f"<daemon-{serial}-{time.time_ns()}@zjxx.edu.cn>",
-                     attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(serial)]))])
+                     attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(serial)], institution=school))])
 
 
 def _db_rows(tmp_path: Path, sql: str) -> list[tuple]:

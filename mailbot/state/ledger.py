@@ -28,8 +28,6 @@ from mailbot.state.contacts import contact_of_record, same_address, set_contact_
 from mailbot.state.store import State, utc_now
 
 Status = Literal["seated", "waiting", "held", "conflict", "withdrawn"]
-#: statuses of a nominee the school still has (replaced, counted against others as a conflict)
-ACTIVE = ("seated", "waiting", "held")
 
 
 def id_hash(id_number: str) -> str:
@@ -358,7 +356,7 @@ class SeatLedger:
             pk = self._insert(req, status, why="first come first served", **common)
             pending.append((req, pk, ""))
 
-        if contact is None and not result.held_whole and any(pk is not None for _, pk, _ in pending):
+        if contact is None and not result.held_whole and any(c.kind != "removed" for c in result.changes):
             made = set_contact_of_record(
                 self.state, institution_key=institution_key, institution=institution, address=sender,
                 message=message, actor=self.actor, rules_version=self.rules_version,
