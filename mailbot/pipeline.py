@@ -131,6 +131,7 @@ class Intake:
         if validity == 0:  # Maildir: no UIDs to trust; what is left in the inbox is new
             stored_validity, last_uid = None, 0
         elif stored_validity == validity and uidnext <= last_uid + 1:
+            self.alert_staff()  # items raised outside a poll (replay --no-dry-run)
             self.send()
             report.sent = self._cycle_sent
             return report
@@ -507,10 +508,12 @@ class Intake:
                 help_contact=self.rules.intake.help_contact))
 
     def _queue_notice(self, msg_pk: int, notice: SchoolNotice) -> None:
-        """Queue a notice about a school's list (per-address daily limit as for replies)."""
+        """Queue a notice about a school's list: at most ``reply.max_per_sender_per_day`` notices
+        to one address a day, counted apart from its replies (forged mail naming a school must
+        not use up the school's own replies)."""
         since = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(timespec="seconds")
         kind = f"notice_{notice.kind}"
-        if self.state.replies_to_since(notice.to_address, since) >= self.settings.reply.max_per_sender_per_day:
+        if self.state.notices_to_since(notice.to_address, since) >= self.settings.reply.max_per_sender_per_day:
             self.state.add_event("reply_suppressed", {"kind": kind, "why": "per-sender daily limit"},
                                  actor=self.actor, rules_version=self.version, message=msg_pk)
             return

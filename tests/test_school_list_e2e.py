@@ -191,3 +191,24 @@ def test_quarantined_mail_is_on_the_staff_list_and_announced_once(
     _send(dovecot, imap_account, CONTACT, [1], 10)
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
     assert list(_mails_since(smtp_sink, 1, 1)) == [CONTACT]
+
+
+def test_forged_forms_naming_a_school_cannot_use_up_the_schools_own_replies(
+        open_parts, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts(reply={"max_per_sender_per_day": 2})
+    _send(dovecot, imap_account, CONTACT, [1], 9)
+    for i, forger in enumerate(("f1@qq.com", "f2@qq.com", "f3@qq.com")):
+        _send(dovecot, imap_account, forger, [10 + i], 10 + i)
+    parts.intake.poll_once()
+    _send(dovecot, imap_account, CONTACT, [1, 10, 11, 12], 14)  # the school's own next mail
+    parts.intake.poll_once()
+    mails = _mails_since(smtp_sink, 0, 8)  # 5 replies, 2 notices (the third one over the cap), 1 alert
+    kinds = [(r["to_address"], r["kind"]) for r in parts.state.db.query(
+        "SELECT to_address, kind FROM outbox WHERE to_address = ? ORDER BY id", [CONTACT])]
+    assert kinds == [(CONTACT, "acceptance"), (CONTACT, "notice_other_sender"), (CONTACT, "notice_other_sender"),
+                     (CONTACT, "acceptance")]
+    assert sorted((to, len(got)) for to, got in mails.items()) == [
+        ("f1@qq.com", 1), ("f2@qq.com", 1), ("f3@qq.com", 1), (CONTACT, 4), (STAFF, 1)]
+    assert [(r["kind"], r["detail"]) for r in parts.state.db.query(
+        "SELECT kind, detail FROM events WHERE kind = 'reply_suppressed'")] == [
+        ("reply_suppressed", '{"kind": "notice_other_sender", "why": "per-sender daily limit"}')]

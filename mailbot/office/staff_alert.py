@@ -19,8 +19,8 @@ from mailbot.state.store import State, utc_now
 def queue_staff_alert(state: State, settings: Settings, renderer: ReplyRenderer, *, campaign: str,
                       rules_version: str, actor: str = "daemon") -> int:
     """Queue one alert listing the items not yet announced; returns how many items it lists."""
-    if not settings.staff_addresses:
-        return 0
+    if not settings.staff_addresses or not staff_items.any_not_yet_alerted(state):
+        return 0  # the common case, without taking the write lock
     with state.transaction():
         new = staff_items.not_yet_alerted(state)
         if not new:

@@ -84,6 +84,12 @@ def not_yet_alerted(state: State) -> list[StaffItem]:
         "SELECT * FROM staff_items WHERE alerted_at IS NULL AND status = 'open' ORDER BY id")]
 
 
+def any_not_yet_alerted(state: State) -> bool:
+    """Whether an open item waits for its alert (one indexed read)."""
+    return state.db.conn.execute(
+        "SELECT 1 FROM staff_items WHERE alerted_at IS NULL AND status = 'open' LIMIT 1").fetchone() is not None
+
+
 def mark_alerted(state: State, items: list[int]) -> None:
     """Record that an alert listing these items was queued (same transaction as the alert)."""
     now = utc_now()

@@ -466,7 +466,17 @@ class State:
         self.db.execute("UPDATE messages SET settled_at = ? WHERE id = ?", [utc_now(), message])
 
     def replies_to_since(self, address: str, since_iso: str) -> int:
+        """Replies queued to ``address`` since then (notices about a school's list and staff
+        mail not counted: others' mail must not use up a school's replies)."""
         row = next(self.query(
-            "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? AND kind != 'digest'",
+            "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? "
+            "AND kind NOT IN ('digest', 'staff_alert') AND kind NOT LIKE 'notice\\_%' ESCAPE '\\'",
             [address, since_iso]))
+        return int(row["n"])
+
+    def notices_to_since(self, address: str, since_iso: str) -> int:
+        """Notices about a school's list queued to ``address`` since then."""
+        row = next(self.query(
+            "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? "
+            "AND kind LIKE 'notice\\_%' ESCAPE '\\'", [address, since_iso]))
         return int(row["n"])
