@@ -14,6 +14,7 @@ from intake_harness import Reply, imap_settings, open_intake, parse_reply, shang
 from mail_factory import make_mail
 from mailbot.bundled import default_rules_file
 from mailbot.masking import mask_id
+from mailbot.office import staff_items
 from mailbot.office.digest import build_digest
 from mailbot.replies.render import ReplyRenderer
 
@@ -212,3 +213,14 @@ def test_forged_forms_naming_a_school_cannot_use_up_the_schools_own_replies(
     assert [(r["kind"], r["detail"]) for r in parts.state.db.query(
         "SELECT kind, detail FROM events WHERE kind = 'reply_suppressed'")] == [
         ("reply_suppressed", '{"kind": "notice_other_sender", "why": "per-sender daily limit"}')]
+
+
+def test_an_item_raised_outside_a_poll_is_announced_by_the_next_idle_poll(
+        open_parts, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts()
+    parts.intake.poll_once()  # an empty mailbox: the next poll is idle (one STATUS)
+    with parts.state.transaction():
+        staff_items.add(parts.state, "failed", "处理失败：replayed by hand", actor="replay", rules_version="t")
+    report = parts.intake.poll_once()
+    assert (report.fetched, report.sent.sent) == (0, 1)
+    assert list(_mails_since(smtp_sink, 0, 1)) == [STAFF]
