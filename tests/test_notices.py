@@ -42,7 +42,7 @@ NOTICES = {
 }
 SUBJECTS = {"notice_other_sender": "【报名名单提醒】示例职业技术学院：收到其他邮箱以贵单位名义发送的报名表（回执 ZJ2020-000124）",
             "notice_list_changed": "【报名名单变更】示例职业技术学院：贵邮箱登记的教师有变更（回执 ZJ2020-000125）"}
-ALERT = {"campaign": "1+X证书制度试点师资培训", "generated_at": WHEN, "open_total": 4, "items": (
+ALERT = {"campaign": "1+X证书制度试点师资培训", "generated_at": WHEN, "open_total": 60, "more": 55, "items": (
     AttentionItem("other_sender", "示例职业技术学院：非本校报名联系邮箱发来报名表：新增2名", "ZJ2020-000124", "someone@qq.com",
                   WHEN),
     AttentionItem("too_many", "一封邮件新增750名教师，超过上限30名，全部待审核（未占名额）", "ZJ2020-000126",
@@ -74,7 +74,7 @@ def test_each_notice_renders_its_golden_text_and_a_complete_html_page(renderer, 
 
 
 def test_the_staff_alert_renders_its_golden_text_masked(renderer) -> None:
-    rendered = renderer.render_page("staff_alert", "【待人工处理】1+X证书制度试点师资培训：新增3项，共4项未处理", ALERT)
+    rendered = renderer.render_page("staff_alert", "【待人工处理】1+X证书制度试点师资培训：新增58项，共60项未处理", ALERT)
     _check_golden("staff_alert", rendered)
     assert "330106199001011234" not in rendered.text + rendered.html
 

@@ -7,6 +7,7 @@ Without ``staff_addresses`` nothing is queued; the items still appear in the dig
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime, timezone
 
 from mailbot.config import Settings
@@ -14,6 +15,8 @@ from mailbot.office import staff_items
 from mailbot.replies.model import StaffAlertContext
 from mailbot.replies.render import ReplyRenderer, build_digest_message
 from mailbot.state.store import State, utc_now
+
+MAX_LISTED = 50  # items named in one alert; the rest are counted (all are in the digest)
 
 
 def queue_staff_alert(state: State, settings: Settings, renderer: ReplyRenderer, *, campaign: str,
@@ -28,11 +31,11 @@ def queue_staff_alert(state: State, settings: Settings, renderer: ReplyRenderer,
         open_total = int(state.db.conn.execute(
             "SELECT count(*) FROM staff_items WHERE status = 'open'").fetchone()[0])
         ctx = StaffAlertContext(campaign=campaign, generated_at=datetime.now(timezone.utc).astimezone(settings.tz),
-                                items=tuple(staff_items.attention_item(i, settings.tz) for i in new), open_total=open_total)
+                                items=tuple(staff_items.attention_item(i, settings.tz) for i in new[:MAX_LISTED]),
+                                open_total=open_total, more=max(0, len(new) - MAX_LISTED))
         rendered = renderer.render_page(
             "staff_alert", f"【待人工处理】{campaign}：新增{len(new)}项，共{open_total}项未处理",
-            {"campaign": ctx.campaign, "generated_at": ctx.generated_at, "items": ctx.items,
-             "open_total": ctx.open_total})
+            {f.name: getattr(ctx, f.name) for f in fields(ctx)})
         raw = build_digest_message(rendered, to_addresses=list(settings.staff_addresses),
                                    from_address=settings.reply.from_address, from_name=settings.reply.from_name,
                                    message_id_domain=settings.reply.message_id_domain)

@@ -196,6 +196,7 @@ class StaffAlertContext:
     generated_at: datetime
     items: tuple[AttentionItem, ...]
     open_total: int  # open items on the list, these included
+    more: int = 0  # new items beyond those listed (a flood): counted, listed in the digest
 
     def __post_init__(self) -> None:
         if self.generated_at.utcoffset() is None:
