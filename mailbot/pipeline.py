@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -27,18 +27,23 @@ from mailbot.mail.gate import auto_reply_reason, domain_mismatch, sender_trust
 from mailbot.mail.source import FetchedMessage, MailSource
 from mailbot.masking import mask_id, mask_text
 from mailbot.mail.walk import Attachment, MessageParts, ParsedMessage, find_attachments, parse_message
-from mailbot.normalize import compact
 from mailbot.state.outbox import SendReport, recover_interrupted, send_pending
 from mailbot.replies.render import ReplyRenderer, build_message, new_message_id
 from mailbot.replies.model import ChangeLine, FindingLine, NomineeLine, ReplyContext, ReplyKind
 from mailbot.forms.reader import sheet_cells
 from mailbot.forms.checks import judge_file
-from mailbot.rules import CampaignRules
+from mailbot.rules import CampaignRules, school_key
+from mailbot.office import staff_items
+from mailbot.office.staff_alert import queue_staff_alert
+from mailbot.replies.model import SchoolNotice
+from mailbot.replies.render import build_digest_message
 from mailbot.mail.smtp import Transport
 from mailbot.state.store import State, utc_now
 
 
 SETTLE_BATCH = 20  # recorded messages moved on the server with one command
+#: outcomes that put the message on the staff list, with how the list names them
+STAFF_OUTCOMES = {"quarantined": "邮件已隔离", "failed": "处理失败"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ def _aware_utc(dt: datetime) -> str:
 
 def institution_key(institution: str, sender: str) -> str:
     """Stable key of the reporting institution: its compacted name, else the sender address."""
-    name = compact(institution).replace("（盖章）", "").replace("(盖章)", "")
+    name = school_key(institution)
     return f"name:{name}" if name else f"sender:{sender.lower()}"
 
 
@@ -125,6 +130,7 @@ class Intake:
         if validity == 0:  # Maildir: no UIDs to trust; what is left in the inbox is new
             stored_validity, last_uid = None, 0
         elif stored_validity == validity and uidnext <= last_uid + 1:
+            self.alert_staff()  # items raised outside a poll (replay --no-dry-run)
             self.send()
             report.sent = self._cycle_sent
             return report
@@ -153,9 +159,15 @@ class Intake:
             # empty mailbox or one whose new mail was expunged is idle (one STATUS) next time.
             with self.state.transaction():
                 self.state.advance_cursor(self.source.name, validity, uidnext - 1)
+        self.alert_staff()
         self.send()
         report.sent = self._cycle_sent
         return report
+
+    def alert_staff(self) -> None:
+        """One staff alert listing the items this cycle put on the staff list."""
+        queue_staff_alert(self.state, self.settings, self.renderer, campaign=self.rules.campaign.title,
+                          rules_version=self.version, actor=self.actor)
 
     def handle(self, fetched: FetchedMessage) -> str | None:
         """Record one fetched message, send its reply, settle it.  Returns the outcome, or None
@@ -299,6 +311,11 @@ class Intake:
                 if result is not None:
                     for promo in result.promotions:
                         self._queue_promotion(msg_pk, promo)
+                    self._school_follow_up(msg_pk, receipt, fetched, a, institution, result)
+                if a.outcome in STAFF_OUTCOMES:
+                    staff_items.add(self.state, a.outcome, f"{STAFF_OUTCOMES[a.outcome]}：{a.reason}",
+                                    actor=self.actor, rules_version=self.version, institution=institution,
+                                    sender=p.from_addr if p else "", message=msg_pk, receipt=receipt)
                 self.state.advance_cursor(fetched.source, fetched.uidvalidity, fetched.uid)
                 if dry_run:
                     queued = list(self.state.query("SELECT * FROM outbox WHERE message = ?", [msg_pk]))
@@ -350,7 +367,8 @@ class Intake:
         return self.ledger.apply_submission(
             institution_key=institution_key(institution, a.parsed.from_addr), institution=institution,
             requests=requests, present_ids=present, message=msg_pk, arrived_at=_aware_utc(fetched.arrived_at),
-            uid=fetched.uid, sender=a.parsed.from_addr)
+            uid=fetched.uid, sender=a.parsed.from_addr, demand=self.rules.reported_demand(institution),
+            max_new=self.rules.intake.max_new_per_mail)
 
     # -- replies --------------------------------------------------------------------------
     def _nominee_line(self, row: int | None, name: str, program: str, status: str,
@@ -415,8 +433,103 @@ class Intake:
             p.references, institution=institution, contact=contact, nominees=tuple(nominees),
             findings=tuple(findings), changes=tuple(changes), unreadable_reasons=tuple(unreadable),
             scans_received=tuple(s.filename for s in a.parts.scans),
-            correction_workbooks=tuple(workbooks))
+            correction_workbooks=tuple(workbooks), notes=self._school_notes(result))
         self._enqueue(msg_pk, ctx)
+
+    # -- only the school changes its list ---------------------------------------------------
+    def _school_notes(self, result: SubmissionResult | None) -> tuple[str, ...]:
+        """What the sender is told about the parts of its mail that did not change the list."""
+        if result is None:
+            return ()
+        notes: list[str] = []
+        if not result.by_contact:
+            notes.append("贵单位的报名名单由首次为贵单位登记教师的邮箱（报名联系邮箱）维护；本邮件来自其他邮箱，"
+                         "只能新增教师，不会删除或更改已登记的教师；本邮件的情况已告知贵单位报名联系邮箱。")
+            if result.kept:
+                notes.append(f"表中另有{result.kept}名教师已由贵单位登记，未作改动，也不在此列出。")
+        if result.held_whole:
+            notes.append(f"本邮件新增{result.new_teachers}名教师，超过单封邮件{self.rules.intake.max_new_per_mail}名的"
+                         "上限，全部暂不占用名额，已转工作人员审核，审核结果将另行邮件通知。")
+        elif result.held:
+            notes.append("标注“待工作人员审核”的教师超出贵单位前期上报的培训需求数，暂不占用名额，已转工作人员审核。")
+        if result.asked:
+            notes.append(f"如按本邮件的汇总表替换名单，将删除或更改{len(result.asked)}名已登记的教师：未执行，"
+                         "已转工作人员处理。")
+        if result.others_affected:
+            notes.append(f"另有{len(result.others_affected)}名由其他邮箱登记的贵单位教师已按本次名单删除或更改，"
+                         "已分别通知原登记邮箱。")
+        return tuple(notes)
+
+    def _school_follow_up(self, msg_pk: int, receipt: str, fetched: FetchedMessage, a: Assessment,
+                          institution: str, result: SubmissionResult) -> None:
+        """Staff items and notices for what one mail did to a school's list (same transaction)."""
+        assert a.parsed is not None
+        sender = a.parsed.from_addr
+        key = institution_key(institution, sender)
+        item = dict(actor=self.actor, rules_version=self.version, institution=institution,
+                    institution_key=key, sender=sender, message=msg_pk, receipt=receipt)
+        added = sum(1 for c in result.changes if c.kind == "added")
+        held = len(result.held)
+        if not result.by_contact:
+            staff_items.add(self.state, "other_sender",
+                            f"非本校报名联系邮箱发来报名表：新增{added}名（其中待审核{held}名），"
+                            f"按该表替换名单将删除或更改{len(result.asked)}名（未执行），已有{result.kept}名未改动；"
+                            "已通知本校报名联系邮箱",
+                            detail={"added": added, "held": held, "asked": len(result.asked), "kept": result.kept},
+                            **item)
+        if not result.by_contact and result.contact:  # '' once purged, until staff name a new one
+            self._queue_notice(msg_pk, SchoolNotice(
+                "other_sender", result.contact, institution, sender, receipt,
+                fetched.arrived_at.astimezone(self.settings.tz), campaign_title=self.rules.campaign.title,
+                added=added, held=held, asked=len(result.asked), kept=result.kept,
+                help_contact=self.rules.intake.help_contact))
+        if result.held_whole:
+            staff_items.add(self.state, "too_many",
+                            f"一封邮件新增{result.new_teachers}名教师，超过上限{self.rules.intake.max_new_per_mail}名，"
+                            f"全部待审核（未占名额）", detail={"new": result.new_teachers}, **item)
+        elif result.held:
+            per_program: dict[str, int] = {}
+            for pl in result.held:
+                per_program[pl.request.program] = per_program.get(pl.request.program, 0) + 1
+            listed = "，".join(f"{prog}{n}名" for prog, n in per_program.items())
+            staff_items.add(self.state, "over_demand",
+                            f"超出该校上报的培训需求数，待审核（未占名额）：{listed}", detail=per_program, **item)
+        by_sender: dict[str, list[ChangeLine]] = {}
+        for aff in result.others_affected:
+            if not aff.sender:  # purged
+                continue
+            c = aff.change
+            by_sender.setdefault(aff.sender.lower(), []).append(ChangeLine(c.kind, aff.name, aff.id_masked, c.detail))
+        for to, changes in by_sender.items():
+            self._queue_notice(msg_pk, SchoolNotice(
+                "list_changed", to, institution, sender, receipt, fetched.arrived_at.astimezone(self.settings.tz),
+                campaign_title=self.rules.campaign.title, changes=tuple(changes),
+                help_contact=self.rules.intake.help_contact))
+
+    def _queue_notice(self, msg_pk: int, notice: SchoolNotice) -> None:
+        """Queue a notice about a school's list: at most ``reply.max_per_sender_per_day`` notices
+        to one address a day, counted apart from its replies (forged mail naming a school must
+        not use up the school's own replies)."""
+        since = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(timespec="seconds")
+        kind = f"notice_{notice.kind}"
+        if self.state.notices_to_since(notice.to_address, since) >= self.settings.reply.max_per_sender_per_day:
+            self.state.add_event("reply_suppressed", {"kind": kind, "why": "per-sender daily limit"},
+                                 actor=self.actor, rules_version=self.version, message=msg_pk)
+            return
+        subject = (f"【报名名单提醒】{notice.institution}：收到其他邮箱以贵单位名义发送的报名表（回执 {notice.receipt}）"
+                   if notice.kind == "other_sender" else
+                   f"【报名名单变更】{notice.institution}：贵邮箱登记的教师有变更（回执 {notice.receipt}）")
+        rendered = self.renderer.render_page(kind, subject, {f.name: getattr(notice, f.name) for f in fields(notice)})
+        raw = build_digest_message(rendered, to_addresses=[notice.to_address],
+                                   from_address=self.settings.reply.from_address,
+                                   from_name=self.settings.reply.from_name,
+                                   message_id_domain=self.settings.reply.message_id_domain)
+        self.state.insert("outbox", {
+            "message": msg_pk, "kind": kind, "to_address": notice.to_address, "subject": rendered.subject,
+            "reply_message_id": "", "raw": raw, "status": "queued", "next_attempt_at": utc_now(),
+            "created_at": utc_now()})
+        self.state.add_event("reply_queued", {"kind": kind}, actor=self.actor, rules_version=self.version,
+                             message=msg_pk)
 
     def _correction_copy(self, att: Attachment, v: FormVerdict,
                          cells: list[tuple[str, str]]) -> tuple[str, bytes] | None:

@@ -12,14 +12,14 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from mailbot.bundled import default_rules_file
 from mailbot.config import read_toml
 from mailbot.errors import ConfigError
 from mailbot.time_zones import known_time_zone, zone
 from mailbot.annex3 import OFFICIAL_LABELS
-from mailbot.normalize import match_key
+from mailbot.normalize import compact, match_key
 
 
 
@@ -70,6 +70,8 @@ class Intake(_Model):
     stamped_scan_required: bool = False
     late_change_contact: str = ""
     help_contact: str = Field("", description="whom senders may ask about anything else (shown in every reply)")
+    max_new_per_mail: int = Field(30, gt=0, description=(
+        "a mail registering more new teachers than this is held for staff as a whole"))
 
 
 class Fees(_Model):
@@ -168,6 +170,20 @@ class Program(_Model):
         return value
 
 
+class Demand(_Model):
+    """A school's reported training demand for one program (培训需求数): registrations beyond it
+    wait for staff (``held``) instead of taking seats."""
+
+    institution: str = Field(min_length=1, description="填报单位 as the school writes it")
+    program: str = Field(min_length=1, description="a program's name, short name or alias")
+    teachers: int = Field(ge=0)
+
+
+def school_key(name: str) -> str:
+    """A school's name as compared everywhere: compacted, without （盖章）."""
+    return compact(name).replace("（盖章）", "").replace("(盖章)", "")
+
+
 class CampaignRules(_Model):
     campaign: Campaign
     deadline: Deadline
@@ -181,6 +197,8 @@ class CampaignRules(_Model):
     outside_programs: OutsidePrograms
     program_matching: ProgramMatching = ProgramMatching()
     programs: tuple[Program, ...] = Field(min_length=1)
+    demand: tuple[Demand, ...] = ()
+    _demand_cache: dict[str, dict[str, int]] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _apply_training_defaults(self) -> CampaignRules:
@@ -209,6 +227,36 @@ class CampaignRules(_Model):
     def program_by_name(self, name: str) -> Program | None:
         """The program whose official full name is exactly ``name``."""
         return next((p for p in self.programs if p.name == name), None)
+
+    def reported_demand(self, institution: str) -> dict[str, int] | None:
+        """Teachers per program (official names) the school reported, or None when the rules
+        give no demand for it.  A program it did not report counts as 0."""
+        key = school_key(institution)
+        if not key:
+            return None
+        table = self._demand_table()
+        return dict(table[key]) if key in table else None
+
+    def _demand_table(self) -> dict[str, dict[str, int]]:
+        """school key -> program name -> teachers, built once."""
+        if self._demand_cache is None:
+            table: dict[str, dict[str, int]] = {}
+            for d in self.demand:
+                program = self.program_for_text(d.program)
+                if program is not None:
+                    table.setdefault(school_key(d.institution), {})[program.name] = d.teachers
+            self._demand_cache = table
+        return self._demand_cache
+
+    def program_for_text(self, text: str) -> Program | None:
+        """The program a rules-file text names: exactly its name, short name or an alias
+        (compared as the form's program column is)."""
+        pm = self.program_matching
+        wanted = match_key(text, pm.strip_words, pm.levels)
+        for p in self.programs:
+            if any(match_key(t, pm.strip_words, pm.levels) == wanted for t in (p.name, p.short_name, *p.aliases)):
+                return p
+        return None
 
     @property
     def total_seats(self) -> int:
@@ -267,6 +315,18 @@ def _semantic_problems(rules: CampaignRules) -> list[str]:
             problems.append(f"{where}: {cert!r} is also a program of this campaign ({owners[k]})")
         else:
             owners[k] = where
+    pairs: dict[tuple[str, str], int] = {}
+    for i, d in enumerate(rules.demand):
+        program = rules.program_for_text(d.program)
+        if program is None:
+            problems.append(f"demand[{i}].program: {d.program!r} is not a program of this campaign")
+        elif not school_key(d.institution):
+            problems.append(f"demand[{i}].institution: empty once normalised")
+        elif (school_key(d.institution), program.name) in pairs:
+            first = pairs[(school_key(d.institution), program.name)]
+            problems.append(f"demand[{i}]: {d.institution} / {program.short_name} already given in demand[{first}]")
+        else:
+            pairs[(school_key(d.institution), program.name)] = i
     if any(not keyword for keyword in rules.secondary_vocational.keywords):
         problems.append("secondary_vocational.keywords: empty keyword")
     return problems

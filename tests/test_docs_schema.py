@@ -65,7 +65,7 @@ def test_every_table_and_column_of_the_schema_is_documented(state: State) -> Non
     tables = [r[0] for r in state.db.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     assert set(tables) == {"messages", "attachments", "forms", "form_rows", "nominees", "events",
-                           "outbox", "cursors", "_migrations"}
+                           "outbox", "cursors", "_migrations", "school_contacts", "staff_items"}
     missing = []
     for table in tables:
         text = section(table)
@@ -123,7 +123,8 @@ def test_the_receipt_query_finds_every_decision_about_it(state: State) -> None:
     ro = sqlite3.connect(f"file:{state.path}?mode=ro", uri=True)
     kinds = [r[3] for r in ro.execute(sql, {"receipt": RECEIPT})]
     ro.close()
-    assert kinds == ["message_recorded", "nominee_seated", "nominee_waiting", "nominee_waiting"]
+    assert kinds == ["message_recorded", "nominee_seated", "nominee_waiting", "nominee_waiting",
+                     "contact_of_record_set"]
 
 
 def test_the_standalone_chain_check_agrees_with_verify(state: State) -> None:

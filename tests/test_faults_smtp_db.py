@@ -30,7 +30,9 @@ SENDER = "wang@zjxx.edu.cn"
 
 
 def _good_mail(serial: int = 1, sender: str = SENDER) -> bytes:
-    return make_mail(sender=sender, attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(serial)]))])
+    # one school per sender: a second address naming a school would also notify that school
+    school = f"浙江{sender.split('@')[0]}职业技术学院"
+    return make_mail(sender=sender, attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(serial)], institution=school))])
 
 
 def _open(tmp_path: Path, account, sink, **smtp):

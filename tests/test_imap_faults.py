@@ -157,8 +157,10 @@ def _via(proxy: CuttingProxy, account) -> Via:
 
 
 def _mail(serial: int, sender: str = "wang@zjxx.edu.cn") -> bytes:
+    # one school per sender: a second address naming a school would also notify that school
+    school = f"浙江{sender.split('@')[0]}职业技术学院"
     return make_mail(sender=sender, message_id=f"<fault-{serial}-{time.time_ns()}@zjxx.edu.cn>",
-                     attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(serial)]))])
+                     attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(serial)], institution=school))])
 
 
 def _intake(tmp_path: Path, account, sink, *, fetch_batch: int = 20, **overrides) -> Intake:

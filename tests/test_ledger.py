@@ -87,7 +87,7 @@ def test_empty_form_withdraws_nobody(state: State) -> None:
 def test_event_log_is_append_only_and_chain_verifies(state: State) -> None:
     ledger = SeatLedger(state, {BIM: 1}, rules_version="t")
     _submit(state, ledger, "A", 1, [_req(1), _req(2)])
-    assert state.verify_event_chain() == (True, 2)
+    assert state.verify_event_chain() == (True, 3)  # two nominees and A's contact of record
     with pytest.raises(Exception, match="append-only"):
         state.db.execute("UPDATE events SET kind = 'x'")
-    assert state.applied_migrations() == ["001_initial"]
+    assert state.applied_migrations() == ["001_initial", "002_school_contacts_and_staff_items"]

@@ -1,4 +1,6 @@
-"""The staff digest: what happened in a period, seats per program, what needs a person.
+"""The staff digest: what happened in a period, seats per program, what needs a person (the
+open items of the staff list, ``mailbot.office.staff_items``, plus replies stuck in the outbox,
+domain mismatches and conflicts of the period).
 
 Everything in it is masked; it is queued in the outbox like a reply (kind ``digest``), one
 row per staff address, so it is sent (and audited) the same way.
@@ -9,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from mailbot.config import Settings
+from mailbot.office import staff_items
 from mailbot.state.ledger import SeatLedger
 from mailbot.masking import mask_text
 from mailbot.replies.render import ReplyRenderer, RenderedReply, build_digest_message
@@ -36,8 +39,12 @@ def build_digest(state: State, rules: CampaignRules, settings: Settings, *,
     def when(iso: str | None) -> datetime | None:
         return datetime.fromisoformat(iso).astimezone(tz) if iso else None
 
-    for r in state.query("SELECT receipt, sender, reason, outcome, recorded_at FROM messages "
-                      "WHERE outcome IN ('failed','quarantined') AND recorded_at >= ? ORDER BY id", [lo]):
+    # The staff list: every open item, however old (an item stays until staff close it).
+    attention += [staff_items.attention_item(item, tz) for item in staff_items.list_open(state)]
+    # Failed or quarantined mail recorded without a staff item (before the staff list existed).
+    for r in state.query("SELECT receipt, sender, reason, outcome, recorded_at FROM messages m "
+                      "WHERE outcome IN ('failed','quarantined') AND recorded_at >= ? AND NOT EXISTS "
+                      "(SELECT 1 FROM staff_items s WHERE s.message = m.id) ORDER BY id", [lo]):
         attention.append(AttentionItem(r["outcome"], mask_text(r["reason"])[:300], r["receipt"], r["sender"],
                                        when(r["recorded_at"])))
     for r in state.query("SELECT o.id, o.status, o.last_error, o.to_address, o.created_at, m.receipt FROM outbox o "

@@ -23,7 +23,7 @@ ReplyKind = Literal[
 ]
 REPLY_KINDS: tuple[str, ...] = get_args(ReplyKind)
 
-NomineeStatus = Literal["seated", "waiting", "conflict", "rejected"]
+NomineeStatus = Literal["seated", "waiting", "held", "conflict", "rejected"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ class ReplyContext:
     correction_workbooks: tuple[tuple[str, bytes], ...] = ()  # (filename, xlsx bytes)
     help_contact: str = ""  # whom to ask about anything else (defaults to late_contact in text)
     signature: str = ""  # closing line; the templates have a default
+    notes: tuple[str, ...] = ()  # lines on what this mail could not change in the school's list
 
     def __post_init__(self) -> None:
         if self.kind not in REPLY_KINDS:
@@ -102,10 +103,44 @@ class ReplyContext:
                 raise ValueError(f"{label} must be timezone-aware")
 
 
+# --- notices about a school's list ------------------------------------------------------------
+
+NoticeKind = Literal["other_sender", "list_changed"]
+
+
+@dataclass(frozen=True)
+class SchoolNotice:
+    """A mail of mailbot's own about a school's list (template ``notice_<kind>``).
+
+    ``other_sender``: to the contact of record, when another address wrote in the school's name
+    (``sender``, ``receipt``, ``received_at``; counts only, never names).  ``list_changed``: to an
+    address whose registrations a later mail of the contact of record withdrew or moved
+    (``changes`` lists only that address's own registrations)."""
+
+    kind: NoticeKind
+    to_address: str
+    institution: str
+    sender: str  # the address whose mail caused the notice
+    receipt: str
+    received_at: datetime
+    campaign_title: str = ""
+    added: int = 0  # teachers that mail registered (seated, waiting or held)
+    held: int = 0  # of those, held for staff
+    asked: int = 0  # withdrawals or program changes it asked for and that were not applied
+    kept: int = 0  # rows naming teachers already registered, left unchanged
+    changes: tuple[ChangeLine, ...] = ()
+    help_contact: str = ""
+
+    def __post_init__(self) -> None:
+        if self.received_at.utcoffset() is None:
+            raise ValueError("received_at must be timezone-aware")
+
+
 # --- the staff digest -------------------------------------------------------------------------
 
 AttentionCategory = Literal[
-    "failed", "quarantined", "stuck_sending", "domain_mismatch", "conflict", "other"
+    "failed", "quarantined", "stuck_sending", "domain_mismatch", "conflict", "other",
+    "other_sender", "over_demand", "too_many",
 ]
 
 
@@ -151,3 +186,18 @@ class DigestContext:
             value = getattr(self, label)
             if value is not None and value.utcoffset() is None:
                 raise ValueError(f"{label} must be timezone-aware")
+
+
+@dataclass(frozen=True)
+class StaffAlertContext:
+    """The short mail telling staff that new items are on the staff list (one per poll)."""
+
+    campaign: str
+    generated_at: datetime
+    items: tuple[AttentionItem, ...]
+    open_total: int  # open items on the list, these included
+    more: int = 0  # new items beyond those listed (a flood): counted, listed in the digest
+
+    def __post_init__(self) -> None:
+        if self.generated_at.utcoffset() is None:
+            raise ValueError("generated_at must be timezone-aware")

@@ -61,7 +61,7 @@ _REPLY_PREFIX_RE = re.compile(
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _MSGID_RE = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 
-STATUS_LABELS = {"seated": "已录取", "conflict": "待核实", "rejected": "未录取"}
+STATUS_LABELS = {"seated": "已录取", "held": "待工作人员审核", "conflict": "待核实", "rejected": "未录取"}
 OUTCOME_LABELS = {
     "acceptance": "报名成功",
     "correction": "需修改",
@@ -84,6 +84,9 @@ ATTENTION_LABELS = {
     "domain_mismatch": "发件域名与单位不符",
     "conflict": "身份证号冲突",
     "other": "其他",
+    "other_sender": "非本校联系邮箱以本校名义报名",
+    "over_demand": "超出上报的培训需求数",
+    "too_many": "单封邮件报名人数过多",
 }
 
 
@@ -282,6 +285,13 @@ class ReplyRenderer:
         variables.update(subject=subject, total_messages=total)
         text, html = self._render_pair("digest", variables)
         return RenderedReply(subject=mask_text(subject), text=text, html=html)
+
+    def render_page(self, stem: str, subject: str, variables: dict[str, Any]) -> RenderedReply:
+        """Subject, text and HTML of one of mailbot's own mails (``<stem>.txt.j2`` /
+        ``<stem>.html.j2``: notices, the staff alert); ``subject`` is available to the templates."""
+        subject = mask_text(one_line(subject))
+        text, html = self._render_pair(stem, {**variables, "subject": subject})
+        return RenderedReply(subject=subject, text=text, html=html)
 
 
 # --- the message ----------------------------------------------------------------------------

@@ -6,6 +6,13 @@ list: rows are matched by identity number, nominees missing from the new form ar
 and their seats go to the head of the waiting list, who is reported for notification.  An
 identity number already active at another institution is a conflict and gets no seat.
 
+Only the school's contact of record (``mailbot.state.contacts``: the address that first
+registered its teachers) may replace, shorten or change the list.  A form naming the school from
+any other address only adds: the teachers it does not already have are registered, everything
+else it would have changed is reported (``SubmissionResult.asked``) for staff.  A new teacher
+beyond the school's reported demand for a program, and every new teacher of a mail adding more
+than ``max_new`` at once, is ``held``: recorded, taking no seat, waiting for a staff decision.
+
 Every change is an event in the hash-chained log.  All methods run inside the caller's
 transaction (see ``State.transaction``).
 """
@@ -17,9 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mailbot.state.contacts import contact_of_record, same_address, set_contact_of_record
 from mailbot.state.store import State, utc_now
 
-Status = Literal["seated", "waiting", "conflict", "withdrawn"]
+Status = Literal["seated", "waiting", "held", "conflict", "withdrawn"]
 
 
 def id_hash(id_number: str) -> str:
@@ -71,12 +79,37 @@ class Promotion:
     message: int
 
 
+@dataclass(frozen=True)
+class Affected:
+    """A teacher registered by another address whose registration this mail withdrew or moved
+    (that address is told)."""
+
+    nominee: int
+    name: str
+    id_masked: str
+    program: str
+    sender: str
+    message: int
+    change: Change
+
+
 @dataclass
 class SubmissionResult:
     placements: list[Placement] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     promotions: list[Promotion] = field(default_factory=list)
     resubmission: bool = False  # the institution already had nominees before this form
+    contact: str = ""  # the school's contact of record after this mail ('' when none yet)
+    by_contact: bool = True  # the sender is (or just became) the contact of record
+    asked: list[Change] = field(default_factory=list)  # changes asked for but not applied: staff decide
+    kept: int = 0  # rows naming teachers another address registered: left as they are, not listed
+    others_affected: list[Affected] = field(default_factory=list)
+    held_whole: bool = False  # more than ``max_new`` new teachers: every one of them is held
+    new_teachers: int = 0  # teachers of this mail the school did not have before
+
+    @property
+    def held(self) -> list[Placement]:
+        return [p for p in self.placements if p.status == "held"]
 
 
 class SeatLedger:
@@ -96,14 +129,14 @@ class SeatLedger:
     # -- queries --------------------------------------------------------------------------
     def _active_for_institution(self, institution_key: str) -> dict[str, dict[str, Any]]:
         rows = self.state.query(
-            "SELECT * FROM nominees WHERE institution_key = ? AND status IN ('seated','waiting')",
+            "SELECT * FROM nominees WHERE institution_key = ? AND status IN ('seated','waiting','held')",
             [institution_key])
         return {r["id_hash"]: r for r in rows}
 
     def _active_elsewhere(self, idh: str, institution_key: str) -> dict[str, Any] | None:
         rows = list(self.state.query(
             "SELECT * FROM nominees WHERE id_hash = ? AND institution_key != ? "
-            "AND status IN ('seated','waiting') ORDER BY id LIMIT 1", [idh, institution_key]))
+            "AND status IN ('seated','waiting','held') ORDER BY id LIMIT 1", [idh, institution_key]))
         return rows[0] if rows else None
 
     def seated_count(self, program: str) -> int:
@@ -142,6 +175,15 @@ class SeatLedger:
             "SELECT program, status, count(*) AS n FROM nominees GROUP BY program, status")}
         return [{"program": p, "capacity": cap, "seated": counts.get((p, "seated"), 0),
                  "waiting": counts.get((p, "waiting"), 0)} for p, cap in self.capacities.items()]
+
+    def _hold_reason(self, institution_key: str, program: str, demand: Mapping[str, int] | None,
+                     held_whole: bool) -> str:
+        """Why a new teacher is held for staff instead of taking a seat ('' when not)."""
+        if held_whole:
+            return "too many new teachers in one mail"
+        if demand is not None and self._active_for_demand(institution_key, program) >= demand.get(program, 0):
+            return "over the school's reported demand"
+        return ""
 
     # -- changes --------------------------------------------------------------------------
     def _event(self, kind: str, detail: dict[str, Any], *, message: int | None, nominee: int | None) -> None:
@@ -188,41 +230,74 @@ class SeatLedger:
                 promotions.append(Promotion(n["id"], n["name"] or "", n["id_masked"], program,
                                             n["institution"], n["sender"], n["message"]))
 
+    def _active_for_demand(self, institution_key: str, program: str) -> int:
+        """Teachers of the school counted against its reported demand for a program."""
+        return int(self.db.conn.execute(
+            "SELECT count(*) FROM nominees WHERE institution_key = ? AND program = ? "
+            "AND status IN ('seated','waiting')", [institution_key, program]).fetchone()[0])
+
     def apply_submission(
         self, *, institution_key: str, institution: str, requests: list[SeatRequest],
         present_ids: set[str], message: int, arrived_at: str, uid: int, sender: str,
+        demand: Mapping[str, int] | None = None, max_new: int | None = None,
     ) -> SubmissionResult:
         """Apply one institution's (re)submission.
 
         ``requests`` are the valid rows; ``present_ids`` every readable identity number on the
         form (a person whose row needs correction keeps the seat they already have).
         An empty ``present_ids`` replaces nothing (an empty form is not a withdrawal).
+        ``demand`` is the school's reported demand per program (None: not reported; a program
+        missing from it counts as 0); ``max_new`` the most new teachers one mail may register
+        before all of them are held for staff.
         """
         self._seated = {}
         try:
             return self._apply(institution_key=institution_key, institution=institution,
                                requests=requests, present_ids=present_ids, message=message,
-                               arrived_at=arrived_at, uid=uid, sender=sender)
+                               arrived_at=arrived_at, uid=uid, sender=sender, demand=demand,
+                               max_new=max_new)
         finally:
             self._seated = None
 
     def _apply(
         self, *, institution_key: str, institution: str, requests: list[SeatRequest],
         present_ids: set[str], message: int, arrived_at: str, uid: int, sender: str,
+        demand: Mapping[str, int] | None, max_new: int | None,
     ) -> SubmissionResult:
         result = SubmissionResult()
         touched: set[str] = set()
         active = self._active_for_institution(institution_key)
         result.resubmission = bool(active)
+        contact = contact_of_record(self.state, institution_key)
+        result.by_contact = contact is None or same_address(contact.address, sender)
+        result.contact = contact.address if contact else ""
+        result.new_teachers = len({id_hash(r.id_number) for r in requests} - set(active))
+        result.held_whole = max_new is not None and result.new_teachers > max_new
+        may_change = result.by_contact and not result.held_whole  # replace, shorten, move
+
+        def theirs(n: dict[str, Any]) -> bool:
+            """Registered by another address than this mail's sender."""
+            return not same_address(n["sender"], sender)
+
         present_hashes = {id_hash(i) for i in present_ids}
         if present_hashes:
             for h, n in active.items():
-                if h not in present_hashes:
-                    self._set_status(n, "withdrawn", why="not on the institution's latest form",
-                                     message=message)
-                    touched.add(n["program"])
-                    result.changes.append(Change("removed", n["name"] or "", n["id_masked"], n["program"]))
-            active = {h: n for h, n in active.items() if h in present_hashes}
+                if h in present_hashes:
+                    continue
+                change = Change("removed", n["name"] or "", n["id_masked"], n["program"])
+                if not may_change:
+                    result.asked.append(change)
+                    continue
+                self._set_status(n, "withdrawn", why="not on the institution's latest form",
+                                 message=message)
+                touched.add(n["program"])
+                if theirs(n):
+                    result.others_affected.append(Affected(n["id"], n["name"] or "", n["id_masked"],
+                                                           n["program"], n["sender"], n["message"], change))
+                else:
+                    result.changes.append(change)
+            if may_change:
+                active = {h: n for h, n in active.items() if h in present_hashes}
 
         common = dict(institution_key=institution_key, institution=institution, message=message,
                       arrived_at=arrived_at, uid=uid, sender=sender)
@@ -241,19 +316,38 @@ class SeatLedger:
                                          "一人只能参加一个项目，请与对方单位核实"))
                 continue
             current = active.get(h)
+            if current is not None and not result.by_contact and theirs(current):
+                result.kept += 1  # another address registered this teacher: not ours to touch or show
+                if current["program"] != req.program:
+                    result.asked.append(Change("changed", req.name, req.id_masked,
+                                               f"{current['program']} → {req.program}"))
+                continue
             if current is not None and current["program"] == req.program:
                 self.db.execute("UPDATE nominees SET name = ?, form_row = ?, updated_at = ? WHERE id = ?",
                                 [req.name, req.form_row, utc_now(), current["id"]])
                 pending.append((req, current["id"], ""))
                 continue
+            if current is not None and not may_change:
+                result.asked.append(Change("changed", req.name, req.id_masked,
+                                           f"{current['program']} → {req.program}"))
+                continue
             if current is not None:
                 self._set_status(current, "withdrawn", why=f"program changed to {req.program}",
                                  message=message)
                 touched.add(current["program"])
-                result.changes.append(Change("changed", req.name, req.id_masked,
-                                             f"{current['program']} → {req.program}"))
+                change = Change("changed", req.name, req.id_masked, f"{current['program']} → {req.program}")
+                result.changes.append(change)
+                if theirs(current):
+                    result.others_affected.append(Affected(
+                        current["id"], current["name"] or "", current["id_masked"], current["program"],
+                        current["sender"], current["message"], change))
             else:
                 result.changes.append(Change("added", req.name, req.id_masked, req.program))
+            held_why = self._hold_reason(institution_key, req.program, demand, result.held_whole)
+            if held_why:
+                pk = self._insert(req, "held", why=held_why, **common)
+                pending.append((req, pk, ""))
+                continue
             # Anyone already waiting arrived earlier: they take a free seat before this row.
             self._fill(req.program, message=message, exclude_message=message,
                        promotions=result.promotions)
@@ -261,6 +355,13 @@ class SeatLedger:
             status = "seated" if seated else "waiting"
             pk = self._insert(req, status, why="first come first served", **common)
             pending.append((req, pk, ""))
+
+        if contact is None and not result.held_whole and any(c.kind != "removed" for c in result.changes):
+            made = set_contact_of_record(
+                self.state, institution_key=institution_key, institution=institution, address=sender,
+                message=message, actor=self.actor, rules_version=self.rules_version,
+                why="first registration of the school")
+            result.contact = made.address
 
         for program in sorted(touched):
             self._fill(program, message=message, exclude_message=message, promotions=result.promotions)

@@ -60,6 +60,10 @@ def purge_before(state: State, before_iso: str, *, actor: str, rules_version: st
                    "(SELECT id FROM messages WHERE recorded_at < ?)", [before_iso])
         db.execute("UPDATE nominees SET sender = '' WHERE message IN "
                    "(SELECT id FROM messages WHERE recorded_at < ?)", [before_iso])
+        db.execute("UPDATE staff_items SET sender = '' WHERE message IN "
+                   "(SELECT id FROM messages WHERE recorded_at < ?)", [before_iso])
+        db.execute("UPDATE school_contacts SET address = '' WHERE message IN "
+                   "(SELECT id FROM messages WHERE recorded_at < ?)", [before_iso])
         # replies may carry the sender's own workbook (full identity numbers): keep only metadata
         db.execute("UPDATE outbox SET raw = X'', to_address = '' WHERE created_at < ? AND status IN "
                    "('sent','failed','unknown')", [before_iso])

@@ -181,8 +181,56 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+_M002_SQL = """
+        CREATE TABLE school_contacts (
+            institution_key TEXT PRIMARY KEY,    -- as nominees.institution_key
+            institution TEXT NOT NULL,
+            address TEXT NOT NULL,               -- lower case
+            message INTEGER REFERENCES messages(id),  -- the mail that made it the contact
+            set_by TEXT NOT NULL,                -- 'daemon', 'migration' or a staff actor
+            updated_at TEXT NOT NULL
+        );
+
+        CREATE TABLE staff_items (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,                  -- other_sender | over_demand | too_many | quarantined | failed | ...
+            institution TEXT NOT NULL DEFAULT '',
+            institution_key TEXT NOT NULL DEFAULT '',
+            sender TEXT NOT NULL DEFAULT '',
+            message INTEGER REFERENCES messages(id),
+            receipt TEXT NOT NULL DEFAULT '',
+            summary TEXT NOT NULL,               -- Chinese, masked
+            detail TEXT NOT NULL DEFAULT '{}',   -- JSON, masked
+            status TEXT NOT NULL DEFAULT 'open', -- open | closed
+            opened_at TEXT NOT NULL,
+            alerted_at TEXT,                     -- when a staff alert listing it was queued
+            closed_at TEXT,
+            closed_by TEXT NOT NULL DEFAULT '',
+            resolution TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX staff_items_open ON staff_items(status, opened_at);
+        CREATE INDEX staff_items_unalerted ON staff_items(id) WHERE alerted_at IS NULL;
+"""
+
+
+def _m002_school_contacts_and_staff_items(db: sqlite_utils.Database) -> None:
+    """The contact of record of each school (only it may replace its list) and the staff list
+    ("needs a person").  Schools registered before this migration get the sender of their
+    first nominee as contact of record."""
+    # one statement at a time: executescript would commit the migration's transaction first
+    for statement in _M002_SQL.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute(
+        "INSERT INTO school_contacts (institution_key, institution, address, message, set_by, updated_at) "
+        "SELECT institution_key, institution, lower(sender), message, 'migration', ? FROM nominees "
+        "WHERE id IN (SELECT min(id) FROM nominees WHERE status != 'conflict' GROUP BY institution_key)",
+        [utc_now()])
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_initial", _m001_initial),
+    ("002_school_contacts_and_staff_items", _m002_school_contacts_and_staff_items),
 )
 
 
@@ -418,7 +466,17 @@ class State:
         self.db.execute("UPDATE messages SET settled_at = ? WHERE id = ?", [utc_now(), message])
 
     def replies_to_since(self, address: str, since_iso: str) -> int:
+        """Replies queued to ``address`` since then (notices about a school's list and staff
+        mail not counted: others' mail must not use up a school's replies)."""
         row = next(self.query(
-            "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? AND kind != 'digest'",
+            "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? "
+            "AND kind NOT IN ('digest', 'staff_alert') AND kind NOT LIKE 'notice\\_%' ESCAPE '\\'",
             [address, since_iso]))
+        return int(row["n"])
+
+    def notices_to_since(self, address: str, since_iso: str) -> int:
+        """Notices about a school's list queued to ``address`` since then."""
+        row = next(self.query(
+            "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? "
+            "AND kind LIKE 'notice\\_%' ESCAPE '\\'", [address, since_iso]))
         return int(row["n"])
