@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def _unavailable(what: str, exc: Exception) -> None:
     pytest.fail(f"{message}\n(run scripts/install-test-deps, or set MAILBOT_SKIP_SERVERS=1)", pytrace=False)
 
 
-def _running_dovecot(what: str, **options: bool) -> Iterator[DovecotServer]:
+def _running_dovecot(what: str, **options: Any) -> Iterator[DovecotServer]:
     if os.environ.get("MAILBOT_SKIP_SERVERS") == "1":
         pytest.skip("MAILBOT_SKIP_SERVERS=1")
     try:
@@ -72,5 +73,6 @@ def smtp_sink() -> Iterator[SmtpSink]:
 @pytest.fixture(scope="session")
 def dovecot_tls() -> Iterator[DovecotServer]:
     """A second session Dovecot with TLS: STARTTLS on ``.port``, implicit TLS on ``.tls_port``;
-    its self-signed certificate is ``.cert_path``."""
-    yield from _running_dovecot("Dovecot (TLS)", tls=True)
+    its self-signed certificate is ``.cert_path``.  It refuses any login before TLS, and listens
+    on 127.0.0.2 so that Dovecot does not count the client (127.0.0.1) as local and secure."""
+    yield from _running_dovecot("Dovecot (TLS)", tls=True, host="127.0.0.2")
