@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook
 
+from corpus import CORPUS, corpus_params
 from forms_factory import (
     OFFICIAL_HEADER, Layout, make_annex3_csv, make_annex3_docx, make_annex3_xlsx, make_identity_number, nominee,
 )
@@ -26,7 +27,6 @@ from mailbot.limits import Limits
 
 FUZZ_EXAMPLES = int(os.environ.get("MAILBOT_FUZZ_EXAMPLES", "60"))  # longer runs: e.g. 2000
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 OFFICIAL_LABELS = dict(zip(("seq", "program", "name", "gender", "position", "email", "id_number", "phone"),
                            OFFICIAL_HEADER))
 
@@ -430,8 +430,8 @@ def _manifest_notes() -> dict[str, str]:
         return {r["local_path"]: r["notes"] for r in csv.DictReader(fh, delimiter="\t")}
 
 
-@pytest.mark.skipif(not _corpus_files(), reason=f"robustness corpus not found at {CORPUS} (CI has it there)")
-@pytest.mark.parametrize("path", _corpus_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.usefixtures("corpus")
+@pytest.mark.parametrize("path", corpus_params(_corpus_files()), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_corpus_spreadsheet_is_not_annex3_or_unreadable_in_bounded_time(path):
     started = time.process_time()
     with pytest.raises(FormError) as err:
