@@ -14,6 +14,7 @@ from typing import Any
 from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import imap_settings, open_intake, parse_reply, shanghai
 from mail_factory import make_forward, make_mail, make_zip
+from mailbot.masking import mask_id
 
 ON_TIME = shanghai(2020, 11, 2, 10, 0)
 #: messages.outcome vocabulary (docs/SCHEMA.md, "Message outcomes")
@@ -177,8 +178,10 @@ def poll_and_check(tmp_path: Any, dovecot: Any, imap_account: Any, smtp_sink: An
         assert dovecot.list_folder("INBOX", user=imap_account.user) == []
         assert rows[good_uid]["outcome"] == "accepted"
         replies = {m.rcpt_tos[0]: m for m in smtp_sink.wait_for(1)}
-        assert "good@zjhz.edu.cn" in replies
-        assert nominee(2).name in parse_reply(replies["good@zjhz.edu.cn"].raw).text
+        good = parse_reply(replies["good@zjhz.edu.cn"].raw).text.splitlines()
+        assert [line.strip() for line in good if line.strip().startswith(("1. ", "2. ", "报名状态："))] == [
+            f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）", "报名状态：已录取",
+            f"2. {nominee(2).name}（身份证号 {mask_id(nominee(2).id_number)}，表格第5行）", "报名状态：已录取"]
         assert not set(replies) & {"MAILER-DAEMON", "mailer-daemon"}
         sent = next(db.query("SELECT count(*) n FROM outbox WHERE status = 'sent'"))["n"]
         assert sent == len(smtp_sink.messages) == smtp_sink.attempts

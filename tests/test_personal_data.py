@@ -19,6 +19,7 @@ from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import imap_settings, open_intake, shanghai
 from mail_factory import make_mail
 from mailbot.cli import main
+from mailbot.masking import mask_id
 from mailbot.office.digest import build_digest
 
 pytestmark = pytest.mark.servers
@@ -100,7 +101,7 @@ def test_logs_reply_bodies_and_digest_carry_no_unmasked_identity_number_or_mobil
         assert not MOBILE_RE.findall(text), f"unmasked mobile in {where}"
         assert [s for s in secrets if len(s) >= 11 and s in text] == [], where
     # and the replies still tell people who they are: masked, with names
-    assert "3301**********" in corpus["replies"] and nominee(1).name in corpus["replies"]
+    assert f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）" in corpus["replies"].splitlines()
 
 
 def test_database_and_stored_mail_are_private_to_the_service_user(scenario) -> None:
