@@ -4,8 +4,8 @@ believed, anyone else's are not; deny-listed domains are quarantined; a sender d
 
 from __future__ import annotations
 
-import re
 import io
+import re
 from pathlib import Path
 
 import pytest
