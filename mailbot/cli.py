@@ -59,22 +59,29 @@ def _settings(config_path: Path | None, **overrides: Any) -> "Settings":
         sys.exit(2)
 
 
+def _hold_lock(settings: "Settings") -> None:
+    """Take the state directory's instance lock for the rest of the command, or exit 1 naming
+    the holder (one writer per state dir)."""
+    from mailbot.state.lock import InstanceLocked, hold_instance_lock
+
+    try:
+        click.get_current_context().with_resource(hold_instance_lock(settings.state_dir))
+    except InstanceLocked as exc:
+        click.echo(f"mailbot: {exc}", err=True)
+        sys.exit(1)
+
+
 def _assemble(settings: "Settings", actor: str = "daemon", *, lock: bool = True) -> tuple[Any, Any]:
     """Open everything for a command; with ``lock`` first take the state directory's instance
     lock for the rest of the command (one writer per state dir)."""
     from mailbot.assembly import assemble
     from mailbot.errors import MailbotError
-    from mailbot.state.lock import InstanceLocked, hold_instance_lock
     from mailbot.logs import configure_logging, get_logger
 
     configure_logging(settings.log_format)
     log = get_logger()
     if lock:
-        try:
-            click.get_current_context().with_resource(hold_instance_lock(settings.state_dir))
-        except InstanceLocked as exc:
-            click.echo(f"mailbot: {exc}", err=True)
-            sys.exit(1)
+        _hold_lock(settings)
     try:
         return assemble(settings, log, actor=actor), log
     except MailbotError as exc:
@@ -217,6 +224,7 @@ def purge(before: str, staff: str, config_path: Path | None) -> None:
     from mailbot.state.store import State
 
     settings = _settings(config_path)
+    _hold_lock(settings)
     cutoff = datetime.fromisoformat(before)
     if cutoff.tzinfo is None:
         cutoff = cutoff.replace(tzinfo=settings.tz)

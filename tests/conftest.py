@@ -12,12 +12,14 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 # Test helpers import the harness as ``servers`` whether or not tests/ is a package.
 sys.path.insert(0, str(Path(__file__).parent)) if str(Path(__file__).parent) not in sys.path else None
 
+from corpus import MISSING, REQUIRED, corpus_present, require_corpus  # noqa: E402
 from servers import DovecotServer, ImapAccount, ServerUnavailable, SmtpSink  # noqa: E402
 
 
@@ -28,7 +30,7 @@ def _unavailable(what: str, exc: Exception) -> None:
     pytest.fail(f"{message}\n(run scripts/install-test-deps, or set MAILBOT_SKIP_SERVERS=1)", pytrace=False)
 
 
-def _running_dovecot(what: str, **options: bool) -> Iterator[DovecotServer]:
+def _running_dovecot(what: str, **options: Any) -> Iterator[DovecotServer]:
     if os.environ.get("MAILBOT_SKIP_SERVERS") == "1":
         pytest.skip("MAILBOT_SKIP_SERVERS=1")
     try:
@@ -72,5 +74,23 @@ def smtp_sink() -> Iterator[SmtpSink]:
 @pytest.fixture(scope="session")
 def dovecot_tls() -> Iterator[DovecotServer]:
     """A second session Dovecot with TLS: STARTTLS on ``.port``, implicit TLS on ``.tls_port``;
-    its self-signed certificate is ``.cert_path``."""
-    yield from _running_dovecot("Dovecot (TLS)", tls=True)
+    its self-signed certificate is ``.cert_path``.  It refuses any login before TLS, and listens
+    on 127.0.0.2 so that Dovecot does not count the client (127.0.0.1) as local and secure."""
+    yield from _running_dovecot("Dovecot (TLS)", tls=True, host="127.0.0.2")
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The real-world corpus folder (``tests/corpus.py``): skips, or fails when it is required."""
+    return require_corpus()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Without the corpus, one line says how many corpus tests were skipped and why."""
+    if corpus_present():
+        return
+    if REQUIRED:
+        terminalreporter.write_line(f"corpus tests failed: {MISSING}, and MAILBOT_CORPUS_REQUIRED=1")
+        return
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if MISSING in str(r.longrepr)]
+    terminalreporter.write_line(f"{len(skipped)} corpus tests skipped: {MISSING}")

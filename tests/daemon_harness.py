@@ -51,11 +51,13 @@ def write_config(tmp_path: Path, account: Any, sink: Any, **sections: dict[str, 
 
 
 class MailbotProcess:
-    """``python -m mailbot.cli COMMAND --config CONFIG`` with its log lines parsed as they arrive."""
+    """``python -m mailbot.cli COMMAND --config CONFIG`` with its log lines parsed as they arrive.
 
-    def __init__(self, command: str, config: Path) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env = {k: v for k, v in env.items() if not k.startswith("MAILBOT_")}
+    The child gets none of the test run's ``MAILBOT_*`` variables, only those in ``env``."""
+
+    def __init__(self, command: str, config: Path, env: dict[str, str] | None = None) -> None:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")},
+               "PYTHONUNBUFFERED": "1", **(env or {})}
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mailbot.cli", command, "--config", str(config)],

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -97,7 +98,12 @@ def make_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Pa
 
 @dataclass
 class DovecotServer:
-    """A throwaway Dovecot 2.3 on 127.0.0.1; plaintext auth, Maildir, passwd-file users."""
+    """A throwaway Dovecot 2.3 on 127.0.0.1; plaintext auth, Maildir, passwd-file users.
+
+    With ``tls`` it requires TLS before any login (``ssl = required``, ``disable_plaintext_auth``).
+    Dovecot counts a connection whose local and remote address are equal as secure and would
+    let it log in unencrypted, so a TLS server should listen on another loopback address
+    (``host="127.0.0.2"``): clients then connect from 127.0.0.1 and must use TLS."""
 
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mailbot-dovecot-")))
     host: str = "127.0.0.1"
@@ -133,7 +139,7 @@ class DovecotServer:
         self.cert_path: Path | None = None
         self.key_path: Path | None = None
         if self.tls:
-            self.cert_path, self.key_path = make_certificate(self.root)
+            self.cert_path, self.key_path = make_certificate(self.root, self.host)
         self._write_config()
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -153,8 +159,8 @@ log_path = {self.log_path}
 info_log_path = {self.log_path}
 protocols = imap
 listen = {self.host}
-{f"ssl = yes{chr(10)}ssl_cert = <{self.cert_path}{chr(10)}ssl_key = <{self.key_path}" if self.tls else "ssl = no"}
-disable_plaintext_auth = no
+{f"ssl = required{chr(10)}ssl_cert = <{self.cert_path}{chr(10)}ssl_key = <{self.key_path}" if self.tls else "ssl = no"}
+disable_plaintext_auth = {"yes" if self.tls else "no"}
 auth_mechanisms = plain login
 auth_failure_delay = 0
 first_valid_uid = {self._vmail.pw_uid}
@@ -322,6 +328,8 @@ namespace inbox {{
         """A logged-in imaplib connection (caller logs out)."""
         user = user or self._default_user()
         conn = imaplib.IMAP4(self.host, self.port, timeout=10)
+        if self.tls:
+            conn.starttls(ssl.create_default_context(cafile=str(self.cert_path)))
         conn.login(user, self._users[user])
         return conn
 

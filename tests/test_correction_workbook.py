@@ -78,12 +78,13 @@ def test_the_named_sheet_is_marked_and_made_active_even_when_not_first():
                                  sheet="附件3")
     wb = load_workbook(io.BytesIO(data))
     assert wb.active.title == "附件3"
-    assert wb["附件3"]["G5"].comment is not None and wb["说明"]["G5"].comment is None
+    assert (wb["附件3"]["G5"].comment.text, wb["说明"]["G5"].comment) == (
+        "身份证号校验位不正确，请核对后重新填写\n身份证号与出生日期不符", None)
 
 
 def test_an_unknown_sheet_name_falls_back_to_the_active_sheet():
     _, data = highlight_workbook(annex3_bytes(), "a.xlsx", FINDINGS, sheet="Sheet9")
-    assert read_back(data)["G5"].comment is not None
+    assert read_back(data)["G5"].comment.text == "身份证号校验位不正确，请核对后重新填写\n身份证号与出生日期不符"
 
 
 def test_a_merged_cell_is_marked_on_its_top_left_cell():

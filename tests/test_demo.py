@@ -31,10 +31,11 @@ def test_demo_fills_database_writes_replies_and_moves_the_mail(tmp_path: Path) -
     resubmitted = email.message_from_bytes((target / "outbox" / "000007-acceptance.eml").read_bytes(),
                                            policy=policy.default)
     assert resubmitted["To"] == "李老师 <li@hzzy.edu.cn>"
-    assert "变更" in resubmitted.get_body(("plain",)).get_content()
+    assert [line for line in resubmitted.get_body(("plain",)).get_content().splitlines() if line.startswith("- ")] == [
+        "- 新增：陈七（3301**********0112），物流管理职业技能等级证书"]
     assert list((target / "maildir" / "new").iterdir()) == []
     assert len(list((target / "maildir" / ".Processed" / "cur").iterdir())) == 10
-    assert "Replies (.eml)" in result.output
+    assert f"Replies (.eml):   {target / 'outbox'}" in result.output.splitlines()
 
 
 def test_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import re
 import sqlite3
 import time
 from datetime import datetime
@@ -94,7 +95,7 @@ def test_smtp_4xx_keeps_the_reply_queued_with_backoff_and_a_later_poll_sends_it_
     assert (report.outcomes, report.sent) == ({"accepted": 1}, SendReport(retry=1))
     assert _outbox(parts) == [("acceptance", "queued", 1)]
     row = next(parts.state.db.query("SELECT last_error, next_attempt_at FROM outbox"))
-    assert "451" in row["last_error"]
+    assert row["last_error"] == "SMTP refused message: 451 b'4.3.0 Try again later (test sink)'"
     due = datetime.fromisoformat(row["next_attempt_at"]).timestamp()
     assert due >= failed_at + 1.0, "backoff of retry_base_seconds (2 s, stored to the second)"
     assert _inbox(dovecot, imap_account) == [], "the message itself is settled; only the reply waits"
@@ -130,7 +131,9 @@ def test_smtp_5xx_marks_the_reply_failed_with_an_event_shows_it_to_staff_and_nev
     (receipt,) = _receipts(parts)
     assert _attention(parts) == [("failed", receipt)]
     text = _digest_text(parts)
-    assert receipt in text and "550" in text
+    (item,) = [line for line in text.splitlines() if line.startswith("1. 【")]
+    assert re.fullmatch(rf"1\. 【处理失败】回复#1（failed）：SMTP refused message: 550 b'5\.7\.1 Rejected \(test sink\)'"
+                        rf"（{receipt}），发件人：wang@zjxx\.edu\.cn，自\d{{4}}年\d+月\d+日 \d\d:\d\d起", item), item
 
 
 def test_connection_dropped_after_data_marks_the_reply_unknown_never_resent_and_shown_to_staff(

@@ -64,8 +64,7 @@ def test_phone_formatting_never_changes_validity(number: str, fmt, fullwidth: bo
     typed = fmt(number)
     if fullwidth:
         typed = "".join(chr(ord(c) + 0xFEE0) if c.isdigit() or c == "+" else c for c in typed)
-    assert normalize_phone(typed) == number
-    assert is_mainland_mobile(normalize_phone(typed)) == is_mainland_mobile(number)
+    assert normalize_phone(typed) == number  # the same digits, so the same verdict as the bare number
 
 
 @given(st.text(max_size=30))

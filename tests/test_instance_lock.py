@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from mailbot.cli import main
 from mailbot.state.lock import InstanceLocked, hold_instance_lock
+from mailbot.state.store import State
 
 
 def test_poll_refuses_while_another_instance_holds_the_state_dir_and_creates_nothing(
@@ -37,3 +38,22 @@ def test_two_polls_in_a_row_each_take_and_release_the_lock(tmp_path: Path, monke
     runner = CliRunner()
     assert runner.invoke(main, ["poll"]).exit_code == 0
     assert runner.invoke(main, ["poll"]).exit_code == 0
+
+
+def test_purge_refuses_while_another_instance_holds_the_state_dir_and_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state_dir = tmp_path / "state"
+    state = State(state_dir)
+    try:
+        with state.transaction():
+            state.add_event("message_recorded", {"n": 1}, actor="daemon", rules_version="r@1")
+    finally:
+        state.close()
+    files = {p.name: p.read_bytes() for p in state_dir.iterdir() if p.name != "mailbot.lock"}
+    monkeypatch.chdir(tmp_path)  # no stray mailbot.toml
+    monkeypatch.setenv("MAILBOT_STATE_DIR", str(state_dir))
+    with hold_instance_lock(state_dir):
+        result = CliRunner().invoke(main, ["purge", "--before", "2099-01-01", "--staff", "王老师"])
+    assert (result.exit_code, result.output) == (
+        1, f"mailbot: another mailbot is running on {state_dir} (pid {os.getpid()})\n")
+    assert {p.name: p.read_bytes() for p in state_dir.iterdir() if p.name != "mailbot.lock"} == files

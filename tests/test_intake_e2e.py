@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import email
 import io
+import re
 from pathlib import Path
 
 import pytest
 
 from forms_factory import make_annex3_docx, make_annex3_xlsx, nominee
-from intake_harness import imap_settings, open_intake, outcomes, parse_reply, rules_with_seats, shanghai
+from intake_harness import Reply, imap_settings, open_intake, outcomes, parse_reply, rules_with_seats, shanghai
 from mail_factory import make_forward, make_mail, make_zip
 from mailbot.masking import mask_id
 
@@ -35,10 +37,23 @@ def _append(dovecot, account, raw: bytes, when=ON_TIME) -> int:
     return dovecot.append(raw, when, user=account.user)
 
 
+def _line_starting(reply: Reply, start: str) -> str:
+    """The one line of the reply that starts with ``start``."""
+    (line,) = [line for line in reply.text.splitlines() if line.startswith(start)]
+    return line
+
+
+def _nominee_lines(reply: Reply) -> list[str]:
+    """Each nominee's first line and status line, as the reply lists them."""
+    return [line.strip() for line in reply.text.splitlines()
+            if re.match(r"\d+\. ", line) or line.strip().startswith("报名状态：")]
+
+
 @pytest.mark.parametrize("client", ["qq", "foxmail", "outlook", "163"])
 def test_clean_form_from_each_mail_client_is_accepted_with_each_nominee_seated(
         client, intake, dovecot, imap_account, smtp_sink) -> None:
-    _append(dovecot, imap_account, make_mail(client=client, attachments=[("附件3：高校参训教师信息汇总表.xlsx", _form(1, 2))]))
+    raw = make_mail(client=client, attachments=[("附件3：高校参训教师信息汇总表.xlsx", _form(1, 2))])
+    _append(dovecot, imap_account, raw)
     report = intake.intake.poll_once()
     assert report.outcomes == {"accepted": 1}
     (mail,) = smtp_sink.wait_for(1)
@@ -46,12 +61,13 @@ def test_clean_form_from_each_mail_client_is_accepted_with_each_nominee_seated(
     assert mail.rcpt_tos == ("wang@zjxx.edu.cn",)
     assert reply.subject.startswith("Re: 报名表")
     assert reply.headers["Auto-Submitted"] == "auto-replied"
-    assert "In-Reply-To" in reply.headers
+    assert reply.headers["In-Reply-To"] == email.message_from_bytes(raw)["Message-ID"]
+    assert _nominee_lines(reply) == [
+        f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）", "报名状态：已录取",
+        f"2. {nominee(2).name}（身份证号 {mask_id(nominee(2).id_number)}，表格第5行）", "报名状态：已录取"]
     for n in (nominee(1), nominee(2)):
-        assert n.name in reply.text and mask_id(str(n.id_number)) in reply.text
         assert str(n.id_number) not in reply.text
-    assert reply.text.count("已录取") >= 2 or reply.text.count("录取") >= 2
-    assert [uid for uid, _, _ in dovecot.list_folder("Processed", user=imap_account.user)]
+    assert len(dovecot.list_folder("Processed", user=imap_account.user)) == 1
     assert dovecot.list_folder("INBOX", user=imap_account.user) == []
 
 
@@ -61,13 +77,16 @@ def test_error_then_corrected_resubmission(intake, dovecot, imap_account, smtp_s
     _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", bad)]))
     assert intake.intake.poll_once().outcomes == {"correction": 1}
     first = parse_reply(smtp_sink.wait_for(1)[0].raw)
-    assert "手机" in first.text and "第5行" in first.text
-    assert any(name.endswith(".xlsx") for name in first.attachments), first.attachments
+    assert _nominee_lines(first) == [
+        "1. 「报名表.xlsx」：第5行“手机”“*******”（7位）不是有效的11位中国大陆手机号码，请填写本人手机号（不加区号、不填座机）。",
+        f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）", "报名状态：已录取"]
+    assert first.attachments == ("报名表-需修改.xlsx",)
     _append(dovecot, imap_account, make_mail(attachments=[("报名表（修改）.xlsx", _form(1, 2))]),
             shanghai(2020, 11, 3, 9, 0))
     assert intake.intake.poll_once().outcomes == {"accepted": 1}
     second = parse_reply(smtp_sink.wait_for(2)[1].raw)
-    assert nominee(2).name in second.text
+    assert [line for line in second.text.splitlines() if line.startswith("- ")] == [
+        f"- 新增：{nominee(2).name}（{mask_id(nominee(2).id_number)}），{LOGISTICS}"]
     statuses = list(intake.state.db.query("SELECT status, count(*) n FROM nominees GROUP BY status"))
     assert statuses == [{"status": "seated", "n": 2}]
 
@@ -77,7 +96,9 @@ def test_late_mail_gets_late_reply_even_with_forged_date(intake, dovecot, imap_a
     _append(dovecot, imap_account, raw, shanghai(2020, 11, 10, 0, 0, 1))
     assert intake.intake.poll_once().outcomes == {"late": 1}
     reply = parse_reply(smtp_sink.wait_for(1)[0].raw)
-    assert "截止" in reply.text
+    assert _line_starting(reply, "我们于") == (
+        "我们于2020年11月10日 00:00收到浙江某某职业技术学院的邮件，此时报名已于2020年11月9日 23:59截止。"
+        "截止后收到的报名或修改不会自动处理，本邮件的内容暂未计入报名结果。")
     assert next(intake.state.db.query("SELECT count(*) n FROM nominees"))["n"] == 0
 
 
@@ -91,13 +112,19 @@ def test_secondary_vocational_school_is_redirected_to_the_platform(intake, dovec
     _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", _form(1, institution="杭州市某某职业高级中学"))]))
     assert intake.intake.poll_once().outcomes == {"redirect": 1}
     reply = parse_reply(smtp_sink.wait_for(1)[0].raw)
-    assert "pxglpt.zjedu.gov.cn" in reply.text
+    assert _line_starting(reply, "我们已于") == (
+        "我们已于2020年11月2日 10:00收到杭州市某某职业高级中学的邮件。根据通知要求，中职学校的参训教师不通过邮件报名："
+        "请登录“省教育培训管理平台”（https://pxglpt.zjedu.gov.cn），选择“指令性培训—省级骨干培训”中的相应项目推荐参训教师，"
+        "请于2020年11月9日前完成。")
 
 
 def test_mail_without_attachment_is_told_what_to_attach(intake, dovecot, imap_account, smtp_sink) -> None:
     _append(dovecot, imap_account, make_mail(attachments=[]))
     assert intake.intake.poll_once().outcomes == {"no_form": 1}
-    assert "附件3" in parse_reply(smtp_sink.wait_for(1)[0].raw).text
+    reply = parse_reply(smtp_sink.wait_for(1)[0].raw)
+    assert _line_starting(reply, "请将附件3") == (
+        "请将附件3《高校参训教师信息汇总表》（Excel 文件，.xlsx 或 .xls 格式）作为邮件附件于2020年11月9日 23:59前"
+        "发送至shengpei@zjut.edu.cn。填写提示：")
 
 
 def test_form_inside_zip_and_inside_forwarded_mail_and_word_table(intake, dovecot, imap_account, smtp_sink) -> None:
@@ -135,7 +162,8 @@ def test_full_program_puts_later_nominees_on_waiting_list_then_promotes_after_wi
             ("b.xlsx", _form(3, institution="乙职业技术学院"))]), shanghai(2020, 11, 2, 10, 0))
         parts.intake.poll_once()
         waiting = parse_reply(smtp_sink.wait_for(2)[1].raw)
-        assert "候补" in waiting.text and "1" in waiting.text
+        assert _nominee_lines(waiting) == [f"1. {nominee(3).name}（身份证号 {mask_id(nominee(3).id_number)}，表格第4行）",
+                                           "报名状态：候补第1位"]
         # 甲 withdraws nominee 2 by sending a list without them
         _append(dovecot, imap_account, make_mail(sender="a@a.edu.cn", attachments=[
             ("a2.xlsx", _form(1, institution="甲职业技术学院"))]), shanghai(2020, 11, 3, 9, 0))
@@ -144,10 +172,12 @@ def test_full_program_puts_later_nominees_on_waiting_list_then_promotes_after_wi
         by_to = {}
         for m in mails[2:]:
             by_to.setdefault(m.rcpt_tos[0], []).append(parse_reply(m.raw))
-        assert any("删除" in r.text or "移除" in r.text or "减少" in r.text or nominee(2).name in r.text
-                   for r in by_to["a@a.edu.cn"])
+        (changed,) = by_to["a@a.edu.cn"]
+        assert [line for line in changed.text.splitlines() if line.startswith("- ")] == [
+            f"- 删除：{nominee(2).name}（{mask_id(nominee(2).id_number)}），{LOGISTICS}"]
         (promotion,) = by_to["b@b.edu.cn"]
-        assert nominee(3).name in promotion.text
+        assert _nominee_lines(promotion) == [f"1. {nominee(3).name}（身份证号 {mask_id(nominee(3).id_number)}）",
+                                             "报名状态：已录取"]
         seated = {r["name"] for r in parts.state.db.query("SELECT name FROM nominees WHERE status = 'seated'")}
         assert seated == {nominee(1).name, nominee(3).name}
     finally:
@@ -161,7 +191,9 @@ def test_same_person_from_two_institutions_is_a_named_conflict(intake, dovecot, 
         ("b.xlsx", _form(1, institution="乙职业技术学院"))]), shanghai(2020, 11, 2, 10, 0))
     intake.intake.poll_once()
     second = parse_reply(smtp_sink.wait_for(2)[1].raw)
-    assert "甲职业技术学院" in second.text
+    assert _nominee_lines(second) == [
+        f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）",
+        f"报名状态：待核实（该身份证号已由“甲职业技术学院”报名（{LOGISTICS}），一人只能参加一个项目，请与对方单位核实）"]
 
 
 def test_same_message_delivered_twice_is_answered_once(intake, dovecot, imap_account, smtp_sink) -> None:
@@ -182,15 +214,20 @@ def test_second_poll_finds_nothing_new_and_sends_nothing(intake, dovecot, imap_a
 
 
 def test_logs_carry_no_unmasked_identity_number_or_phone(intake, dovecot, imap_account, smtp_sink) -> None:
-    import re
-
-    _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", make_annex3_xlsx(
-        [nominee(1), nominee(2, id_number="33010619900101123"), nominee(3, phone="2381234567")]))]))
+    """Every planted value, valid or not (an 18-digit and a 17-digit ID, an 11-digit and a
+    10-digit phone), is absent in full and in any 7-digit piece; what shows is exactly the masks."""
+    people = [nominee(1), nominee(2, id_number="33010619900101123"), nominee(3, phone="2381234567")]
+    _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", make_annex3_xlsx(people))]))
     intake.intake.poll_once()
     text = intake.log_text.getvalue()  # type: ignore[attr-defined]
     text += "".join(parse_reply(m.raw).text for m in smtp_sink.wait_for(1))
-    assert not re.search(r"(?<!\d)\d{17}[\dX](?!\d)", text)
-    assert not re.search(r"(?<!\d)1[3-9]\d{9}(?!\d)", text)
+    planted = [str(v) for p in people for v in (p.id_number, p.phone)]
+    assert [len(v) for v in planted] == [18, 11, 17, 11, 18, 10]
+    pieces = sorted({v[i:i + 7] for v in planted for i in range(len(v) - 6) if v[i:i + 7] in text})
+    assert pieces == [], f"unmasked digits of a planted identity number or phone: {pieces}"
+    masks = sorted(set(re.findall(r"[0-9]+\*+[0-9Xx]+", text)))
+    assert masks == sorted({f"{str(nominee(1).id_number)[:4]}{'*' * 10}{str(nominee(1).id_number)[-4:]}",
+                            "3301*********1123", "238***4567"})
 
 
 def test_copy_of_each_reply_goes_to_the_sent_folder_when_configured(

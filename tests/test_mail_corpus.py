@@ -1,5 +1,5 @@
-"""Real-world mail from ../shared/corpus through parse, walk and gate: never raises, bounded
-time, and every bounce, auto-reply or list mail in MANIFEST.tsv gets an auto-reply reason."""
+"""Real-world mail from the corpus (``tests/corpus.py``) through parse, walk and gate: never raises,
+bounded time, and every bounce, auto-reply or list mail in MANIFEST.tsv gets an auto-reply reason."""
 
 from __future__ import annotations
 
@@ -7,24 +7,19 @@ import csv
 import mailbox
 import re
 import time
-from pathlib import Path
-
 import pytest
 
+from corpus import CORPUS, corpus_params, corpus_present
 from mailbot.limits import Limits
 from mailbot.mail.gate import auto_reply_reason, sender_trust
 from mailbot.mail.walk import MessageParts, parse_message, find_attachments
 
-CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
-CORPUS = CORPUS.resolve()
-if not (CORPUS / "MANIFEST.tsv").is_file():
-    pytest.skip(f"shared mail corpus not found at {CORPUS} (CI provides ../shared/corpus)",
-                allow_module_level=True)  # fmt: skip
+pytestmark = pytest.mark.usefixtures("corpus")  # every test here skips, or fails, without it
 
 MANIFEST = {
     row["local_path"]: row
     for row in csv.DictReader((CORPUS / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t")
-}
+} if corpus_present() else {}
 EMAILS = sorted(p for p in MANIFEST if p.startswith("email/"))
 MBOXES = sorted(p for p in MANIFEST if p.startswith("mbox/"))
 PER_MESSAGE_SECONDS = 5.0
@@ -48,7 +43,7 @@ def run_all(raw: bytes) -> tuple[MessageParts, str | None]:
     return parts, reason
 
 
-@pytest.mark.parametrize("path", EMAILS)
+@pytest.mark.parametrize("path", corpus_params(EMAILS))
 def test_corpus_message_goes_through_without_error_in_bounded_time(path):
     raw = (CORPUS / path).read_bytes()
     t0 = time.monotonic()
@@ -58,7 +53,7 @@ def test_corpus_message_goes_through_without_error_in_bounded_time(path):
     assert not any(n.startswith("walk failed") for n in parts.notes), parts.notes
 
 
-@pytest.mark.parametrize("path", AUTOMATIC)
+@pytest.mark.parametrize("path", corpus_params(AUTOMATIC))
 def test_bounces_auto_replies_and_list_mail_get_a_reason(path):
     _, reason = run_all((CORPUS / path).read_bytes())
     assert reason is not None, MANIFEST[path]["notes"]
@@ -68,7 +63,7 @@ def test_the_manifest_lists_automatic_mail():
     assert len(AUTOMATIC) > 50
 
 
-@pytest.mark.parametrize("path", MBOXES)
+@pytest.mark.parametrize("path", corpus_params(MBOXES))
 def test_mbox_messages_go_through(path):
     box = mailbox.mbox(str(CORPUS / path), create=False)
     count = 0
@@ -100,7 +95,7 @@ def test_raw_8bit_utf8_filename_is_decoded():
 MSGS = sorted(p for p in MANIFEST if p.startswith("msg/"))
 
 
-@pytest.mark.parametrize("path", MSGS)
+@pytest.mark.parametrize("path", corpus_params(MSGS))
 def test_attached_outlook_msg_files_are_reported_unsupported(path):
     import base64
 

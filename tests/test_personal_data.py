@@ -8,7 +8,7 @@ import email
 import io
 import re
 import stat
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from email import policy
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import imap_settings, open_intake, shanghai
 from mail_factory import make_mail
 from mailbot.cli import main
+from mailbot.masking import mask_id
 from mailbot.office.digest import build_digest
 
 pytestmark = pytest.mark.servers
@@ -100,7 +101,7 @@ def test_logs_reply_bodies_and_digest_carry_no_unmasked_identity_number_or_mobil
         assert not MOBILE_RE.findall(text), f"unmasked mobile in {where}"
         assert [s for s in secrets if len(s) >= 11 and s in text] == [], where
     # and the replies still tell people who they are: masked, with names
-    assert "3301**********" in corpus["replies"] and nominee(1).name in corpus["replies"]
+    assert f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）" in corpus["replies"].splitlines()
 
 
 def test_database_and_stored_mail_are_private_to_the_service_user(scenario) -> None:
@@ -129,18 +130,17 @@ def test_purge_removes_raw_mail_and_identity_numbers_and_the_event_chain_still_v
     runner = CliRunner()
     before = (date.today() + timedelta(days=2)).isoformat()
     result = runner.invoke(main, ["purge", "--before", before, "--staff", "王老师"], env=env)
-    assert result.exit_code == 0, result.output
-    assert "purged 5 message(s): 5 file(s) removed" in result.output and "audit chain verified" in result.output
-
     verified = runner.invoke(main, ["verify"], env=env)
-    assert verified.exit_code == 0, verified.output
-    assert "integrity_check: ok; event chain: ok" in verified.output
 
     import sqlite3
 
     ro = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         q = lambda sql: ro.execute(sql).fetchall()  # noqa: E731
+        events = q("SELECT count(*) FROM events")[0][0]
+        assert (result.exit_code, result.output) == (0, "purged 5 message(s): 5 file(s) removed, 7 row(s) and "
+                                                        f"4 nominee(s) cleared; audit chain verified ({events} events)\n")
+        assert (verified.exit_code, verified.output) == (0, f"integrity_check: ok; event chain: ok ({events} events)\n")
         assert q("SELECT count(*) FROM messages WHERE raw_path IS NOT NULL") == [(0,)]
         assert q("SELECT count(*) FROM form_rows WHERE id_number IS NOT NULL OR phone IS NOT NULL "
                  "OR name IS NOT NULL") == [(0,)]
@@ -170,3 +170,49 @@ def test_purge_while_the_daemon_holds_the_database_open_leaves_no_identity_numbe
     leftovers = b"".join(p.read_bytes() for p in state_dir.iterdir() if p.name.startswith("mailbot.db"))
     found = sorted({str(p.id_number) for p in people if str(p.id_number).encode() in leftovers})
     assert found == [], f"purged identity numbers still readable in the database files: {found}"
+
+
+def test_purge_with_a_cut_off_between_two_records_removes_the_older_and_keeps_the_newer(
+        scenario, monkeypatch, tmp_path) -> None:
+    parts, _, people = scenario
+    state_dir, db_path = parts.state.dir, parts.state.path
+    month_ago = (datetime.now(timezone.utc) - timedelta(days=30)).isoformat(timespec="seconds")
+    with parts.state.transaction():  # 甲's form and 乙's first form, as if recorded a month ago
+        parts.state.db.execute("UPDATE messages SET recorded_at = ? WHERE id IN (1, 2)", [month_ago])
+        parts.state.db.execute("UPDATE outbox SET created_at = ? WHERE message IN (1, 2)", [month_ago])
+    parts.close()
+    monkeypatch.chdir(tmp_path)  # no stray mailbot.toml
+    env = {"MAILBOT_STATE_DIR": str(state_dir)}
+    runner = CliRunner()
+    before = (date.today() - timedelta(days=10)).isoformat()
+    result = runner.invoke(main, ["purge", "--before", before, "--staff", "王老师"], env=env)
+    verified = runner.invoke(main, ["verify"], env=env)
+
+    import sqlite3
+
+    ro = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        q = lambda sql: ro.execute(sql).fetchall()  # noqa: E731
+        events = q("SELECT count(*) FROM events")[0][0]
+        assert (result.exit_code, result.output) == (0, "purged 2 message(s): 2 file(s) removed, 4 row(s) and "
+                                                        f"3 nominee(s) cleared; audit chain verified ({events} events)\n")
+        assert (verified.exit_code, verified.output) == (0, f"integrity_check: ok; event chain: ok ({events} events)\n")
+        assert q("SELECT id, raw_path IS NOT NULL, sender FROM messages ORDER BY id") == [
+            (1, 0, ""), (2, 0, ""), (3, 1, "b@b.edu.cn"), (4, 1, "c@c.edu.cn"), (5, 1, "d@d.edu.cn")]
+        assert q("SELECT f.message, count(*) FROM form_rows r JOIN forms f ON f.id = r.form "
+                 "WHERE r.id_number IS NOT NULL GROUP BY f.message ORDER BY f.message") == [(3, 2), (5, 1)]
+        assert q("SELECT message, kind, length(raw) > 0 FROM outbox ORDER BY id") == [
+            (1, "acceptance", 0), (2, "correction", 0), (3, "acceptance", 1), (4, "no_form", 1), (5, "redirect", 1)]
+        assert q("SELECT message, name IS NOT NULL, id_number IS NOT NULL FROM nominees ORDER BY id") == [
+            (1, 0, 0), (1, 0, 0), (2, 0, 0), (3, 1, 1)]
+        assert q("SELECT kind, actor FROM events ORDER BY id DESC LIMIT 1") == [("purge", "staff:王老师")]
+    finally:
+        ro.close()
+    assert len([p for p in (state_dir / "raw").rglob("*") if p.is_file()]) == 3
+    leftovers = b"".join(p.read_bytes() for p in state_dir.iterdir() if p.name.startswith("mailbot.db"))
+    readable = {n: n.encode() in leftovers for n in (
+        str(nominee(1).id_number), str(nominee(2).id_number), BAD_ID,  # only in the purged mail
+        str(nominee(3).id_number), str(nominee(4).id_number), str(nominee(6).id_number))}  # in newer mail
+    assert readable == {str(nominee(1).id_number): False, str(nominee(2).id_number): False, BAD_ID: False,
+                        str(nominee(3).id_number): True, str(nominee(4).id_number): True,
+                        str(nominee(6).id_number): True}

@@ -5,6 +5,7 @@ believed, anyone else's are not; deny-listed domains are quarantined; a sender d
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -90,5 +91,7 @@ def test_a_form_from_a_company_domain_is_flagged_for_staff_and_still_answered_bu
     assert [(a.category, a.ref, a.sender) for a in digest.attention] == [
         ("domain_mismatch", rows[0]["receipt"], "wang@zjxx-corp.com")]
     text = parts.intake.renderer.render_digest(digest).text
-    assert rows[0]["receipt"] in text and "浙江某某职业技术学院" in text
+    (item,) = [line for line in text.splitlines() if line.startswith("1. ")]
+    assert re.fullmatch(rf"1\. 【发件域名与单位不符】表内填报单位“浙江某某职业技术学院”与发件邮箱域名不一致（{rows[0]['receipt']}），"
+                        rf"发件人：wang@zjxx-corp\.com，自\d{{4}}年\d+月\d+日 \d\d:\d\d起", item), item
     assert outcomes(parts)[0] == ("wang@zjxx-corp.com", "accepted")

@@ -12,7 +12,8 @@ from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import open_intake, shanghai
 from mail_factory import make_mail
 from mailbot.config import load_settings
-from mailbot.errors import MailboxError
+from mailbot.errors import MailboxError, SendError
+from mailbot.mail.smtp import SmtpTransport
 from servers import SmtpSink
 
 pytestmark = pytest.mark.servers
@@ -35,7 +36,7 @@ def _settings(tmp_path: Path, dovecot_tls, account, sink: SmtpSink, *, imap_tls:
 def test_intake_over_verified_tls_reads_and_answers(tmp_path, dovecot_tls, imap_tls, smtp_tls) -> None:
     account = dovecot_tls.add_user()
     cert = (dovecot_tls.cert_path, dovecot_tls.key_path)
-    with SmtpSink(tls=smtp_tls, cert=cert) as sink:
+    with SmtpSink(dovecot_tls.host, tls=smtp_tls, cert=cert) as sink:
         dovecot_tls.append(make_mail(attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(1)]))]),
                            shanghai(2020, 11, 2, 9, 0), user=account.user)
         parts = open_intake(_settings(tmp_path, dovecot_tls, account, sink, imap_tls=imap_tls,
@@ -58,3 +59,21 @@ def test_an_untrusted_server_certificate_is_refused_with_a_clear_error(tmp_path,
                 parts.intake.poll_once()
         finally:
             parts.close()
+
+
+def test_the_tls_servers_refuse_a_login_or_a_mail_before_tls_so_the_tests_above_prove_it_is_used(
+        tmp_path, dovecot_tls) -> None:
+    account = dovecot_tls.add_user()
+    cert = (dovecot_tls.cert_path, dovecot_tls.key_path)
+    with SmtpSink(dovecot_tls.host, tls="starttls", cert=cert) as sink:
+        parts = open_intake(_settings(tmp_path, dovecot_tls, account, sink, imap_tls="plain",
+                                      smtp_tls="plain", ca_file=dovecot_tls.cert_path), io.StringIO())
+        try:
+            with pytest.raises(MailboxError, match="IMAP login failed for 127.0.0.2.*server said no"):
+                parts.intake.poll_once()
+        finally:
+            parts.close()
+        with pytest.raises(SendError, match="530.*STARTTLS"):
+            SmtpTransport(parts.settings.smtp, "bounces@zjut.edu.cn").send(
+                "bounces@zjut.edu.cn", "wang@zjxx.edu.cn", make_mail(), name="plain")
+        assert sink.messages == []

@@ -8,6 +8,8 @@ with exponential backoff; permanent ones are marked ``failed``.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -58,6 +60,16 @@ def recover_interrupted(state: State, *, actor: str = "daemon", rules_version: s
     return ids
 
 
+def _pause_after_sending(log: Any, outbox_id: int) -> None:
+    """Test hook, inert unless ``MAILBOT_TEST_PAUSE_AFTER_SENDING`` (seconds) is set: logs
+    ``reply_sending`` and sleeps, so the crash soak can SIGKILL between ``sending`` and ``sent``."""
+    pause = os.environ.get("MAILBOT_TEST_PAUSE_AFTER_SENDING")
+    if pause:
+        if log is not None:
+            log.info("reply_sending", outbox=outbox_id)
+        time.sleep(float(pause))
+
+
 def send_pending(state: State, transport: Transport, *, envelope_from: str, max_attempts: int,
                  retry_base_seconds: float, rules_version: str = "", limit: int | None = None,
                  after_send: Callable[[dict[str, Any]], None] | None = None,
@@ -73,6 +85,7 @@ def send_pending(state: State, transport: Transport, *, envelope_from: str, max_
         with state.transaction():
             state.db.execute("UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = ?",
                              [row["id"]])
+        _pause_after_sending(log, row["id"])
         try:
             transport.send(envelope_from, row["to_address"], row["raw"],
                            name=f"{row['id']:06d}-{row['kind']}")
