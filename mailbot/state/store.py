@@ -34,9 +34,34 @@ def utc_now() -> str:
 
 
 # --- migrations -------------------------------------------------------------------------
+#
+# A migration runs inside the one transaction that also records it in ``_migrations``, so a
+# migration failing halfway leaves neither tables nor a record behind.  Never ``executescript``
+# in a migration: Python's sqlite3 commits the open transaction before running a script, and
+# then every statement commits on its own (``_migrate`` refuses a migration that did this).
+
+def sql_statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script, in order; a trigger body's own semicolons stay inside
+    its statement (``sqlite3.complete_statement`` says where a statement ends)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending:
+        raise StateError(f"incomplete SQL statement at the end of a migration: {pending.strip()[:80]}")
+
+
+def run_script(db: sqlite_utils.Database, script: str) -> None:
+    """Run every statement of ``script`` in the caller's transaction (unlike ``executescript``)."""
+    for statement in sql_statements(script):
+        db.conn.execute(statement)
+
 
 def _m001_initial(db: sqlite_utils.Database) -> None:
-    db.executescript(
+    run_script(
+        db,
         """
         CREATE TABLE messages (
             id INTEGER PRIMARY KEY,
@@ -301,6 +326,9 @@ class State:
                 continue
             with self.transaction():
                 fn(self.db)
+                if not self.db.conn.in_transaction:
+                    raise StateError(f"migration {name} ended its transaction (executescript?); "
+                                     "it is not atomic: use run_script")
                 self.db.execute("INSERT INTO _migrations VALUES (?, ?)", [name, utc_now()])
 
     def applied_migrations(self) -> list[str]:
