@@ -2,14 +2,15 @@
 
 The wheel is built from a copy of the checkout (``pip wheel --no-deps --no-build-isolation
 --no-index``: no network, no ``build/`` or ``*.egg-info`` left in the checkout, no stale
-file list from an earlier build) and installed with ``--no-deps`` into a fresh venv made
-``--without-pip``.  The venv gets its dependencies from a ``.pth`` line naming the suite
+file list from an earlier build) and installed by the suite's pip (``pip --python VENV install
+--no-deps``) into a fresh venv made ``--without-pip``.  The venv gets its dependencies from a ``.pth`` line naming the suite
 venv's site-packages: fast and offline, and safe because a path line in a ``.pth`` file is
 only appended to ``sys.path`` (the editable install's own ``.pth`` hook there never runs), so
 ``mailbot`` can only come from the wheel.  ``--system-site-packages`` would not do: the
 dependencies live in the suite venv, not in the system Python.
 
-Every command then runs from a directory outside the checkout, once with the installed
+Every command then runs from a directory outside the checkout, with no system zone data
+(``PYTHONTZPATH=""``: the time zone comes from the declared tzdata), once with the installed
 ``mailbot`` and once with the checkout's code (``python -m mailbot.cli`` in the suite venv),
 and the results are compared file by file: ``check --json`` lines and exit codes, the demo's
 reply files, and the messages a poll sends to the SMTP sink.  Only what must differ between
@@ -77,9 +78,11 @@ class Installed:
 
 def _run(args: list[str | Path], cwd: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """A command with the caller's environment minus anything that could point back at the
-    checkout (PYTHONPATH) or change mailbot's settings (MAILBOT_*)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILBOT_", "PYTHON"))}
-    env["PYTHONNOUSERSITE"] = "1"
+    checkout (PYTHONPATH) or change mailbot's settings (MAILBOT_*), and as on a system without
+    zone data (empty PYTHONTZPATH): ``zoneinfo`` must find Asia/Shanghai in the declared tzdata."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MAILBOT_") and k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE")}
+    env.update(PYTHONNOUSERSITE="1", PYTHONTZPATH="")
     return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=240, **kwargs)
 
