@@ -12,6 +12,9 @@ from mailbot.state import store
 from mailbot.state.store import MIGRATIONS, State, run_script, sql_statements
 
 
+ALL_BEFORE = sorted(name for name, _ in MIGRATIONS)  # the real ones, all applied first
+
+
 def schema(db_path: Path) -> list[tuple[str, str, str]]:
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
         return conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
@@ -35,11 +38,11 @@ def test_a_migration_failing_halfway_leaves_the_schema_and_the_records_as_they_w
     State(tmp_path).close()
     db_path = tmp_path / "mailbot.db"
     before = schema(db_path)
-    monkeypatch.setattr(store, "MIGRATIONS", (*MIGRATIONS, ("002_staff_decisions", half_done)))
+    monkeypatch.setattr(store, "MIGRATIONS", (*MIGRATIONS, ("900_staff_decisions", half_done)))
     with pytest.raises(StateError, match="table messages already exists"):
         State(tmp_path)
     assert schema(db_path) == before
-    assert migration_records(db_path) == ["001_initial"]
+    assert migration_records(db_path) == ALL_BEFORE
 
 
 def test_the_first_migration_failing_on_a_new_database_leaves_only_the_empty_record_table(tmp_path, monkeypatch):
@@ -60,10 +63,10 @@ def test_a_migration_that_commits_on_its_own_is_refused_and_not_recorded(tmp_pat
         db.conn.executescript("CREATE TABLE staff_decisions (id INTEGER PRIMARY KEY);")
 
     State(tmp_path).close()
-    monkeypatch.setattr(store, "MIGRATIONS", (*MIGRATIONS, ("002_staff_decisions", with_executescript)))
-    with pytest.raises(StateError, match="migration 002_staff_decisions ended its transaction"):
+    monkeypatch.setattr(store, "MIGRATIONS", (*MIGRATIONS, ("900_staff_decisions", with_executescript)))
+    with pytest.raises(StateError, match="migration 900_staff_decisions ended its transaction"):
         State(tmp_path)
-    assert migration_records(tmp_path / "mailbot.db") == ["001_initial"]
+    assert migration_records(tmp_path / "mailbot.db") == ALL_BEFORE
 
 
 def test_a_script_splits_into_its_statements_keeping_a_trigger_body_whole():

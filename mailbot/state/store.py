@@ -242,10 +242,7 @@ def _m002_school_contacts_and_staff_items(db: sqlite_utils.Database) -> None:
     """The contact of record of each school (only it may replace its list) and the staff list
     ("needs a person").  Schools registered before this migration get the sender of their
     first nominee as contact of record."""
-    # one statement at a time: executescript would commit the migration's transaction first
-    for statement in _M002_SQL.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    run_script(db, _M002_SQL)
     db.execute(
         "INSERT INTO school_contacts (institution_key, institution, address, message, set_by, updated_at) "
         "SELECT institution_key, institution, lower(sender), message, 'migration', ? FROM nominees "
