@@ -260,6 +260,179 @@ def verify(config_path: Path | None) -> None:
     sys.exit(0 if ok and integrity == "ok" else 1)
 
 
+HELP_CN = click.help_option("--help", "-h", help="显示本说明并退出。")
+CONFIG_OPTION_CN = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="文件",
+    help="配置文件（默认：当前目录下的 mailbot.toml）。")
+
+
+def _staff_error(message: str, code: int = 2) -> None:
+    click.echo(f"mailbot：{message}", err=True)
+    sys.exit(code)
+
+
+def _roster_sources(settings: "Settings") -> tuple[Any, Any]:
+    """Rules and the state database, read-only, for the roster commands (errors in Chinese)."""
+    from mailbot.errors import ConfigError, StateError
+    from mailbot.rules import load_rules
+    from mailbot.state.store import State
+
+    try:
+        rules = load_rules(settings.rules)
+    except ConfigError as exc:
+        _staff_error(f"规则文件有误，请联系技术人员：\n{exc}")
+    try:
+        return rules, State.readonly(settings.db_path)
+    except StateError:
+        _staff_error(f"找不到报名数据库 {settings.db_path}（尚未收取过邮件，或 --config 指定的配置不对）。")
+    raise AssertionError  # unreachable: _staff_error exits
+
+
+@main.group(name="export")
+@HELP_CN
+def export_group() -> None:
+    """导出数据（供培训中心工作人员使用）。"""
+
+
+@export_group.command(name="roster")
+@click.option("--program", default=None, metavar="项目",
+              help="只导出一个培训项目：编号、简称、全称或代码均可（默认：全部项目）。")
+@click.option("--status", default=None, metavar="状态",
+              help="只导出一种状态：seated（已录取）、held（待培训中心确认）、waiting（候补）、withdrawn（已撤回）。")
+@click.option("--format", "fmt", default="csv", metavar="csv|xlsx",
+              help="文件格式：csv（默认，英文列名）或 xlsx（中文列名，每个项目一个工作表）。")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="文件",
+              help="写入此文件（仅本人可读）；不指定时 CSV 直接显示在屏幕上。")
+@CONFIG_OPTION_CN
+@HELP_CN
+def export_roster(program: str | None, status: str | None, fmt: str, out: Path | None,
+                  config_path: Path | None) -> None:
+    """导出参训名单（含完整身份证号和手机号，请妥善保管）。
+
+    \b
+    例如：
+      mailbot export roster > 名单.csv
+      mailbot export roster --program 物流管理 --status seated --format xlsx --out 物流管理.xlsx
+    """
+    from mailbot.office.roster_files import roster_csv, roster_xlsx
+    from mailbot.office.rosters import ROSTER_STATUSES, STATUS_LABELS, RosterError, by_program, check_status
+    from mailbot.office.rosters import find_program, roster_lines
+    from mailbot.state.private_files import write_private_file
+
+    if fmt not in ("csv", "xlsx"):
+        _staff_error(f"不支持的格式“{fmt}”，请用 csv 或 xlsx。")
+    if fmt == "xlsx" and out is None:
+        _staff_error("xlsx 格式需要用 --out 指定文件名，例如 --out 名单.xlsx")
+    settings = _settings(config_path)
+    rules, state = _roster_sources(settings)
+    try:
+        chosen = find_program(rules, program) if program else None
+        statuses = (check_status(status),) if status else ROSTER_STATUSES
+        lines = roster_lines(state, rules, settings.tz, program=chosen, statuses=statuses)
+    except RosterError as exc:
+        _staff_error(str(exc))
+    finally:
+        state.close()
+    if fmt == "xlsx":
+        data = roster_xlsx(by_program(rules, lines, always=(chosen.name,) if chosen else ()))
+    else:
+        text = roster_csv(lines)
+        if out is None:
+            click.echo(text, nl=False)
+            return
+        data = text.encode("utf-8-sig")  # the BOM lets Excel open the Chinese text correctly
+    assert out is not None
+    try:
+        write_private_file(out, data)
+    except OSError as exc:
+        _staff_error(f"无法写入 {out}：{exc.strerror}")
+    counts = "，".join(f"{STATUS_LABELS[s]}{sum(1 for x in lines if x.status == s)}人" for s in statuses)
+    click.echo(f"已写入 {out}：共{len(lines)}人（{counts}）。")
+
+
+@main.group(name="rosters")
+@HELP_CN
+def rosters_group() -> None:
+    """参训名单（供培训中心工作人员使用）。"""
+
+
+ROSTER_ACTIONS = {
+    "send": "将发送",
+    "unchanged": "名单与上次发送的相同，不重发（如需重发，加 --again）",
+    "no_address": "未填写收件地址，不发送（请在规则文件的 [[hosts]] 中填写）",
+    "placeholder": "收件地址仍是示例地址，不发送（请在规则文件的 [[hosts]] 中改为真实地址）",
+    "empty": "暂无已录取或候补的教师，不发送",
+}
+
+
+@rosters_group.command(name="send")
+@click.option("--program", default=None, metavar="项目",
+              help="只发送一个培训项目的名单：编号、简称、全称或代码均可（默认：全部项目）。")
+@click.option("--dry-run/--no-dry-run", default=True,
+              help="默认只显示将发送什么，不发送；加 --no-dry-run 才真正发送。")
+@click.option("--staff", default=None, metavar="姓名", help="您的姓名，记入审计日志（真正发送时必填）。")
+@click.option("--again", is_flag=True, help="名单未变化的承办单位也重新发送。")
+@CONFIG_OPTION_CN
+@HELP_CN
+def rosters_send(program: str | None, dry_run: bool, staff: str | None, again: bool,
+                 config_path: Path | None) -> None:
+    """把各项目的参训名单（xlsx 附件）发给承办单位，每个承办单位一封。
+
+    名单只含“已录取”和“候补”的教师。默认只显示将发送的内容；确认无误后加
+    --no-dry-run --staff 姓名 真正发送。再次运行时，名单没有变化的承办单位不会重发。
+
+    \b
+    例如：
+      mailbot rosters send
+      mailbot rosters send --no-dry-run --staff 王老师
+    """
+    from mailbot.office.roster_mail import plan_rosters, queue_rosters
+    from mailbot.office.rosters import ROSTER_STATUSES, STATUS_LABELS, RosterError, find_program
+    from mailbot.state.lock import InstanceLocked, hold_instance_lock
+
+    if not dry_run and not (staff and staff.strip()):
+        _staff_error("真正发送时请用 --staff 填写您的姓名（记入审计日志）。")
+    settings = _settings(config_path)
+    rules, state = _roster_sources(settings)
+    try:
+        chosen = find_program(rules, program) if program else None
+    except RosterError as exc:
+        state.close()
+        _staff_error(str(exc))
+    if not dry_run:
+        state.close()
+        try:
+            click.get_current_context().with_resource(hold_instance_lock(settings.state_dir))
+        except InstanceLocked:
+            _staff_error("mailbot 服务正在运行，不能同时发送名单。请先停止服务（systemctl stop mailbot），"
+                         "发送后再启动。", code=1)
+        parts, _ = _assemble(settings, actor=f"staff:{staff}", lock=False)
+        state = parts.state
+    plan = plan_rosters(state, rules, settings, program=chosen, again=again)
+    click.echo("（试运行：以下内容不会发送。确认无误后加 --no-dry-run --staff 姓名 真正发送。）" if dry_run
+               else f"发送参训名单（操作人：{staff}）：")
+    for h in plan:
+        click.echo(f"【{ROSTER_ACTIONS[h.action]}】{h.host}  收件地址：{h.address or '（未填写）'}")
+        for name, counts in h.counts:
+            shown = "，".join(f"{STATUS_LABELS[s]}{n}人" for s, n in zip(ROSTER_STATUSES, counts))
+            click.echo(f"    {name}：{shown}")
+    to_send = sum(1 for h in plan if h.action == "send")
+    if dry_run:
+        click.echo(f"共{len(plan)}个承办单位，将发送{to_send}封。")
+        state.close()
+        return
+    try:
+        ids = queue_rosters(parts.state, rules, settings, parts.intake.renderer, plan, actor=f"staff:{staff}")
+        parts.intake.send()
+        statuses = [next(parts.state.query("SELECT status FROM outbox WHERE id = ?", [i]))["status"] for i in ids]
+    finally:
+        parts.close()
+    sent = statuses.count("sent")
+    click.echo(f"共{len(plan)}个承办单位，已发送{sent}封" + (
+        f"，{len(ids) - sent}封未能发出（将在 mailbot 下次运行时重试，或见日报“需要人工处理”）。" if sent < len(ids) else "。"))
+    sys.exit(0 if sent == len(ids) else 1)
+
+
 @main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               default=Path("state/demo"), show_default=True, help="Where the demo keeps its state.")

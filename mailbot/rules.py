@@ -184,6 +184,27 @@ def school_key(name: str) -> str:
     return compact(name).replace("（盖章）", "").replace("(盖章)", "")
 
 
+PLACEHOLDER_DOMAINS = ("example.edu.cn", "example.com", "example.org", "example.net")
+"""Addresses under these domains are examples left for staff to replace: never mailed."""
+
+
+class Host(_Model):
+    """A host institution (承办单位) and where its rosters go (``mailbot rosters send``)."""
+
+    name: str = Field(min_length=1, description="as in the programs' `host`")
+    contact: str = Field("", description="the person who receives the roster, for the greeting")
+    email: str = Field("", pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$",
+                       description="roster address; empty: not mailed")
+
+    @property
+    def address(self) -> str:
+        """The address to mail, or ``""`` when none is set or it is still a placeholder."""
+        domain = self.email.rpartition("@")[2].lower()
+        if not self.email or any(domain == d or domain.endswith("." + d) for d in PLACEHOLDER_DOMAINS):
+            return ""
+        return self.email
+
+
 class CampaignRules(_Model):
     campaign: Campaign
     deadline: Deadline
@@ -198,6 +219,7 @@ class CampaignRules(_Model):
     program_matching: ProgramMatching = ProgramMatching()
     programs: tuple[Program, ...] = Field(min_length=1)
     demand: tuple[Demand, ...] = ()
+    hosts: tuple[Host, ...] = ()
     _demand_cache: dict[str, dict[str, int]] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -257,6 +279,10 @@ class CampaignRules(_Model):
             if any(match_key(t, pm.strip_words, pm.levels) == wanted for t in (p.name, p.short_name, *p.aliases)):
                 return p
         return None
+
+    def host(self, name: str) -> Host | None:
+        """The ``[[hosts]]`` entry of a host institution, if the rules give one."""
+        return next((h for h in self.hosts if h.name == name), None)
 
     @property
     def total_seats(self) -> int:
@@ -327,6 +353,14 @@ def _semantic_problems(rules: CampaignRules) -> list[str]:
             problems.append(f"demand[{i}]: {d.institution} / {program.short_name} already given in demand[{first}]")
         else:
             pairs[(school_key(d.institution), program.name)] = i
+    program_hosts = {p.host for p in rules.programs}
+    host_names: set[str] = set()
+    for i, h in enumerate(rules.hosts):
+        if h.name in host_names:
+            problems.append(f"hosts[{i}].name: {h.name!r} already listed")
+        elif h.name not in program_hosts:
+            problems.append(f"hosts[{i}].name: {h.name!r} hosts no program (typo?)")
+        host_names.add(h.name)
     if any(not keyword for keyword in rules.secondary_vocational.keywords):
         problems.append("secondary_vocational.keywords: empty keyword")
     return problems

@@ -201,3 +201,33 @@ class StaffAlertContext:
     def __post_init__(self) -> None:
         if self.generated_at.utcoffset() is None:
             raise ValueError("generated_at must be timezone-aware")
+
+
+# --- the roster mailed to a host institution ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RosterProgramCount:
+    """One program on a host's roster: how many are seated and waiting."""
+
+    program: str
+    seated: int
+    waiting: int
+
+
+@dataclass(frozen=True)
+class RosterNoticeContext:
+    """The mail carrying a host institution its programs' roster (``mailbot rosters send``)."""
+
+    campaign: str
+    host: str
+    contact: str
+    programs: tuple[RosterProgramCount, ...]
+    attachment_name: str
+    generated_at: datetime
+    help_contact: str = ""
+    signature: str = ""
+
+    def __post_init__(self) -> None:
+        if self.generated_at.utcoffset() is None:
+            raise ValueError("generated_at must be timezone-aware")

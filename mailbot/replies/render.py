@@ -420,3 +420,30 @@ def build_digest_message(
         ("Content-Language", "zh-CN"),
     ]
     return _assemble(headers, rendered)
+
+
+def build_notice_message(
+    rendered: RenderedReply,
+    *,
+    to_name: str,
+    to_address: str,
+    from_address: str,
+    from_name: str,
+    message_id_domain: str,
+    attachments: tuple[tuple[str, bytes], ...] = (),
+    date: datetime | None = None,
+) -> bytes:
+    """A message mailbot starts itself (not a reply), e.g. a roster to a host institution, as
+    RFC 5322 bytes (``Auto-Submitted: auto-generated``) with xlsx attachments."""
+    headers: list[tuple[str, Any]] = [
+        ("From", _address(from_name, from_address)),
+        ("To", _address(to_name, to_address)),
+        ("Subject", _subject(rendered.subject)),
+        ("Date", format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))),
+        ("Message-ID", new_message_id(message_id_domain)),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Mailbot-Loop", from_address),
+        ("X-Auto-Response-Suppress", "All"),
+        ("Content-Language", "zh-CN"),
+    ]
+    return _assemble(headers, rendered, attachments)
