@@ -261,6 +261,39 @@ def verify(config_path: Path | None) -> None:
 
 
 HELP_CN = click.help_option("--help", "-h", help="显示本说明并退出。")
+
+
+class StaffCommand(click.Command):
+    """A command staff use: click's own help headings in Chinese too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("options_metavar", "[选项]")
+        super().__init__(*args, **kwargs)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, " ".join(self.collect_usage_pieces(ctx)), prefix="用法：")
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        options = [record for p in self.get_params(ctx) if (record := p.get_help_record(ctx))]
+        if options:
+            with formatter.section("选项"):
+                formatter.write_dl(options)
+
+
+class StaffGroup(StaffCommand, click.Group):
+    """A group of staff commands (help headings in Chinese)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("subcommand_metavar", "命令 [参数]...")
+        super().__init__(*args, **kwargs)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        StaffCommand.format_options(self, ctx, formatter)
+        commands = [(name, cmd.get_short_help_str(formatter.width - 6 - len(name)))
+                    for name in self.list_commands(ctx) if (cmd := self.get_command(ctx, name)) and not cmd.hidden]
+        if commands:
+            with formatter.section("命令"):
+                formatter.write_dl(commands)
 CONFIG_OPTION_CN = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="文件",
     help="配置文件（默认：当前目录下的 mailbot.toml）。")
@@ -288,13 +321,13 @@ def _roster_sources(settings: "Settings") -> tuple[Any, Any]:
     raise AssertionError  # unreachable: _staff_error exits
 
 
-@main.group(name="export")
+@main.group(name="export", cls=StaffGroup)
 @HELP_CN
 def export_group() -> None:
     """导出数据（供培训中心工作人员使用）。"""
 
 
-@export_group.command(name="roster")
+@export_group.command(name="roster", cls=StaffCommand)
 @click.option("--program", default=None, metavar="项目",
               help="只导出一个培训项目：编号、简称、全称或代码均可（默认：全部项目）。")
 @click.option("--status", default=None, metavar="状态",
@@ -350,7 +383,7 @@ def export_roster(program: str | None, status: str | None, fmt: str, out: Path |
     click.echo(f"已写入 {out}：共{len(lines)}人（{counts}）。")
 
 
-@main.group(name="rosters")
+@main.group(name="rosters", cls=StaffGroup)
 @HELP_CN
 def rosters_group() -> None:
     """参训名单（供培训中心工作人员使用）。"""
@@ -365,7 +398,7 @@ ROSTER_ACTIONS = {
 }
 
 
-@rosters_group.command(name="send")
+@rosters_group.command(name="send", cls=StaffCommand)
 @click.option("--program", default=None, metavar="项目",
               help="只发送一个培训项目的名单：编号、简称、全称或代码均可（默认：全部项目）。")
 @click.option("--dry-run/--no-dry-run", default=True,

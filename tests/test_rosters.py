@@ -105,3 +105,23 @@ def test_the_bundled_rules_name_every_host_with_a_placeholder_for_staff_to_fill_
     rules = load_rules()
     assert [h.name for h in rules.hosts] == list(dict.fromkeys(p.host for p in rules.programs))
     assert all(h.email.endswith("@example.edu.cn") and h.address == "" for h in rules.hosts)
+
+
+# Words staff type (commands, options, values) are the only latin words the help may show.
+TYPED = {"mailbot", "export", "roster", "rosters", "send", "program", "status", "format", "out", "config",
+         "dry", "run", "no", "staff", "again", "help", "csv", "xlsx", "seated", "held", "waiting",
+         "withdrawn", "toml", "hosts", "h"}
+
+
+@pytest.mark.parametrize("command", [["export"], ["export", "roster"], ["rosters"], ["rosters", "send"]])
+def test_the_roster_commands_help_speaks_chinese(command: list[str]) -> None:
+    import re
+
+    from click.testing import CliRunner
+
+    from mailbot.cli import main
+
+    result = CliRunner().invoke(main, [*command, "--help"], prog_name="mailbot")
+    assert result.exit_code == 0
+    latin = {w.lower() for w in re.findall(r"[A-Za-z]+", result.output)}
+    assert latin - TYPED == set(), result.output
