@@ -356,3 +356,14 @@ def test_sending_needs_the_staff_name(campaign) -> None:
     result = campaign.cli("rosters", "send", "--no-dry-run")
     assert (result.exit_code, result.output) == (2, "mailbot：真正发送时请用 --staff 填写您的姓名（记入审计日志）。\n")
     assert _roster_events(campaign) == []
+
+
+def test_sending_while_mailbot_runs_is_refused_in_chinese_and_changes_nothing(campaign) -> None:
+    from mailbot.state.lock import hold_instance_lock
+
+    with hold_instance_lock(campaign.dir / "state"):
+        result = campaign.cli("rosters", "send", "--no-dry-run", "--staff", "王老师")
+    assert (result.exit_code, result.output) == (
+        1, "mailbot：mailbot 服务正在运行，不能同时发送名单。请先停止服务（systemctl stop mailbot），发送后再启动。\n")
+    assert _roster_events(campaign) == []
+    assert campaign.sink.messages == []
