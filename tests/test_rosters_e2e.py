@@ -34,6 +34,7 @@ WEB = "Web前端开发职业技能等级证书"
 LOGISTICS = "物流管理职业技能等级证书"
 DRAWING = "建筑工程识图职业技能等级证书"
 SCHOOL_A, SCHOOL_B, SCHOOL_C = "浙江某某职业技术学院", "杭州某某职业技术学院", "宁波某某职业技术学院"
+SCHOOL_D = "温州某某职业技术学院"  # reported no demand for logistics: its teacher is held
 HEADER = ["program", "host_institution", "institution", "name", "gender", "position", "email",
           "id_number", "phone", "status", "waitlist_position", "arrived_at", "receipt"]
 XLSX_HEADER = ("所报证书培训班名称", "承办单位", "填报单位", "姓名", "性别", "职务", "电子邮箱", "身份证号",
@@ -48,11 +49,12 @@ N8 = nominee(8, program="建筑工程识图")
 N9 = nominee(9, program="Web前端开发")
 N16 = nominee(16, program="物流管理")  # identity number ends in X
 N5 = nominee(5, program="物流管理")
+N11 = nominee(11, program="物流管理")
 
 
 def _rules(tmp_path: Path) -> Path:
     """Two seats per program; the logistics and BIM hosts have real addresses, 宁波职业技术学院
-    none, the others keep the bundled placeholders."""
+    none, the others keep the bundled placeholders; school D reported no demand for logistics."""
     path = rules_with_seats(tmp_path, 2)
     text = path.read_text(encoding="utf-8")
     for old, new in (('"roster-zjtie@example.edu.cn"', '"wuliu@zjtie.edu.cn"'),
@@ -60,6 +62,7 @@ def _rules(tmp_path: Path) -> Path:
                      ('"roster-nbpt@example.edu.cn"', '""')):
         assert old in text
         text = text.replace(old, new)
+    text += f'\n[[demand]]\ninstitution = "{SCHOOL_D}"\nprogram = "物流管理"\nteachers = 0\n'
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -88,8 +91,9 @@ def _poll(config: Path) -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, dovecot) -> Iterator[tuple[Path, object]]:
-    """The campaign's state after three mails, built once: A's list, B's list (one person
-    already A's: a conflict), A's shorter list (N2 withdrawn, N3 promoted)."""
+    """The campaign's state after four mails, built once: A's list, B's list (one person
+    already A's: a conflict), D's teacher (held: over D's reported demand), A's shorter list
+    (N2 withdrawn, N3 promoted)."""
     tmp = tmp_path_factory.mktemp("campaign")
     account = dovecot.add_user()
     with SmtpSink() as sink:
@@ -100,6 +104,8 @@ def built(tmp_path_factory, dovecot) -> Iterator[tuple[Path, object]]:
         _deliver(dovecot, account, "li@hzxx.edu.cn",
                  ("报名表.xlsx", make_annex3_xlsx([N16, nominee(1, program=BIM)], institution=SCHOOL_B)),
                  shanghai(2020, 11, 3, 9, 0))
+        _deliver(dovecot, account, "chen@wzxx.edu.cn",
+                 ("报名表.xlsx", make_annex3_xlsx([N11], institution=SCHOOL_D)), shanghai(2020, 11, 3, 12, 0))
         _deliver(dovecot, account, "wang@zjxx.edu.cn",
                  ("报名表（修改）.csv", make_annex3_csv([N1, N3, N4, N7, N8, N9], institution=SCHOOL_A)),
                  shanghai(2020, 11, 4, 9, 0))
@@ -131,6 +137,7 @@ LOG_N3 = _line(N3, LOGISTICS, "浙江经济职业技术学院", SCHOOL_A, "seate
 LOG_N4 = _line(N4, LOGISTICS, "浙江经济职业技术学院", SCHOOL_A, "waiting", "1", A_ARRIVED, 1)
 LOG_N16 = _line(N16, LOGISTICS, "浙江经济职业技术学院", SCHOOL_B, "waiting", "2", B_ARRIVED, 2)
 LOG_N2 = _line(N2, LOGISTICS, "浙江经济职业技术学院", SCHOOL_A, "withdrawn", "", A_ARRIVED, 1)
+LOG_N11 = _line(N11, LOGISTICS, "浙江经济职业技术学院", SCHOOL_D, "held", "", "2020-11-03T12:00:00+08:00", 3)
 DRAW_N8 = _line(N8, DRAWING, "宁波职业技术学院", SCHOOL_A, "seated", "", A_ARRIVED, 1)
 
 
@@ -146,7 +153,7 @@ def test_csv_roster_lists_every_nominee_in_program_and_status_order_with_full_nu
     result = campaign.cli("export", "roster")
     assert result.exit_code == 0, result.output
     assert _csv_rows(result.output) == [HEADER] + [_csv_safe(r) for r in (
-        BIM_N7, WEB_N9, LOG_N1, LOG_N3, LOG_N4, LOG_N16, LOG_N2, DRAW_N8)]
+        BIM_N7, WEB_N9, LOG_N1, LOG_N3, LOG_N11, LOG_N4, LOG_N16, LOG_N2, DRAW_N8)]
 
 
 def test_a_formula_looking_value_is_written_with_a_leading_quote_and_nothing_else_changes(campaign) -> None:
@@ -162,10 +169,10 @@ def test_the_roster_filters_by_program_and_by_status(campaign) -> None:
         assert result.exit_code == 0, result.output
         return _csv_rows(result.output)[1:]
 
-    assert rows("--program", "物流管理") == [_csv_safe(r) for r in (LOG_N1, LOG_N3, LOG_N4, LOG_N16, LOG_N2)]
+    assert rows("--program", "物流管理") == [_csv_safe(r) for r in (LOG_N1, LOG_N3, LOG_N11, LOG_N4, LOG_N16, LOG_N2)]
     assert rows("--program", "logistics", "--status", "waiting") == [_csv_safe(LOG_N4), LOG_N16]
     assert rows("--status", "withdrawn") == [LOG_N2]
-    assert rows("--status", "held") == []
+    assert rows("--status", "held") == [LOG_N11]
     assert rows("--program", BIM) == [BIM_N7]
 
 
@@ -192,12 +199,12 @@ def test_xlsx_roster_has_one_sheet_per_program_with_chinese_labels_and_text_cell
     out = campaign.dir / "名单.xlsx"
     result = campaign.cli("export", "roster", "--format", "xlsx", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert result.output == f"已写入 {out}：共8人（已录取5人，待确认0人，候补2人，已撤回1人）。\n"
+    assert result.output == f"已写入 {out}：共9人（已录取5人，待确认1人，候补2人，已撤回1人）。\n"
     assert out.stat().st_mode & 0o777 == 0o600
     wb = load_workbook(out)
     assert wb.sheetnames == ["建筑信息模型（BIM）", "Web前端开发", "物流管理", "建筑工程识图"]
     assert _xlsx_rows(wb["建筑信息模型（BIM）"]) == [XLSX_HEADER, _xlsx_line(BIM_N7)]
-    assert _xlsx_rows(wb["物流管理"]) == [XLSX_HEADER] + [_xlsx_line(r) for r in (LOG_N1, LOG_N3, LOG_N4, LOG_N16, LOG_N2)]
+    assert _xlsx_rows(wb["物流管理"]) == [XLSX_HEADER] + [_xlsx_line(r) for r in (LOG_N1, LOG_N3, LOG_N11, LOG_N4, LOG_N16, LOG_N2)]
     cells = [c for ws in wb.worksheets for row in ws.iter_rows(min_row=2) for c in row if c.value is not None]
     assert {c.data_type for c in cells if c.column != 11} == {"s"}  # every value but the position is text
     assert {c.number_format for c in cells if c.column in (8, 9)} == {"@"}
@@ -245,7 +252,7 @@ DRY_RUN = """\
     网店运营推广职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
     智能财税职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
 【将发送】浙江经济职业技术学院  收件地址：wuliu@zjtie.edu.cn
-    物流管理职业技能等级证书：已录取2人，待确认0人，候补2人，已撤回1人
+    物流管理职业技能等级证书：已录取2人，待确认1人，候补2人，已撤回1人
 【暂无已录取或候补的教师，不发送】浙江旅游职业技术学院  收件地址：roster-tourzj@example.edu.cn
     研学旅行策划与管理（EEPM）职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
 【暂无已录取或候补的教师，不发送】金华职业技术学院  收件地址：roster-jhc@example.edu.cn
@@ -298,7 +305,7 @@ def test_send_mails_each_host_with_an_address_its_seated_and_waiting_nominees(ca
         ("staff:王老师", "浙江工业大学", "bim@zjut.edu.cn", [BIM, "数字创意建模职业技能等级证书"], 1),
         ("staff:王老师", "浙江经济职业技术学院", "wuliu@zjtie.edu.cn", [LOGISTICS], 4),
     ]
-    assert events[1][1]["counts"] == {LOGISTICS: {"seated": 2, "held": 0, "waiting": 2, "withdrawn": 1}}
+    assert events[1][1]["counts"] == {LOGISTICS: {"seated": 2, "held": 1, "waiting": 2, "withdrawn": 1}}
     assert campaign.cli("verify").exit_code == 0
 
 
