@@ -374,3 +374,13 @@ def test_sending_while_mailbot_runs_is_refused_in_chinese_and_changes_nothing(ca
         1, "mailbot：mailbot 服务正在运行，不能同时发送名单。请先停止服务（systemctl stop mailbot），发送后再启动。\n")
     assert _roster_events(campaign) == []
     assert campaign.sink.messages == []
+
+
+def test_a_corrected_host_address_gets_the_roster_even_when_it_did_not_change(campaign) -> None:
+    assert campaign.cli("rosters", "send", "--program", "bim", "--no-dry-run", "--staff", "王老师").exit_code == 0
+    rules = campaign.dir / "rules.toml"
+    rules.write_text(rules.read_text(encoding="utf-8").replace('"bim@zjut.edu.cn"', '"peixun@zjut.edu.cn"'),
+                     encoding="utf-8")
+    result = campaign.cli("rosters", "send", "--program", "bim", "--no-dry-run", "--staff", "王老师")
+    assert result.output.splitlines()[1] == "【将发送】浙江工业大学  收件地址：peixun@zjut.edu.cn"
+    assert [m.rcpt_tos for m in campaign.sink.wait_for(2)] == [("bim@zjut.edu.cn",), ("peixun@zjut.edu.cn",)]

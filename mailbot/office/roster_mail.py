@@ -8,7 +8,7 @@ they leave exactly once through the same send path as replies, and records a
 ``roster_queued`` event per host.
 
 Sending again: a host whose roster is the same as in its last roster mail (same programs,
-same content, and that mail not ``failed``) is skipped as ``unchanged``; any change (a
+same content, same address, and that mail not ``failed``) is skipped as ``unchanged``; any change (a
 promotion, a withdrawal, a corrected phone) sends the whole current roster again.  ``again``
 re-sends unchanged rosters too.  A host without an address, or with a placeholder one, is
 listed and not mailed.
@@ -62,14 +62,15 @@ def _fingerprint(programs: tuple[str, ...], lines: list[RosterLine]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _last_sent(state: State) -> dict[tuple[str, tuple[str, ...]], str]:
-    """Per (host, programs): the fingerprint of the last roster mail that is not ``failed``."""
-    last: dict[tuple[str, tuple[str, ...]], str] = {}
+def _last_sent(state: State) -> dict[tuple[str, str, tuple[str, ...]], str]:
+    """Per (host, address, programs): the fingerprint of the last roster mail that is not
+    ``failed`` (a host whose address was corrected in the rules is a new recipient)."""
+    last: dict[tuple[str, str, tuple[str, ...]], str] = {}
     for r in state.query(
             "SELECT e.detail, o.status FROM events e LEFT JOIN outbox o "
             "ON o.id = json_extract(e.detail, '$.outbox') WHERE e.kind = 'roster_queued' ORDER BY e.id"):
         detail = json.loads(r["detail"])
-        key = (detail["host"], tuple(detail["programs"]))
+        key = (detail["host"], detail["to"], tuple(detail["programs"]))
         if r["status"] == "failed":
             last.pop(key, None)
         else:
@@ -102,7 +103,7 @@ def plan_rosters(state: State, rules: CampaignRules, settings: Settings, *,
             action = "no_address"
         elif not address:
             action = "placeholder"
-        elif not again and previous.get((host, names)) == fingerprint:
+        elif not again and previous.get((host, address, names)) == fingerprint:
             action = "unchanged"
         else:
             action = "send"
