@@ -384,3 +384,13 @@ def test_a_corrected_host_address_gets_the_roster_even_when_it_did_not_change(ca
     result = campaign.cli("rosters", "send", "--program", "bim", "--no-dry-run", "--staff", "王老师")
     assert result.output.splitlines()[1] == "【将发送】浙江工业大学  收件地址：peixun@zjut.edu.cn"
     assert [m.rcpt_tos for m in campaign.sink.wait_for(2)] == [("bim@zjut.edu.cn",), ("peixun@zjut.edu.cn",)]
+
+
+def test_a_csv_file_is_private_and_starts_with_a_bom_for_excel(campaign) -> None:
+    out = campaign.dir / "名单.csv"
+    result = campaign.cli("export", "roster", "--status", "withdrawn", "--out", str(out))
+    assert (result.exit_code, result.output) == (0, f"已写入 {out}：共1人（已撤回1人）。\n")
+    data = out.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")
+    assert _csv_rows(data.decode("utf-8-sig")) == [HEADER, LOG_N2]
+    assert out.stat().st_mode & 0o777 == 0o600
