@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -294,12 +294,14 @@ class StaffGroup(StaffCommand, click.Group):
         if commands:
             with formatter.section("命令"):
                 formatter.write_dl(commands)
+
+
 CONFIG_OPTION_CN = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="文件",
     help="配置文件（默认：当前目录下的 mailbot.toml）。")
 
 
-def _staff_error(message: str, code: int = 2) -> None:
+def _staff_error(message: str, code: int = 2) -> NoReturn:
     click.echo(f"mailbot：{message}", err=True)
     sys.exit(code)
 
@@ -318,7 +320,6 @@ def _roster_sources(settings: "Settings") -> tuple[Any, Any]:
         return rules, State.readonly(settings.db_path)
     except StateError:
         _staff_error(f"找不到报名数据库 {settings.db_path}（尚未收取过邮件，或 --config 指定的配置不对）。")
-    raise AssertionError  # unreachable: _staff_error exits
 
 
 @main.group(name="export", cls=StaffGroup)

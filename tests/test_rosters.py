@@ -125,3 +125,15 @@ def test_the_roster_commands_help_speaks_chinese(command: list[str]) -> None:
     assert result.exit_code == 0
     latin = {w.lower() for w in re.findall(r"[A-Za-z]+", result.output)}
     assert latin - TYPED == set(), result.output
+
+
+def test_export_without_a_database_says_so_in_chinese(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from mailbot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILBOT_STATE_DIR", str(tmp_path / "state"))
+    result = CliRunner().invoke(main, ["export", "roster"])
+    assert (result.exit_code, result.output) == (
+        2, f"mailbot：找不到报名数据库 {tmp_path / 'state' / 'mailbot.db'}（尚未收取过邮件，或 --config 指定的配置不对）。\n")
