@@ -1,7 +1,9 @@
-"""Files shipped inside the package: the campaign rules, the reply templates, the demo's mail.
+"""Files shipped inside the package: the campaign rules, the reply templates, the demo's mail,
+the schema document (``docs/SCHEMA.md``).
 
-The checkout keeps them in its top-level ``rules/`` and ``templates/`` folders; the build maps
-those folders into the package as ``mailbot.campaign_rules`` and ``mailbot.reply_templates``
+The checkout keeps them in its top-level ``rules/``, ``templates/`` and ``docs/`` folders; the
+build maps those folders into the package as ``mailbot.campaign_rules``, ``mailbot.reply_templates``
+and ``mailbot.schema_doc``
 (``pyproject.toml``: ``package-dir``), so a plain ``pip install`` carries them. This module is
 the one place that finds them, by ``importlib.resources``, whether mailbot runs from a wheel,
 an editable install or the checkout.
@@ -39,3 +41,8 @@ def templates_dir() -> Path:
 def demo_mail_dir() -> Path:
     """The sample mails ``mailbot demo`` delivers."""
     return _package_dir("mailbot.demo_mail")
+
+
+def schema_doc() -> str:
+    """``docs/SCHEMA.md``, shipped as ``mailbot.schema_doc``: the audit server's descriptions."""
+    return (_package_dir("mailbot.schema_doc") / "SCHEMA.md").read_text(encoding="utf-8")

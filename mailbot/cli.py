@@ -243,9 +243,17 @@ def purge(before: str, staff: str, config_path: Path | None) -> None:
 
 @main.command()
 @CONFIG_OPTION
-def verify(config_path: Path | None) -> None:
-    """Check the state database (integrity_check) and the audit event chain, read-only."""
+@click.option("--head", default=None, metavar="HASH",
+              help="An audit chain head written down earlier (a digest's 审计链头): it must still be in the log.")
+def verify(config_path: Path | None, head: str | None) -> None:
+    """Prove the state from the audit log, read-only; exit 1 naming the first break.
+
+    Checks integrity_check, the event hash chain, that the log explains every message,
+    nominee status and delivery result, and that stored raw mail and evidence match their
+    SHA-256.  Example: ``mailbot verify --head 3f2a…`` (the head from an earlier digest).
+    """
     from mailbot.errors import StateError
+    from mailbot.office.proof import prove
     from mailbot.state.store import State
 
     try:
@@ -253,11 +261,69 @@ def verify(config_path: Path | None) -> None:
     except StateError as exc:
         click.echo(f"mailbot: {exc}", err=True)
         sys.exit(2)
-    integrity = next(state.query("PRAGMA integrity_check"))["integrity_check"]
-    ok, n = state.verify_event_chain()
-    click.echo(f"integrity_check: {integrity}; event chain: {'ok' if ok else 'BROKEN'} ({n} events)")
-    state.close()
-    sys.exit(0 if ok and integrity == "ok" else 1)
+    try:
+        proof = prove(state, head=head)
+    finally:
+        state.close()
+    for line in proof.lines:
+        click.echo(line)
+    if proof.ok:
+        click.echo(f"verified: the event log explains the state; head {proof.head or '(empty log)'}")
+        sys.exit(0)
+    click.echo(f"FIRST BREAK: {proof.breaks[0]}")
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@CONFIG_OPTION
+def backup(dest: Path, config_path: Path | None) -> None:
+    """Copy the state (database by SQLite's online backup, raw mail, evidence) into DEST.
+
+    Safe while the daemon runs; DEST must be new or empty.  Check the copy with
+    ``MAILBOT_STATE_DIR=DEST mailbot verify``.  Example: ``mailbot backup /var/backups/mailbot/2020-11-05``
+    """
+    import os
+
+    from mailbot.errors import StateError
+    from mailbot.office.backup import backup_state
+
+    os.umask(0o077)
+    try:
+        report = backup_state(_settings(config_path).db_path, dest)
+    except StateError as exc:
+        click.echo(f"mailbot: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"backup in {report.dest}: database ({report.events} events, head {report.head or '(empty log)'}), "
+               f"{report.files} stored file(s), {report.bytes} bytes")
+
+
+@main.group()
+def audit() -> None:
+    """Auditors' tools (install the extra: pip install 'mailbot[audit]')."""
+
+
+@audit.command("serve")
+@click.option("--port", default=8001, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; keep it local and reach it through SSH.")
+@CONFIG_OPTION
+def audit_serve(port: int, host: str, config_path: Path | None) -> None:
+    """Browse the state database in Datasette, read-only (tables, views, canned queries).
+
+    Example: ``sudo -u mailbot mailbot audit serve --port 8001`` then open http://127.0.0.1:8001/
+    """
+    db_path = _settings(config_path).db_path
+    if not db_path.is_file():
+        click.echo(f"mailbot: no state database at {db_path}", err=True)
+        sys.exit(2)
+    try:
+        from mailbot.office.audit import serve
+    except ImportError as exc:
+        click.echo(f"mailbot: Datasette is not installed ({exc}); pip install 'mailbot[audit]'", err=True)
+        sys.exit(2)
+    click.echo(f"Datasette on http://{host}:{port}/ (read-only: {db_path}); Ctrl-C stops it")
+    serve(db_path, host=host, port=port)
 
 
 HELP_CN = click.help_option("--help", "-h", help="显示本说明并退出。")

@@ -113,6 +113,8 @@ class Intake:
         if self._recovered:
             return
         recovered = recover_interrupted(self.state, actor=self.actor, rules_version=self.version)
+        with self.state.transaction():  # the rules' hosts and seats, for the audit views
+            self.ledger.record_programs({p.name: p.host for p in self.rules.programs})
         self._recovered = True
         if recovered:
             self.log.warning("replies_delivery_unknown", outbox=recovered,

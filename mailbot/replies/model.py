@@ -180,6 +180,7 @@ class DigestContext:
     programs: tuple[ProgramSeats, ...] = ()
     attention: tuple[AttentionItem, ...] = ()
     deadline: datetime | None = None
+    chain_head: str = ""  # the audit log's head (grouped by 8), for `mailbot verify --head`
 
     def __post_init__(self) -> None:
         for label in ("generated_at", "period_start", "period_end", "deadline"):

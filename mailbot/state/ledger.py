@@ -186,6 +186,24 @@ class SeatLedger:
         return ""
 
     # -- changes --------------------------------------------------------------------------
+    def record_programs(self, hosts: Mapping[str, str]) -> bool:
+        """Write the rules' programs (host, seats, order) into ``programs`` when they differ
+        from what is there, with a ``programs_recorded`` event; returns whether they changed.
+        The roster and program-fill views read hosts and seats from this table."""
+        want = [{"name": name, "host_institution": hosts.get(name, ""), "seats": seats, "position": i}
+                for i, (name, seats) in enumerate(self.capacities.items(), start=1)]
+        have = list(self.state.query(
+            "SELECT name, host_institution, seats, position FROM programs ORDER BY position"))
+        if have == want:
+            return False
+        self.db.execute("DELETE FROM programs")
+        now = utc_now()
+        for row in want:
+            self.state.insert("programs", {**row, "rules_version": self.rules_version, "updated_at": now})
+        self._event("programs_recorded", {"programs": [[r["name"], r["host_institution"], r["seats"]]
+                                                       for r in want]}, message=None, nominee=None)
+        return True
+
     def _event(self, kind: str, detail: dict[str, Any], *, message: int | None, nominee: int | None) -> None:
         self.state.add_event(kind, detail, actor=self.actor, rules_version=self.rules_version,
                              message=message, nominee=nominee)

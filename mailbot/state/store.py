@@ -33,6 +33,13 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def event_hash(prev: str, at: str, actor: str, rules_version: str, message: int | None,
+               nominee: int | None, kind: str, detail: str) -> str:
+    """One event's link in the chain (``docs/SCHEMA.md``: the eight values joined by 0x1F)."""
+    return hashlib.sha256("\x1f".join(
+        [prev, at, actor, rules_version, str(message), str(nominee), kind, detail]).encode()).hexdigest()
+
+
 # --- migrations -------------------------------------------------------------------------
 #
 # A migration runs inside the one transaction that also records it in ``_migrations``, so a
@@ -250,9 +257,87 @@ def _m002_school_contacts_and_staff_items(db: sqlite_utils.Database) -> None:
         [utc_now()])
 
 
+def _m003_audit_views(db: sqlite_utils.Database) -> None:
+    """The rules' programs (host, seats) beside the ledger, and the read-only views auditors
+    browse (``docs/SCHEMA.md``, ``mailbot audit serve``)."""
+    run_script(
+        db,
+        """
+        CREATE TABLE programs (
+            name TEXT PRIMARY KEY,
+            host_institution TEXT NOT NULL,
+            seats INTEGER NOT NULL,
+            position INTEGER NOT NULL,       -- order in the rules file
+            rules_version TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+
+        CREATE VIEW roster AS
+        WITH queue AS (
+            SELECT id, row_number() OVER (PARTITION BY program
+                                          ORDER BY requested_at, request_uid, request_row, id) AS pos
+            FROM nominees WHERE status = 'waiting')
+        SELECT n.program AS program, p.host_institution AS host_institution,
+               n.institution AS institution, n.name AS name, r.gender AS gender,
+               r.position AS position, r.email AS email, n.id_number AS id_number,
+               r.phone AS phone, n.status AS status, queue.pos AS waitlist_position,
+               n.requested_at AS arrived_at, m.receipt AS receipt,
+               n.id AS nominee, n.id_masked AS id_masked
+        FROM nominees n
+        JOIN messages m ON m.id = n.message
+        LEFT JOIN form_rows r ON r.id = n.form_row
+        LEFT JOIN programs p ON p.name = n.program
+        LEFT JOIN queue ON queue.id = n.id;
+
+        CREATE VIEW program_fill AS
+        SELECT p.position AS position, p.name AS program, p.host_institution AS host_institution,
+               p.seats AS seats,
+               count(CASE WHEN n.status = 'seated' THEN 1 END) AS seated,
+               max(p.seats - count(CASE WHEN n.status = 'seated' THEN 1 END), 0) AS free,
+               count(CASE WHEN n.status = 'waiting' THEN 1 END) AS waiting,
+               count(CASE WHEN n.status = 'held' THEN 1 END) AS held,
+               count(CASE WHEN n.status = 'conflict' THEN 1 END) AS conflict,
+               count(CASE WHEN n.status = 'withdrawn' THEN 1 END) AS withdrawn
+        FROM programs p
+        LEFT JOIN nominees n ON n.program = p.name
+        GROUP BY p.name
+        ORDER BY p.position;
+
+        CREATE VIEW message_log AS
+        SELECT m.id AS message, m.receipt AS receipt, m.arrived_at AS arrived_at,
+               m.recorded_at AS recorded_at, m.sender AS sender, m.institution AS institution,
+               m.subject AS subject, m.outcome AS outcome, m.reason AS reason,
+               o.kind AS reply_kind, o.status AS reply_status, o.sent_at AS reply_sent_at,
+               o.to_address AS reply_to, m.settled_at AS settled_at
+        FROM messages m
+        LEFT JOIN outbox o ON o.message = m.id AND o.kind NOT IN ('promotion', 'digest');
+
+        CREATE VIEW nominee_history AS
+        SELECT e.id AS event, e.at AS at, e.actor AS actor, e.kind AS kind, n.id AS nominee,
+               n.id_masked AS id_masked, n.id_hash AS id_hash, n.institution AS institution,
+               n.program AS program, json_extract(e.detail, '$.from') AS from_status,
+               json_extract(e.detail, '$.to') AS to_status, json_extract(e.detail, '$.why') AS why,
+               m.receipt AS receipt
+        FROM events e
+        JOIN nominees n ON n.id = e.nominee
+        LEFT JOIN messages m ON m.id = e.message;
+
+        CREATE VIEW staff_decisions AS
+        SELECT e.id AS event, e.at AS at, e.actor AS actor, e.kind AS kind,
+               json_extract(e.detail, '$.reason') AS reason, e.detail AS detail,
+               m.receipt AS receipt, n.id_masked AS id_masked, n.program AS program
+        FROM events e
+        LEFT JOIN messages m ON m.id = e.message
+        LEFT JOIN nominees n ON n.id = e.nominee
+        WHERE e.actor LIKE 'staff:%' OR e.kind LIKE 'staff\\_%' ESCAPE '\\';
+        """
+    )
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_initial", _m001_initial),
     ("002_school_contacts_and_staff_items", _m002_school_contacts_and_staff_items),
+    ("003_audit_views", _m003_audit_views),
 )
 
 
@@ -371,6 +456,32 @@ class State:
     def close(self) -> None:
         self.db.conn.close()
 
+    def chain_head(self) -> str:
+        """The last event's hash (empty for an empty log): what a digest or an audit writes down."""
+        row = self.db.conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        return row[0] if row else ""
+
+    def backup_into(self, target: Path) -> None:
+        """A consistent copy of the database at ``target`` (a new 0600 file), by SQLite's online
+        backup API in one step: one read snapshot, so writers carry on and the copy is one
+        committed state."""
+        if target.exists():
+            raise StateError(f"backup target {target} already exists")
+        try:
+            _ensure_private_file(target)
+            dest = sqlite3.connect(target)
+            try:
+                self.db.conn.backup(dest)
+            finally:
+                dest.close()
+        except sqlite3.Error as exc:
+            raise StateError(f"backup to {target} failed: {exc}") from exc
+
+    def checkpoint(self) -> None:
+        """Move everything in the WAL into the database file and empty the WAL (tests compare
+        database files byte for byte after this)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     # -- files ----------------------------------------------------------------------------
     def store_blob(self, data: bytes, subdir: str, suffix: str = "") -> tuple[str, str]:
         """Store ``data`` durably by SHA-256 under ``state/<subdir>``; returns (sha256, relative path).
@@ -417,9 +528,7 @@ class State:
             prev = last[0] if last else ""
         at = utc_now()
         body = json.dumps(detail, ensure_ascii=False, sort_keys=True)
-        digest = hashlib.sha256(
-            "\x1f".join([prev, at, actor, rules_version, str(message), str(nominee), kind, body]).encode()
-        ).hexdigest()
+        digest = event_hash(prev, at, actor, rules_version, message, nominee, kind, body)
         pk = self.insert("events", {
             "at": at, "actor": actor, "rules_version": rules_version, "message": message,
             "nominee": nominee, "kind": kind, "detail": body, "prev_hash": prev, "hash": digest})
@@ -432,10 +541,8 @@ class State:
         prev = ""
         n = 0
         for e in self.query("SELECT * FROM events ORDER BY id"):
-            expect = hashlib.sha256(
-                "\x1f".join([prev, e["at"], e["actor"], e["rules_version"], str(e["message"]),
-                             str(e["nominee"]), e["kind"], e["detail"]]).encode()
-            ).hexdigest()
+            expect = event_hash(prev, e["at"], e["actor"], e["rules_version"], e["message"],
+                                e["nominee"], e["kind"], e["detail"])
             if e["prev_hash"] != prev or e["hash"] != expect:
                 return False, n
             prev = e["hash"]
