@@ -65,7 +65,7 @@ def test_every_table_and_column_of_the_schema_is_documented(state: State) -> Non
     tables = [r[0] for r in state.db.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     assert set(tables) == {"messages", "attachments", "forms", "form_rows", "nominees", "events",
-                           "outbox", "cursors", "_migrations", "school_contacts", "staff_items"}
+                           "outbox", "cursors", "_migrations", "school_contacts", "staff_items", "programs"}
     missing = []
     for table in tables:
         text = section(table)
@@ -73,6 +73,42 @@ def test_every_table_and_column_of_the_schema_is_documented(state: State) -> Non
             if f"| `{column}` |" not in text:
                 missing.append(f"{table}.{column}")
     assert missing == []
+
+
+def test_every_view_and_its_columns_are_documented(state: State) -> None:
+    views = [r[0] for r in state.db.execute("SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name")]
+    assert views == ["message_log", "nominee_history", "program_fill", "roster", "staff_decisions"]
+    missing = [f"{view}.{column}" for view in views for column in
+               (r[1] for r in state.db.execute(f"PRAGMA table_info({view})")) if f"| `{column}` |" not in section(view)]
+    assert missing == []
+
+
+def test_the_roster_view_has_the_roster_exports_columns_in_order(state: State) -> None:
+    columns = [r[1] for r in state.db.execute("PRAGMA table_info(roster)")]
+    assert columns[:13] == ["program", "host_institution", "institution", "name", "gender", "position", "email",
+                            "id_number", "phone", "status", "waitlist_position", "arrived_at", "receipt"]
+
+
+def test_the_views_agree_with_the_ledger(state: State) -> None:
+    ledger = SeatLedger(state, {PROGRAM: 1}, rules_version="t")
+    with state.transaction():
+        assert ledger.record_programs({PROGRAM: "浙江工业大学"}) is True
+    with state.transaction():
+        assert ledger.record_programs({PROGRAM: "浙江工业大学"}) is False  # unchanged: no new event
+    view = lambda sql: [dict(r) for r in state.query(sql)]  # noqa: E731
+    nominees = [r["id"] for r in view("SELECT id FROM nominees ORDER BY id")]
+    assert [(r["status"], r["waitlist_position"], r["host_institution"], r["receipt"]) for r in view(
+        "SELECT * FROM roster ORDER BY nominee")] == [
+        (ledger.status_of(n), ledger.waiting_position(n), "浙江工业大学", RECEIPT) for n in nominees]
+    assert view("SELECT * FROM program_fill") == [{
+        "position": 1, "program": PROGRAM, "host_institution": "浙江工业大学", "seats": 1, "seated": 1, "free": 0,
+        "waiting": 2, "held": 0, "conflict": 0, "withdrawn": 0}]
+    assert [(r["nominee"], r["from_status"], r["to_status"]) for r in view("SELECT * FROM nominee_history")] == [
+        (nominees[0], None, "seated"), (nominees[1], None, "waiting"), (nominees[2], None, "waiting")]
+    assert [(r["receipt"], r["outcome"], r["reply_kind"]) for r in view("SELECT * FROM message_log")] == [
+        (RECEIPT, "accepted", None)]
+    assert view("SELECT kind FROM events WHERE kind = 'programs_recorded'") == [{"kind": "programs_recorded"}]
+    assert view("SELECT * FROM staff_decisions") == []
 
 
 def test_every_trigger_and_index_is_named(state: State) -> None:

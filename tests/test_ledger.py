@@ -90,4 +90,4 @@ def test_event_log_is_append_only_and_chain_verifies(state: State) -> None:
     assert state.verify_event_chain() == (True, 3)  # two nominees and A's contact of record
     with pytest.raises(Exception, match="append-only"):
         state.db.execute("UPDATE events SET kind = 'x'")
-    assert state.applied_migrations() == ["001_initial", "002_school_contacts_and_staff_items"]
+    assert state.applied_migrations() == ["001_initial", "002_school_contacts_and_staff_items", "003_audit_views"]
