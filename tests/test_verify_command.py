@@ -1,11 +1,11 @@
-"""``mailbot verify`` promises two checks, read-only: SQLite's ``PRAGMA integrity_check`` and the
-audit event hash chain's links (each event's hash covers its content and the previous hash).
-It exits 0 only when both pass, and names what failed otherwise.  These tests tamper with the
-database as someone with write access to the file would (dropping the append-only triggers).
+"""``mailbot verify`` checks, read-only, SQLite's ``PRAGMA integrity_check`` and the audit event
+hash chain's links (each event's hash covers its content and the previous hash), then that the
+log explains the state (tests/test_verify_proof.py).  It exits 0 only when all pass, and names
+the first break otherwise.  These tests tamper with the database as someone with write access
+to the file would (dropping the append-only triggers).
 
-What verify does NOT promise today (docs/RELIABILITY.md, "Known limits"; docs/SCHEMA.md, event
-log): the last events deleted leave a shorter chain that is still whole (no anchor to compare
-the head with); the other tables (nominees, messages, ...) are not compared with the event log."""
+What verify cannot see without ``--head`` (docs/RELIABILITY.md, "Known limits"): the last
+events deleted leave a shorter chain that is still whole."""
 
 from __future__ import annotations
 
@@ -38,8 +38,26 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "state"
 
 
-def _verify(state_dir: Path) -> Result:
-    return CliRunner().invoke(main, ["verify"], env={"MAILBOT_STATE_DIR": str(state_dir)})
+def _verify(state_dir: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, ["verify", *args], env={"MAILBOT_STATE_DIR": str(state_dir)})
+
+
+def _head(state_dir: Path) -> str:
+    conn = sqlite3.connect(f"file:{state_dir / 'mailbot.db'}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _report(first_line: str, *, head: str = "", first_break: str = "") -> str:
+    """verify's whole output on these message-less states: the chain line, the state checks
+    (nothing to explain), then the verdict."""
+    lines = [first_line, "messages: 0 explained by the event log", "nominees: 0 recomputed from the event log",
+             "replies: 0 delivery results explained by the event log", "stored files: 0 match their SHA-256"]
+    lines.append(f"FIRST BREAK: {first_break}" if first_break else
+                 f"verified: the event log explains the state; head {head}")
+    return "\n".join(lines) + "\n"
 
 
 def _tamper(state_dir: Path, *sql: str) -> None:
@@ -61,13 +79,16 @@ def _tamper(state_dir: Path, *sql: str) -> None:
 
 def test_an_untouched_database_verifies_and_exits_zero(state_dir: Path) -> None:
     result = _verify(state_dir)
-    assert (result.exit_code, result.output) == (0, f"integrity_check: ok; event chain: ok ({EVENTS} events)\n")
+    assert (result.exit_code, result.output) == (
+        0, _report(f"integrity_check: ok; event chain: ok ({EVENTS} events)", head=_head(state_dir)))
 
 
 def test_an_event_altered_in_the_middle_of_the_chain_fails_verify(state_dir: Path) -> None:
     _tamper(state_dir, """UPDATE events SET detail = '{"n": 3, "outcome": "correction"}' WHERE id = 3""")
     result = _verify(state_dir)
-    assert (result.exit_code, result.output) == (1, "integrity_check: ok; event chain: BROKEN (2 events)\n")
+    assert (result.exit_code, result.output) == (1, _report(
+        "integrity_check: ok; event chain: BROKEN (2 events)",
+        first_break="event chain: event 3 (message_recorded): hash does not match its contents (the event was altered)"))
 
 
 def test_an_event_altered_with_its_own_hash_recomputed_still_breaks_the_next_link(state_dir: Path) -> None:
@@ -81,33 +102,51 @@ def test_an_event_altered_with_its_own_hash_recomputed_still_breaks_the_next_lin
     forged = hashlib.sha256("\x1f".join([e[6], e[0], e[1], e[2], str(e[3]), str(e[4]), e[5], detail]).encode()).hexdigest()
     _tamper(state_dir, f"UPDATE events SET detail = '{detail}', hash = '{forged}' WHERE id = 3")
     result = _verify(state_dir)
-    assert (result.exit_code, result.output) == (1, "integrity_check: ok; event chain: BROKEN (3 events)\n")
+    assert (result.exit_code, result.output) == (1, _report(
+        "integrity_check: ok; event chain: BROKEN (3 events)",
+        first_break="event chain: event 4 (message_recorded): prev_hash is not the previous event's hash "
+                    "(an event before it was removed or changed)"))
 
 
 def test_an_event_deleted_from_the_middle_of_the_chain_fails_verify(state_dir: Path) -> None:
     _tamper(state_dir, "DELETE FROM events WHERE id = 4")
     result = _verify(state_dir)
-    assert (result.exit_code, result.output) == (1, "integrity_check: ok; event chain: BROKEN (3 events)\n")
+    assert (result.exit_code, result.output) == (1, _report(
+        "integrity_check: ok; event chain: BROKEN (3 events)",
+        first_break="event chain: event 5 (message_recorded): prev_hash is not the previous event's hash "
+                    "(an event before it was removed or changed)"))
 
 
 def test_an_event_whose_stored_link_no_longer_names_the_previous_hash_fails_verify(state_dir: Path) -> None:
     _tamper(state_dir, "UPDATE events SET prev_hash = (SELECT hash FROM events WHERE id = 2) WHERE id = 5")
     result = _verify(state_dir)
-    assert (result.exit_code, result.output) == (1, "integrity_check: ok; event chain: BROKEN (4 events)\n")
+    assert (result.exit_code, result.output) == (1, _report(
+        "integrity_check: ok; event chain: BROKEN (4 events)",
+        first_break="event chain: event 5 (message_recorded): prev_hash is not the previous event's hash "
+                    "(an event before it was removed or changed)"))
 
 
 def test_the_first_event_deleted_fails_verify(state_dir: Path) -> None:
     _tamper(state_dir, "DELETE FROM events WHERE id = 1")
     result = _verify(state_dir)
-    assert (result.exit_code, result.output) == (1, "integrity_check: ok; event chain: BROKEN (0 events)\n")
+    assert (result.exit_code, result.output) == (1, _report(
+        "integrity_check: ok; event chain: BROKEN (0 events)",
+        first_break="event chain: event 2 (message_recorded): prev_hash is not the previous event's hash "
+                    "(an event before it was removed or changed)"))
 
 
 def test_deleting_the_last_events_is_not_detected_without_an_anchor(state_dir: Path) -> None:
-    """The documented limit: a chain cut short is still a whole chain.  Knowing the head from
-    elsewhere (an anchor) is another issue's work; this test keeps the docs honest until then."""
+    """The documented limit: a chain cut short is still a whole chain.  The head written down
+    before (a digest's 审计链头) is the anchor: with ``--head`` the cut is seen."""
+    head = _head(state_dir)
     _tamper(state_dir, f"DELETE FROM events WHERE id > {EVENTS - 2}")
     result = _verify(state_dir)
-    assert (result.exit_code, result.output) == (0, f"integrity_check: ok; event chain: ok ({EVENTS - 2} events)\n")
+    assert (result.exit_code, result.output) == (
+        0, _report(f"integrity_check: ok; event chain: ok ({EVENTS - 2} events)", head=_head(state_dir)))
+    anchored = _verify(state_dir, "--head", head)
+    assert (anchored.exit_code, anchored.output.splitlines()[-1]) == (
+        1, f"FIRST BREAK: head: {head}: not in the log ({EVENTS - 2} events): "
+           "the log was cut or rewritten after that head was written down")
 
 
 def test_a_damaged_database_file_fails_verify_with_what_integrity_check_found(state_dir: Path) -> None:
@@ -123,5 +162,6 @@ def test_a_damaged_database_file_fails_verify_with_what_integrity_check_found(st
     data[28:32] = struct.pack(">I", pages + 1)  # one more page in the header's count, and the page
     db.write_bytes(bytes(data) + b"\0" * page_size)
     result = _verify(state_dir)
-    assert (result.exit_code, result.output) == (
-        1, f"integrity_check: *** in database main ***\nPage {pages + 1} is never used; event chain: ok ({EVENTS} events)\n")
+    found = f"*** in database main ***\nPage {pages + 1} is never used"
+    assert (result.exit_code, result.output) == (1, _report(
+        f"integrity_check: {found}; event chain: ok ({EVENTS} events)", first_break=f"integrity_check: database: {found}"))

@@ -2,7 +2,8 @@
 
 Checked in this order, each on the database opened read-only:
 
-1. ``PRAGMA integrity_check``;
+1. ``PRAGMA integrity_check``, and that every page of the file is used (which SQLite's own check
+   skips when the schema has views);
 2. the hash chain, event by event;
 3. with ``--head HASH`` (the head a digest or an earlier audit wrote down): that event is
    still in the log, so cutting off the log's end or rewriting it from some point is seen;
@@ -68,6 +69,8 @@ def prove(state: State, *, head: str | None = None) -> Proof:
     """Run every check on ``state`` (open it read-only); see the module docstring."""
     proof = Proof()
     integrity = next(state.query("PRAGMA integrity_check"))["integrity_check"]
+    if integrity == "ok" and (unused := state.unused_pages()):
+        integrity = "*** in database main ***\n" + "\n".join(f"Page {p} is never used" for p in unused)
     if integrity != "ok":
         proof.breaks.append(Break("integrity_check", "database", integrity))
     events = list(state.query("SELECT * FROM events ORDER BY id"))
