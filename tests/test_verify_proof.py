@@ -32,9 +32,10 @@ def _form(*serials: int, institution: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, dovecot) -> Iterator[tuple[Path, str]]:
-    """A state built by the real pipeline: three schools on two seats per program (seated,
-    waiting, a resubmission that withdraws one and promotes another, a conflict, a late form,
-    a mail without a form); then the digest, whose chain head is returned with the state dir."""
+    """A state built by the real pipeline: schools on two seats per program (seated, waiting, a
+    resubmission that withdraws one and promotes another, a conflict, a late form, a mail without
+    a form, one mail with too many new teachers (held), another address adding to a school's list);
+    then the digest, whose chain head is returned with the state dir."""
     tmp = tmp_path_factory.mktemp("verify")
     account = dovecot.add_user()
     with SmtpSink() as sink:
@@ -52,12 +53,16 @@ def built(tmp_path_factory: pytest.TempPathFactory, dovecot) -> Iterator[tuple[P
              shanghai(2020, 11, 3, 10, 0)),
             (make_mail(sender="d@zjd.edu.cn", attachments=[(FORM, _form(7, institution="浙江丁职业技术学院"))]),
              shanghai(2020, 11, 25, 10, 0)),
-            (make_mail(sender="e@zje.edu.cn", subject="咨询", attachments=[]), shanghai(2020, 11, 4, 9, 0)),
+            (make_mail(sender="f@zjf.edu.cn", attachments=[  # more new teachers than one mail may add: held
+                (FORM, _form(*range(20, 51), institution="浙江戊职业技术学院"))]), shanghai(2020, 11, 4, 10, 0)),
+            (make_mail(sender="x@other.edu.cn", attachments=[  # not the contact of record: may only add
+                (FORM, _form(1, 8, institution="浙江甲职业技术学院"))]), shanghai(2020, 11, 4, 11, 0)),
+            (make_mail(sender="e@zje.edu.cn", subject="咨询", attachments=[]), shanghai(2020, 11, 4, 12, 0)),
         ]
         for raw, when in mails:
             dovecot.append(raw, when, user=account.user)
         report = parts.intake.poll_once()
-        assert report.outcomes == {"accepted": 4, "late": 1, "no_form": 1}
+        assert report.outcomes == {"accepted": 6, "late": 1, "no_form": 1}
         digest = parts.intake.renderer.render_digest(build_digest(parts.state, parts.rules, settings)).text
         parts.state.checkpoint()
         parts.close()
@@ -114,7 +119,7 @@ def test_the_state_built_by_intake_verifies_and_contains_the_digests_head(state_
         f"verified: the event log explains the state; head {flat}",
     ])
     statuses = {s for (s,) in sqlite3.connect(state_dir / "mailbot.db").execute("SELECT status FROM nominees")}
-    assert statuses == {"seated", "waiting", "withdrawn", "conflict"}
+    assert statuses == {"seated", "waiting", "withdrawn", "conflict", "held"}
 
 
 def test_an_event_altered_with_the_triggers_dropped_is_named(state_dir: Path) -> None:
@@ -126,11 +131,13 @@ def test_an_event_altered_with_the_triggers_dropped_is_named(state_dir: Path) ->
 
 
 def _delete_last_message(state_dir: Path) -> int:
-    """Remove the last message with everything about it, rows and events alike: the chain and
-    the state stay consistent; only a head written down earlier can tell."""
-    (mid,) = one(state_dir, "SELECT max(id) FROM messages")
+    """Remove the last message (a mail without a form) with everything about it, rows and events
+    alike: the chain and the state stay consistent; only a head written down earlier can tell."""
+    mid, outcome = one(state_dir, "SELECT id, outcome FROM messages ORDER BY id DESC LIMIT 1")
+    assert outcome == "no_form"
     (first,) = one(state_dir, f"SELECT min(id) FROM events WHERE message = {mid}")
     intrude(state_dir, f"DELETE FROM events WHERE id >= {first}", f"DELETE FROM outbox WHERE message = {mid}",
+            f"DELETE FROM staff_items WHERE message = {mid}",
             f"DELETE FROM attachments WHERE message = {mid}",
             f"DELETE FROM form_rows WHERE form IN (SELECT id FROM forms WHERE message = {mid})",
             f"DELETE FROM forms WHERE message = {mid}", f"DELETE FROM messages WHERE id = {mid}")
