@@ -77,7 +77,7 @@ def test_every_table_and_column_of_the_schema_is_documented(state: State) -> Non
 
 def test_every_view_and_its_columns_are_documented(state: State) -> None:
     views = [r[0] for r in state.db.execute("SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name")]
-    assert views == ["message_log", "nominee_history", "program_fill", "roster", "staff_decisions"]
+    assert views == ["message_log", "nominee_history", "program_fill", "roster", "staff_decision_log"]
     missing = [f"{view}.{column}" for view in views for column in
                (r[1] for r in state.db.execute(f"PRAGMA table_info({view})")) if f"| `{column}` |" not in section(view)]
     assert missing == []
@@ -108,7 +108,7 @@ def test_the_views_agree_with_the_ledger(state: State) -> None:
     assert [(r["receipt"], r["outcome"], r["reply_kind"]) for r in view("SELECT * FROM message_log")] == [
         (RECEIPT, "accepted", None)]
     assert view("SELECT kind FROM events WHERE kind = 'programs_recorded'") == [{"kind": "programs_recorded"}]
-    assert view("SELECT * FROM staff_decisions") == []
+    assert view("SELECT * FROM staff_decision_log") == []
 
 
 def test_every_trigger_and_index_is_named(state: State) -> None:

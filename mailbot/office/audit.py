@@ -47,7 +47,7 @@ ORDER BY h.event""",
     "all_staff_decisions": {
         "title": "工作人员的全部决定 (all staff decisions)",
         "description": "Every event written by a named staff member, oldest first.",
-        "sql": "SELECT * FROM staff_decisions ORDER BY event",
+        "sql": "SELECT * FROM staff_decision_log ORDER BY event",
     },
     "late_and_rejected_mail": {
         "title": "逾期和未受理的邮件 (late and rejected mail)",

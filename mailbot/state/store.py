@@ -322,7 +322,7 @@ def _m003_audit_views(db: sqlite_utils.Database) -> None:
         JOIN nominees n ON n.id = e.nominee
         LEFT JOIN messages m ON m.id = e.message;
 
-        CREATE VIEW staff_decisions AS
+        CREATE VIEW staff_decision_log AS
         SELECT e.id AS event, e.at AS at, e.actor AS actor, e.kind AS kind,
                json_extract(e.detail, '$.reason') AS reason, e.detail AS detail,
                m.receipt AS receipt, n.id_masked AS id_masked, n.program AS program
