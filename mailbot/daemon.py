@@ -27,6 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from mailbot.assembly import Assembly, make_source
 from mailbot.errors import MailboxError, MailbotError, StateError
+from mailbot.forms import contained
 
 POLL_JOB = "poll"
 
@@ -163,6 +164,7 @@ class Daemon:
         self.log.info("daemon_started", pid=os.getpid(), mailbox=self.parts.source.name,
                       poll_seconds=self.settings.schedule.poll_seconds, idle=use_idle)
         try:
+            contained.pool_of(self.settings.limits).warm()  # the first mail waits for no worker start
             self.scheduler.start()
             if use_idle:
                 idle_thread = threading.Thread(target=self._idle_loop, name="idle", daemon=True)
@@ -175,6 +177,7 @@ class Daemon:
             if idle_thread is not None:
                 idle_thread.join(timeout=5)
             self.parts.close()
+            contained.close_all()
             self.log.info("daemon_stopped")
 
 

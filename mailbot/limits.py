@@ -24,7 +24,20 @@ class Limits(BaseModel):
     max_rows: int = Field(10_000, gt=0, description="data rows read from one sheet")
     max_columns: int = Field(200, gt=0, description="columns scanned in one sheet")
     max_nesting: int = Field(3, ge=0, description="depth of zips and forwarded messages")
-    max_seconds_per_message: float = Field(30.0, gt=0, description="wall time for one message")
+    max_seconds_per_message: float = Field(
+        30.0, gt=0, description="wall time for one message, from fetch to decision")
+    max_cells_per_message: int = Field(
+        4_000_000, gt=0, description="sheet cells (bounding boxes) over all sheets of all attachments")
+    max_header_count: int = Field(2000, gt=0, description="header fields of one message")
+    max_header_bytes: int = Field(1024 * 1024, gt=0, description="bytes of one message's header section")
+    max_mime_parts: int = Field(1000, gt=0, description="MIME parts (boundary lines) in one message")
+    max_mime_depth: int = Field(24, gt=0, description="multipart containers open inside one another")
+    reader_workers: int = Field(1, gt=0, le=8, description="reader worker processes kept warm")
+    reader_memory_bytes: int = Field(
+        512 * 1024 * 1024, ge=128 * 1024 * 1024, description="address space of one reader worker")
+    reader_cpu_seconds: int = Field(60, gt=0, description="CPU seconds of one contained read")
+    reader_max_result_bytes: int = Field(
+        96 * 1024 * 1024, gt=0, description="pickled result of one contained read")
 
 
 DEFAULT_LIMITS = Limits()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, fields
@@ -31,7 +32,7 @@ from mailbot.state.outbox import SendReport, recover_interrupted, send_pending
 from mailbot.replies.render import ReplyRenderer, build_message, new_message_id
 from mailbot.replies.model import ChangeLine, FindingLine, NomineeLine, ReplyContext, ReplyKind
 from mailbot.forms.reader import sheet_cells
-from mailbot.forms.checks import judge_file
+from mailbot.forms import contained
 from mailbot.rules import CampaignRules, school_key
 from mailbot.office import staff_items
 from mailbot.office.staff_alert import queue_staff_alert
@@ -44,6 +45,12 @@ from mailbot.state.store import State, utc_now
 SETTLE_BATCH = 20  # recorded messages moved on the server with one command
 #: outcomes that put the message on the staff list, with how the list names them
 STAFF_OUTCOMES = {"quarantined": "邮件已隔离", "failed": "处理失败"}
+POISON_ATTEMPTS = 2
+"""Starts of a message's decision that may end without a record (crash, abort, OOM kill);
+at the next start it is set aside in the quarantine folder instead of being tried again."""
+CRASH_HOOK = "MAILBOT_TEST_CRASH_ON_SUBJECT"
+"""Test only: when set, deciding a message whose subject contains its value aborts the process
+(``os.abort()``), as a reader crash would.  Inert unless set; never set it in production."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,9 @@ class Intake:
         if stored_validity is not None and stored_validity != validity and validity != 0:
             self.log.warning("uidvalidity_changed", source=self.source.name, old=stored_validity,
                              new=validity, hint="refetching; known mail is recognised by Message-ID and hash")
+        # Readers start before any message is marked, so a process killed while they start up
+        # does not count against the message in hand (poison detection).
+        contained.pool_of(self.settings.limits).warm()
         try:
             for fetched in self.source.fetch_after(stored_validity, last_uid):
                 report.fetched += 1
@@ -180,9 +190,14 @@ class Intake:
             return None
         started = time.monotonic()
         try:
-            assessment = self.assess(fetched)
+            attempts = self.state.begin_attempt(fetched.source, fetched.uidvalidity, fetched.key)
+            if attempts > POISON_ATTEMPTS:
+                assessment = self.set_aside(fetched, attempts - 1)
+            else:
+                assessment = self.assess(fetched, started=started)
             msg_pk = self.record(fetched, assessment)
         except StateError:
+            self._forget_attempt(fetched)  # the database failed, not the message: not poison
             raise
         except Exception as exc:  # noqa: BLE001 - any bug on one message must not stop the daemon
             reason = f"{type(exc).__name__}: {exc}"
@@ -196,12 +211,45 @@ class Intake:
         self._to_settle.append((fetched.key, msg_pk, assessment.folder))
         return assessment.outcome
 
+    def _forget_attempt(self, fetched: FetchedMessage) -> None:
+        try:
+            with self.state.transaction():
+                self.state.end_attempt(fetched.source, fetched.uidvalidity, fetched.key)
+        except StateError:
+            pass  # the database is still failing: the mark stays, and counts once
+
     # -- pure stages ----------------------------------------------------------------------
-    def assess(self, fetched: FetchedMessage) -> Assessment:
-        """Gate, find forms, read and check them.  Reads the database (dedupe) but writes nothing."""
+    def set_aside(self, fetched: FetchedMessage, unfinished: int) -> Assessment:
+        """A message whose decision did not finish ``unfinished`` times (the process died on
+        it): quarantined for staff without being read again; a sender who passes the gate
+        gets the "received; staff will look at it" acknowledgement."""
+        mb = self._mbox
+        reason = f"poison: processing did not finish {unfinished} times (crash, abort or kill); set aside for staff"
+        parsed = parse_message(fetched.raw, self.settings.limits)
+        reply: ReplyKind | None = None
+        auth = ""
+        if parsed.from_addr and auto_reply_reason(
+                parsed, own_addresses=self._own, own_message_id_domain=self.settings.reply.message_id_domain,
+                require_return_path=mb.require_return_path) is None:
+            trust = sender_trust(parsed, trusted_authserv_ids=self.settings.trust.authserv_ids,
+                                 allow_domains=self.settings.trust.allow_domains,
+                                 deny_domains=self.settings.trust.deny_domains)
+            auth = f"dmarc={trust.dmarc} spf={trust.spf} dkim={trust.dkim}"
+            reply = "held" if trust.action == "accept" else None
+        self.log.error("message_set_aside", uid=fetched.uid, attempts=unfinished, reason=reason)
+        return Assessment("quarantined", reason, reply, mb.quarantine_folder, parsed, MessageParts(),
+                          auth_summary=auth)
+
+    def assess(self, fetched: FetchedMessage, *, started: float | None = None) -> Assessment:
+        """Gate, find forms, read and check them.  Reads the database (dedupe) but writes nothing.
+        ``started`` (``time.monotonic()`` at fetch) starts the message's one time budget."""
         limits = self.settings.limits
         mb = self._mbox
+        started = time.monotonic() if started is None else started
         parsed = parse_message(fetched.raw, limits)
+        hook = os.environ.get(CRASH_HOOK)
+        if hook and hook in parsed.subject:
+            os.abort()  # test only: a process death while deciding this message
         sha = hashlib.sha256(fetched.raw).hexdigest()
         original = self.state.original_of(parsed.message_id, sha)
         if original is not None:
@@ -221,9 +269,9 @@ class Intake:
                               auth_summary=auth)
         if not parsed.from_addr:
             return Assessment("ignored", "no sender address to answer", None, mb.processed_folder, parsed)
-        started = time.monotonic()
-        parts = find_attachments(parsed, limits)
-        verdicts = tuple((a, self._judge_in_time(a, started)) for a in parts.forms)
+        parts = self._walk(fetched.raw, started)
+        budget = [limits.max_cells_per_message]
+        verdicts = tuple((a, self._judge_in_time(a, started, budget)) for a in parts.forms)
         late = not self.rules.deadline.is_on_time(fetched.arrived_at)
         outcomes = {v.outcome for _, v in verdicts}
         annex3 = [v for _, v in verdicts if v.outcome in (Outcome.OK, Outcome.NEEDS_CORRECTION)]
@@ -250,13 +298,34 @@ class Intake:
             return Assessment("scan_only", "only a scan, no spreadsheet", "scan_only", **common)
         return Assessment("no_form", "no attachment", "no_form", **common)
 
-    def _judge_in_time(self, attachment: Attachment, started: float) -> FormVerdict:
-        """Read and check one form, unless the message already used its time budget."""
+    def _walk(self, raw: bytes, started: float) -> MessageParts:
+        """The MIME walk (zip listing, TNEF, forwarded mail) in a contained worker, within what
+        is left of the message's time budget."""
+        limits = self.settings.limits
+        left = max(1e-9, limits.max_seconds_per_message - (time.monotonic() - started))
+        try:  # the walk stops itself at the deadline; the worker is stopped if it does not
+            return contained.pool_of(limits).call(
+                find_attachments, raw, limits.model_copy(update={"max_seconds_per_message": left}),
+                timeout=left + 2.0)
+        except contained.WorkerFailed as failure:
+            self.log.error("walk_contained_failed", reason=str(failure))
+            return MessageParts(problems=(Finding("reader_failed", contained.UNREADABLE_MESSAGE),),
+                                notes=(f"walk failed: {failure}",))
+
+    def _judge_in_time(self, attachment: Attachment, started: float, budget: list[int]) -> FormVerdict:
+        """Read and check one form in a contained worker, unless the message already used its
+        time budget; its sheets' cells are taken from the message's ``budget``."""
         limit = self.settings.limits.max_seconds_per_message
-        if time.monotonic() - started > limit:
+        left = limit - (time.monotonic() - started)
+        if left <= 0:
             return FormVerdict(attachment.filename, Outcome.UNREADABLE, form_findings=(Finding(
                 "time_limit", f"邮件附件过多或过大，未能在{limit:g}秒内处理完，请只发送附件3汇总表。"),))
-        return judge_file(attachment.data, attachment.filename, self.rules, self.settings.limits)
+        verdict, cells = contained.judge(attachment.data, attachment.filename, self.rules, self.settings.limits,
+                                         cells_left=budget[0], timeout=left)
+        budget[0] = max(0, budget[0] - cells)
+        if any(f.code == "reader_failed" for f in verdict.form_findings):
+            self.log.error("reader_contained_failed", file=attachment.filename)
+        return verdict
 
     # -- record ---------------------------------------------------------------------------
     def record(self, fetched: FetchedMessage, a: Assessment) -> int:
@@ -318,7 +387,16 @@ class Intake:
                     staff_items.add(self.state, a.outcome, f"{STAFF_OUTCOMES[a.outcome]}：{a.reason}",
                                     actor=self.actor, rules_version=self.version, institution=institution,
                                     sender=p.from_addr if p else "", message=msg_pk, receipt=receipt)
+                failed_reads = [att.filename for att, v in a.verdicts
+                                if any(f.code == "reader_failed" for f in v.form_findings)]
+                if failed_reads or any(f.code == "reader_failed" for f in (a.parts.problems if a.parts else ())):
+                    staff_items.add(self.state, "reader_failed",
+                                    "附件读取进程异常终止或超出资源限制，已按“无法读取”答复发件人："
+                                    + ("、".join(failed_reads) or "邮件附件"),
+                                    actor=self.actor, rules_version=self.version, institution=institution,
+                                    sender=p.from_addr if p else "", message=msg_pk, receipt=receipt)
                 self.state.advance_cursor(fetched.source, fetched.uidvalidity, fetched.uid)
+                self.state.end_attempt(fetched.source, fetched.uidvalidity, fetched.key)
                 if dry_run:
                     queued = list(self.state.query("SELECT * FROM outbox WHERE message = ?", [msg_pk]))
                     raise rollback
@@ -540,15 +618,19 @@ class Intake:
         reading = v.reading
         if reading is None:
             return None
+        limits = self.settings.limits
         if reading.file_format in ("xlsx", "xlsm"):
-            return highlight_workbook(att.data, att.filename, cells, sheet=reading.sheet)
-        if reading.file_format in ("xls", "ods"):
-            try:
-                values = sheet_cells(att.data, reading.sheet, limits=self.settings.limits)
-            except FormError:
-                return None
-            return rebuild_workbook(values, att.filename, cells, sheet=reading.sheet)
-        return None
+            work: Callable[..., tuple[str, bytes] | None] = highlight_workbook
+        elif reading.file_format in ("xls", "ods"):
+            work = _rebuilt_copy
+        else:
+            return None
+        try:  # the sender's bytes are loaded again: contained like every read of them
+            return contained.pool_of(limits).call(work, att.data, att.filename, cells, sheet=reading.sheet,
+                                                  limits=limits, timeout=limits.max_seconds_per_message)
+        except (contained.WorkerFailed, FormError) as exc:
+            self.log.warning("correction_copy_failed", file=att.filename, reason=str(exc))
+            return None
 
     def _queue_promotion(self, msg_pk: int, promo: Any) -> None:
         orig = next(self.state.query(
@@ -635,6 +717,12 @@ class Intake:
                 continue
             self._to_settle.append((row["source_key"], row["id"], row["settle_folder"]))
         self.flush_settle()
+
+
+def _rebuilt_copy(data: bytes, filename: str, cells: list[tuple[str, str]], *, sheet: str,
+                  limits: Any) -> tuple[str, bytes] | None:
+    """(In a reader worker) an xlsx copy of an xls/ods sheet's values, cells to fix marked."""
+    return rebuild_workbook(sheet_cells(data, sheet, limits=limits), filename, cells, sheet=sheet)
 
 
 class _Rollback(Exception):

@@ -90,4 +90,30 @@ def test_event_log_is_append_only_and_chain_verifies(state: State) -> None:
     assert state.verify_event_chain() == (True, 3)  # two nominees and A's contact of record
     with pytest.raises(Exception, match="append-only"):
         state.db.execute("UPDATE events SET kind = 'x'")
-    assert state.applied_migrations() == ["001_initial", "002_school_contacts_and_staff_items", "003_audit_views"]
+    assert state.applied_migrations() == ["001_initial", "002_school_contacts_and_staff_items", "003_audit_views",
+                                          "004_message_attempts"]
+
+
+def _vm_steps_to_submit(tmp_path: Path, rows: int) -> tuple[int, list[int | None]]:
+    """SQLite virtual-machine steps (a deterministic measure of work, not a timing) spent
+    placing one submission of ``rows`` nominees on a full program, and their positions."""
+    state = State(tmp_path / f"state{rows}")
+    ledger = SeatLedger(state, {BIM: 0}, rules_version="t")
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    state.db.conn.set_progress_handler(count, 100)
+    result = _submit(state, ledger, "A", 1, [_req(n) for n in range(1, rows + 1)])
+    state.db.conn.set_progress_handler(None, 0)
+    return steps[0], [p.waiting_position for p in result.placements]
+
+
+def test_waiting_positions_of_a_big_form_cost_linear_work(tmp_path: Path) -> None:
+    small, small_positions = _vm_steps_to_submit(tmp_path, 400)
+    big, big_positions = _vm_steps_to_submit(tmp_path, 1600)
+    assert (small_positions, big_positions) == (list(range(1, 401)), list(range(1, 1601)))
+    # four times the rows: about four times the work (one count per row was sixteen times)
+    assert big < small * 6, (small, big)

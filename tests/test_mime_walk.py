@@ -208,6 +208,51 @@ def test_deeply_nested_multiparts_do_not_raise():
     assert isinstance(parts, MessageParts) and time.monotonic() - t0 < 20
 
 
+TOO_COMPLEX = Finding("message_too_complex", "邮件头字段或邮件分段过多（结构异常），无法处理。"
+                                             "请新建一封邮件，只附上附件3报名表（Excel 文件）重新发送。")
+SMALL_BOUNDS = Limits(max_header_count=50, max_header_bytes=4096, max_mime_parts=20, max_mime_depth=4)
+
+
+def _head(subject: str) -> bytes:
+    return f"From: a@b.cn\r\nSubject: {subject}\r\nMessage-ID: <{subject}@b.cn>\r\n".encode()
+
+
+def test_a_header_flood_is_cut_before_the_parse():
+    by_count = _head("count") + b"X-F: v\r\n" * 60 + b"\r\nbody\r\n"
+    by_bytes = _head("bytes") + b"X-Long: " + b"v" * 5000 + b"\r\n\r\nbody\r\n"
+    within = _head("within") + b"X-F: v\r\n" * 40 + b"\r\nbody\r\n"
+    results = []
+    for raw in (by_count, by_bytes, within):
+        parsed = parse_message(raw, SMALL_BOUNDS)
+        results.append((parsed.subject, parsed.from_addr, [d for d in parsed.defects if "Flood" in d],
+                        find_attachments(parsed, SMALL_BOUNDS).problems))
+    assert results == [("count", "a@b.cn", ["HeaderFlood"], (TOO_COMPLEX,)),
+                       ("bytes", "a@b.cn", ["HeaderFlood"], (TOO_COMPLEX,)),
+                       ("within", "a@b.cn", [], ())]
+
+
+def _multipart(subject: str, body: bytes) -> bytes:
+    return _head(subject) + b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n' + body
+
+
+def test_a_part_flood_and_deep_nesting_are_cut_before_the_parse():
+    part = b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"
+    flood = _multipart("flood", part * 25 + b"--b--\r\n")
+    deep = _multipart("deep", b"".join(
+        b'--%s\r\nContent-Type: multipart/mixed; boundary="b%d"\r\n\r\n' % (b"b" if i == 0 else b"b%d" % (i - 1), i)
+        for i in range(6)) + b"x\r\n")
+    siblings = _multipart("siblings", b"".join(  # many multiparts one after another are not deep
+        b'--b\r\nContent-Type: multipart/alternative; boundary="a%d"\r\n\r\n--a%d\r\n\r\nx\r\n--a%d--\r\n'
+        % (i, i, i) for i in range(5)) + b"--b--\r\n")
+    results = []
+    for raw in (flood, deep, siblings):
+        parsed = parse_message(raw, SMALL_BOUNDS)
+        results.append((parsed.subject, [d for d in parsed.defects if "Flood" in d],
+                        find_attachments(parsed, SMALL_BOUNDS).problems))
+    assert results == [("flood", ["PartFlood"], (TOO_COMPLEX,)), ("deep", ["PartFlood"], (TOO_COMPLEX,)),
+                       ("siblings", [], ())]
+
+
 def test_defects_are_recorded():
     raw = (MESSAGES / "broken_mime.eml").read_bytes()
     assert "CloseBoundaryNotFoundDefect" in parse_message(raw).defects

@@ -158,6 +158,7 @@ CONTEXTS: dict[str, ReplyContext] = {
     "promotion": base("promotion", nominees=(
         nominee(5, "李红", CNC, "浙江机电职业技术学院", ID_B),
     )),
+    "held": base("held", institution="", contact=""),
 }
 
 

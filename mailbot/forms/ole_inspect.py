@@ -3,8 +3,10 @@
 Tells an Excel 97-2003 workbook from an encrypted OOXML package, a Word ``.doc``, an Outlook
 ``.msg`` and anything else by the root directory's stream names (``ole_kind``, read by the MIME
 walk and the loader alike); finds ``FILEPASS`` (password-protected ``.xls``); validates the
-sector chains (a looping chain hangs some readers) and bounds each sheet's cell area (a reader
-allocating the sheet's bounding box densely would exhaust memory on two far-apart cells).
+sector chains (a looping chain hangs some readers) and bounds the cell area of the sheets
+together (a reader allocating a sheet's bounding box densely would exhaust memory on two far-apart
+cells, or on a ``DIMENSIONS`` record claiming 1048576 x 16384): cells, ``ROW`` records and
+``DIMENSIONS`` all count.
 ``read_biff`` reads a bare BIFF2-5 workbook's cells as Python values.
 """
 
@@ -30,6 +32,7 @@ _CELL_RECORDS = frozenset({0x0006, 0x0406, 0x00FD, 0x0203, 0x027E, 0x0201, 0x020
 _MUL_RECORDS = frozenset({0x00BD, 0x00BE})  # MULRK, MULBLANK: row, first col ... last col
 _BOF = frozenset({0x0809, 0x0409, 0x0209, 0x0009})
 _EOF, _FILEPASS = 0x000A, 0x002F
+_DIMENSIONS, _ROW = 0x0200, 0x0208
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class OleContents:
 
     kind: str
     streams: tuple[str, ...]
+    cells: int = 0  # the sheets' bounding boxes, summed
 
 
 def _encrypted(detail: str) -> UnreadableForm:
@@ -102,8 +106,8 @@ def inspect_ole(data: bytes, limits: Limits, *, max_sheet_cells: int) -> OleCont
         raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"unreadable {book} stream: {exc}") from exc
     if stream is None:
         raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"{book} stream missing")
-    scan_biff(stream, max_sheet_cells=max_sheet_cells)
-    return OleContents("xls", streams)
+    cells = scan_biff(stream, max_sheet_cells=max_sheet_cells)
+    return OleContents("xls", streams, cells)
 
 
 @dataclass(frozen=True)
@@ -147,11 +151,17 @@ def _biff_value(cell: xlrd.sheet.Cell, datemode: int) -> object:
     return cell.value
 
 
-def scan_biff(stream: bytes, *, max_sheet_cells: int) -> None:
-    """Walk BIFF records: refuse ``FILEPASS`` and sheets whose cell bounding box exceeds
-    ``max_sheet_cells``."""
+def _area(box: list[int] | None) -> int:
+    return 0 if box is None else (box[1] - box[0] + 1) * (box[3] - box[2] + 1)
+
+
+def scan_biff(stream: bytes, *, max_sheet_cells: int) -> int:
+    """Walk BIFF records: refuse ``FILEPASS``, and sheets whose cell bounding boxes (cells,
+    ``ROW`` extents and ``DIMENSIONS`` claims) sum to more than ``max_sheet_cells``.  Returns
+    the sum."""
     pos, end = 0, len(stream)
     box: list[int] | None = None  # min_row, max_row, min_col, max_col
+    done = 0  # areas of the sheets already closed
     unpack = struct.unpack_from
     while pos + 4 <= end:
         rtype, length = unpack("<HH", stream, pos)
@@ -159,28 +169,42 @@ def scan_biff(stream: bytes, *, max_sheet_cells: int) -> None:
         pos = body + length
         if rtype == _FILEPASS:
             raise _encrypted("xls workbook has a FILEPASS record (password-protected)")
-        if rtype in _BOF:
-            box = None
-            continue
-        if rtype == _EOF:
+        if rtype in _BOF or rtype == _EOF:
+            done += _area(box)
             box = None
             continue
         if length < 4 or pos > end:
             continue
         if rtype in _CELL_RECORDS:
             row, c1 = unpack("<HH", stream, body)
-            c2 = c1
+            r2, c2 = row, c1
         elif rtype in _MUL_RECORDS and length >= 6:
             row, c1 = unpack("<HH", stream, body)
             (c2,) = unpack("<H", stream, body + length - 2)
+            r2 = row
+        elif rtype == _ROW and length >= 6:
+            row, c1, c2 = unpack("<HHH", stream, body)  # colMic, colMac (one past the last)
+            if c2 <= c1:
+                continue
+            r2, c2 = row, c2 - 1
+        elif rtype == _DIMENSIONS and length >= 10:
+            if length >= 14:  # BIFF8: 32-bit rows
+                row, r2, c1, c2 = unpack("<IIHH", stream, body)
+            else:  # BIFF5/7
+                row, r2, c1, c2 = unpack("<HHHH", stream, body)
+            if r2 <= row or c2 <= c1:
+                continue  # an empty sheet
+            r2, c2 = r2 - 1, c2 - 1
         else:
             continue
+        lo, hi = min(c1, c2), max(c1, c2)
         if box is None:
-            box = [row, row, min(c1, c2), max(c1, c2)]
+            box = [min(row, r2), max(row, r2), lo, hi]
         else:
-            box = [min(box[0], row), max(box[1], row), min(box[2], c1, c2), max(box[3], c1, c2)]
-        if (box[1] - box[0] + 1) * (box[3] - box[2] + 1) > max_sheet_cells:
+            box = [min(box[0], row, r2), max(box[1], row, r2), min(box[2], lo), max(box[3], hi)]
+        if done + _area(box) > max_sheet_cells:
             raise UnreadableForm(
                 "sheet_too_large", SHEET_TOO_LARGE_MESSAGE,
-                f"xls sheet cell area exceeds {max_sheet_cells} cells",
+                f"xls sheets' cell area {done + _area(box)} exceeds {max_sheet_cells} cells",
             )
+    return done + _area(box)

@@ -29,7 +29,7 @@ from mailbot.annex3 import FIELDS
 from mailbot.forms.model import CellValue, FormReading, FormRow
 from mailbot.normalize import clean_text, compact
 from mailbot.limits import DEFAULT_LIMITS, Limits
-from mailbot.forms.sheet_sources import DAMAGED_MESSAGE, Grid, Source, load
+from mailbot.forms.sheet_sources import DAMAGED_MESSAGE, CellBudget, Grid, Source, load
 
 __all__ = ["read_annex3", "sheet_cells", "match_label", "REQUIRED_KEYS", "HEADER_SEARCH_ROWS"]
 
@@ -256,14 +256,16 @@ def _reading(source: Source, filename: str, limits: Limits) -> FormReading:
     )
 
 
-def read_annex3(data: bytes, filename: str, *, limits: Limits = DEFAULT_LIMITS) -> FormReading:
-    """Read the Annex 3 table from the bytes of one file (format judged by content).
+def read_annex3(data: bytes, filename: str, *, limits: Limits = DEFAULT_LIMITS,
+                budget: CellBudget | None = None) -> FormReading:
+    """Read the Annex 3 table from the bytes of one file (format judged by content); the sheets'
+    cells are taken from ``budget`` (the message's, shared by its attachments) when given.
 
     Raises ``UnreadableForm`` (corrupt, encrypted, oversized, unsupported, formulas without
     values, too many rows) or ``NotAnnex3`` (readable but no Annex 3 header).
     """
     try:
-        source = load(data, limits, head_rows=HEADER_SEARCH_ROWS)
+        source = load(data, limits, head_rows=HEADER_SEARCH_ROWS, budget=budget)
         return _reading(source, filename, limits)
     except FormError:
         raise

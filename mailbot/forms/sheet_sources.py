@@ -27,7 +27,8 @@ from mailbot.forms.magic import magic_kind
 from mailbot.forms.model import CellValue
 from mailbot.limits import Limits
 
-# Dense cell area a reader may allocate for one sheet (calamine allocates the bounding box).
+# Dense cell area a reader may allocate for one sheet (calamine allocates the bounding box);
+# the areas of all sheets of all attachments of one message share ``Limits.max_cells_per_message``.
 MAX_SHEET_CELLS = 4_000_000
 
 ENCRYPTED_MESSAGE = ole_inspect.ENCRYPTED_MESSAGE
@@ -64,6 +65,22 @@ class Source:
     file_format: str
     grids: list[Grid]
     notes: list[str] = field(default_factory=list)
+
+
+class CellBudget:
+    """Sheet cells (bounding-box areas) a message may still make a reader allocate: one budget
+    for every sheet of every attachment, so many sheets each just under a bound cannot add up."""
+
+    def __init__(self, cells: int) -> None:
+        self.left = cells
+        self.spent = 0
+
+    def take(self, cells: int, what: str) -> None:
+        if cells > self.left:
+            raise UnreadableForm("sheet_too_large", ole_inspect.SHEET_TOO_LARGE_MESSAGE,
+                                 f"{what}: {cells} cells exceed the {self.left} left of the message's budget")
+        self.left -= cells
+        self.spent += cells
 
 
 # --------------------------------------------------------------------------- cell values
@@ -163,8 +180,10 @@ def _looks_textual(text: str) -> bool:
 
 # --------------------------------------------------------------------------- loading
 
-def load(data: bytes, limits: Limits, *, head_rows: int) -> Source:
-    """Read ``data`` into grids.  Raises ``UnreadableForm`` for anything that can't be read."""
+def load(data: bytes, limits: Limits, *, head_rows: int, budget: CellBudget | None = None) -> Source:
+    """Read ``data`` into grids.  Raises ``UnreadableForm`` for anything that can't be read.
+    The sheets' areas are taken from ``budget`` (default: a fresh ``max_cells_per_message``)."""
+    budget = budget if budget is not None else CellBudget(limits.max_cells_per_message)
     if not data:
         raise UnreadableForm("empty_file", "附件是空文件（0 字节），请重新添加附件后发送", "zero-byte file")
     if len(data) > limits.max_attachment_bytes:
@@ -174,19 +193,20 @@ def load(data: bytes, limits: Limits, *, head_rows: int) -> Source:
         )
     kind = sniff(data)
     if kind == "zip":
-        return _load_zip(data, limits, head_rows)
+        return _load_zip(data, limits, head_rows, budget)
     if kind == "ole":
-        contents = ole_inspect.inspect_ole(data, limits, max_sheet_cells=MAX_SHEET_CELLS)
+        contents = ole_inspect.inspect_ole(data, limits, max_sheet_cells=min(MAX_SHEET_CELLS, budget.left))
         if contents.kind == "doc":
             raise UnreadableForm("unsupported_format", DOC_MESSAGE, "legacy Word .doc (OLE2 WordDocument)")
         if contents.kind != "xls":
             raise UnreadableForm("unsupported_format", UNSUPPORTED_MESSAGE,
                                  f"OLE2 file without a workbook stream: {contents.streams[:6]}")
-        return _load_calamine(data, "xls", limits, head_rows)
+        budget.take(contents.cells, "xls sheets")
+        return _load_calamine(data, "xls", limits, head_rows, contents.cells)
     if kind == "biff":
-        return _load_xlrd(data, limits, head_rows)
+        return _charged(_load_xlrd(data, limits, head_rows), budget)
     if kind == "text":
-        return _load_csv(data, limits, head_rows)
+        return _charged(_load_csv(data, limits, head_rows), budget)
     detail = {
         "pdf": "a PDF document", "image": "an image", "html": "an HTML page (web export saved as .xls?)",
         "xml": "an XML file (SpreadsheetML 2003?)", "rtf": "an RTF document", "binary": "unrecognised binary data",
@@ -195,7 +215,18 @@ def load(data: bytes, limits: Limits, *, head_rows: int) -> Source:
     raise UnreadableForm(code, UNSUPPORTED_MESSAGE, f"file content is {detail}")
 
 
-def _load_zip(data: bytes, limits: Limits, head_rows: int) -> Source:
+def _charged(source: Source, budget: CellBudget) -> Source:
+    """Take the cells of a source read in full (CSV, old BIFF, Word tables) from the budget."""
+    cells = sum(len(row) for grid in source.grids for row in grid.head)
+    for grid in source.grids:
+        rest = list(grid.rest)
+        cells += sum(len(row) for row in rest)
+        grid.rest = iter(rest)
+    budget.take(cells, f"{source.file_format} cells")
+    return source
+
+
+def _load_zip(data: bytes, limits: Limits, head_rows: int, budget: CellBudget) -> Source:
     zf = archive_safety.open_checked_zip(data, limits)
     kind = archive_safety.zip_contents_kind(zf, limits)
     kind = "xlsx" if kind == "xlsm" else kind  # calamine reads both alike
@@ -206,23 +237,30 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int) -> Source:
         # No pre-check of the binary sheet area exists, and an unbounded area makes the reader
         # allocate without limit (a crash no handler catches): refuse rather than risk it.
         raise UnreadableForm("unsupported_format", XLSB_MESSAGE, "Excel binary workbook (.xlsb)")
+    sheets: set[str] = set()
+    if kind == "xlsx" and xlsx_inspect.WORKBOOK_RELS in archive_safety.member_names(zf):
+        sheets = xlsx_inspect.sheet_parts(archive_safety.read_member(zf, xlsx_inspect.WORKBOOK_RELS, limits))
     keep = {
-        "xlsx": xlsx_inspect.is_worksheet,
+        "xlsx": lambda n: xlsx_inspect.is_worksheet(n) or n in sheets,
         "ods": lambda n: n in ("META-INF/manifest.xml", "content.xml"),
         "docx": lambda n: False,
     }[kind]
     kept = archive_safety.scan_members(zf, limits, keep=keep)
+    area = 0
     if kind == "xlsx":
         for name, xml in kept.items():
-            xlsx_inspect.check_sheet_area(name, xml, max_sheet_cells=MAX_SHEET_CELLS)
+            cells = xlsx_inspect.check_sheet_area(name, xml, max_sheet_cells=min(MAX_SHEET_CELLS, budget.left))
+            budget.take(cells, name)
+            area += cells
         xlsx_inspect.check_formula_values(kept)
     if kind == "ods":
         if b"encryption-data" in kept.get("META-INF/manifest.xml", b""):
             raise UnreadableForm("encrypted", ENCRYPTED_MESSAGE, "ODF package with encrypted members")
-        xlsx_inspect.check_ods_area(kept.get("content.xml", b""), max_sheet_cells=MAX_SHEET_CELLS)
+        area = xlsx_inspect.check_ods_area(kept.get("content.xml", b""), max_sheet_cells=budget.left)
+        budget.take(area, "content.xml tables")
     if kind == "docx":
-        return _load_docx(data, limits, head_rows)
-    return _load_calamine(data, kind, limits, head_rows)
+        return _charged(_load_docx(data, limits, head_rows), budget)
+    return _load_calamine(data, kind, limits, head_rows, area)
 
 
 def _calamine_error(fmt: str, exc: Exception) -> UnreadableForm:
@@ -233,7 +271,9 @@ def _calamine_error(fmt: str, exc: Exception) -> UnreadableForm:
     return UnreadableForm("corrupt", DAMAGED_MESSAGE, f"{fmt} could not be read: {exc}")
 
 
-def _load_calamine(data: bytes, fmt: str, limits: Limits, head_rows: int) -> Source:
+def _load_calamine(data: bytes, fmt: str, limits: Limits, head_rows: int, checked: int) -> Source:
+    """Load with calamine; ``checked`` is the area the pre-check found: the sheets calamine
+    builds may not together exceed it by much (a pre-check missing a sheet is refused here)."""
     import python_calamine as pc
 
     try:
@@ -243,6 +283,7 @@ def _load_calamine(data: bytes, fmt: str, limits: Limits, head_rows: int) -> Sou
         raise _calamine_error(fmt, exc) from exc
     grids: list[Grid] = []
     notes: list[str] = []
+    built = 0
     for index, meta in enumerate(metas):
         if str(getattr(meta, "typ", "WorkSheet")).endswith(("ChartSheet", "Vba", "MacroSheet", "DialogSheet")):
             continue
@@ -251,7 +292,8 @@ def _load_calamine(data: bytes, fmt: str, limits: Limits, head_rows: int) -> Sou
             sheet = book.get_sheet_by_index(index)
             height = sheet.total_height if sheet.total_height is not None else 0
             width = sheet.total_width if sheet.total_width is not None else 0
-            if (height + 1) * (width + 1) > MAX_SHEET_CELLS * 2:
+            built += height * width
+            if (height + 1) * (width + 1) > MAX_SHEET_CELLS * 2 or built > 2 * checked + 100_000:
                 raise UnreadableForm("sheet_too_large", ole_inspect.SHEET_TOO_LARGE_MESSAGE,
                                      f"sheet {meta.name!r} spans {height}x{width} cells")
             merged = list(sheet.merged_cell_ranges or ())

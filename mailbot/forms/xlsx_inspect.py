@@ -1,7 +1,9 @@
 """Checks on the sheet XML of an xlsx/xlsm (and the content.xml of an ods) before a reader loads it.
 
 * the cell bounding box of each sheet (readers allocate it densely: two far-apart cells would
-  exhaust memory), and
+  exhaust memory), summed over the sheets against the message's cell budget; the sheets are
+  every part the workbook's relationships name (:func:`sheet_parts`), wherever it sits in the
+  package, not only ``xl/worksheets/*.xml``; and
 * formulas without cached values (written by a library, never opened in Excel/WPS): reading
   them would silently yield empty cells.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import html
 import io
+import posixpath
 import re
 from xml.etree.ElementTree import ParseError
 
@@ -51,6 +54,30 @@ _CELL_REF_RE = re.compile(rb"\$?([A-Za-z]{1,3})\$?([0-9]{1,7})")
 
 def is_worksheet(name: str) -> bool:
     return name.startswith("xl/worksheets/") and name.endswith(".xml")
+
+
+WORKBOOK_RELS = "xl/_rels/workbook.xml.rels"
+
+
+def sheet_parts(rels: bytes) -> set[str]:
+    """Every package part ``xl/_rels/workbook.xml.rels`` points at, under each way a reader may
+    resolve its ``Target`` (relative to ``xl/``, from the package root, ``..`` folded): a reader
+    opens a sheet wherever its relationship says, so each one is area-checked."""
+    try:
+        root = DET.fromstring(rels, forbid_dtd=True)
+    except (ParseError, DefusedXmlException, ValueError) as exc:
+        raise UnreadableForm("corrupt", "附件文件已损坏，无法读取，请用 Excel 或 WPS 重新保存后发送",
+                             f"{WORKBOOK_RELS} does not parse: {exc}") from exc
+    parts: set[str] = set()
+    for rel in root.iter():
+        target = rel.get("Target")
+        if not target or rel.get("TargetMode", "").lower() == "external":
+            continue
+        target = target.replace("\\", "/")
+        for candidate in (target.lstrip("/"), "xl/" + target.lstrip("/"), "xl/" + target):
+            parts.add(posixpath.normpath(candidate).lstrip("/"))
+            parts.add(candidate)
+    return parts
 
 
 def _col_number(letters: bytes) -> int:
@@ -116,9 +143,9 @@ def _r_attr(raw_attrs: bytes) -> bytes | None:
     return value.strip()
 
 
-def check_sheet_area(name: str, xml: bytes, *, max_sheet_cells: int) -> None:
-    """Raise ``sheet_too_large`` when the cells' bounding box of an xlsx worksheet exceeds
-    ``max_sheet_cells``.  A cell without ``r`` sits right of the previous one, in the row given by
+def check_sheet_area(name: str, xml: bytes, *, max_sheet_cells: int) -> int:
+    """The cells' bounding box of an xlsx worksheet (its area); raise ``sheet_too_large`` when
+    it exceeds ``max_sheet_cells``.  A cell without ``r`` sits right of the previous one, in the row given by
     its ``<row r>`` (else the next row): readers place it there."""
     cell_tags = sum(xml.count(b"<c" + end) for end in (b" ", b">", b"/"))
     if cell_tags > max_sheet_cells:  # each is a cell of its own: no need to place them
@@ -143,17 +170,20 @@ def check_sheet_area(name: str, xml: bytes, *, max_sheet_cells: int) -> None:
         box.add(cell_row, cell_row, col, col)
         if cells > max_sheet_cells or box.area > max_sheet_cells:
             raise _too_large(name, max(box.area, cells), max_sheet_cells)
+    return box.area
 
 
-def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> None:
-    """Raise ``sheet_too_large`` when the cells with content in any table of an ods
-    ``content.xml`` span more than ``max_sheet_cells``, counting repeated rows and columns."""
+def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> int:
+    """The summed areas of the tables of an ods ``content.xml`` (cells with content, repeated
+    rows and columns counted); raise ``sheet_too_large`` when the sum passes ``max_sheet_cells``."""
     box = _Box()
+    done = 0  # areas of the tables before this one
     table = ""
     row = col = row_repeat = 0
     for m in _ODS_TAG_RE.finditer(xml):
         closing, tag, raw_attrs, empty = m.group(1), m.group(2), m.group(3), m.group(4)
         if tag == b"table" and not closing:
+            done += box.area
             box, table, row = _Box(), _attrs(raw_attrs).get(b"name", ""), 0
         elif tag == b"table-row":
             if closing:
@@ -168,9 +198,10 @@ def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> None:
             span = max(_int_attr(attrs, b"number-columns-repeated", 1), 1)
             if not empty or b"value-type" in attrs:
                 box.add(row, row + row_repeat - 1, col, col + span - 1)
-                if box.area > max_sheet_cells:
-                    raise _too_large(f"content.xml table {table!r}", box.area, max_sheet_cells)
+                if done + box.area > max_sheet_cells:
+                    raise _too_large(f"content.xml table {table!r}", done + box.area, max_sheet_cells)
             col += span
+    return done + box.area
 
 
 def count_formulas(name: str, xml: bytes) -> tuple[int, int]:

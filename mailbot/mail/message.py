@@ -120,11 +120,50 @@ def part_type(part: Message) -> str:
 
 
 _MBOX_FROM = re.compile(rb"\AFrom [^\r\n]*\r?\n")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_START = re.compile(rb"(?m)^[^ \t\r\n]")
+_DELIMITER = re.compile(rb"(?m)^--")
+_BOUNDARY_OR_CLOSE = re.compile(
+    rb"""(?i)boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))|(?m:^--([^\r\n]{1,200}?)--[ \t]*\r?$)""")
+FLOOD_DEFECTS = ("HeaderFlood", "PartFlood")
+"""Defects of a message past the header or MIME-part bounds: parsed for its first fields only."""
+
+
+def _prescan(raw: bytes, limits: Limits) -> tuple[str | None, int]:
+    """Bounds checked on the raw bytes before any parse (the parser's time and memory grow with
+    header fields and MIME parts): the flood defect, if any, and where the header section ends
+    (or where to cut it).  Linear, and cheap next to the parse it guards."""
+    end_match = _HEADER_END.search(raw, 0, limits.max_header_bytes + 4)
+    header_end = end_match.start() if end_match else len(raw)
+    if header_end > limits.max_header_bytes:
+        return "HeaderFlood", limits.max_header_bytes
+    fields = 0
+    for m in _FIELD_START.finditer(raw, 0, header_end):
+        fields += 1
+        if fields > limits.max_header_count:
+            return "HeaderFlood", m.start()
+    parts = 0
+    for _ in _DELIMITER.finditer(raw, header_end):
+        parts += 1
+        if parts > limits.max_mime_parts:
+            return "PartFlood", header_end
+    open_boundaries: list[bytes] = []
+    for m in _BOUNDARY_OR_CLOSE.finditer(raw):
+        declared = m.group(1) or m.group(2)
+        if declared is not None:
+            open_boundaries.append(declared)
+            if len(open_boundaries) > limits.max_mime_depth:
+                return "PartFlood", header_end
+        elif m.group(3) in open_boundaries:
+            del open_boundaries[open_boundaries.index(m.group(3)):]
+    return None, header_end
 
 
 def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
     """Parse raw message bytes; never raises.  Oversized messages (``limits.max_message_bytes``)
-    are parsed for headers only and carry the defect ``MessageTooLarge``."""
+    are parsed for headers only and carry the defect ``MessageTooLarge``; a message past the
+    header or MIME-part bounds (counted on the raw bytes first, :func:`_prescan`) is parsed for
+    its first header fields only and carries ``HeaderFlood`` or ``PartFlood``."""
     extra: list[str] = []
     if not isinstance(raw, (bytes, bytearray)):
         raw = bytes(str(raw), "utf-8", "surrogateescape")
@@ -132,8 +171,13 @@ def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
     size = len(raw)
     body = _MBOX_FROM.sub(b"", raw, count=1)  # mbox "From " line some exports keep
     msg: Message
+    flood, cut = _prescan(body, limits) if size <= limits.max_message_bytes else (None, 0)
     try:
-        if size > limits.max_message_bytes:
+        if flood is not None:  # read the first fields only; the body is not unpacked
+            extra.append(flood)
+            msg = BytesHeaderParser(policy=email_policy.compat32).parsebytes(body[:cut] + b"\r\n\r\n")
+            msg.set_payload("")
+        elif size > limits.max_message_bytes:
             extra.append("MessageTooLarge")
             msg = BytesHeaderParser(policy=email_policy.compat32).parsebytes(body[:1024 * 1024])
             msg.set_payload("")

@@ -37,7 +37,7 @@ from mailbot.forms.model import Finding
 from mailbot.forms.ole_inspect import ole_kind
 from mailbot.limits import DEFAULT_LIMITS, Limits
 from mailbot.mail.headers import attachment_filename, decode_words, display_name, fix_8bit, normalise_msgid
-from mailbot.mail.message import MAX_MULTIPART_DEPTH, ParsedMessage, iter_parts, parse_message, part_type
+from mailbot.mail.message import FLOOD_DEFECTS, MAX_MULTIPART_DEPTH, ParsedMessage, iter_parts, parse_message, part_type
 
 __all__ = [
     "Attachment", "MessageParts", "find_attachments", "html_to_text",
@@ -122,6 +122,7 @@ _F_MSG = "msg_unsupported"
 _F_MESSAGE_TOO_LARGE = "message_too_large"
 _F_UNREADABLE = "attachment_unreadable"
 _F_TIME_LIMIT = "time_limit"
+_F_TOO_COMPLEX = "message_too_complex"
 
 
 def _sniff(data: bytes, filename: str, limits: Limits) -> str:
@@ -696,6 +697,10 @@ def find_attachments(
                 f"邮件超过 {_mb(limits.max_message_bytes)} MB 上限，未处理。"
                 "请只附上附件3报名表（Excel 文件）重新发送。",
             )
+            return walker.result()
+        if any(d in parsed_or_msg.defects for d in FLOOD_DEFECTS):
+            walker.problem(_F_TOO_COMPLEX, "邮件头字段或邮件分段过多（结构异常），无法处理。"
+                                           "请新建一封邮件，只附上附件3报名表（Excel 文件）重新发送。")
             return walker.result()
         if "NestingTooDeep" in parsed_or_msg.defects:
             walker.problem(_F_NESTING, "邮件结构嵌套层数过多，无法处理。请直接发送附件3 Excel 文件。")

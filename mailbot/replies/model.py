@@ -20,6 +20,7 @@ ReplyKind = Literal[
     "unreadable",
     "not_annex3",
     "promotion",
+    "held",
 ]
 REPLY_KINDS: tuple[str, ...] = get_args(ReplyKind)
 
@@ -140,7 +141,7 @@ class SchoolNotice:
 
 AttentionCategory = Literal[
     "failed", "quarantined", "stuck_sending", "domain_mismatch", "conflict", "other",
-    "other_sender", "over_demand", "too_many",
+    "other_sender", "over_demand", "too_many", "reader_failed",
 ]
 
 

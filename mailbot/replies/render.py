@@ -72,6 +72,7 @@ OUTCOME_LABELS = {
     "unreadable": "无法读取",
     "not_annex3": "非附件3",
     "promotion": "候补递补",
+    "held": "已收到，待人工处理",
     "failed": "处理失败",
     "quarantined": "已隔离",
     "ignored": "已忽略（自动回复/退信等）",
@@ -87,6 +88,7 @@ ATTENTION_LABELS = {
     "other_sender": "非本校联系邮箱以本校名义报名",
     "over_demand": "超出上报的培训需求数",
     "too_many": "单封邮件报名人数过多",
+    "reader_failed": "附件读取失败（资源限制）",
 }
 
 

@@ -334,10 +334,26 @@ def _m003_audit_views(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m004_message_attempts(db: sqlite_utils.Database) -> None:
+    """Marks of messages being decided: committed before a decision, removed in the record's
+    transaction; one left behind means the process died deciding that message."""
+    db.execute(  # one statement: executescript would commit the migration's transaction first
+        """CREATE TABLE attempts (
+            source TEXT NOT NULL,
+            uidvalidity INTEGER NOT NULL,
+            source_key TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            first_at TEXT NOT NULL,
+            last_at TEXT NOT NULL,
+            PRIMARY KEY (source, uidvalidity, source_key)
+        )""")
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_initial", _m001_initial),
     ("002_school_contacts_and_staff_items", _m002_school_contacts_and_staff_items),
     ("003_audit_views", _m003_audit_views),
+    ("004_message_attempts", _m004_message_attempts),
 )
 
 
@@ -583,6 +599,28 @@ class State:
                  uidvalidity = excluded.uidvalidity, updated_at = excluded.updated_at""",
             [source, uidvalidity, uid, utc_now()],
         )
+
+    # -- decision marks -------------------------------------------------------------------
+    def begin_attempt(self, source: str, uidvalidity: int, key: str) -> int:
+        """Mark a message as being decided, committed before its decision starts; returns how
+        many starts it has had, this one included (a count above 1: the process died on it)."""
+        now = utc_now()
+        with self.transaction():
+            self.db.execute(
+                """INSERT INTO attempts (source, uidvalidity, source_key, attempts, first_at, last_at)
+                   VALUES (?, ?, ?, 1, ?, ?)
+                   ON CONFLICT(source, uidvalidity, source_key)
+                   DO UPDATE SET attempts = attempts + 1, last_at = excluded.last_at""",
+                [source, uidvalidity, key, now, now])
+            row = self.db.execute(
+                "SELECT attempts FROM attempts WHERE source = ? AND uidvalidity = ? AND source_key = ?",
+                [source, uidvalidity, key]).fetchone()
+        return int(row[0])
+
+    def end_attempt(self, source: str, uidvalidity: int, key: str) -> None:
+        """Remove a message's mark (inside the transaction that records its decision)."""
+        self.db.execute("DELETE FROM attempts WHERE source = ? AND uidvalidity = ? AND source_key = ?",
+                        [source, uidvalidity, key])
 
     # -- lookups --------------------------------------------------------------------------
     def message_at(self, source: str, uidvalidity: int, uid: int, key: str = "") -> dict[str, Any] | None:

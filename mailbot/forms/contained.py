@@ -1,0 +1,387 @@
+"""Untrusted bytes are read in worker processes under hard limits, never in the daemon.
+
+A native reader can take the whole process down where no ``except`` reaches: python-calamine
+asked for a 512 GiB sheet aborts in Rust (SIGABRT), and the kernel's OOM killer ends a process
+that builds too much.  So every read of attachment bytes by a native or heavy reader (calamine,
+xlrd, python-docx, openpyxl loading the sender's workbook, TNEF and zip listing in the MIME walk)
+runs here, in a small warm pool of worker processes, each under:
+
+* ``RLIMIT_AS`` (``Limits.reader_memory_bytes``): an allocation past it fails inside the worker;
+* ``RLIMIT_CPU`` (``Limits.reader_cpu_seconds`` per call: the soft limit is moved to the
+  worker's used CPU plus the budget before each call, SIGXCPU ends it);
+* a wall time, kept by the parent (the call's timeout: the worker is SIGKILLed past it);
+* a result size (``Limits.reader_max_result_bytes``): the worker pickles its own result and
+  refuses a bigger one; the parent reads at most that many bytes.
+
+A worker that dies (abort, kill, a limit) turns that call into :class:`WorkerFailed`; the caller
+makes the attachment "unreadable: too large or damaged" and goes on, and the worker is replaced
+on the next call.  The limits are set with ``resource.prlimit(0, ...)``, i.e. the ``prlimit64``
+system call, which the systemd unit's ``SystemCallFilter=~@resources`` allows (``setrlimit``
+would be killed with SIGSYS there).
+
+Why hand-written rather than ``concurrent.futures.ProcessPoolExecutor``: the executor marks the
+whole pool broken when one worker dies (every pending call fails with ``BrokenProcessPool``),
+cannot stop a call that passed its wall time (``Future.cancel`` does nothing once it runs), and
+unpickles any result whatever its size; and ``multiprocessing``'s forkserver and spawn start
+methods re-import the parent's ``__main__`` in every worker.  Here a worker is a plain
+``python -m mailbot.forms.contained`` subprocess (a clean interpreter that imports the readers
+once, then stays warm); one call is one length-prefixed pickled frame of the function and its
+arguments on its stdin and one bounded frame back on its stdout, read with ``select`` against
+the deadline.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import queue
+import resource
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mailbot.errors import MailbotError, NotAnnex3, UnreadableForm
+from mailbot.forms.model import Finding, FormVerdict, Outcome
+from mailbot.limits import Limits
+from mailbot.rules import CampaignRules
+
+_PRELOAD = ["mailbot.forms.checks", "mailbot.forms.reader", "mailbot.mail.walk",
+            "mailbot.replies.correction_workbook"]
+CALLS_PER_WORKER = 500
+"""A worker is replaced after this many calls (fragmentation and caches never pile up)."""
+
+
+class WorkerFailed(MailbotError):
+    """A contained call did not return a result: the worker died, passed a limit or its time."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason  # died | time_limit | result_too_large
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """What one worker may use."""
+
+    memory_bytes: int
+    cpu_seconds: int
+    max_result_bytes: int
+    workers: int = 1
+
+
+# --------------------------------------------------------------------------- the worker side
+
+_HEADER = struct.Struct("<Q")
+
+
+def _set_limit(which: int, soft: int, hard: int) -> None:
+    resource.prlimit(0, which, (soft, hard))  # the prlimit64 syscall: allowed under the unit
+
+
+def _cpu_used() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _read_exact(stream: Any, n: int) -> bytes:
+    data = stream.read(n)
+    if data is None or len(data) != n:
+        raise EOFError
+    return data
+
+
+def _serve(limits: WorkerLimits) -> None:
+    """The worker's loop: read a framed pickled call from stdin, answer on the original stdout
+    (fd 1 is pointed at stderr first, so a library printing cannot break the framing)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a worker stops
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    inp = sys.stdin.buffer
+    _set_limit(resource.RLIMIT_CORE, 0, 0)
+    _set_limit(resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)
+    for name in _PRELOAD:
+        __import__(name)
+    while True:
+        try:
+            (size,) = _HEADER.unpack(_read_exact(inp, _HEADER.size))
+            request = _read_exact(inp, size)
+        except (EOFError, OSError):
+            return
+        _set_limit(resource.RLIMIT_CPU, int(_cpu_used()) + limits.cpu_seconds, resource.RLIM_INFINITY)
+        try:
+            fn, args, kwargs = pickle.loads(request)
+            del request  # the arguments may be a 40 MB message: keep one copy, not two
+            reply = pickle.dumps(("ok", fn(*args, **kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+            if len(reply) > limits.max_result_bytes:
+                reply = pickle.dumps(("too_large", f"result of {len(reply)} bytes"))
+        except MemoryError:
+            reply = pickle.dumps(("died", "out of memory (MemoryError)"))
+        except BaseException as exc:  # noqa: BLE001 - the parent re-raises it as it came
+            try:
+                reply = pickle.dumps(("raised", exc))
+            except Exception:  # noqa: BLE001 - an unpicklable exception
+                reply = pickle.dumps(("raised", RuntimeError(f"{type(exc).__name__}: {exc}")))
+        try:
+            out.write(_HEADER.pack(len(reply)) + reply)
+            out.flush()
+        except (OSError, ValueError):
+            return
+
+
+# --------------------------------------------------------------------------- the parent side
+
+class _Worker:
+    """One ``python -m mailbot.forms.contained`` process and its two pipes."""
+
+    def __init__(self, limits: WorkerLimits) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", "-m", "mailbot.forms.contained", str(limits.memory_bytes),
+             str(limits.cpu_seconds), str(limits.max_result_bytes)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=env, close_fds=True, start_new_session=True)
+        self.calls = 0
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        """Close its stdin (an idle worker exits at once); kill it if it does not."""
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(0.5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def exit_text(self) -> str:
+        try:
+            code = self.process.wait(2)
+        except subprocess.TimeoutExpired:
+            return "worker stopped answering"
+        if code < 0:
+            try:
+                return f"worker killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"worker killed by signal {-code}"
+        return f"worker exited with status {code}"
+
+    def exchange(self, request: bytes, timeout: float, max_reply: int) -> bytes:
+        """Send one frame, read one frame back within ``timeout`` seconds (EOFError: died,
+        TimeoutError: too slow, ValueError: reply too large)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            self.process.stdin.write(_HEADER.pack(len(request)) + request)
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise EOFError from exc
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        head = self._read(fd, _HEADER.size, deadline)
+        (size,) = _HEADER.unpack(head)
+        if size > max_reply:
+            raise ValueError(f"reply of {size} bytes")
+        return self._read(fd, size, deadline)
+
+    @staticmethod
+    def _read(fd: int, n: int, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        while n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, min(n, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+
+class ReaderPool:
+    """A few warm worker processes; :meth:`call` runs one function in one of them."""
+
+    def __init__(self, limits: WorkerLimits) -> None:
+        self.limits = limits
+        self._idle: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
+        for _ in range(limits.workers):
+            self._idle.put(None)  # a slot; the worker starts on first use
+        self._closed = False
+        self.replaced = 0  # workers lost to a death or a limit (for tests and logs)
+
+    def warm(self) -> None:
+        """Start the workers now (the daemon does at start, so the first mail waits for none)."""
+        slots = []
+        while True:
+            try:
+                slots.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        for worker in slots:
+            self._idle.put(worker if worker is not None and worker.alive() else _Worker(self.limits))
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` in a worker.  Returns its result or re-raises its exception;
+        raises :class:`WorkerFailed` when the worker died, passed a limit or ``timeout``."""
+        if self._closed:
+            raise WorkerFailed("died", "reader pool is closed")
+        request = pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        worker = self._idle.get()
+        keep = False
+        try:
+            if worker is None or not worker.alive():
+                worker = _Worker(self.limits)
+            worker.calls += 1
+            status, value = self._round_trip(worker, request, timeout)
+            keep = worker.calls < CALLS_PER_WORKER and status not in ("died", "too_large")
+        finally:
+            if not keep and worker is not None:
+                worker.stop()
+            self._idle.put(worker if keep else None)
+        if status == "ok":
+            return value
+        if status == "raised":
+            raise value
+        raise WorkerFailed("result_too_large" if status == "too_large" else "died", str(value))
+
+    def _round_trip(self, worker: _Worker, request: bytes, timeout: float) -> tuple[str, Any]:
+        try:
+            reply = worker.exchange(request, max(timeout, 0.001), self.limits.max_result_bytes + 4096)
+        except TimeoutError as exc:
+            worker.process.kill()
+            self.replaced += 1
+            raise WorkerFailed("time_limit", f"no result within {timeout:.1f} s") from exc
+        except ValueError as exc:
+            self.replaced += 1
+            raise WorkerFailed("result_too_large", str(exc)) from exc
+        except EOFError as exc:
+            self.replaced += 1
+            raise WorkerFailed("died", worker.exit_text()) from exc
+        status, value = pickle.loads(reply)
+        if status in ("died", "too_large"):
+            self.replaced += 1
+        return status, value
+
+    def close(self) -> None:
+        """Stop every idle worker (a call in progress finishes first)."""
+        self._closed = True
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            if worker is not None:
+                worker.stop()
+
+
+_pools: dict[WorkerLimits, ReaderPool] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_for(limits: WorkerLimits) -> ReaderPool:
+    """The process's pool for these limits (one per distinct configuration)."""
+    with _pools_lock:
+        pool = _pools.get(limits)
+        if pool is None or pool._closed:
+            pool = _pools[limits] = ReaderPool(limits)
+        return pool
+
+
+@atexit.register
+def close_all() -> None:
+    """Stop every worker of every pool (at exit; tests call it too)."""
+    with _pools_lock:
+        for pool in _pools.values():
+            pool.close()
+        _pools.clear()
+
+
+def deadline_left(deadline: float) -> float:
+    """Seconds until ``deadline`` (a ``time.monotonic()`` value), never negative."""
+    return max(0.0, deadline - time.monotonic())
+
+
+# --------------------------------------------------------------------------- judging a form
+
+UNREADABLE_MESSAGE = "附件过大或已损坏，无法读取（处理时超出资源限制），请检查后用 Excel 或 WPS 重新保存为 .xlsx 再发送"
+"""What the sender reads when the worker reading their file died or passed a limit."""
+
+
+def worker_limits(limits: Limits) -> WorkerLimits:
+    return WorkerLimits(limits.reader_memory_bytes, limits.reader_cpu_seconds,
+                        limits.reader_max_result_bytes, limits.reader_workers)
+
+
+def pool_of(limits: Limits) -> ReaderPool:
+    """The warm pool serving these limits."""
+    return pool_for(worker_limits(limits))
+
+
+_rules_cache: tuple[bytes, CampaignRules] | None = None
+_blobs: dict[int, tuple[CampaignRules, bytes]] = {}
+
+
+def _rules_blob(rules: CampaignRules) -> bytes:
+    """The pickled rules, made once per rules object (a worker unpickles them once too)."""
+    cached = _blobs.get(id(rules))
+    if cached is None or cached[0] is not rules:
+        cached = _blobs[id(rules)] = (rules, pickle.dumps(rules, protocol=pickle.HIGHEST_PROTOCOL))
+    return cached[1]
+
+
+def _judge_here(data: bytes, filename: str, rules_blob: bytes, limits: Limits,
+                cells_left: int) -> tuple[FormVerdict, int]:
+    """In the worker: read and check one file; the verdict and the cells it used."""
+    global _rules_cache
+    from mailbot.forms.checks import check_form
+    from mailbot.forms.reader import read_annex3
+    from mailbot.forms.sheet_sources import CellBudget
+
+    if _rules_cache is None or _rules_cache[0] != rules_blob:
+        _rules_cache = (rules_blob, pickle.loads(rules_blob))
+    budget = CellBudget(cells_left)
+    try:
+        reading = read_annex3(data, filename, limits=limits, budget=budget)
+    except NotAnnex3 as exc:
+        return FormVerdict(filename, Outcome.NOT_ANNEX3, form_findings=(Finding(exc.code, exc.message),)), budget.spent
+    except UnreadableForm as exc:
+        return FormVerdict(filename, Outcome.UNREADABLE, form_findings=(Finding(exc.code, exc.message),)), budget.spent
+    return check_form(reading, _rules_cache[1]), budget.spent
+
+
+def failed_verdict(filename: str, failure: WorkerFailed) -> FormVerdict:
+    """The verdict of a file whose reader died or passed a limit."""
+    return FormVerdict(filename, Outcome.UNREADABLE,
+                       form_findings=(Finding("reader_failed", UNREADABLE_MESSAGE),))
+
+
+def judge(data: bytes, filename: str, rules: CampaignRules, limits: Limits, *,
+          cells_left: int | None = None, timeout: float | None = None) -> tuple[FormVerdict, int]:
+    """Read and check one attachment in a contained worker: one round trip.  Returns the verdict
+    and the sheet cells it used (of ``cells_left``, default ``limits.max_cells_per_message``).
+    A worker that dies or passes a limit gives an ``unreadable`` verdict (``reader_failed``)."""
+    cells = limits.max_cells_per_message if cells_left is None else cells_left
+    wall = limits.max_seconds_per_message if timeout is None else timeout
+    try:
+        return pool_of(limits).call(_judge_here, data, filename, _rules_blob(rules), limits, cells,
+                                    timeout=wall)
+    except WorkerFailed as failure:
+        return failed_verdict(filename, failure), 0
+
+
+if __name__ == "__main__":
+    _serve(WorkerLimits(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))

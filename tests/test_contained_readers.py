@@ -1,0 +1,214 @@
+"""Readers run contained, and the bounds on what they may allocate add up.
+
+Every hostile file here is built in the test and read ONLY through the contained path
+(``mailbot.forms.contained``): with a protection removed, a native reader asked for hundreds
+of GB aborts its worker process, never the test process.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import resource
+import signal
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from forms_factory import make_annex3_xlsx, nominee
+from mailbot.errors import UnreadableForm
+from mailbot.forms import contained, xlsx_inspect
+from mailbot.forms.model import Finding, Outcome
+from mailbot.forms.ole_inspect import SHEET_TOO_LARGE_MESSAGE, scan_biff
+from mailbot.limits import Limits
+from mailbot.rules import load_rules
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = load_rules(ROOT / "rules" / "zhejiang-2020-1x.toml")
+LIMITS = Limits()
+TOO_LARGE = Finding("sheet_too_large", SHEET_TOO_LARGE_MESSAGE)
+READER_FAILED = Finding("reader_failed", contained.UNREADABLE_MESSAGE)
+
+
+def rewrite_zip(data: bytes, change: dict[str, bytes | None], add: dict[str, bytes] | None = None) -> bytes:
+    """The zip ``data`` with members replaced (``None``: removed) and added."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            body = change.get(info.filename, src.read(info))
+            if body is not None:
+                dst.writestr(info.filename, body)
+        for name, body in (add or {}).items():
+            dst.writestr(name, body)
+    return out.getvalue()
+
+
+def far_corner(sheet_xml: bytes) -> bytes:
+    """The sheet with one more cell in the grid's last corner, XFD1048576."""
+    return sheet_xml.replace(
+        b"</sheetData>",
+        b'<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row></sheetData>')
+
+
+def worksheet_outside_worksheets_folder() -> bytes:
+    """A valid Annex 3 xlsx whose worksheet part sits at ``xl/data/s.xml`` (the workbook's
+    relationship says so) and spans A1..XFD1048576."""
+    good = make_annex3_xlsx([nominee(1)])
+    with zipfile.ZipFile(io.BytesIO(good)) as zf:
+        sheet = zf.read("xl/worksheets/sheet1.xml")
+        rels = zf.read("xl/_rels/workbook.xml.rels")
+    assert b'Target="worksheets/sheet1.xml"' in rels or b'Target="/xl/worksheets/sheet1.xml"' in rels
+    rels = rels.replace(b"/xl/worksheets/sheet1.xml", b"data/s.xml").replace(b"worksheets/sheet1.xml", b"data/s.xml")
+    return rewrite_zip(good, {"xl/worksheets/sheet1.xml": None, "xl/_rels/workbook.xml.rels": rels},
+                       {"xl/data/s.xml": far_corner(sheet)})
+
+
+def xls_claiming_the_whole_grid() -> bytes:
+    """The official form saved as .xls, its DIMENSIONS record claiming 1048576 x 16384."""
+    data = bytearray((ROOT / "tests" / "golden" / "official.lo.xls").read_bytes())
+    at = data.index(b"\x00\x02\x0e\x00")  # DIMENSIONS, BIFF8 length 14
+    struct.pack_into("<IIHH", data, at + 4, 0, 1_048_576, 0, 16_384)
+    return bytes(data)
+
+
+def sheets_each_at_the_bound(count: int, area: int) -> bytes:
+    """An xlsx of ``count`` sheets, each spanning ``area`` cells (A1 and one far cell)."""
+    rows = area // 10
+    sheet = (b'<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/'
+             b'spreadsheetml/2006/main"><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>a</t></is></c>'
+             b'</row><row r="%d"><c r="J%d" t="inlineStr"><is><t>b</t></is></c></row></sheetData></worksheet>'
+             % (rows, rows))
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    for i in range(1, count):
+        wb.create_sheet(f"S{i + 1}")
+    buf = io.BytesIO()
+    wb.save(buf)
+    return rewrite_zip(buf.getvalue(), {f"xl/worksheets/sheet{i}.xml": sheet for i in range(1, count + 1)})
+
+
+def test_a_worksheet_part_outside_the_worksheets_folder_is_area_checked_before_any_reader() -> None:
+    verdict, _ = contained.judge(worksheet_outside_worksheets_folder(), "报名表.xlsx", RULES, LIMITS)
+    assert (verdict.outcome, verdict.form_findings) == (Outcome.UNREADABLE, (TOO_LARGE,))
+
+
+def test_the_sheet_parts_are_every_target_of_the_workbook_relationships() -> None:
+    rels = (b'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            b'<Relationship Id="rId1" Type="x/worksheet" Target="data/s.xml"/>'
+            b'<Relationship Id="rId2" Type="x/styles" Target="/xl/styles.xml"/>'
+            b'<Relationship Id="rId3" Type="x/hyperlink" Target="http://a.b/" TargetMode="External"/>'
+            b'</Relationships>')
+    assert xlsx_inspect.sheet_parts(rels) == {  # each way a reader may resolve a Target
+        "data/s.xml", "xl/data/s.xml", "xl/styles.xml", "xl//xl/styles.xml", "xl/xl/styles.xml"}
+
+
+def test_an_xls_whose_dimensions_claim_the_whole_grid_is_refused_before_any_reader() -> None:
+    verdict, _ = contained.judge(xls_claiming_the_whole_grid(), "报名表.xls", RULES, LIMITS)
+    assert (verdict.outcome, verdict.form_findings) == (Outcome.UNREADABLE, (TOO_LARGE,))
+
+
+def test_xls_row_records_count_towards_the_area() -> None:
+    # BOF, a ROW record for row 0 spanning columns 0..16383, EOF
+    stream = (struct.pack("<HH", 0x0809, 16) + bytes(16) + struct.pack("<HHHHH", 0x0208, 16, 0, 0, 16_384)
+              + bytes(10) + struct.pack("<HHHH", 0x0208, 6, 70_000 % 65_536, 0) + struct.pack("<H", 16_384)
+              + struct.pack("<HH", 0x000A, 0))
+    with pytest.raises(UnreadableForm) as refused:
+        scan_biff(stream, max_sheet_cells=100_000)
+    assert refused.value.code == "sheet_too_large"
+
+
+def test_sheets_each_under_the_per_sheet_bound_count_against_one_workbook_budget() -> None:
+    one_sheet = sheets_each_at_the_bound(1, 1_500_000)
+    four_sheets = sheets_each_at_the_bound(4, 1_500_000)
+    alone, spent = contained.judge(one_sheet, "a.xlsx", RULES, LIMITS)
+    together, _ = contained.judge(four_sheets, "b.xlsx", RULES, LIMITS)
+    assert (alone.outcome, spent) == (Outcome.NOT_ANNEX3, 1_500_000)
+    assert (together.outcome, together.form_findings) == (Outcome.UNREADABLE, (TOO_LARGE,))
+
+
+def test_the_attachments_of_one_mail_share_the_budget() -> None:
+    form = make_annex3_xlsx([nominee(1), nominee(2)])
+    first, spent = contained.judge(form, "a.xlsx", RULES, LIMITS)
+    second, _ = contained.judge(form, "b.xlsx", RULES, LIMITS, cells_left=spent - 1)
+    assert first.outcome == Outcome.OK
+    assert (second.outcome, second.form_findings) == (Outcome.UNREADABLE, (TOO_LARGE,))
+
+
+def test_ods_tables_are_summed_against_the_budget() -> None:
+    table = (b'<table:table table:name="T%d"><table:table-row table:number-rows-repeated="1000">'
+             b'<table:table-cell table:number-columns-repeated="1000" office:value-type="string"/>'
+             b'</table:table-row></table:table>')
+    content = b"<office:spreadsheet>" + table % 1 + table % 2 + b"</office:spreadsheet>"
+    assert xlsx_inspect.check_ods_area(content, max_sheet_cells=2_000_000) == 2_000_000
+    with pytest.raises(UnreadableForm) as refused:
+        xlsx_inspect.check_ods_area(content, max_sheet_cells=1_999_999)
+    assert refused.value.code == "sheet_too_large"
+
+
+# --------------------------------------------------------------------------- the workers
+
+@pytest.fixture()
+def pool() -> contained.ReaderPool:
+    limits = contained.WorkerLimits(memory_bytes=256 * 1024 * 1024, cpu_seconds=5, max_result_bytes=1024 * 1024)
+    pool = contained.ReaderPool(limits)
+    yield pool
+    pool.close()
+
+
+def test_a_worker_runs_under_the_limits_set_with_prlimit(pool: contained.ReaderPool) -> None:
+    assert pool.call(resource.getrlimit, resource.RLIMIT_AS, timeout=30) == (256 * 1024 * 1024,) * 2
+    assert pool.call(resource.getrlimit, resource.RLIMIT_CORE, timeout=30) == (0, 0)
+    assert pool.call(os.getpid, timeout=30) != os.getpid()
+
+
+@pytest.mark.parametrize(("call", "args", "failure"), [
+    (os.abort, (), "died: worker killed by SIGABRT"),
+    (signal.raise_signal, (signal.SIGKILL,), "died: worker killed by SIGKILL"),
+    (bytearray, (1024 * 1024 * 1024,), "died: out of memory (MemoryError)"),
+    (bytes, (2 * 1024 * 1024,), "result_too_large: result of 2097186 bytes"),
+])
+def test_a_worker_that_dies_or_passes_a_limit_fails_that_call_and_is_replaced(
+        pool: contained.ReaderPool, call, args, failure) -> None:
+    with pytest.raises(contained.WorkerFailed) as failed:
+        pool.call(call, *args, timeout=30)
+    assert str(failed.value) == failure
+    assert (pool.call(sum, [1, 2, 3], timeout=30), pool.replaced) == (6, 1)
+
+
+def test_a_worker_past_its_wall_time_is_killed_and_replaced(pool: contained.ReaderPool) -> None:
+    import time
+
+    pool.call(sum, [], timeout=30)  # started and warm
+    with pytest.raises(contained.WorkerFailed) as failed:
+        pool.call(time.sleep, 30, timeout=0.5)
+    assert str(failed.value) == "time_limit: no result within 0.5 s"
+    assert (pool.call(sum, [1], timeout=30), pool.replaced) == (1, 1)
+
+
+def test_a_form_whose_reader_dies_is_unreadable_with_a_chinese_reason() -> None:
+    verdict, spent = contained.judge(make_annex3_xlsx([nominee(1)]), "报名表.xlsx", RULES, LIMITS, timeout=0.000001)
+    assert (verdict.outcome, verdict.form_findings, spent) == (Outcome.UNREADABLE, (READER_FAILED,), 0)
+
+
+def test_a_contained_read_gives_the_same_verdict_as_a_direct_one() -> None:
+    from mailbot.forms.checks import judge_file
+
+    form = make_annex3_xlsx([nominee(1), nominee(2, phone="1381234")])
+    verdict, _ = contained.judge(form, "报名表.xlsx", RULES, LIMITS)
+    assert verdict == judge_file(form, "报名表.xlsx", RULES, LIMITS)
+
+
+def test_a_message_near_the_size_limit_is_walked_within_a_workers_default_memory() -> None:
+    from mail_factory import make_mail
+    from mailbot.mail.walk import find_attachments
+
+    scan = b"%PDF-1.4\n" + os.urandom(14 * 1024 * 1024)
+    raw = make_mail(attachments=[("扫描件1.pdf", scan), ("扫描件2.pdf", scan[:-1] + b"x"),
+                                 ("报名表.xlsx", make_annex3_xlsx([nominee(1)]))])
+    assert 36 * 1024 * 1024 < len(raw) < LIMITS.max_message_bytes
+    parts = contained.pool_of(LIMITS).call(find_attachments, raw, LIMITS, timeout=120)
+    assert ([a.filename for a in parts.scans], [a.filename for a in parts.forms], parts.problems) == (
+        ["扫描件1.pdf", "扫描件2.pdf"], ["报名表.xlsx"], ())
