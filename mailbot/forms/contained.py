@@ -19,6 +19,10 @@ on the next call.  The limits are set with ``resource.prlimit(0, ...)``, i.e. th
 system call, which the systemd unit's ``SystemCallFilter=~@resources`` allows (``setrlimit``
 would be killed with SIGSYS there).
 
+What this is not: a sandbox against code execution.  A worker runs as the daemon's user with
+its rights (the systemd unit confines both); the boundary is against crashes and resource
+exhaustion, which is what the readers' failures are.
+
 Why hand-written rather than ``concurrent.futures.ProcessPoolExecutor``: the executor marks the
 whole pool broken when one worker dies (every pending call fails with ``BrokenProcessPool``),
 cannot stop a call that passed its wall time (``Future.cancel`` does nothing once it runs), and
