@@ -304,9 +304,7 @@ class Intake:
         limits = self.settings.limits
         left = max(1e-9, limits.max_seconds_per_message - (time.monotonic() - started))
         try:  # the walk stops itself at the deadline; the worker is stopped if it does not
-            return contained.pool_of(limits).call(
-                find_attachments, raw, limits.model_copy(update={"max_seconds_per_message": left}),
-                timeout=left + 2.0)
+            return contained.pool_of(limits).call(find_attachments, raw, limits, seconds=left, timeout=left + 2.0)
         except contained.WorkerFailed as failure:
             self.log.error("walk_contained_failed", reason=str(failure))
             return MessageParts(problems=(Finding("reader_failed", contained.UNREADABLE_MESSAGE),),

@@ -188,13 +188,13 @@ class _Worker:
         """Send one frame, read one frame back within ``timeout`` seconds (EOFError: died,
         TimeoutError: too slow, ValueError: reply too large)."""
         assert self.process.stdin is not None and self.process.stdout is not None
+        deadline = time.monotonic() + timeout  # the whole exchange, the request's write included
         try:
             self.process.stdin.write(_HEADER.pack(len(request)) + request)
             self.process.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise EOFError from exc
         fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + timeout
         head = self._read(fd, _HEADER.size, deadline)
         (size,) = _HEADER.unpack(head)
         if size > max_reply:

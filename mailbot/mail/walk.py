@@ -198,7 +198,7 @@ class _Deadline(Exception):
 class _Walker:
     """State of one walk: counters, findings, and the deadline."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, seconds: float | None = None) -> None:
         self.limits = limits
         self.forms: list[Attachment] = []
         self.scans: list[Attachment] = []
@@ -210,7 +210,7 @@ class _Walker:
         self.files = 0
         self.too_many = False
         self.has_plain = False
-        self.deadline = time.monotonic() + limits.max_seconds_per_message
+        self.deadline = time.monotonic() + (limits.max_seconds_per_message if seconds is None else seconds)
 
     # -- bookkeeping
     def problem(self, code: str, message: str) -> None:
@@ -683,12 +683,15 @@ def html_to_text(markup: str) -> str:
 
 
 def find_attachments(
-    parsed_or_msg: ParsedMessage | Message | bytes, limits: Limits = DEFAULT_LIMITS
+    parsed_or_msg: ParsedMessage | Message | bytes, limits: Limits = DEFAULT_LIMITS, *,
+    seconds: float | None = None,
 ) -> MessageParts:
-    """Walk the MIME tree and collect forms, scans and problems; never raises."""
+    """Walk the MIME tree and collect forms, scans and problems; never raises.  The walk stops
+    after ``seconds`` (default ``limits.max_seconds_per_message``: what is left of the message's
+    budget when the caller already spent some)."""
     if isinstance(parsed_or_msg, (bytes, bytearray)):
         parsed_or_msg = parse_message(bytes(parsed_or_msg), limits)
-    walker = _Walker(limits)
+    walker = _Walker(limits, seconds)
     if isinstance(parsed_or_msg, ParsedMessage):
         msg = parsed_or_msg.message
         if "MessageTooLarge" in parsed_or_msg.defects:
