@@ -139,15 +139,22 @@ def run(config_path: Path | None) -> None:
 
 
 @main.command()
-@click.argument("eml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("eml", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run/--no-dry-run", default=True, show_default=True,
               help="Dry run: show the decision and reply, record nothing.")
 @click.option("--arrived", default=None, help="Arrival time (ISO 8601; default: now).")
+@click.option("--all", "replay_every", is_flag=True,
+              help="全部重新判定：按 --rules 给出的新规则重新判定所有已存邮件，只显示会有什么变化，不改动任何数据、不发邮件。")
+@click.option("--rules", "rules_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="与 --all 一起使用：新的规则文件（如调整了名额或截止时间）。")
 @CONFIG_OPTION
-def replay(eml: Path, dry_run: bool, arrived: str | None, config_path: Path | None) -> None:
-    """Run the whole pipeline on one stored message.
+def replay(eml: Path | None, dry_run: bool, arrived: str | None, replay_every: bool, rules_path: Path | None,
+           config_path: Path | None) -> None:
+    """Run the whole pipeline on one stored message, or (``--all --rules NEW.toml``) show what
+    every stored message would come to under other rules.
 
-    Example: ``mailbot replay --arrived 2020-11-05T10:00+08:00 problem.eml``
+    Example: ``mailbot replay --arrived 2020-11-05T10:00+08:00 problem.eml``;
+    ``mailbot replay --all --rules 新规则.toml``
     """
     import hashlib
     from datetime import datetime, timezone
@@ -155,6 +162,12 @@ def replay(eml: Path, dry_run: bool, arrived: str | None, config_path: Path | No
     from mailbot.mail.source import FetchedMessage
 
     settings = _settings(config_path)
+    if replay_every:
+        _what_if(settings, rules_path)
+        return
+    if eml is None:
+        click.echo("mailbot: give a stored message (FILE.eml), or --all --rules NEW.toml", err=True)
+        sys.exit(2)
     parts, log = _assemble(settings, actor="replay", lock=not dry_run)
     raw = eml.read_bytes()
     when = datetime.fromisoformat(arrived) if arrived else datetime.now(timezone.utc)
@@ -180,6 +193,31 @@ def replay(eml: Path, dry_run: bool, arrived: str | None, config_path: Path | No
             parts.intake.send()
     finally:
         parts.close()
+
+
+def _what_if(settings: "Settings", rules_path: Path | None) -> None:
+    """``replay --all``: every stored message decided again under other rules, in a scratch copy."""
+    from mailbot.errors import ConfigError, StateError
+    from mailbot.logs import configure_logging, get_logger
+    from mailbot.rules import load_rules
+    from mailbot.what_if import replay_all
+
+    if rules_path is None or not rules_path.is_file():
+        click.echo("未执行：请用 --rules 指定新的规则文件" if rules_path is None else f"未执行：找不到规则文件 {rules_path}",
+                   err=True)
+        sys.exit(2)
+    try:
+        current, other = load_rules(settings.rules), load_rules(rules_path)
+    except ConfigError as exc:
+        click.echo(f"未执行：规则文件有误\n{exc}", err=True)
+        sys.exit(2)
+    configure_logging(settings.log_format)
+    try:
+        report = replay_all(settings, current, other, get_logger())
+    except StateError as exc:
+        click.echo(f"未执行：无法读取数据库（{exc}）", err=True)
+        sys.exit(2)
+    click.echo("\n".join(report.lines(rules_path.name)))
 
 
 def _reply_text(raw: bytes) -> str:
@@ -531,6 +569,280 @@ def rosters_send(program: str | None, dry_run: bool, staff: str | None, again: b
     click.echo(f"共{len(plan)}个承办单位，已发送{sent}封" + (
         f"，{len(ids) - sent}封未能发出（将在 mailbot 下次运行时重试，或见日报“需要人工处理”）。" if sent < len(ids) else "。"))
     sys.exit(0 if sent == len(ids) else 1)
+
+
+# --- staff decisions and history (Chinese: for the office's staff) --------------------------
+
+def _need(value: str | None, option: str, what: str) -> str:
+    """A required option, refused in Chinese when missing or blank."""
+    if value is None or not str(value).strip():
+        click.echo(f"未执行：请用 {option} 填写{what}", err=True)
+        sys.exit(2)
+    return str(value).strip()
+
+
+def _decide(config_path: Path | None, staff: str | None, reason: str | None, act: Any) -> None:
+    """Take the instance lock, apply one decision (one transaction), send what it queued."""
+    from mailbot.assembly import assemble
+    from mailbot.decisions import StaffDecisions
+    from mailbot.errors import DecisionRefused, MailbotError
+    from mailbot.logs import configure_logging, get_logger
+    from mailbot.state.lock import InstanceLocked, hold_instance_lock
+
+    staff, reason = _need(staff, "--staff", "您的姓名"), _need(reason, "--reason", "理由")
+    settings = _settings(config_path)
+    try:
+        click.get_current_context().with_resource(hold_instance_lock(settings.state_dir))
+    except InstanceLocked as exc:
+        click.echo(f"未执行：mailbot 正在运行（{exc}）。请先停止服务（systemctl stop mailbot），"
+                   "作出决定后再启动。", err=True)
+        sys.exit(1)
+    configure_logging(settings.log_format)
+    try:
+        parts = assemble(settings, get_logger(), actor=f"staff:{staff}")
+    except MailbotError as exc:
+        click.echo(f"未执行：{exc}", err=True)
+        sys.exit(2)
+    try:
+        try:
+            result = act(StaffDecisions(parts.intake, staff), reason)
+        except DecisionRefused as exc:
+            click.echo(f"未执行：{exc}", err=True)
+            sys.exit(1)
+        click.echo(result.summary)
+        if result.notified:
+            click.echo(f"通知邮件：{'、'.join(result.notified)}")
+        try:
+            parts.intake.send()
+        except MailbotError as exc:
+            click.echo(f"决定已记录；通知邮件暂未发出，将在下次运行时发送（{exc}）", err=True)
+    finally:
+        parts.close()
+
+
+def _id_hash(id_number: str | None) -> str:
+    from mailbot.decisions import person_hash
+    from mailbot.errors import DecisionRefused
+
+    try:
+        return person_hash(_need(id_number, "--id-number", "身份证号"))
+    except DecisionRefused as exc:
+        click.echo(f"未执行：{exc}", err=True)
+        sys.exit(2)
+
+
+STAFF = click.option("--staff", default=None, help="您的姓名（必填），记入审计日志。")
+REASON = click.option("--reason", default=None, help="理由（必填），记入审计日志，并在通知邮件中作为“说明”。")
+ID_NUMBER = click.option("--id-number", default=None, help="教师的身份证号。")
+
+
+@main.group(cls=StaffGroup)
+@HELP_CN
+def decide() -> None:
+    """工作人员决定：每项决定都记入审计日志，并按报名规则调整名额、邮件通知相关学校。
+
+    每条命令都要填写 --staff（您的姓名）和 --reason（理由）。作出决定前请先停止服务
+    （systemctl stop mailbot），之后再启动。例：
+
+        mailbot decide withdraw --id-number 330106199001011234 --staff 王老师 --reason 本人因病无法参训
+    """
+
+
+@decide.command("admit", cls=StaffCommand)
+@ID_NUMBER
+@click.option("--receipt", default=None, help="逾期邮件的回执号：准予登记其中的教师（可再用 --id-number 只登记一人）。")
+@STAFF
+@REASON
+@CONFIG_OPTION_CN
+@HELP_CN
+def decide_admit(id_number: str | None, receipt: str | None, staff: str | None, reason: str | None,
+                 config_path: Path | None) -> None:
+    """准予登记：待审核的教师（--id-number），或逾期邮件中的教师（--receipt）。
+
+    有空余名额即录取，否则按报名先后进入候补名单；逾期报名排在所有按时报名之后。
+    """
+    if receipt:
+        only = _id_hash(id_number) if id_number else None
+        _decide(config_path, staff, reason, lambda d, why: d.admit_late(receipt, why, only=only))
+    else:
+        h = _id_hash(id_number)
+        _decide(config_path, staff, reason, lambda d, why: d.admit(h, why))
+
+
+@decide.command("withdraw", cls=StaffCommand)
+@ID_NUMBER
+@STAFF
+@REASON
+@CONFIG_OPTION_CN
+@HELP_CN
+def decide_withdraw(id_number: str | None, staff: str | None, reason: str | None, config_path: Path | None) -> None:
+    """撤销一名教师的报名；空出的名额按报名先后递补给候补教师，并邮件通知。"""
+    h = _id_hash(id_number)
+    _decide(config_path, staff, reason, lambda d, why: d.withdraw(h, why))
+
+
+@decide.command("substitute", cls=StaffCommand)
+@ID_NUMBER
+@click.option("--new-id-number", default=None, help="替换教师的身份证号。")
+@click.option("--new-name", default=None, help="替换教师的姓名。")
+@STAFF
+@REASON
+@CONFIG_OPTION_CN
+@HELP_CN
+def decide_substitute(id_number: str | None, new_id_number: str | None, new_name: str | None, staff: str | None,
+                      reason: str | None, config_path: Path | None) -> None:
+    """更换参训教师（通知规定：无特殊原因不得更换，理由必填）：新教师保留原教师的项目和报名状态。"""
+    h = _id_hash(id_number)
+    new_id, name = _need(new_id_number, "--new-id-number", "替换教师的身份证号"), _need(new_name, "--new-name", "替换教师的姓名")
+    _decide(config_path, staff, reason, lambda d, why: d.substitute(h, new_id, name, why))
+
+
+@decide.command("move", cls=StaffCommand)
+@ID_NUMBER
+@click.option("--program", default=None, help="新的培训项目（与规则文件中的项目名称一致）。")
+@STAFF
+@REASON
+@CONFIG_OPTION_CN
+@HELP_CN
+def decide_move(id_number: str | None, program: str | None, staff: str | None, reason: str | None,
+                config_path: Path | None) -> None:
+    """把一名教师调整到另一个培训项目：按其报名时间，有空余名额即录取，否则候补；原项目空出的名额递补。"""
+    h, target = _id_hash(id_number), _need(program, "--program", "新的培训项目")
+    _decide(config_path, staff, reason, lambda d, why: d.move(h, target, why))
+
+
+@decide.command("seats", cls=StaffCommand)
+@click.option("--program", default=None, help="培训项目。")
+@click.option("--seats", "seats", type=int, default=None, help="新的名额数。")
+@STAFF
+@REASON
+@CONFIG_OPTION_CN
+@HELP_CN
+def decide_seats(program: str | None, seats: int | None, staff: str | None, reason: str | None,
+                 config_path: Path | None) -> None:
+    """调整一个项目的名额。增加名额：候补教师按先后递补并收到通知；减少名额：已录取的教师不会被取消，
+    只是此后有人撤销时不再递补，直到已录取人数低于新名额。此决定优先于规则文件中的名额。"""
+    target = _need(program, "--program", "培训项目")
+    if seats is None:
+        _need(None, "--seats", "新的名额数")
+    _decide(config_path, staff, reason, lambda d, why: d.seats(target, int(seats or 0), why))
+
+
+@decide.command("contact", cls=StaffCommand)
+@click.option("--school", default=None, help="学校名称。")
+@click.option("--address", default=None, help="新的报名联系邮箱。")
+@STAFF
+@REASON
+@CONFIG_OPTION_CN
+@HELP_CN
+def decide_contact(school: str | None, address: str | None, staff: str | None, reason: str | None,
+                   config_path: Path | None) -> None:
+    """指定学校的报名联系邮箱（只有它发来的报名表可以替换、删减或更改该校名单）；新旧邮箱都会收到通知。"""
+    name, addr = _need(school, "--school", "学校名称"), _need(address, "--address", "新的报名联系邮箱")
+    _decide(config_path, staff, reason, lambda d, why: d.contact(name, addr, why))
+
+
+@decide.command("release", cls=StaffCommand)
+@click.option("--receipt", default=None, help="被隔离、转工作人员或处理失败的邮件的回执号。")
+@STAFF
+@REASON
+@CONFIG_OPTION_CN
+@HELP_CN
+def decide_release(receipt: str | None, staff: str | None, reason: str | None, config_path: Path | None) -> None:
+    """放行邮件：用保存的原始邮件重新处理（不再因发件人核验而隔离），记为新回执并正常回复发件人。"""
+    r = _need(receipt, "--receipt", "回执号")
+    _decide(config_path, staff, reason, lambda d, why: d.release(r, why))
+
+
+@decide.command("resend", cls=StaffCommand)
+@click.argument("reply_id", type=int)
+@STAFF
+@REASON
+@CONFIG_OPTION_CN
+@HELP_CN
+def decide_resend(reply_id: int, staff: str | None, reason: str | None, config_path: Path | None) -> None:
+    """重发一封投递情况不明或发送失败的回复（日报中的“回复#编号”）；邮件编号不变，收件人不会看到两封。"""
+    _decide(config_path, staff, reason, lambda d, why: d.resend(reply_id, why))
+
+
+@decide.command("resolve", cls=StaffCommand)
+@click.argument("reply_id", type=int)
+@STAFF
+@REASON
+@CONFIG_OPTION_CN
+@HELP_CN
+def decide_resolve(reply_id: int, staff: str | None, reason: str | None, config_path: Path | None) -> None:
+    """把一封投递情况不明或发送失败的回复标记为已处理（例如已电话确认收到），不再重发。"""
+    _decide(config_path, staff, reason, lambda d, why: d.resolve(reply_id, why))
+
+
+@decide.command("answer", cls=StaffCommand)
+@click.option("--item", "item", type=int, default=None, help="待办事项编号（待办提醒和日报中的 #编号）。")
+@click.option("--text", "text", default=None, help="答复内容。")
+@click.option("--text-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="从文件读取答复内容（UTF-8）。")
+@STAFF
+@REASON
+@CONFIG_OPTION_CN
+@HELP_CN
+def decide_answer(item: int | None, text: str | None, text_file: Path | None, staff: str | None,
+                  reason: str | None, config_path: Path | None) -> None:
+    """答复转给工作人员的来信：答复在原邮件的会话中发给发件人，待办事项随之关闭。"""
+    if item is None:
+        _need(None, "--item", "待办事项编号")
+    body = text_file.read_text(encoding="utf-8") if text_file else _need(text, "--text", "答复内容")
+    _decide(config_path, staff, reason, lambda d, why: d.answer(int(item or 0), body, why))
+
+
+@decide.command("close", cls=StaffCommand)
+@click.option("--item", "item", type=int, default=None, help="待办事项编号。")
+@STAFF
+@REASON
+@CONFIG_OPTION_CN
+@HELP_CN
+def decide_close(item: int | None, staff: str | None, reason: str | None, config_path: Path | None) -> None:
+    """关闭一个待办事项（不发邮件），理由记入审计日志。"""
+    if item is None:
+        _need(None, "--item", "待办事项编号")
+    _decide(config_path, staff, reason, lambda d, why: d.close(int(item or 0), why))
+
+
+@main.command("history", cls=StaffCommand)
+@click.argument("who")
+@CONFIG_OPTION_CN
+@HELP_CN
+def history(who: str, config_path: Path | None) -> None:
+    """按时间先后列出一位教师（身份证号）或一封邮件（回执号）的全部记录：收到的邮件、报名状态的每次变化、
+    发出的邮件、待办事项和工作人员决定。身份证号和邮箱一律掩码显示（完整信息只能通过名单导出获得）。
+
+    例：mailbot history 330106199001011234；mailbot history ZJ2020-000012
+    """
+    from mailbot.decisions import person_hash
+    from mailbot.errors import DecisionRefused, StateError
+    from mailbot.office.history import message_history, person_history
+    from mailbot.state.store import State
+
+    settings = _settings(config_path)
+    try:
+        state = State.readonly(settings.db_path)
+    except StateError as exc:
+        click.echo(f"未执行：无法读取数据库（{exc}）", err=True)
+        sys.exit(2)
+    try:
+        heading, lines = message_history(state, who.strip(), settings.tz)
+        if not heading:
+            try:
+                heading, lines = person_history(state, person_hash(who), settings.tz)
+            except DecisionRefused:
+                heading = ""
+    finally:
+        state.close()
+    if not heading:
+        click.echo(f"没有找到“{who}”的记录（请填写回执号或身份证号）", err=True)
+        sys.exit(1)
+    click.echo(heading)
+    for line in lines:
+        click.echo(line.render())
 
 
 @main.command()

@@ -62,3 +62,8 @@ class SendError(MailbotError):
         self.permanent = permanent
         self.unknown = unknown
         super().__init__(message)
+
+
+class DecisionRefused(MailbotError):
+    """A staff decision that cannot be applied as asked (unknown person, wrong status, ...);
+    the message is Chinese, for the staff member who asked.  Nothing was changed."""

@@ -240,9 +240,12 @@ class Intake:
         return Assessment("quarantined", reason, reply, mb.quarantine_folder, parsed, MessageParts(),
                           auth_summary=auth)
 
-    def assess(self, fetched: FetchedMessage, *, started: float | None = None) -> Assessment:
+    def assess(self, fetched: FetchedMessage, *, started: float | None = None,
+               released: int | None = None) -> Assessment:
         """Gate, find forms, read and check them.  Reads the database (dedupe) but writes nothing.
-        ``started`` (``time.monotonic()`` at fetch) starts the message's one time budget."""
+        ``started`` (``time.monotonic()`` at fetch) starts the message's one time budget.
+        ``released``: the recorded message staff released (``mailbot decide release``), which this
+        is a copy of: not a duplicate of it, and not quarantined by the sender check."""
         limits = self.settings.limits
         mb = self._mbox
         started = time.monotonic() if started is None else started
@@ -252,7 +255,7 @@ class Intake:
             os.abort()  # test only: a process death while deciding this message
         sha = hashlib.sha256(fetched.raw).hexdigest()
         original = self.state.original_of(parsed.message_id, sha)
-        if original is not None:
+        if original is not None and original["id"] != released:
             return Assessment("duplicate", f"same Message-ID and bytes as message {original['id']}", None,
                               mb.processed_folder, parsed, duplicate_of=original["id"])
         loop = auto_reply_reason(parsed, own_addresses=self._own,
@@ -264,7 +267,7 @@ class Intake:
                              allow_domains=self.settings.trust.allow_domains,
                              deny_domains=self.settings.trust.deny_domains)
         auth = f"dmarc={trust.dmarc} spf={trust.spf} dkim={trust.dkim}"
-        if trust.action != "accept":
+        if trust.action != "accept" and released is None:
             return Assessment("quarantined", trust.reason, None, mb.quarantine_folder, parsed,
                               auth_summary=auth)
         if not parsed.from_addr:
@@ -629,6 +632,10 @@ class Intake:
         except (contained.WorkerFailed, FormError) as exc:
             self.log.warning("correction_copy_failed", file=att.filename, reason=str(exc))
             return None
+
+    def queue_promotion(self, promo: Any) -> None:
+        """Tell a promoted nominee's sender (a staff decision freed the seat; same transaction)."""
+        self._queue_promotion(promo.message, promo)
 
     def _queue_promotion(self, msg_pk: int, promo: Any) -> None:
         orig = next(self.state.query(

@@ -233,3 +233,36 @@ class RosterNoticeContext:
     def __post_init__(self) -> None:
         if self.generated_at.utcoffset() is None:
             raise ValueError("generated_at must be timezone-aware")
+
+
+# --- staff decisions ------------------------------------------------------------------------
+
+DecisionKind = Literal["admit", "withdraw", "substitute", "move", "contact", "contact_replaced", "answer"]
+
+
+@dataclass(frozen=True)
+class DecisionNotice:
+    """A staff decision told to an address it affects (template ``notice_decision``).
+
+    ``admit``/``withdraw``/``substitute``/``move``: to the address that registered the teacher and
+    to the school's contact of record; ``nominees`` shows where each stands now (for ``substitute``
+    the incoming teacher, ``replaced`` the one withdrawn).  ``contact``: to the new contact of record;
+    ``contact_replaced``: to the old one.  ``answer``: staff's answer to a question (``answer``)."""
+
+    kind: DecisionKind
+    to_address: str
+    institution: str
+    decided_at: datetime
+    reason: str = ""  # the staff's reason as they wrote it (masked when rendered)
+    receipt: str = ""  # the mail the decision is about, when there is one
+    nominees: tuple[NomineeLine, ...] = ()
+    replaced: tuple[NomineeLine, ...] = ()
+    from_program: str = ""  # for ``move``
+    contact_address: str = ""  # for ``contact`` / ``contact_replaced``: the new contact of record
+    answer: str = ""
+    campaign_title: str = ""
+    help_contact: str = ""
+
+    def __post_init__(self) -> None:
+        if self.decided_at.utcoffset() is None:
+            raise ValueError("decided_at must be timezone-aware")

@@ -427,22 +427,35 @@ def build_digest_message(
 def build_notice_message(
     rendered: RenderedReply,
     *,
-    to_name: str,
     to_address: str,
     from_address: str,
     from_name: str,
-    message_id_domain: str,
+    to_name: str = "",
+    message_id_domain: str = "",
+    message_id: str | None = None,
+    in_reply_to: str = "",
+    references: tuple[str, ...] = (),
     attachments: tuple[tuple[str, bytes], ...] = (),
     date: datetime | None = None,
 ) -> bytes:
-    """A message mailbot starts itself (not a reply), e.g. a roster to a host institution, as
-    RFC 5322 bytes (``Auto-Submitted: auto-generated``) with xlsx attachments."""
+    """A message mailbot starts itself (not a reply: a roster to a host institution, a staff
+    decision's notice, a staff answer) as RFC 5322 bytes (``Auto-Submitted: auto-generated``),
+    with xlsx attachments; ``message_id`` when the outbox records it first, else a fresh one
+    under ``message_id_domain``; with ``in_reply_to`` it is threaded under that message
+    (``In-Reply-To``, ``References``)."""
     headers: list[tuple[str, Any]] = [
         ("From", _address(from_name, from_address)),
         ("To", _address(to_name, to_address)),
         ("Subject", _subject(rendered.subject)),
         ("Date", format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))),
-        ("Message-ID", new_message_id(message_id_domain)),
+        ("Message-ID", message_id or new_message_id(message_id_domain)),
+    ]
+    original = normalise_msgid(in_reply_to)
+    if original:
+        headers.append(("In-Reply-To", original))
+        headers.append(("References", fold_ids("References", thread_references(references, original))
+                        .replace("\n", "\r\n")))
+    headers += [
         ("Auto-Submitted", "auto-generated"),
         ("X-Mailbot-Loop", from_address),
         ("X-Auto-Response-Suppress", "All"),

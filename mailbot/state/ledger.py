@@ -20,6 +20,7 @@ transaction (see ``State.transaction``).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -119,7 +120,7 @@ class SeatLedger:
                  actor: str = "daemon") -> None:
         self.state = state
         self.db = state.db
-        self.capacities = dict(capacities)
+        self.capacities = {**capacities, **decided_seats(state)}  # staff decisions win
         self.rules_version = rules_version
         self.actor = actor
         # Seated count per program, kept only while one apply_submission runs (inside its
@@ -419,3 +420,86 @@ class SeatLedger:
             else:
                 result.placements.append(Placement(req, status, position, note, pk))  # type: ignore[arg-type]
         return result
+
+    # -- staff decisions (``mailbot.decisions``: one transaction each, actor ``staff:NAME``) ------
+    # Every decision goes through the same status changes and waiting-list fill as intake, so
+    # its ``nominee_*`` events explain the new statuses exactly as an intake's do.
+
+    def active_by_hash(self, idh: str) -> dict[str, Any] | None:
+        """The person's seated, waiting or held nominee (None when they have none)."""
+        rows = list(self.state.query(
+            "SELECT * FROM nominees WHERE id_hash = ? AND status IN ('seated','waiting','held') "
+            "ORDER BY id DESC LIMIT 1", [idh]))
+        return rows[0] if rows else None
+
+    def set_capacity(self, program: str, seats: int, *, message: int | None = None) -> list[Promotion]:
+        """Change a program's seats.  More seats go to the head of its waiting list; fewer seats
+        never take a seat from anyone already seated (the program is over-full until people leave)."""
+        before = self.capacities.get(program, 0)
+        self.capacities[program] = seats
+        self._event("seats_changed", {"program": program, "from": before, "to": seats},
+                    message=message, nominee=None)
+        promotions: list[Promotion] = []
+        self._fill(program, message=message, exclude_message=None, promotions=promotions)  # type: ignore[arg-type]
+        return promotions
+
+    def admit(self, nominee: dict[str, Any], *, why: str) -> list[Promotion]:
+        """A held nominee joins the program like any registration of its arrival time: a free seat
+        if one is left for it, else the waiting list in arrival order."""
+        self._set_status(nominee, "waiting", why=why, message=nominee["message"])
+        return self._fill_by_decision(nominee["program"], nominee["message"])
+
+    def admit_new(self, req: SeatRequest, *, institution_key: str, institution: str, message: int,
+                  arrived_at: str, uid: int, sender: str, why: str) -> tuple[int, list[Promotion]]:
+        """A teacher of a late mail registered by decision, at the mail's arrival time (after every
+        timely one): a free seat, else the end of the waiting list."""
+        pk = self._insert(req, "waiting", institution_key=institution_key, institution=institution,
+                          message=message, arrived_at=arrived_at, uid=uid, sender=sender, why=why)
+        return pk, self._fill_by_decision(req.program, message)
+
+    def withdraw(self, nominee: dict[str, Any], *, why: str) -> list[Promotion]:
+        """Withdraw a nominee; a seat it held goes to the head of the waiting list."""
+        self._set_status(nominee, "withdrawn", why=why, message=nominee["message"])
+        return self._fill_by_decision(nominee["program"], nominee["message"])
+
+    def substitute(self, nominee: dict[str, Any], req: SeatRequest, *, why: str) -> int:
+        """Another teacher of the same school takes this nominee's place as it is (status, program,
+        place in the arrival order); the nominee is withdrawn.  No one else moves."""
+        self._set_status(nominee, "withdrawn", why=why, message=nominee["message"])
+        return self._insert(req, nominee["status"], institution_key=nominee["institution_key"],
+                            institution=nominee["institution"], message=nominee["message"],
+                            arrived_at=nominee["requested_at"], uid=nominee["request_uid"],
+                            sender=nominee["sender"], why=why)
+
+    def move(self, nominee: dict[str, Any], program: str, *, why: str) -> tuple[int, list[Promotion]]:
+        """Move a nominee to another program at its own arrival time (a free seat there, else the
+        waiting list in arrival order); a seat it left goes to the old program's waiting list."""
+        self._set_status(nominee, "withdrawn", why=why, message=nominee["message"])
+        req = SeatRequest(nominee["id_number"] or "", nominee["id_masked"], nominee["name"] or "", program,
+                          nominee["request_row"], nominee["form_row"])
+        pk = self.state.insert("nominees", {
+            "id_number": nominee["id_number"], "id_masked": nominee["id_masked"], "id_hash": nominee["id_hash"],
+            "name": nominee["name"], "institution_key": nominee["institution_key"],
+            "institution": nominee["institution"], "program": program, "status": "waiting",
+            "requested_at": nominee["requested_at"], "request_uid": nominee["request_uid"],
+            "request_row": req.row, "message": nominee["message"], "form_row": req.form_row,
+            "sender": nominee["sender"], "updated_at": utc_now()})
+        self._event("nominee_waiting", {"from": None, "to": "waiting", "why": why, "program": program,
+                                        "id": nominee["id_masked"]}, message=nominee["message"], nominee=pk)
+        promotions = self._fill_by_decision(program, nominee["message"])
+        return pk, promotions + self._fill_by_decision(nominee["program"], nominee["message"])
+
+    def _fill_by_decision(self, program: str, message: int) -> list[Promotion]:
+        promotions: list[Promotion] = []
+        self._fill(program, message=message, exclude_message=None, promotions=promotions)
+        return promotions
+
+
+def decided_seats(state: State) -> dict[str, int]:
+    """Seats set by staff decisions (``seats_changed`` events), the latest per program: they
+    override the rules file's seats until a later decision."""
+    seats: dict[str, int] = {}
+    for (detail,) in state.db.conn.execute("SELECT detail FROM events WHERE kind = 'seats_changed' ORDER BY id"):
+        d = json.loads(detail)
+        seats[d["program"]] = int(d["to"])
+    return seats
