@@ -81,7 +81,7 @@ class StaffDecisions:
             self._close_held_items(n["message"], reason)
             told = self._tell_school("admit", n, reason, nominees=(self._line(n, now),))
             self._promote(promotions, exclude=n["id"])
-        return DecisionResult(f"已准予登记：{n['name']}（{n['id_masked']}），{n['program']}，{_status(now)}", told)
+        return DecisionResult(f"已准予登记：{n['name']}（{n['id_masked']}），{n['program']}，{self._where(n['id'])}", told)
 
     def admit_late(self, receipt: str, reason: str, only: str | None = None) -> DecisionResult:
         """The teachers of a late mail (or one of them, ``only`` = id hash) are registered at the
@@ -172,7 +172,7 @@ class StaffDecisions:
             told = self._tell_school("substitute", n, reason, nominees=(self._line(new, new["status"]),),
                                      replaced=(self._line(n, "withdrawn"),))
         return DecisionResult(f"已更换：{n['name']}（{n['id_masked']}）→ {name}（{mask_id(number)}），"
-                              f"{n['program']}，{_status(new['status'])}", told)
+                              f"{n['program']}，{self._where(pk)}", told)
 
     def move(self, idh: str, program: str, reason: str) -> DecisionResult:
         """Move a teacher to another program at their own arrival time; the seat left is refilled."""
@@ -189,7 +189,7 @@ class StaffDecisions:
                                      from_program=n["program"])
             self._promote(promotions, exclude=pk)
         return DecisionResult(f"已调整：{n['name']}（{n['id_masked']}），{n['program']} → {target}，"
-                              f"{_status(new['status'])}", told)
+                              f"{self._where(pk)}", told)
 
     def seats(self, program: str, seats: int, reason: str) -> DecisionResult:
         """Change a program's seats: more seats promote from the waiting list (who are told);
@@ -334,6 +334,12 @@ class StaffDecisions:
 
     def _nominee(self, pk: int) -> dict[str, Any]:
         return next(self.state.query("SELECT * FROM nominees WHERE id = ?", [pk]))
+
+    def _where(self, pk: int) -> str:
+        """已录取 / 候补第N位 / … of one nominee now."""
+        status = self._status(pk)
+        position = self.ledger.waiting_position(pk) if status == "waiting" else None
+        return f"候补第{position}位" if position else _status(status)
 
     def _status(self, pk: int) -> str:
         return self.ledger.status_of(pk)

@@ -69,9 +69,13 @@ class WhatIf:
         """The report as Chinese lines for staff (masked)."""
         head = f"按 {rules_name} 重新判定全部{self.messages}封邮件（按到达先后），涉及{self.people}名教师"
         out = [f"{head}：没有变化。" if self.unchanged else f"{head}，与现状相比："]
-        if self.seats:
+        moved = [(p, a, b) for p, a, b in self.seats if (a[0], a[2]) != (b[0], b[2])]
+        if moved:
             out.append("名额：")
-            out += [f"  {p}：已录取{a[0]}/{a[1]}，候补{a[2]} → 已录取{b[0]}/{b[1]}，候补{b[2]}" for p, a, b in self.seats]
+            out += [f"  {p}：已录取{a[0]}/{a[1]}，候补{a[2]} → 已录取{b[0]}/{b[1]}，候补{b[2]}" for p, a, b in moved]
+        quiet = [f"{p} {a[1]} → {b[1]}" for p, a, b in self.seats if (a[0], a[2]) == (b[0], b[2])]
+        if quiet:
+            out.append(f"名额数改变、录取和候补不变的项目：{'；'.join(quiet)}")
         if self.outcomes:
             out.append("邮件处理结果：")
             out += [f"  回执 {r}：{OUTCOME_WORDS.get(a, a)} → {OUTCOME_WORDS.get(b, b)}" for r, a, b in self.outcomes]
