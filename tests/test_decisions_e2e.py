@@ -192,6 +192,8 @@ def test_withdrawing_a_seated_teacher_seats_the_head_of_the_waiting_list_and_tel
         JIA_MAIL, "Re: 报名表-浙江某某职业技术学院", f"<{office.message_id(JIA_MAIL)}>")
     assert [ln for ln in promotion.text.splitlines() if ln.startswith(("1. ", "回执号"))] == [
         f"1. 王五（身份证号 {_masked(3)}）", f"回执号：{office.receipt(JIA_MAIL)}"]
+    office.parts.intake.poll_once()
+    assert office.mark() == start + 2  # sent once, by the decision: nothing left for the daemon
     code, out = office.run("history", _id(1))
     assert (code, _untimed(out)) == (0, [
         f"身份证号 {_masked(1)}（张三）的全部记录：",
