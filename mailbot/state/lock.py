@@ -1,6 +1,6 @@
 """One writer per state directory: an exclusive ``flock`` on ``state/mailbot.lock``.
 
-``mailbot run``, ``poll``, ``replay --no-dry-run``, ``digest --send``, ``purge`` and ``demo``
+``mailbot run``, ``poll``, ``replay --no-dry-run``, ``digest --send``, ``purge``, ``decide`` and ``demo``
 hold it for their whole life, taken before anything is opened, so a second instance refuses to
 start and changes nothing.
 """
