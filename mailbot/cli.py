@@ -631,9 +631,9 @@ def _id_hash(id_number: str | None) -> str:
         sys.exit(2)
 
 
-STAFF = click.option("--staff", default=None, help="您的姓名（必填），记入审计日志。")
-REASON = click.option("--reason", default=None, help="理由（必填），记入审计日志，并在通知邮件中作为“说明”。")
-ID_NUMBER = click.option("--id-number", default=None, help="教师的身份证号。")
+STAFF = click.option("--staff", default=None, metavar="姓名", help="您的姓名（必填），记入审计日志。")
+REASON = click.option("--reason", default=None, metavar="理由", help="理由（必填），记入审计日志，并在通知邮件中作为“说明”。")
+ID_NUMBER = click.option("--id-number", default=None, metavar="身份证号", help="教师的身份证号。")
 
 
 @main.group(cls=StaffGroup)
@@ -650,7 +650,7 @@ def decide() -> None:
 
 @decide.command("admit", cls=StaffCommand)
 @ID_NUMBER
-@click.option("--receipt", default=None, help="逾期邮件的回执号：准予登记其中的教师（可再用 --id-number 只登记一人）。")
+@click.option("--receipt", default=None, metavar="回执号", help="逾期邮件的回执号：准予登记其中的教师（可再用 --id-number 只登记一人）。")
 @STAFF
 @REASON
 @CONFIG_OPTION_CN
@@ -683,8 +683,8 @@ def decide_withdraw(id_number: str | None, staff: str | None, reason: str | None
 
 @decide.command("substitute", cls=StaffCommand)
 @ID_NUMBER
-@click.option("--new-id-number", default=None, help="替换教师的身份证号。")
-@click.option("--new-name", default=None, help="替换教师的姓名。")
+@click.option("--new-id-number", default=None, metavar="身份证号", help="替换教师的身份证号。")
+@click.option("--new-name", default=None, metavar="姓名", help="替换教师的姓名。")
 @STAFF
 @REASON
 @CONFIG_OPTION_CN
@@ -699,7 +699,7 @@ def decide_substitute(id_number: str | None, new_id_number: str | None, new_name
 
 @decide.command("move", cls=StaffCommand)
 @ID_NUMBER
-@click.option("--program", default=None, help="新的培训项目（与规则文件中的项目名称一致）。")
+@click.option("--program", default=None, metavar="项目", help="新的培训项目（与规则文件中的项目名称一致）。")
 @STAFF
 @REASON
 @CONFIG_OPTION_CN
@@ -712,8 +712,8 @@ def decide_move(id_number: str | None, program: str | None, staff: str | None, r
 
 
 @decide.command("seats", cls=StaffCommand)
-@click.option("--program", default=None, help="培训项目。")
-@click.option("--seats", "seats", type=int, default=None, help="新的名额数。")
+@click.option("--program", default=None, metavar="项目", help="培训项目。")
+@click.option("--seats", "seats", type=int, default=None, metavar="人数", help="新的名额数。")
 @STAFF
 @REASON
 @CONFIG_OPTION_CN
@@ -729,8 +729,8 @@ def decide_seats(program: str | None, seats: int | None, staff: str | None, reas
 
 
 @decide.command("contact", cls=StaffCommand)
-@click.option("--school", default=None, help="学校名称。")
-@click.option("--address", default=None, help="新的报名联系邮箱。")
+@click.option("--school", default=None, metavar="学校", help="学校名称。")
+@click.option("--address", default=None, metavar="邮箱", help="新的报名联系邮箱。")
 @STAFF
 @REASON
 @CONFIG_OPTION_CN
@@ -743,7 +743,7 @@ def decide_contact(school: str | None, address: str | None, staff: str | None, r
 
 
 @decide.command("release", cls=StaffCommand)
-@click.option("--receipt", default=None, help="被隔离、转工作人员或处理失败的邮件的回执号。")
+@click.option("--receipt", default=None, metavar="回执号", help="被隔离、转工作人员或处理失败的邮件的回执号。")
 @STAFF
 @REASON
 @CONFIG_OPTION_CN
@@ -755,7 +755,7 @@ def decide_release(receipt: str | None, staff: str | None, reason: str | None, c
 
 
 @decide.command("resend", cls=StaffCommand)
-@click.argument("reply_id", type=int)
+@click.argument("reply_id", type=int, metavar="回复编号")
 @STAFF
 @REASON
 @CONFIG_OPTION_CN
@@ -766,7 +766,7 @@ def decide_resend(reply_id: int, staff: str | None, reason: str | None, config_p
 
 
 @decide.command("resolve", cls=StaffCommand)
-@click.argument("reply_id", type=int)
+@click.argument("reply_id", type=int, metavar="回复编号")
 @STAFF
 @REASON
 @CONFIG_OPTION_CN
@@ -777,45 +777,52 @@ def decide_resolve(reply_id: int, staff: str | None, reason: str | None, config_
 
 
 @decide.command("answer", cls=StaffCommand)
-@click.option("--item", "item", type=int, default=None, help="待办事项编号（待办提醒和日报中的 #编号）。")
-@click.option("--text", "text", default=None, help="答复内容。")
+@click.option("--item", "item", type=int, default=None, metavar="编号",
+              help="待办事项编号（mailbot history 回执号 列出“待办事项#编号”）。")
+@click.option("--receipt", default=None, metavar="回执号", help="或者：来信的回执号（该邮件只有一个待办事项时）。")
+@click.option("--text", "text", default=None, metavar="答复", help="答复内容。")
 @click.option("--text-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="从文件读取答复内容（UTF-8）。")
+              metavar="文件", help="从文本文件读取答复内容。")
 @STAFF
 @REASON
 @CONFIG_OPTION_CN
 @HELP_CN
-def decide_answer(item: int | None, text: str | None, text_file: Path | None, staff: str | None,
-                  reason: str | None, config_path: Path | None) -> None:
+def decide_answer(item: int | None, receipt: str | None, text: str | None, text_file: Path | None,
+                  staff: str | None, reason: str | None, config_path: Path | None) -> None:
     """答复转给工作人员的来信：答复在原邮件的会话中发给发件人，待办事项随之关闭。"""
-    if item is None:
-        _need(None, "--item", "待办事项编号")
+    if item is None and not receipt:
+        _need(None, "--item", "待办事项编号（或用 --receipt 填写回执号）")
     body = text_file.read_text(encoding="utf-8") if text_file else _need(text, "--text", "答复内容")
-    _decide(config_path, staff, reason, lambda d, why: d.answer(int(item or 0), body, why))
+    _decide(config_path, staff, reason,
+            lambda d, why: d.answer(item if item is not None else d.item_of(str(receipt)), body, why))
 
 
 @decide.command("close", cls=StaffCommand)
-@click.option("--item", "item", type=int, default=None, help="待办事项编号。")
+@click.option("--item", "item", type=int, default=None, metavar="编号",
+              help="待办事项编号（mailbot history 回执号 列出“待办事项#编号”）。")
+@click.option("--receipt", default=None, metavar="回执号", help="或者：邮件的回执号（该邮件只有一个待办事项时）。")
 @STAFF
 @REASON
 @CONFIG_OPTION_CN
 @HELP_CN
-def decide_close(item: int | None, staff: str | None, reason: str | None, config_path: Path | None) -> None:
+def decide_close(item: int | None, receipt: str | None, staff: str | None, reason: str | None,
+                 config_path: Path | None) -> None:
     """关闭一个待办事项（不发邮件），理由记入审计日志。"""
-    if item is None:
-        _need(None, "--item", "待办事项编号")
-    _decide(config_path, staff, reason, lambda d, why: d.close(int(item or 0), why))
+    if item is None and not receipt:
+        _need(None, "--item", "待办事项编号（或用 --receipt 填写回执号）")
+    _decide(config_path, staff, reason,
+            lambda d, why: d.close(item if item is not None else d.item_of(str(receipt)), why))
 
 
 @main.command("history", cls=StaffCommand)
-@click.argument("who")
+@click.argument("who", metavar="身份证号或回执号")
 @CONFIG_OPTION_CN
 @HELP_CN
 def history(who: str, config_path: Path | None) -> None:
     """按时间先后列出一位教师（身份证号）或一封邮件（回执号）的全部记录：收到的邮件、报名状态的每次变化、
     发出的邮件、待办事项和工作人员决定。身份证号和邮箱一律掩码显示（完整信息只能通过名单导出获得）。
 
-    例：mailbot history 330106199001011234；mailbot history ZJ2020-000012
+    例：mailbot history 330106199001011234；mailbot history zhejiang-2020-1x-000012
     """
     from mailbot.decisions import person_hash
     from mailbot.errors import DecisionRefused, StateError

@@ -24,7 +24,7 @@ from mailbot.office import staff_items
 from mailbot.office.history import OUTCOME_WORDS, REPLY_STATUS_WORDS, STATUS_WORDS
 from mailbot.pipeline import Intake, institution_key
 from mailbot.replies.model import DecisionNotice, NomineeLine
-from mailbot.replies.render import build_notice_message, new_message_id
+from mailbot.replies.render import ATTENTION_LABELS, build_notice_message, new_message_id
 from mailbot.rules import school_key
 from mailbot.state.contacts import contact_of_record, masked_address, same_address, set_contact_of_record
 from mailbot.state.ledger import Promotion, SeatLedger, SeatRequest, id_hash
@@ -312,6 +312,18 @@ class StaffDecisions:
             self._decision("close", reason, {"item": item}, message=row["message"])
             staff_items.close(self.state, item, actor=self.actor, rules_version=self.version, resolution=reason)
         return DecisionResult(f"待办事项#{item}已关闭")
+
+    def item_of(self, receipt: str) -> int:
+        """The open staff item of the mail with this receipt (refused when it has none or several)."""
+        msg = self._message(receipt)
+        items = list(self.state.query(
+            "SELECT id, kind FROM staff_items WHERE message = ? AND status = 'open' ORDER BY id", [msg["id"]]))
+        if not items:
+            raise DecisionRefused(f"回执{receipt}没有未关闭的待办事项")
+        if len(items) > 1:
+            listed = "、".join(f"#{i['id']}（{ATTENTION_LABELS.get(i['kind'], i['kind'])}）" for i in items)
+            raise DecisionRefused(f"回执{receipt}有多个待办事项：{listed}，请用 --item 指定")
+        return int(items[0]["id"])
 
     # -- helpers ------------------------------------------------------------------------------
     def _decision(self, decision: str, reason: str, detail: dict[str, Any], *, message: int | None = None,

@@ -337,7 +337,9 @@ def test_a_question_is_answered_in_its_thread_and_a_quarantined_mail_released(of
 
 def test_closing_an_item_resending_and_resolving_replies_of_unknown_delivery(office) -> None:
     item = next(office.parts.state.db.query("SELECT id FROM staff_items WHERE kind = 'too_many'"))["id"]
-    assert office.decide("close", "--item", str(item), "--reason", "已电话告知学校分批报送") == (0, [f"待办事项#{item}已关闭"])
+    assert office.decide("close", "--receipt", office.receipt(BING_MAIL), "--reason", "已电话告知学校分批报送") == (
+        0, [f"待办事项#{item}已关闭"])
+    assert office.last_decision()[1] == {"decision": "close", "reason": "已电话告知学校分批报送", "item": item}
     assert office.open_items() == [("quarantined", EVIL)]
     assert office.decide("close", "--item", str(item), "--reason", "again") == (1, [f"未执行：待办事项#{item}不存在或已关闭"])
 
