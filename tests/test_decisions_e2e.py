@@ -422,3 +422,18 @@ def test_replay_with_fewer_seats_names_the_teachers_who_would_move(office, tmp_p
         "（仅为预演：数据库和邮箱均未改动，未发送任何邮件。）"])
     _checkpoint(office)
     assert _database_bytes(office) == before
+
+
+def test_replay_under_unchanged_rules_applies_every_kind_of_decision_again_and_reports_no_change(office) -> None:
+    office.decide("release", "--receipt", office.receipt(EVIL), "--reason", "经电话核实是学校老师")
+    office.decide("admit", "--receipt", office.receipt(YI_MAIL, last=True), "--reason", "经领导同意")
+    office.decide("move", "--id-number", _id(2), "--program", WEB, "--reason", "学校申请改报")
+    office.decide("substitute", "--id-number", _id(1), "--new-id-number", _id(12), "--new-name", "郑十二",
+                  "--reason", "张三调离学校")
+    office.decide("seats", "--program", LOGISTICS, "--seats", "4", "--reason", "承办院校增加名额")
+    office.decide("admit", "--id-number", _id(6), "--reason", "学校补报了需求")
+    office.decide("contact", "--school", YI, "--address", "new@yi.edu.cn", "--reason", "学校来函")
+    code, out = office.run("replay", "--all", "--rules", str(office.rules))
+    assert (code, out.splitlines()) == (0, [
+        "按 rules.toml 重新判定全部6封邮件（按到达先后），涉及11名教师：没有变化。",
+        "（仅为预演：数据库和邮箱均未改动，未发送任何邮件。）"])
