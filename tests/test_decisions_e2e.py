@@ -437,3 +437,9 @@ def test_replay_under_unchanged_rules_applies_every_kind_of_decision_again_and_r
     assert (code, out.splitlines()) == (0, [
         "按 rules.toml 重新判定全部6封邮件（按到达先后），涉及11名教师：没有变化。",
         "（仅为预演：数据库和邮箱均未改动，未发送任何邮件。）"])
+
+
+def test_a_held_teacher_moved_to_another_program_stays_held_there(office) -> None:
+    assert office.decide("move", "--id-number", _id(5), "--program", WEB, "--reason", "学校申请改报") == (0, [
+        f"已调整：陈七（{_masked(5)}），{LOGISTICS} → {WEB}，待工作人员审核", f"通知邮件：{BING_MAIL}"])
+    assert office.seats()[4] == ("陈七", LOGISTICS, "withdrawn") and office.seats()[-1] == ("陈七", WEB, "held")

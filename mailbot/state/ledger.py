@@ -473,20 +473,22 @@ class SeatLedger:
 
     def move(self, nominee: dict[str, Any], program: str, *, why: str) -> tuple[int, list[Promotion]]:
         """Move a nominee to another program at its own arrival time (a free seat there, else the
-        waiting list in arrival order); a seat it left goes to the old program's waiting list."""
+        waiting list in arrival order; a held nominee stays held); a seat it left goes to the old
+        program's waiting list."""
         self._set_status(nominee, "withdrawn", why=why, message=nominee["message"])
+        status = "held" if nominee["status"] == "held" else "waiting"
         req = SeatRequest(nominee["id_number"] or "", nominee["id_masked"], nominee["name"] or "", program,
                           nominee["request_row"], nominee["form_row"])
         pk = self.state.insert("nominees", {
             "id_number": nominee["id_number"], "id_masked": nominee["id_masked"], "id_hash": nominee["id_hash"],
             "name": nominee["name"], "institution_key": nominee["institution_key"],
-            "institution": nominee["institution"], "program": program, "status": "waiting",
+            "institution": nominee["institution"], "program": program, "status": status,
             "requested_at": nominee["requested_at"], "request_uid": nominee["request_uid"],
             "request_row": req.row, "message": nominee["message"], "form_row": req.form_row,
             "sender": nominee["sender"], "updated_at": utc_now()})
-        self._event("nominee_waiting", {"from": None, "to": "waiting", "why": why, "program": program,
-                                        "id": nominee["id_masked"]}, message=nominee["message"], nominee=pk)
-        promotions = self._fill_by_decision(program, nominee["message"])
+        self._event(f"nominee_{status}", {"from": None, "to": status, "why": why, "program": program,
+                                           "id": nominee["id_masked"]}, message=nominee["message"], nominee=pk)
+        promotions = self._fill_by_decision(program, nominee["message"]) if status == "waiting" else []
         return pk, promotions + self._fill_by_decision(nominee["program"], nominee["message"])
 
     def _fill_by_decision(self, program: str, message: int) -> list[Promotion]:
