@@ -591,6 +591,9 @@ def _decide(config_path: Path | None, staff: str | None, reason: str | None, act
 
     staff, reason = _need(staff, "--staff", "您的姓名"), _need(reason, "--reason", "理由")
     settings = _settings(config_path)
+    if not settings.db_path.is_file():
+        click.echo(f"未执行：找不到报名数据库 {settings.db_path}（尚未收取过邮件，或 --config 指定的配置不对）", err=True)
+        sys.exit(2)
     try:
         click.get_current_context().with_resource(hold_instance_lock(settings.state_dir))
     except InstanceLocked as exc:

@@ -39,3 +39,14 @@ def test_a_decision_missing_a_required_option_is_refused_in_chinese(args: list[s
     result = CliRunner().invoke(main, ["decide", *args])
     assert (result.exit_code, result.output) == (2, message + "\n")
     assert not (tmp_path / "state" / "mailbot.db").exists()
+
+
+def test_a_decision_without_a_database_is_refused_in_chinese_and_creates_none(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILBOT_STATE_DIR", str(tmp_path / "state"))
+    result = CliRunner().invoke(main, ["decide", "withdraw", "--id-number", "330106199001011234",
+                                       "--staff", "王老师", "--reason", "本人放弃"])
+    db = tmp_path / "state" / "mailbot.db"
+    assert (result.exit_code, result.output) == (
+        2, f"未执行：找不到报名数据库 {db}（尚未收取过邮件，或 --config 指定的配置不对）\n")
+    assert not db.exists()
