@@ -253,7 +253,12 @@ class StaffDecisions:
             fetched = FetchedMessage(source="release", uidvalidity=0, uid=msg["uid"], key=str(msg["id"]),
                                      arrived_at=datetime.fromisoformat(msg["arrived_at"]),
                                      raw=(Path(self.state.dir) / msg["raw_path"]).read_bytes())
-            self.intake.record(fetched, self.intake.assess(fetched, released=msg["id"]))
+            try:
+                assessment = self.intake.assess(fetched, released=msg["id"])
+            except Exception as exc:  # noqa: BLE001 - the mail still breaks a stage: staff are told, nothing recorded
+                raise DecisionRefused(f"回执{receipt}重新处理时仍然出错（{type(exc).__name__}），未放行；"
+                                      "请联系技术人员") from exc
+            self.intake.record(fetched, assessment)
             copy = next(self.state.query("SELECT * FROM messages WHERE source = 'release' AND source_key = ?",
                                          [str(msg["id"])]))
         with self.state.transaction():
