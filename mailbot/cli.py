@@ -819,9 +819,10 @@ def decide_close(item: int | None, receipt: str | None, staff: str | None, reaso
 
 @main.command("history", cls=StaffCommand)
 @click.argument("who", metavar="身份证号或回执号")
+@click.option("--json", "as_json", is_flag=True, help="每条记录输出一行 JSON（原始事件，供技术人员和审计使用）。")
 @CONFIG_OPTION_CN
 @HELP_CN
-def history(who: str, config_path: Path | None) -> None:
+def history(who: str, as_json: bool, config_path: Path | None) -> None:
     """按时间先后列出一位教师（身份证号）或一封邮件（回执号）的全部记录：收到的邮件、报名状态的每次变化、
     发出的邮件、待办事项和工作人员决定。身份证号和邮箱一律掩码显示（完整信息只能通过名单导出获得）。
 
@@ -850,6 +851,12 @@ def history(who: str, config_path: Path | None) -> None:
     if not heading:
         click.echo(f"没有找到“{who}”的记录（请填写回执号或身份证号）", err=True)
         sys.exit(1)
+    if as_json:
+        import json
+
+        for line in lines:
+            click.echo(json.dumps(line.event, ensure_ascii=False, sort_keys=True))
+        return
     click.echo(heading)
     for line in lines:
         click.echo(line.render())

@@ -201,6 +201,12 @@ def test_withdrawing_a_seated_teacher_seats_the_head_of_the_waiting_list_and_tel
         f"〈时间〉  报名状态：{_masked(1)} {LOGISTICS}：（新登记） → 已录取，按报名先后（系统）",
         "〈时间〉  工作人员决定：撤销报名，理由：本人因病无法参训（工作人员 王老师）",
         f"〈时间〉  报名状态：{_masked(1)} {LOGISTICS}：已录取 → 已撤销，工作人员撤销报名：本人因病无法参训（工作人员 王老师）"])
+    code, out = office.run("history", "--json", _id(1))
+    events = [json.loads(line) for line in out.splitlines()]
+    assert (code, [(e["kind"], e["actor"], e["nominee"]) for e in events]) == (0, [
+        ("message_recorded", "daemon", None), ("nominee_seated", "daemon", 1), ("staff_decision", "staff:王老师", 1),
+        ("nominee_withdrawn", "staff:王老师", 1)])
+    assert events[2]["detail"] == office.last_decision()[1]
 
 
 

@@ -13,7 +13,7 @@ from mailbot.cli import main
 # Words staff type (commands, options, values) are the only latin words the help may show.
 TYPED = {"mailbot", "decide", "admit", "withdraw", "substitute", "move", "seats", "contact", "release", "resend",
          "resolve", "answer", "close", "history", "id", "number", "new", "name", "receipt", "program", "school",
-         "address", "item", "text", "file", "staff", "reason", "config", "help", "h", "systemctl", "stop", "toml", "zhejiang", "x"}
+         "address", "item", "text", "file", "staff", "reason", "config", "help", "h", "systemctl", "stop", "toml", "zhejiang", "x", "json"}
 COMMANDS = ["admit", "withdraw", "substitute", "move", "seats", "contact", "release", "resend", "resolve", "answer",
             "close"]
 

@@ -60,6 +60,7 @@ class HistoryLine:
     label: str
     text: str
     actor: str
+    event: dict[str, Any]  # the event as stored (codes: ``kind``, ``actor``, ``detail``), for ``--json``
 
     def render(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M}  {self.label}：{self.text}（{self.actor}）"
@@ -122,8 +123,10 @@ def _lines(state: State, where: str, args: list[Any], tz: tzinfo) -> list[Histor
     out = []
     for e in state.query(f"SELECT * FROM events WHERE {where} ORDER BY id", args):
         label, text = describe(e["kind"], json.loads(e["detail"]), receipts, e["message"])
+        event = {k: e[k] for k in ("id", "at", "actor", "kind", "message", "nominee")}
+        event["detail"] = json.loads(e["detail"])
         out.append(HistoryLine(datetime.fromisoformat(e["at"]).astimezone(tz), label, mask_text(text),
-                               actor_words(e["actor"])))
+                               actor_words(e["actor"]), event))
     return out
 
 
