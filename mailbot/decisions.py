@@ -201,6 +201,7 @@ class StaffDecisions:
         with self.state.transaction():
             self._decision("seats", reason, {"program": target, "from": before, "to": seats})
             promotions = self.ledger.set_capacity(target, seats)
+            self.ledger.record_programs({p.name: p.host for p in self.intake.rules.programs})  # audit views
             self._promote(promotions)
         seated = self.ledger.seated_count(target)
         over = f"；已录取{seated}人，超出的名额不收回，待有人撤销后不再递补" if seated > seats else ""

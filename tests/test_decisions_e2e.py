@@ -443,6 +443,11 @@ def test_replay_under_unchanged_rules_applies_every_kind_of_decision_again_and_r
     assert (code, out.splitlines()) == (0, [
         "按 rules.toml 重新判定全部6封邮件（按到达先后），涉及11名教师：没有变化。",
         "（仅为预演：数据库和邮箱均未改动，未发送任何邮件。）"])
+    code, out = office.run("verify")  # the event log explains every decision's state
+    assert (code, [line for line in out.splitlines() if line.startswith(("nominees:", "programs"))]) == (
+        0, ["nominees: 12 recomputed from the event log"]), out
+    fill = next(office.parts.state.db.query("SELECT seats, seated FROM program_fill WHERE program = ?", [LOGISTICS]))
+    assert (fill["seats"], fill["seated"]) == (4, 4)
 
 
 def test_a_held_teacher_moved_to_another_program_stays_held_there(office) -> None:
