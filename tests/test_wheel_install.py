@@ -172,7 +172,9 @@ import json, os, sys
 import mailbot.cli, mailbot.daemon
 from mailbot import bundled
 files = [m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)]
-print(json.dumps({"mailbot": [f for f in files if "/mailbot/" in f],
+ours = [m.__file__ for name, m in list(sys.modules.items())
+        if (name == "mailbot" or name.startswith("mailbot.")) and getattr(m, "__file__", None)]
+print(json.dumps({"mailbot": ours,
                   "bundled": [str(bundled.default_rules_file()), str(bundled.templates_dir()),
                               str(bundled.demo_mail_dir())],
                   "shipped": [sorted(os.listdir(d)) for d in (bundled.rules_dir(), bundled.templates_dir(),
