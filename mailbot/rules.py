@@ -332,6 +332,14 @@ def _semantic_problems(rules: CampaignRules) -> list[str]:
                 problems.append(f"programs[{i}]: alias {text!r} is empty once normalised")
             elif owners.setdefault(k, where) != where:
                 problems.append(f"programs[{i}]: alias {text!r} also names {owners[k]}")
+    names = [(i, key(text)) for i, p in enumerate(rules.programs) for text in (p.name, p.short_name, *p.aliases)]
+    for i, p in enumerate(rules.programs):
+        for text in p.aliases:
+            k = key(text)
+            other = next((j for j, n in names if j != i and k and k in n), None)
+            if other is not None:
+                problems.append(f"programs[{i}]: alias {text!r} is part of a name of programs[{other}] "
+                                f"({rules.programs[other].short_name}); it could not tell them apart")
     for j, cert in enumerate(rules.outside_programs.certificates):
         k = key(cert)
         where = f"outside_programs.certificates[{j}]"

@@ -65,6 +65,7 @@ class Source:
     file_format: str
     grids: list[Grid]
     notes: list[str] = field(default_factory=list)
+    uncached_formulas: frozenset[str] = frozenset()  # coordinates read as empty (xlsx_inspect)
 
 
 class CellBudget:
@@ -247,12 +248,13 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int, budget: CellBudget) -
     }[kind]
     kept = archive_safety.scan_members(zf, limits, keep=keep)
     area = 0
+    uncached: frozenset[str] = frozenset()
     if kind == "xlsx":
         for name, xml in kept.items():
             cells = xlsx_inspect.check_sheet_area(name, xml, max_sheet_cells=min(MAX_SHEET_CELLS, budget.left))
             budget.take(cells, name)
             area += cells
-        xlsx_inspect.check_formula_values(kept)
+        uncached = xlsx_inspect.uncached_formula_cells(kept)
     if kind == "ods":
         if b"encryption-data" in kept.get("META-INF/manifest.xml", b""):
             raise UnreadableForm("encrypted", ENCRYPTED_MESSAGE, "ODF package with encrypted members")
@@ -260,7 +262,9 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int, budget: CellBudget) -
         budget.take(area, "content.xml tables")
     if kind == "docx":
         return _charged(_load_docx(data, limits, head_rows), budget)
-    return _load_calamine(data, kind, limits, head_rows, area)
+    source = _load_calamine(data, kind, limits, head_rows, area)
+    source.uncached_formulas = uncached
+    return source
 
 
 def _calamine_error(fmt: str, exc: Exception) -> UnreadableForm:

@@ -5,7 +5,8 @@
   every part the workbook's relationships name (:func:`sheet_parts`), wherever it sits in the
   package, not only ``xl/worksheets/*.xml``; and
 * formulas without cached values (written by a library, never opened in Excel/WPS): reading
-  them would silently yield empty cells.
+  them would silently yield empty cells, so their coordinates go to the reader, which refuses the
+  form only when one of them is a cell it reads (``uncached_formula_cells``).
 
 The bounding box is found by scanning start tags (fast on big sheets), positioning cells the way
 a reader does: by their ``r`` reference, else one column right of the previous cell (xlsx), and
@@ -204,46 +205,39 @@ def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> int:
     return done + box.area
 
 
-def count_formulas(name: str, xml: bytes) -> tuple[int, int]:
-    """Return (formula cells, formula cells without a cached value) in one worksheet."""
-    if not _FORMULA_RE.search(xml):
-        return 0, 0
-    formulas = uncached = 0
-    try:
-        for _event, elem in DET.iterparse(io.BytesIO(xml), events=("end",), forbid_dtd=True):
-            tag = elem.tag.rsplit("}", 1)[-1]
-            if tag != "c":
-                if tag == "row":
-                    elem.clear()
-                continue
-            f = v = None
-            for child in elem:
-                ctag = child.tag.rsplit("}", 1)[-1]
-                if ctag == "f":
-                    f = child
-                elif ctag == "v":
-                    v = child
-            if f is not None:
-                formulas += 1
-                if (v is None or not (v.text or "")) and elem.get("t") != "str":
-                    uncached += 1
-            elem.clear()
-    except (ParseError, DefusedXmlException, ValueError) as exc:
-        raise UnreadableForm(
-            "corrupt", "附件文件已损坏，无法读取，请用 Excel 或 WPS 重新保存后发送",
-            f"{name}: worksheet XML does not parse: {exc}",
-        ) from exc
-    return formulas, uncached
+MAX_UNCACHED_LISTED = 100_000  # beyond this many uncached formulas the form is refused at once
 
 
-def check_formula_values(sheets: dict[str, bytes]) -> None:
-    """Raise ``formula_without_values`` when formula cells carry no cached values."""
-    uncached_total = 0
+def uncached_formula_cells(sheets: dict[str, bytes]) -> frozenset[str]:
+    """Coordinates (``"H12"``) of formula cells without a cached value, in any of ``sheets``.
+    Raises ``formula_without_values`` when one has no ``r`` reference (its place is unknown) or
+    there are more than :data:`MAX_UNCACHED_LISTED`."""
+    found: set[str] = set()
     for name, xml in sheets.items():
-        _formulas, uncached = count_formulas(name, xml)
-        uncached_total += uncached
-    if uncached_total:
-        raise UnreadableForm(
-            "formula_without_values", FORMULA_MESSAGE,
-            f"{uncached_total} formula cell(s) have no cached value (never calculated by a spreadsheet app)",
-        )
+        if not _FORMULA_RE.search(xml):
+            continue
+        try:
+            for _event, elem in DET.iterparse(io.BytesIO(xml), events=("end",), forbid_dtd=True):
+                tag = elem.tag.rsplit("}", 1)[-1]
+                if tag != "c":
+                    if tag == "row":
+                        elem.clear()
+                    continue
+                f = v = None
+                for child in elem:
+                    ctag = child.tag.rsplit("}", 1)[-1]
+                    f = child if ctag == "f" else f
+                    v = child if ctag == "v" else v
+                if f is not None and (v is None or not (v.text or "")) and elem.get("t") != "str":
+                    ref = elem.get("r") or ""
+                    if not ref or len(found) >= MAX_UNCACHED_LISTED:
+                        raise UnreadableForm("formula_without_values", FORMULA_MESSAGE,
+                                             f"{name}: formula cells without a cached value ({ref or 'no r'})")
+                    found.add(ref.replace("$", "").upper())
+                elem.clear()
+        except (ParseError, DefusedXmlException, ValueError) as exc:
+            raise UnreadableForm(
+                "corrupt", "附件文件已损坏，无法读取，请用 Excel 或 WPS 重新保存后发送",
+                f"{name}: worksheet XML does not parse: {exc}",
+            ) from exc
+    return frozenset(found)
