@@ -128,3 +128,12 @@ def test_a_toml_syntax_error_names_the_line(tmp_path: Path):
 def test_a_missing_file_is_a_config_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_rules(tmp_path / "nope.toml")
+
+
+def test_a_correction_leaves_time_to_resend_only_up_to_an_hour_before_the_deadline():
+    from datetime import datetime, timedelta, timezone
+
+    deadline = load_rules().deadline  # 2020-11-09 23:59:59 Beijing = 15:59:59 UTC
+    at = datetime(2020, 11, 9, 15, 59, 59, tzinfo=timezone.utc)
+    assert [deadline.leaves_time_to_resend(at - timedelta(minutes=m)) for m in (61, 60, 59, 0, -5)] == [
+        True, True, False, False, False]
