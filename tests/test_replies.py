@@ -223,6 +223,13 @@ def test_a_correction_too_close_to_the_deadline_does_not_ask_for_a_resend_by_the
     assert "前将完整的汇总表" not in rendered.text and "前将完整的汇总表" not in rendered.html
 
 
+def test_an_acceptance_too_close_to_the_deadline_points_to_the_office_for_changes(renderer):
+    ctx = replace(CONTEXTS["acceptance"], received_at=datetime(2020, 11, 9, 23, 20, tzinfo=BJ), resend_closed=True)
+    lines = [line for line in renderer.render(ctx).text.splitlines() if "如需修改" in line]
+    assert lines == ["本邮件收到时距报名截止（2020年11月9日24时）已不足1小时，如需修改，请联系省职教师资培训中心 0571-85290492。"
+                     "根据通知要求，学员报名完成后无特殊原因不得更换。"]
+
+
 @pytest.mark.parametrize(
     ("deadline", "words"),
     [(datetime(2020, 11, 9, 23, 59, 59, tzinfo=BJ), "2020年11月9日24时"),
