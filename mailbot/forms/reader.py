@@ -17,8 +17,9 @@ Decisions:
   optional).
 * A formula without a cached value (``Source.uncached_formulas``) makes the form
   ``UnreadableForm("formula_without_values")`` only when it is a cell read: the rows above the
-  header, the header's columns in the header row and in every row read up to the footer.  A helper
-  column beside the table or a total row below the 说明 footer does not matter.
+  header, the header's columns in the header row and in every row read up to the footer, on the
+  sheet read.  A helper column beside the table, a total row below the 说明 footer or another
+  sheet does not matter.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from mailbot.forms.model import CellValue, FormReading, FormRow
 from mailbot.normalize import clean_text, compact
 from mailbot.limits import DEFAULT_LIMITS, Limits
 from mailbot.forms.sheet_sources import DAMAGED_MESSAGE, CellBudget, Grid, Source, load
-from mailbot.forms.xlsx_inspect import FORMULA_MESSAGE
+from mailbot.forms.xlsx_inspect import ANY_SHEET, FORMULA_MESSAGE
 
 __all__ = ["read_annex3", "sheet_cells", "match_label", "REQUIRED_KEYS", "HEADER_SEARCH_ROWS"]
 
@@ -250,7 +251,8 @@ def _reading(source: Source, filename: str, limits: Limits) -> FormReading:
     read = {c.coordinate for row in grid.head[: header.row_index] for c in row}
     read.update(grid.head[header.row_index][col].coordinate for col in header.columns.values())
     rows, row_notes = _read_rows(header, limits, read)
-    blank = sorted(source.uncached_formulas & read)
+    uncached = source.uncached_formulas
+    blank = sorted((uncached.get(grid.name, frozenset()) | uncached.get(ANY_SHEET, frozenset())) & read)
     if blank:
         raise UnreadableForm("formula_without_values", FORMULA_MESSAGE,
                              f"formula cells without a cached value among the cells read: {', '.join(blank[:5])}")

@@ -65,7 +65,8 @@ class Source:
     file_format: str
     grids: list[Grid]
     notes: list[str] = field(default_factory=list)
-    uncached_formulas: frozenset[str] = frozenset()  # coordinates read as empty (xlsx_inspect)
+    # sheet name -> coordinates of formulas without a cached value, read as empty (xlsx_inspect)
+    uncached_formulas: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 class CellBudget:
@@ -248,13 +249,13 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int, budget: CellBudget) -
     }[kind]
     kept = archive_safety.scan_members(zf, limits, keep=keep)
     area = 0
-    uncached: frozenset[str] = frozenset()
+    uncached: dict[str, frozenset[str]] = {}
     if kind == "xlsx":
         for name, xml in kept.items():
             cells = xlsx_inspect.check_sheet_area(name, xml, max_sheet_cells=min(MAX_SHEET_CELLS, budget.left))
             budget.take(cells, name)
             area += cells
-        uncached = xlsx_inspect.uncached_formula_cells(kept)
+        uncached = xlsx_inspect.uncached_formula_cells(kept, xlsx_inspect.sheet_names(zf))
     if kind == "ods":
         if b"encryption-data" in kept.get("META-INF/manifest.xml", b""):
             raise UnreadableForm("encrypted", ENCRYPTED_MESSAGE, "ODF package with encrypted members")

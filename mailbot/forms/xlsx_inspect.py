@@ -20,6 +20,7 @@ import html
 import io
 import posixpath
 import re
+import zipfile
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as DET
@@ -206,16 +207,49 @@ def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> int:
 
 
 MAX_UNCACHED_LISTED = 100_000  # beyond this many uncached formulas the form is refused at once
+ANY_SHEET = "*"  # key of uncached cells whose sheet is unknown: they count on every sheet
+_WORKBOOK = "xl/workbook.xml"
+_WORKBOOK_RELS = "xl/_rels/workbook.xml.rels"
+_MAX_WORKBOOK_PART = 2_000_000
 
 
-def uncached_formula_cells(sheets: dict[str, bytes]) -> frozenset[str]:
-    """Coordinates (``"H12"``) of formula cells without a cached value, in any of ``sheets``.
-    Raises ``formula_without_values`` when one has no ``r`` reference (its place is unknown) or
-    there are more than :data:`MAX_UNCACHED_LISTED`."""
-    found: set[str] = set()
+def sheet_names(zf: zipfile.ZipFile) -> dict[str, str]:
+    """Worksheet part (``xl/worksheets/sheet1.xml``) -> its sheet's name, from ``xl/workbook.xml``
+    and its relationships; ``{}`` when they are missing, too large or do not parse.  Call after
+    ``archive_safety.scan_members`` has checked the archive (sizes, no DTDs)."""
+    try:
+        infos = [zf.getinfo(_WORKBOOK), zf.getinfo(_WORKBOOK_RELS)]
+        if any(i.file_size > _MAX_WORKBOOK_PART for i in infos):
+            return {}
+        workbook, rels = (DET.fromstring(zf.read(i), forbid_dtd=True) for i in infos)
+    except (KeyError, ParseError, DefusedXmlException, ValueError, OSError, zipfile.BadZipFile):
+        return {}
+    targets: dict[str, str] = {}
+    for rel in rels.iter():
+        target = rel.get("Target") or ""
+        if rel.get("Id"):
+            targets[rel.get("Id", "")] = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+    names: dict[str, str] = {}
+    for sheet in workbook.iter():
+        if sheet.tag.rsplit("}", 1)[-1] != "sheet":
+            continue
+        rid = next((v for k, v in sheet.attrib.items() if k.rsplit("}", 1)[-1] == "id"), "")
+        if rid in targets and sheet.get("name"):
+            names[targets[rid]] = sheet.get("name", "")
+    return names
+
+
+def uncached_formula_cells(sheets: dict[str, bytes], names: dict[str, str]) -> dict[str, frozenset[str]]:
+    """Sheet name (``names``: part -> name, see :func:`sheet_names`; else :data:`ANY_SHEET`) ->
+    coordinates (``"H12"``) of its formula cells without a cached value.  Raises
+    ``formula_without_values`` when one has no ``r`` reference (its place is unknown) or there
+    are more than :data:`MAX_UNCACHED_LISTED`."""
+    found: dict[str, set[str]] = {}
+    total = 0
     for name, xml in sheets.items():
         if not _FORMULA_RE.search(xml):
             continue
+        cells = found.setdefault(names.get(name, ANY_SHEET), set())
         try:
             for _event, elem in DET.iterparse(io.BytesIO(xml), events=("end",), forbid_dtd=True):
                 tag = elem.tag.rsplit("}", 1)[-1]
@@ -230,14 +264,15 @@ def uncached_formula_cells(sheets: dict[str, bytes]) -> frozenset[str]:
                     v = child if ctag == "v" else v
                 if f is not None and (v is None or not (v.text or "")) and elem.get("t") != "str":
                     ref = elem.get("r") or ""
-                    if not ref or len(found) >= MAX_UNCACHED_LISTED:
+                    total += 1
+                    if not ref or total > MAX_UNCACHED_LISTED:
                         raise UnreadableForm("formula_without_values", FORMULA_MESSAGE,
                                              f"{name}: formula cells without a cached value ({ref or 'no r'})")
-                    found.add(ref.replace("$", "").upper())
+                    cells.add(ref.replace("$", "").upper())
                 elem.clear()
         except (ParseError, DefusedXmlException, ValueError) as exc:
             raise UnreadableForm(
                 "corrupt", "附件文件已损坏，无法读取，请用 Excel 或 WPS 重新保存后发送",
                 f"{name}: worksheet XML does not parse: {exc}",
             ) from exc
-    return frozenset(found)
+    return {sheet: frozenset(cells) for sheet, cells in found.items() if cells}
