@@ -234,6 +234,7 @@ def test_an_acceptance_too_close_to_the_deadline_points_to_the_office_for_change
     ("deadline", "words"),
     [(datetime(2020, 11, 9, 23, 59, 59, tzinfo=BJ), "2020年11月9日24时"),
      (datetime(2020, 11, 9, 17, 0, tzinfo=BJ), "2020年11月9日17时"),
+     (datetime(2020, 11, 10, 0, 0, tzinfo=BJ), "2020年11月9日24时"),
      (datetime(2020, 11, 9, 17, 30, tzinfo=BJ), "2020年11月9日 17:30"),
      (datetime(2020, 11, 9, 15, 59, 59, tzinfo=timezone.utc), "2020年11月9日24时")],
 )

@@ -161,10 +161,13 @@ def cn_time(value: datetime | None) -> str:
 
 def cn_deadline(value: datetime | None) -> str:
     """A deadline as the notice would write it, in Beijing time: ``2020年11月9日24时`` for the end
-    of a day (23:59:59), ``2020年11月9日17时`` on the hour, else ``2020年11月9日 17:30``."""
+    of a day (23:59:59 or the next 00:00), ``2020年11月9日17时`` on the hour, else
+    ``2020年11月9日 17:30``."""
     if value is None:
         return ""
     v = value.astimezone(BEIJING)
+    if (v.hour, v.minute, v.second) == (0, 0, 0):  # midnight is the end of the day before
+        v = v - timedelta(seconds=1)
     if (v.hour, v.minute, v.second) == (23, 59, 59):
         return f"{v.year}年{v.month}月{v.day}日24时"
     if (v.minute, v.second) == (0, 0):
