@@ -236,6 +236,11 @@ def test_a_repeated_row_is_to_be_deleted_and_the_first_one_stands():
                            "是重复填写：请删除第7行（第4行保留）。")]]
 
 
+def test_a_row_to_delete_for_its_certificate_does_not_make_the_teachers_other_row_a_duplicate():
+    verdict = check_form(reading(nominee(4, program="网络安全评估"), nominee(5, program="物流管理")), RULES)
+    assert [[f.code for f in r.findings] for r in verdict.rows] == [["program_not_in_campaign"], []]
+
+
 def test_a_row_to_delete_is_not_also_asked_to_fix_its_other_cells():
     bad_id = MAN[:-1] + ("1" if MAN[-1] != "1" else "2")
     outside = nominee(5, program="网络安全评估", id_number=bad_id, phone="0571-88008925")

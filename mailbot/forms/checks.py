@@ -482,7 +482,7 @@ def check_form(reading: FormReading, rules: CampaignRules) -> FormVerdict:
     rows = tuple(normalize_row(r, rules) for r in reading.rows if not is_blank(r))
     id_rows: dict[str, list[int]] = {}
     for r in rows:
-        if r.id_number and not _looks_stored_as_number(r):
+        if r.id_number and not _looks_stored_as_number(r) and not r.match.outside:  # outside: deleted
             id_rows.setdefault(r.id_number, []).append(r.row)
     ctx = CheckContext(rules, reading, rows, {k: tuple(v) for k, v in id_rows.items()})
 
