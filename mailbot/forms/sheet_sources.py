@@ -243,7 +243,7 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int, budget: CellBudget) -
     if kind == "xlsx" and xlsx_inspect.WORKBOOK_RELS in archive_safety.member_names(zf):
         sheets = xlsx_inspect.sheet_parts(archive_safety.read_member(zf, xlsx_inspect.WORKBOOK_RELS, limits))
     keep = {
-        "xlsx": lambda n: xlsx_inspect.is_worksheet(n) or n in sheets,
+        "xlsx": lambda n: xlsx_inspect.is_worksheet(n) or n in sheets or n in xlsx_inspect.WORKBOOK_PARTS,
         "ods": lambda n: n in ("META-INF/manifest.xml", "content.xml"),
         "docx": lambda n: False,
     }[kind]
@@ -255,7 +255,7 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int, budget: CellBudget) -
             cells = xlsx_inspect.check_sheet_area(name, xml, max_sheet_cells=min(MAX_SHEET_CELLS, budget.left))
             budget.take(cells, name)
             area += cells
-        uncached = xlsx_inspect.uncached_formula_cells(kept, xlsx_inspect.sheet_names(zf))
+        uncached = xlsx_inspect.uncached_formula_cells(kept, xlsx_inspect.sheet_names(kept))
     if kind == "ods":
         if b"encryption-data" in kept.get("META-INF/manifest.xml", b""):
             raise UnreadableForm("encrypted", ENCRYPTED_MESSAGE, "ODF package with encrypted members")

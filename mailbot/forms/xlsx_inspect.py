@@ -20,7 +20,6 @@ import html
 import io
 import posixpath
 import re
-import zipfile
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as DET
@@ -208,21 +207,16 @@ def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> int:
 
 MAX_UNCACHED_LISTED = 100_000  # beyond this many uncached formulas the form is refused at once
 ANY_SHEET = "*"  # key of uncached cells whose sheet is unknown: they count on every sheet
-_WORKBOOK = "xl/workbook.xml"
-_WORKBOOK_RELS = "xl/_rels/workbook.xml.rels"
-_MAX_WORKBOOK_PART = 2_000_000
+# Where a workbook names its worksheet parts (kept by the zip scan with the worksheets).
+WORKBOOK_PARTS = ("xl/workbook.xml", WORKBOOK_RELS)
 
 
-def sheet_names(zf: zipfile.ZipFile) -> dict[str, str]:
-    """Worksheet part (``xl/worksheets/sheet1.xml``) -> its sheet's name, from ``xl/workbook.xml``
-    and its relationships; ``{}`` when they are missing, too large or do not parse.  Call after
-    ``archive_safety.scan_members`` has checked the archive (sizes, no DTDs)."""
+def sheet_names(parts: dict[str, bytes]) -> dict[str, str]:
+    """Worksheet part (``xl/worksheets/sheet1.xml``) -> its sheet's name, from the
+    :data:`WORKBOOK_PARTS` in ``parts``; ``{}`` when they are missing or do not parse."""
     try:
-        infos = [zf.getinfo(_WORKBOOK), zf.getinfo(_WORKBOOK_RELS)]
-        if any(i.file_size > _MAX_WORKBOOK_PART for i in infos):
-            return {}
-        workbook, rels = (DET.fromstring(zf.read(i), forbid_dtd=True) for i in infos)
-    except (KeyError, ParseError, DefusedXmlException, ValueError, OSError, zipfile.BadZipFile):
+        workbook, rels = (DET.fromstring(parts[name], forbid_dtd=True) for name in WORKBOOK_PARTS)
+    except (KeyError, ParseError, DefusedXmlException, ValueError):
         return {}
     targets: dict[str, str] = {}
     for rel in rels.iter():
@@ -247,7 +241,7 @@ def uncached_formula_cells(sheets: dict[str, bytes], names: dict[str, str]) -> d
     found: dict[str, set[str]] = {}
     total = 0
     for name, xml in sheets.items():
-        if not _FORMULA_RE.search(xml):
+        if name in WORKBOOK_PARTS or not _FORMULA_RE.search(xml):
             continue
         cells = found.setdefault(names.get(name, ANY_SHEET), set())
         try:
