@@ -472,6 +472,7 @@ class Intake:
             platform_url=r.platform.url, platform_path=r.platform.menu,
             late_contact=r.intake.late_change_contact, help_contact=r.intake.help_contact,
             stamp_required=r.intake.stamped_scan_required,
+            resend_closed=not r.deadline.leaves_time_to_resend(arrived),
             **extra)
 
     def _queue_reply(self, msg_pk: int, receipt: str, fetched: FetchedMessage, a: Assessment,

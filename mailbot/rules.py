@@ -8,7 +8,7 @@ every problem of a bad file at once (key path and reason, one per line) as a
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,10 @@ from mailbot.time_zones import known_time_zone, zone
 from mailbot.annex3 import OFFICIAL_LABELS
 from mailbot.normalize import compact, match_key
 
+
+
+# A correction received later than this before the deadline says there is no time to resend.
+RESEND_MARGIN = timedelta(hours=1)
 
 
 class _Model(BaseModel):
@@ -57,6 +61,11 @@ class Deadline(_Model):
     def aware(self) -> datetime:
         """The deadline as an aware datetime in its time zone."""
         return self.at.replace(tzinfo=zone(self.timezone))
+
+    def leaves_time_to_resend(self, received: datetime) -> bool:
+        """Whether a sender told at ``received`` (aware) to fix a form still has
+        :data:`RESEND_MARGIN` before the deadline to send it again."""
+        return received + RESEND_MARGIN <= self.aware
 
     def is_on_time(self, received: datetime) -> bool:
         """Whether a mail that reached the mailbox at ``received`` (aware) is on time."""
@@ -332,6 +341,14 @@ def _semantic_problems(rules: CampaignRules) -> list[str]:
                 problems.append(f"programs[{i}]: alias {text!r} is empty once normalised")
             elif owners.setdefault(k, where) != where:
                 problems.append(f"programs[{i}]: alias {text!r} also names {owners[k]}")
+    names = [(i, key(text)) for i, p in enumerate(rules.programs) for text in (p.name, p.short_name, *p.aliases)]
+    for i, p in enumerate(rules.programs):
+        for text in p.aliases:
+            k = key(text)
+            other = next((j for j, n in names if j != i and k and k in n), None)
+            if other is not None:
+                problems.append(f"programs[{i}]: alias {text!r} is part of a name of programs[{other}] "
+                                f"({rules.programs[other].short_name}); it could not tell them apart")
     for j, cert in enumerate(rules.outside_programs.certificates):
         k = key(cert)
         where = f"outside_programs.certificates[{j}]"

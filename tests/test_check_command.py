@@ -39,9 +39,12 @@ def form(filename: str, *rows: FormRow, institution: str = "浙江某某职业�
 GOOD = form("good.xlsx", row(4, "BIM", "张 三", "男", MAN, "+86 138 1234 5678"),
             row(5, "物流管理", "王芳", "女", WOMAN, "13712345678"))
 BAD = form("bad.xlsx", row(4, "WEB前端", "张三", "女", MAN, "1381234567"))
+FIXES = form("fixes.xlsx", row(4, "物流", "张三", "男", MAN, "0571-8888888"),
+              row(5, "建筑", "王芳", "女", WOMAN, "13712345678"),
+              row(7, "物流管理", "张三", "男", MAN, "057188888888"))
 REDIRECT = form("zz.xlsx", row(4, "BIM", "张三", "男", MAN, "13812345678"),
                 institution="杭州市某某中等职业学校")
-READINGS = {f.filename: f for f in (GOOD, BAD, REDIRECT)}
+READINGS = {f.filename: f for f in (GOOD, BAD, REDIRECT, FIXES)}
 
 
 def fake_read_annex3(data: bytes, filename: str, limits) -> FormReading:
@@ -57,7 +60,7 @@ def files(tmp_path: Path, monkeypatch) -> Path:
     fake = types.ModuleType("mailbot.forms.reader")
     fake.read_annex3 = fake_read_annex3
     monkeypatch.setitem(sys.modules, "mailbot.forms.reader", fake)
-    for name in ("good.xlsx", "bad.xlsx", "zz.xlsx", "notes.xlsx", "broken.xlsx"):
+    for name in ("good.xlsx", "bad.xlsx", "zz.xlsx", "notes.xlsx", "broken.xlsx", "fixes.xlsx"):
         (tmp_path / name).write_bytes(b"PK")
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -98,6 +101,20 @@ def test_a_form_needing_correction_lists_its_findings_and_exits_1(files):
     assert [(f["column"], f["code"]) for f in obj["rows"][0]["findings"]] == [
         ("性别", "gender_mismatch"), ("手机", "phone_invalid")]
     assert MAN not in result.stdout and "1381234567" not in result.stdout
+
+
+def test_check_shows_the_findings_a_sender_gets_naming_teacher_program_and_landline(files):
+    result = run("--json", "fixes.xlsx")
+    masked = MAN[:4] + "*" * 10 + MAN[-4:]
+    (obj,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["row"], r["program"], [f["message"] for f in r["findings"]]) for r in obj["rows"]] == [
+        (4, "物流管理职业技能等级证书", ["第4行（张三）“手机”“057****8888”是座机号码，请填写本人的11位手机号码。"]),
+        (5, "建筑", ["第5行（王芳）“所报证书培训班名称”填写的“建筑”不能确定是哪一个证书培训项目"
+                   "（本次开设的项目中与之相符的有：“建筑信息模型（BIM）职业技能等级证书”、“建筑工程识图职业技能等级证书”），"
+                   "请填写要报项目的全称。"]),
+        (7, "物流管理职业技能等级证书", [f"第7行（张三）与第4行（张三）的“身份证号”“{masked}”相同，所报项目同为“物流管理”，"
+                                  "是重复填写：请删除第7行（第4行保留）。"]),
+    ]
 
 
 @pytest.mark.parametrize(

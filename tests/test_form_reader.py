@@ -184,6 +184,56 @@ def test_formulas_without_cached_values_are_unreadable_not_empty():
                                  "请用 Excel 或 WPS 打开该文件、保存后重新发送")
 
 
+def _with_formulas(data: bytes, cells: dict[str, str], sheet: str = "") -> bytes:
+    """The workbook with formulas written into ``cells`` of the active sheet, or of a new sheet
+    ``sheet`` placed first (openpyxl stores no cached values)."""
+    from openpyxl import load_workbook
+
+    wb = load_workbook(io.BytesIO(data))
+    ws = wb.create_sheet(sheet, 0) if sheet else wb.active
+    for coordinate, formula in cells.items():
+        ws[coordinate] = formula
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [{"K4": "=LEN(G4)", "K5": "=LEN(G5)"},  # a helper column right of the table
+     {"C8": "=COUNTA(C4:C5)"},  # a total row below the 说明 footer
+     {"K2": "=TODAY()"}],  # beside the header line, right of the block
+    ids=["helper column", "total below footer", "beside header line"],
+)
+def test_formulas_without_values_outside_the_cells_read_do_not_block_the_form(cells):
+    data = _with_formulas(make_annex3_xlsx([nominee(1), nominee(2)]), cells)
+    reading = read_annex3(data, "f.xlsx")
+    assert names(reading) == ["张三", "李四"]
+
+
+def test_formulas_without_values_on_another_sheet_do_not_block_the_form():
+    data = _with_formulas(make_annex3_xlsx([nominee(1), nominee(2)]), {"C4": "=Sheet1!C4", "B2": "=1"}, sheet="统计")
+    reading = read_annex3(data, "f.xlsx")
+    assert (reading.sheet, names(reading)) == ("Sheet1", ["张三", "李四"])
+
+
+def test_a_formula_without_value_on_the_form_sheet_blocks_it_whatever_the_sheet_order():
+    data = _with_formulas(make_annex3_xlsx([nominee(1), nominee(2)]), {"C5": "=\"李\"&\"四\""})
+    data = _with_formulas(data, {"A1": "=1"}, sheet="统计")
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(data, "f.xlsx")
+    assert (err.value.code, err.value.detail) == (
+        "formula_without_values", "formula cells without a cached value among the cells read: C5")
+
+
+def test_a_formula_without_value_in_a_column_read_still_blocks_the_form():
+    data = _with_formulas(make_annex3_xlsx([nominee(1), nominee(2)]), {"K4": "=1", "H5": "=\"138\"&\"12345678\""})
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(data, "f.xlsx")
+    assert (err.value.code, err.value.detail) == (
+        "formula_without_values", "formula cells without a cached value among the cells read: H5")
+
+
 # --------------------------------------------------------------------------- other formats
 
 def test_word_table_with_header_line_above():

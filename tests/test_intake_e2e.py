@@ -78,7 +78,8 @@ def test_error_then_corrected_resubmission(intake, dovecot, imap_account, smtp_s
     assert intake.intake.poll_once().outcomes == {"correction": 1}
     first = parse_reply(smtp_sink.wait_for(1)[0].raw)
     assert _nominee_lines(first) == [
-        "1. 「报名表.xlsx」：第5行“手机”“*******”（7位）不是有效的11位中国大陆手机号码，请填写本人手机号（不加区号、不填座机）。",
+        f"1. 「报名表.xlsx」：第5行（{nominee(2).name}）“手机”“*******”（7位）不是有效的11位中国大陆手机号码，"
+        "请填写本人手机号（不加区号、不填座机）。",
         f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）", "报名状态：已录取"]
     assert first.attachments == ("报名表-需修改.xlsx",)
     _append(dovecot, imap_account, make_mail(attachments=[("报名表（修改）.xlsx", _form(1, 2))]),
@@ -97,7 +98,7 @@ def test_late_mail_gets_late_reply_even_with_forged_date(intake, dovecot, imap_a
     assert intake.intake.poll_once().outcomes == {"late": 1}
     reply = parse_reply(smtp_sink.wait_for(1)[0].raw)
     assert _line_starting(reply, "我们于") == (
-        "我们于2020年11月10日 00:00收到浙江某某职业技术学院的邮件，此时报名已于2020年11月9日 23:59截止。"
+        "我们于2020年11月10日 00:00收到浙江某某职业技术学院的邮件，此时报名已于2020年11月9日24时截止。"
         "截止后收到的报名或修改不会自动处理，本邮件的内容暂未计入报名结果。")
     assert next(intake.state.db.query("SELECT count(*) n FROM nominees"))["n"] == 0
 
@@ -108,6 +109,49 @@ def test_mail_just_before_midnight_of_deadline_is_on_time(intake, dovecot, imap_
     assert intake.intake.poll_once().outcomes == {"accepted": 1}
 
 
+def test_a_correction_in_the_last_hour_says_there_is_no_time_to_resend(intake, dovecot, imap_account, smtp_sink) -> None:
+    bad = make_annex3_xlsx([nominee(1), nominee(2, phone="0571-88008925")])
+    _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", bad)]), shanghai(2020, 11, 9, 23, 10))
+    assert intake.intake.poll_once().outcomes == {"correction": 1}
+    reply = parse_reply(smtp_sink.wait_for(1)[0].raw)
+    assert _line_starting(reply, "1. 「") == (
+        f"1. 「报名表.xlsx」：第5行（{nominee(2).name}）“手机”“057*****8925”是座机号码，请填写本人的11位手机号码。")
+    assert _line_starting(reply, "需要修改的行") == (
+        "需要修改的行本次未登记，不占名额。本邮件收到时距报名截止（2020年11月9日24时）已不足1小时，"
+        "来不及修改后重新发送；如需为这些教师报名，请联系省职教师资培训中心孙国良，电话：0571-85290492、88320488。")
+    assert [line for line in reply.text.splitlines() if "前将完整的汇总表" in line] == []
+
+
+def test_an_earlier_correction_says_unfixed_rows_queue_by_the_time_of_the_resend(
+        intake, dovecot, imap_account, smtp_sink) -> None:
+    _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", _form(1, program="物流"))]))
+    other = _form(2, program="建筑", institution="浙江另一职业技术学院")
+    _append(dovecot, imap_account, make_mail(sender="li@zjlt.edu.cn", attachments=[("报名表.xlsx", other)]),
+            shanghai(2020, 11, 2, 10, 5))
+    assert intake.intake.poll_once().outcomes == {"accepted": 1, "correction": 1}
+    replies = [parse_reply(m.raw) for m in smtp_sink.wait_for(2)]
+    (correction,) = [r for r in replies if "需要修改" in r.text]
+    assert _line_starting(correction, "需要修改的行") == (
+        "需要修改的行本次未登记，不占名额；修改后重新发送的，按重新发送的邮件收到时间排队登记。")
+    assert _line_starting(correction, "请修改后") == (
+        "请修改后于2020年11月9日24时前将完整的汇总表（请保留已登记的教师）重新发送至shengpei@zjut.edu.cn，"
+        "我们将以最新收到的一份为准。")
+    seated = list(intake.state.db.query("SELECT program FROM nominees WHERE status = 'seated'"))
+    assert seated == [{"program": LOGISTICS}]
+
+
+def test_uncached_formulas_outside_the_cells_read_do_not_block_a_form(intake, dovecot, imap_account, smtp_sink) -> None:
+    from openpyxl import load_workbook
+
+    wb = load_workbook(io.BytesIO(_form(1, 2)))
+    wb.active["K4"], wb.active["K5"], wb.active["C9"] = "=LEN(G4)", "=LEN(G5)", "=COUNTA(C4:C5)"
+    buf = io.BytesIO()
+    wb.save(buf)
+    _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", buf.getvalue())]))
+    assert intake.intake.poll_once().outcomes == {"accepted": 1}
+    assert next(intake.state.db.query("SELECT count(*) n FROM nominees WHERE status = 'seated'"))["n"] == 2
+
+
 def test_secondary_vocational_school_is_redirected_to_the_platform(intake, dovecot, imap_account, smtp_sink) -> None:
     _append(dovecot, imap_account, make_mail(attachments=[("报名表.xlsx", _form(1, institution="杭州市某某职业高级中学"))]))
     assert intake.intake.poll_once().outcomes == {"redirect": 1}
@@ -115,7 +159,7 @@ def test_secondary_vocational_school_is_redirected_to_the_platform(intake, dovec
     assert _line_starting(reply, "我们已于") == (
         "我们已于2020年11月2日 10:00收到杭州市某某职业高级中学的邮件。根据通知要求，中职学校的参训教师不通过邮件报名："
         "请登录“省教育培训管理平台”（https://pxglpt.zjedu.gov.cn），选择“指令性培训—省级骨干培训”中的相应项目推荐参训教师，"
-        "请于2020年11月9日前完成。")
+        "请于2020年11月9日24时前完成。")
 
 
 def test_mail_without_attachment_is_told_what_to_attach(intake, dovecot, imap_account, smtp_sink) -> None:
@@ -123,7 +167,7 @@ def test_mail_without_attachment_is_told_what_to_attach(intake, dovecot, imap_ac
     assert intake.intake.poll_once().outcomes == {"no_form": 1}
     reply = parse_reply(smtp_sink.wait_for(1)[0].raw)
     assert _line_starting(reply, "请将附件3") == (
-        "请将附件3《高校参训教师信息汇总表》（Excel 文件，.xlsx 或 .xls 格式）作为邮件附件于2020年11月9日 23:59前"
+        "请将附件3《高校参训教师信息汇总表》（Excel 文件，.xlsx 或 .xls 格式）作为邮件附件于2020年11月9日24时前"
         "发送至shengpei@zjut.edu.cn。填写提示：")
 
 

@@ -32,7 +32,7 @@ def test_dry_run_replay_prints_decision_and_reply_and_records_nothing(env: Path)
     assert lines[0] == "outcome: correction (findings to correct)"
     assert lines[1].startswith("--- reply (correction) to wang@zjxx.edu.cn: ")
     assert [line for line in lines if line.startswith("1. 「")] == [
-        "1. 「报名表.xlsx」：第5行“手机”“**”（2位）不是有效的11位中国大陆手机号码，请填写本人手机号（不加区号、不填座机）。"]
+        "1. 「报名表.xlsx」：第5行（李四）“手机”“**”（2位）不是有效的11位中国大陆手机号码，请填写本人手机号（不加区号、不填座机）。"]
     verify = CliRunner().invoke(main, ["verify"])
     assert (verify.exit_code, verify.output.splitlines()[0], verify.output.splitlines()[-1]) == (
         0, "integrity_check: ok; event chain: ok (0 events)", "verified: the event log explains the state; head (empty log)")

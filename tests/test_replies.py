@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timezone
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -25,6 +25,7 @@ from mailbot.replies.render import (
     ReplyRenderer,
     build_digest_message,
     build_message,
+    cn_deadline,
     reply_subject,
     thread_references,
 )
@@ -209,10 +210,42 @@ def test_correction_places_each_finding_and_mentions_the_attachment(renderer):
     assert "附件“汇总表-需修改.xlsx”" in text
 
 
+def test_a_correction_too_close_to_the_deadline_does_not_ask_for_a_resend_by_then(renderer):
+    ctx = replace(CONTEXTS["correction"], received_at=datetime(2020, 11, 9, 23, 20, tzinfo=BJ), resend_closed=True)
+    rendered = renderer.render(ctx)
+    path = GOLDEN / "correction_near_deadline.txt"
+    if os.environ.get("MAILBOT_UPDATE_GOLDEN") == "1":
+        path.write_text(golden_text(rendered), encoding="utf-8")
+    assert golden_text(rendered) == path.read_text(encoding="utf-8")
+    closing = ("需要修改的行本次未登记，不占名额。本邮件收到时距报名截止（2020年11月9日24时）已不足1小时，"
+               "来不及修改后重新发送；如需为这些教师报名，请联系省职教师资培训中心 0571-85290492。")
+    assert closing in rendered.text.splitlines()
+    assert "前将完整的汇总表" not in rendered.text and "前将完整的汇总表" not in rendered.html
+
+
+def test_an_acceptance_too_close_to_the_deadline_points_to_the_office_for_changes(renderer):
+    ctx = replace(CONTEXTS["acceptance"], received_at=datetime(2020, 11, 9, 23, 20, tzinfo=BJ), resend_closed=True)
+    lines = [line for line in renderer.render(ctx).text.splitlines() if "如需修改" in line]
+    assert lines == ["本邮件收到时距报名截止（2020年11月9日24时）已不足1小时，如需修改，请联系省职教师资培训中心 0571-85290492。"
+                     "根据通知要求，学员报名完成后无特殊原因不得更换。"]
+
+
+@pytest.mark.parametrize(
+    ("deadline", "words"),
+    [(datetime(2020, 11, 9, 23, 59, 59, tzinfo=BJ), "2020年11月9日24时"),
+     (datetime(2020, 11, 9, 17, 0, tzinfo=BJ), "2020年11月9日17时"),
+     (datetime(2020, 11, 10, 0, 0, tzinfo=BJ), "2020年11月9日24时"),
+     (datetime(2020, 11, 9, 17, 30, tzinfo=BJ), "2020年11月9日 17:30"),
+     (datetime(2020, 11, 9, 15, 59, 59, tzinfo=timezone.utc), "2020年11月9日24时")],
+)
+def test_a_deadline_is_written_as_the_notice_would(deadline, words):
+    assert cn_deadline(deadline) == words
+
+
 def test_late_reply_gives_both_times_and_the_contact(renderer):
     text = renderer.render(CONTEXTS["late"]).text
     assert "我们于2020年11月10日 08:15收到" in text
-    assert "已于2020年11月9日 23:59截止" in text
+    assert "已于2020年11月9日24时截止" in text
     assert "请联系：省职教师资培训中心 0571-85290492" in text
 
 

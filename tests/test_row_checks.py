@@ -89,7 +89,7 @@ def test_missing_required_cells_name_the_column_as_printed():
         ("required_missing", 4, "电子邮箱", "F4"),
         ("required_missing", 4, "手 机", "H4"),
     ]
-    assert verdict.rows[0].findings[1].message == "第4行“手 机”未填写，请补充。"
+    assert verdict.rows[0].findings[1].message == "第4行（张三）“手 机”未填写，请补充。"
     assert verdict.outcome is Outcome.NEEDS_CORRECTION
 
 
@@ -126,7 +126,7 @@ def test_gender_must_match_the_identity_number():
     row = nominee(gender="女")
     assert findings(row) == [("gender_mismatch", "性别")]
     assert only_message(row) == (
-        f"第4行“性别”填写为“女”，但身份证号“{MAN_MASKED}”对应的性别为“男”，请核对性别或身份证号。"
+        f"第4行（张三）“性别”填写为“女”，但身份证号“{MAN_MASKED}”对应的性别为“男”，请核对性别或身份证号。"
     )
     assert findings(nominee(gender="female", id_number=WOMAN)) == []
 
@@ -136,19 +136,76 @@ def test_an_unrecognised_gender_is_invalid():
 
 
 def test_phone_must_be_a_mainland_mobile():
-    row = nominee(phone="0571-88008925")
+    row = nominee(phone="1381234567")
     assert findings(row) == [("phone_invalid", "手机")]
-    assert "88008925" not in only_message(row)
+    assert only_message(row) == (
+        "第4行（张三）“手机”“138***4567”（10位）不是有效的11位中国大陆手机号码，"
+        "请填写本人手机号（不加区号、不填座机）。")
+
+
+@pytest.mark.parametrize(
+    ("written", "masked"),
+    [("0571-8888888", "057****8888"), ("057188888888", "057*****8888"), ("0571-88008925", "057*****8925"),
+     ("88008925", "880*8925")],
+)
+def test_a_landline_in_the_mobile_column_is_called_a_landline(written, masked):
+    assert only_message(nominee(phone=written)) == (
+        f"第4行（张三）“手机”“{masked}”是座机号码，请填写本人的11位手机号码。")
 
 
 def test_email_syntax():
     assert findings(nominee(email="zhangsan@qq")) == [("email_invalid", "电子邮箱")]
 
 
-def test_an_unknown_program_suggests_the_closest_names():
+FIFTEEN = ("建筑信息模型（BIM）、数字创意建模、数控车铣加工、Web前端开发、老年照护、汽车运用与维修、智能新能源汽车、"
+           "跨境电商B2B数据运营、财务共享服务、网店运营推广、智能财税、物流管理、研学旅行策划与管理（EEPM）、"
+           "工业机器人操作与运维、建筑工程识图")
+
+
+def test_an_unknown_program_suggests_the_closest_names_and_lists_the_fifteen():
     row = nominee(program="汽车运用与维护")
     assert findings(row) == [("program_unknown", "所报证书培训班名称")]
-    assert "“汽车运用与维修职业技能等级证书”" in only_message(row)
+    assert only_message(row) == (
+        "第4行（张三）“所报证书培训班名称”填写的“汽车运用与维护”不是本次开设的15个证书培训项目之一。"
+        "您是否要报：“汽车运用与维修职业技能等级证书”？"
+        f"请填写以下15个项目之一（写简称即可）：{FIFTEEN}。")
+
+
+def test_a_name_like_no_program_lists_the_fifteen():
+    assert only_message(nominee(program="不存在的证书")) == (
+        "第4行（张三）“所报证书培训班名称”填写的“不存在的证书”不是本次开设的15个证书培训项目之一。"
+        f"请填写以下15个项目之一（写简称即可）：{FIFTEEN}。")
+
+
+@pytest.mark.parametrize(
+    ("written", "program"),
+    [("物流", "物流管理职业技能等级证书"), ("BIM（中级）", BIM), ("跨境电商", "跨境电商B2B数据运营职业技能等级证书"),
+     ("财务", "财务共享服务职业技能等级证书"), ("web", "Web前端开发职业技能等级证书"),
+     ("研学", "研学旅行策划与管理（EEPM）职业技能等级证书")],
+)
+def test_a_shortened_name_that_begins_one_program_only_is_accepted(written, program):
+    (row,) = check_form(reading(nominee(program=written)), RULES).rows
+    assert (row.program, row.program_matched, row.findings) == (program, True, ())
+
+
+@pytest.mark.parametrize(
+    ("written", "names"),
+    [("建筑", "“建筑信息模型（BIM）职业技能等级证书”、“建筑工程识图职业技能等级证书”"),
+     ("汽车", "“汽车运用与维修职业技能等级证书”、“智能新能源汽车职业技能等级证书”"),
+     ("工业机器人", "“工业机器人操作与运维职业技能等级证书”")],  # also 工业机器人应用编程, not run
+)
+def test_a_shortened_name_that_fits_several_says_which_names_to_choose_from(written, names):
+    row = nominee(program=written)
+    assert findings(row) == [("program_ambiguous", "所报证书培训班名称")]
+    assert only_message(row) == (
+        f"第4行（张三）“所报证书培训班名称”填写的“{written}”不能确定是哪一个证书培训项目"
+        f"（本次开设的项目中与之相符的有：{names}），请填写要报项目的全称。")
+
+
+def test_a_finding_names_a_row_without_a_name_by_its_number_only_and_masks_numbers_in_names():
+    assert only_message(nominee(name="")) == "第4行“姓名”未填写，请补充。"
+    message = only_message(nominee(name="13812345678", gender="未知"))
+    assert message == "第4行（138****5678）“性别”填写为“未知”，请填写“男”或“女”。"
 
 
 def test_a_certificate_outside_the_campaign_quotes_the_notice():
@@ -160,13 +217,37 @@ def test_a_certificate_outside_the_campaign_quotes_the_notice():
         "网络安全评估职业技能等级证书", False)
 
 
-def test_the_same_identity_number_twice_names_both_rows():
+def test_the_same_identity_number_on_two_programs_names_both_rows_and_programs():
     verdict = check_form(reading(nominee(4), nominee(5, program="物流管理", name="张三")), RULES)
-    assert [[(f.code, f.row) for f in r.findings] for r in verdict.rows] == [
-        [("duplicate_in_form", 4)], [("duplicate_in_form", 5)]]
-    message = verdict.rows[0].findings[0].message
-    assert message == (f"第4行“身份证号”“{MAN_MASKED}”在本表第4、5行重复出现（每位教师只能报名一个证书培训项目），"
-                       "请只保留一行、删除其余各行。")
+    assert [[(f.code, f.row, f.message) for f in r.findings] for r in verdict.rows] == [
+        [("duplicate_in_form", 4,
+          f"第4行（张三，“建筑信息模型（BIM）”）与第5行（张三，“物流管理”）的“身份证号”“{MAN_MASKED}”相同。"
+          "每位教师只能报名一个证书培训项目：请只保留要报项目的一行，删除其余各行。")],
+        [("duplicate_in_form", 5,
+          f"第5行（张三，“物流管理”）与第4行（张三，“建筑信息模型（BIM）”）的“身份证号”“{MAN_MASKED}”相同。"
+          "每位教师只能报名一个证书培训项目：请只保留要报项目的一行，删除其余各行。")]]
+
+
+def test_a_repeated_row_is_to_be_deleted_and_the_first_one_stands():
+    verdict = check_form(reading(nominee(4, program="物流管理"), nominee(7, program="物流")), RULES)
+    assert [[(f.code, f.message) for f in r.findings] for r in verdict.rows] == [
+        [],
+        [("duplicate_row", f"第7行（张三）与第4行（张三）的“身份证号”“{MAN_MASKED}”相同，所报项目同为“物流管理”，"
+                           "是重复填写：请删除第7行（第4行保留）。")]]
+
+
+def test_a_row_to_delete_for_its_certificate_does_not_make_the_teachers_other_row_a_duplicate():
+    verdict = check_form(reading(nominee(4, program="网络安全评估"), nominee(5, program="物流管理")), RULES)
+    assert [[f.code for f in r.findings] for r in verdict.rows] == [["program_not_in_campaign"], []]
+
+
+def test_a_row_to_delete_is_not_also_asked_to_fix_its_other_cells():
+    bad_id = MAN[:-1] + ("1" if MAN[-1] != "1" else "2")
+    outside = nominee(5, program="网络安全评估", id_number=bad_id, phone="0571-88008925")
+    repeated = nominee(6, email="wrong", gender="女")
+    verdict = check_form(reading(nominee(4), outside, repeated), RULES)
+    assert [[f.code for f in r.findings] for r in verdict.rows] == [
+        [], ["program_not_in_campaign"], ["duplicate_row"]]
 
 
 def test_an_empty_form_needs_correction():

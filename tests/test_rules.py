@@ -99,6 +99,22 @@ def test_an_alias_naming_two_programs_is_a_problem():
     assert any("is also a program of this campaign" in p for p in problems)
 
 
+def test_an_alias_that_is_part_of_another_programs_name_is_a_problem():
+    data = raw_rules()
+    data["programs"][5]["aliases"].append("汽车")  # 汽车运用与维修; also inside 智能新能源汽车
+    assert problems_of(data) == [
+        "programs[5]: alias '汽车' is part of a name of programs[6] (智能新能源汽车); it could not tell them apart"]
+
+
+def test_the_bundled_rules_accept_shortened_names_and_their_aliases():
+    from mailbot.forms.program_match import match_program
+
+    rules = load_rules()
+    matched = {w: match_program(w, rules).program for w in ("物流", "财税", "识图", "建筑")}
+    assert {w: p.short_name if p else None for w, p in matched.items()} == {
+        "物流": "物流管理", "财税": "智能财税", "识图": "建筑工程识图", "建筑": None}
+
+
 def test_a_toml_syntax_error_names_the_line(tmp_path: Path):
     path = tmp_path / "bad.toml"
     path.write_text('[campaign]\nid = "x"\nversion = \n', encoding="utf-8")
@@ -112,3 +128,12 @@ def test_a_toml_syntax_error_names_the_line(tmp_path: Path):
 def test_a_missing_file_is_a_config_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_rules(tmp_path / "nope.toml")
+
+
+def test_a_correction_leaves_time_to_resend_only_up_to_an_hour_before_the_deadline():
+    from datetime import datetime, timedelta, timezone
+
+    deadline = load_rules().deadline  # 2020-11-09 23:59:59 Beijing = 15:59:59 UTC
+    at = datetime(2020, 11, 9, 15, 59, 59, tzinfo=timezone.utc)
+    assert [deadline.leaves_time_to_resend(at - timedelta(minutes=m)) for m in (61, 60, 59, 0, -5)] == [
+        True, True, False, False, False]

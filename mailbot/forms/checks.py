@@ -3,8 +3,10 @@
 Like GNU Mailman's rules, each check is a named function; :data:`ROW_CHECKS` run over every
 normalised nominee row, :data:`FORM_CHECKS` over the form as a whole.  Each yields
 :class:`~mailbot.forms.model.Finding` objects with a stable ``code`` and a Chinese message a
-teacher can act on; row findings name the row and the column label *as printed in that file*.
-Identity numbers and phones are always masked in messages.
+teacher can act on; row findings name the row, the teacher (``第5行（张三）``) and the column label
+*as printed in that file*.  Identity numbers and phones are always masked in messages.  A row the
+sender must delete (a certificate not run this time, the later copy of a duplicate) gets only
+that finding: nothing else on it needs fixing.
 
 ``check_form(reading, rules)`` turns a :class:`FormReading` into a :class:`FormVerdict`;
 ``judge_file(data, filename, rules)`` reads the file first and turns reader errors into verdicts.
@@ -41,7 +43,7 @@ from mailbot.normalize import (
     normalize_name,
     normalize_phone,
 )
-from mailbot.forms.phones import is_contact_phone, is_mainland_mobile
+from mailbot.forms.phones import is_contact_phone, is_landline, is_mainland_mobile
 from mailbot.forms.program_match import ProgramMatch, match_program
 from mailbot.rules import CampaignRules
 
@@ -55,10 +57,15 @@ ID_STORED_AS_NUMBER = "id_stored_as_number"
 GENDER_MISMATCH = "gender_mismatch"
 GENDER_INVALID = "gender_invalid"
 PHONE_INVALID = "phone_invalid"
+PHONE_LANDLINE = "phone_landline"
 EMAIL_INVALID = "email_invalid"
 PROGRAM_UNKNOWN = "program_unknown"
 PROGRAM_NOT_IN_CAMPAIGN = "program_not_in_campaign"
+PROGRAM_AMBIGUOUS = "program_ambiguous"
 DUPLICATE_IN_FORM = "duplicate_in_form"
+DUPLICATE_ROW = "duplicate_row"
+# Findings whose fix is deleting the row: a row carrying one is told nothing else.
+DELETE_ROW_CODES = frozenset({PROGRAM_NOT_IN_CAMPAIGN, DUPLICATE_ROW})
 MISSING_COLUMN = "missing_column"
 EMPTY_FORM = "empty_form"
 INSTITUTION_MISSING = "institution_missing"
@@ -66,6 +73,7 @@ CONTACT_PHONE_INVALID = "contact_phone_invalid"
 SECONDARY_VOCATIONAL_SCHOOL = "secondary_vocational_school"
 
 _SCIENTIFIC_RE = re.compile(r"^\d(?:\.\d+)?E\+?\d+$", re.IGNORECASE)
+_NAME_SHOWN = 20  # characters of a teacher's name shown in a finding
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,24 @@ class NormalizedRow:
 
     def value(self, key: str) -> str:
         return str(getattr(self, key, ""))
+
+    @property
+    def who(self) -> str:
+        """``第5行（张三）``: the row and the teacher, as findings name them (numbers masked)."""
+        return self.who_and("")
+
+    def who_and(self, extra: str) -> str:
+        """``第5行（张三，extra）``; without a name ``第5行（extra）``."""
+        name = mask_text(self.name)
+        if len(name) > _NAME_SHOWN:
+            name = name[:_NAME_SHOWN] + "…"
+        inside = "，".join(part for part in (name, extra) if part)
+        return f"第{self.row}行（{inside}）" if inside else f"第{self.row}行"
+
+    @property
+    def program_shown(self) -> str:
+        """The program as the sender should recognise it: its short name when matched."""
+        return self.match.program.short_name if self.match.program else self.program
 
     def cell(self, key: str) -> CellValue | None:
         return self.source.cells.get(key)
@@ -172,7 +198,7 @@ def check_required(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
         if key in ctx.missing_columns or row.value(key):
             continue
         label = ctx.label(key)
-        yield ctx.finding(REQUIRED_MISSING, f"第{row.row}行“{label}”未填写，请补充。", row, key)
+        yield ctx.finding(REQUIRED_MISSING, f"{row.who}“{label}”未填写，请补充。", row, key)
 
 
 def check_program(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
@@ -182,9 +208,18 @@ def check_program(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
     if row.match.outside:
         yield ctx.finding(
             PROGRAM_NOT_IN_CAMPAIGN,
-            f"第{row.row}行“{label}”填写的“{row.program}”不在本次开设的{n}个证书培训项目之内。"
+            f"{row.who}“{label}”填写的“{row.program}”不在本次开设的{n}个证书培训项目之内。"
             f"通知说明：“{rules.outside_programs.explanation}”"
             f"该项目无需通过本邮箱报名，请从本表中删除这一行。",
+            row, "program",
+        )
+        return
+    if row.match.ambiguous:
+        names = "、".join(f"“{p.name}”" for p in row.match.ambiguous)
+        yield ctx.finding(
+            PROGRAM_AMBIGUOUS,
+            f"{row.who}“{label}”填写的“{row.program}”不能确定是哪一个证书培训项目"
+            f"（本次开设的项目中与之相符的有：{names}），请填写要报项目的全称。",
             row, "program",
         )
         return
@@ -193,11 +228,11 @@ def check_program(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
         hint = f"您是否要报：{names}？"
     else:
         hint = ""
-    example = rules.programs[0].name
+    listed = "、".join(p.short_name for p in rules.programs)
     yield ctx.finding(
         PROGRAM_UNKNOWN,
-        f"第{row.row}行“{label}”填写的“{row.program}”不是本次开设的{n}个证书培训项目之一。"
-        f"{hint}请按通知附件1填写证书全称，如“{example}”。",
+        f"{row.who}“{label}”填写的“{row.program}”不是本次开设的{n}个证书培训项目之一。"
+        f"{hint}请填写以下{n}个项目之一（写简称即可）：{listed}。",
         row, "program",
     )
 
@@ -206,7 +241,7 @@ def check_gender(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
     if _filled(row, ctx, "gender") and row.gender not in ("男", "女"):
         yield ctx.finding(
             GENDER_INVALID,
-            f"第{row.row}行“{ctx.label('gender')}”填写为“{row.gender}”，请填写“男”或“女”。",
+            f"{row.who}“{ctx.label('gender')}”填写为“{row.gender}”，请填写“男”或“女”。",
             row, "gender",
         )
 
@@ -215,7 +250,7 @@ def check_email_syntax(row: NormalizedRow, ctx: CheckContext) -> Iterator[Findin
     if _filled(row, ctx, "email") and check_email(row.email) is None:
         yield ctx.finding(
             EMAIL_INVALID,
-            f"第{row.row}行“{ctx.label('email')}”“{mask_text(row.email)}”格式不正确"
+            f"{row.who}“{ctx.label('email')}”“{mask_text(row.email)}”格式不正确"
             f"（应形如 name@example.com），请核对。",
             row, "email",
         )
@@ -242,7 +277,7 @@ def check_identity(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
     if not _filled(row, ctx, "id_number"):
         return
     label, number = ctx.label("id_number"), row.id_number
-    where = f"第{row.row}行“{label}”"
+    where = f"{row.who}“{label}”"
     if _looks_stored_as_number(row):
         shown = number if _SCIENTIFIC_RE.match(number) else mask_id(number)
         yield ctx.finding(
@@ -279,40 +314,65 @@ def check_gender_matches_id(row: NormalizedRow, ctx: CheckContext) -> Iterator[F
     if expected != row.gender:
         yield ctx.finding(
             GENDER_MISMATCH,
-            f"第{row.row}行“{ctx.label('gender')}”填写为“{row.gender}”，但身份证号"
+            f"{row.who}“{ctx.label('gender')}”填写为“{row.gender}”，但身份证号"
             f"“{mask_id(row.id_number)}”对应的性别为“{expected}”，请核对性别或身份证号。",
             row, "gender",
         )
 
 
 def check_phone(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
-    if _filled(row, ctx, "phone") and not is_mainland_mobile(row.phone):
+    if not _filled(row, ctx, "phone") or is_mainland_mobile(row.phone):
+        return
+    label = ctx.label("phone")
+    if is_landline(row.phone):
         yield ctx.finding(
-            PHONE_INVALID,
-            f"第{row.row}行“{ctx.label('phone')}”“{mask_phone(row.phone)}”（{len(row.phone)}位）"
-            f"不是有效的11位中国大陆手机号码，请填写本人手机号（不加区号、不填座机）。",
+            PHONE_LANDLINE,
+            f"{row.who}“{label}”“{mask_phone(row.phone)}”是座机号码，请填写本人的11位手机号码。",
             row, "phone",
         )
+        return
+    yield ctx.finding(
+        PHONE_INVALID,
+        f"{row.who}“{label}”“{mask_phone(row.phone)}”（{len(row.phone)}位）"
+        f"不是有效的11位中国大陆手机号码，请填写本人手机号（不加区号、不填座机）。",
+        row, "phone",
+    )
+
+
+def _same_program(a: NormalizedRow, b: NormalizedRow) -> bool:
+    if a.match.program and b.match.program:
+        return a.match.program.key == b.match.program.key
+    return a.program == b.program
 
 
 def check_duplicates(row: NormalizedRow, ctx: CheckContext) -> Iterator[Finding]:
+    """The same identity number on two or more rows.  Same program: the first row stands and
+    every later copy is to be deleted (``duplicate_row``).  Different programs (one program per
+    person): every row names the others and their programs; the sender keeps the one it wants."""
     if not _filled(row, ctx, "id_number") or _looks_stored_as_number(row):
         return  # damaged numbers (…000) may collide without being the same person
     rows = ctx.id_rows.get(row.id_number, ())
     if len(rows) < 2:
         return
-    others = [r for r in ctx.rows if r.row in rows]
-    same_program = len({r.program if not r.match.program else r.match.program.key
-                        for r in others}) == 1
-    if not same_program and not ctx.rules.campaign.one_program_per_person:
+    others = [r for r in ctx.rows if r.row in rows and r.row != row.row]
+    masked = mask_id(row.id_number)
+    first = next(r for r in ctx.rows if r.row == rows[0])
+    if first is not row and _same_program(first, row):
+        yield ctx.finding(
+            DUPLICATE_ROW,
+            f"{row.who}与{first.who}的“{ctx.label('id_number')}”“{masked}”相同，所报项目同为"
+            f"“{row.program_shown}”，是重复填写：请删除第{row.row}行（第{first.row}行保留）。",
+            row, "id_number",
+        )
         return
-    listed = "、".join(str(r) for r in rows)
-    why = "同一位教师重复填写" if same_program else "每位教师只能报名一个证书培训项目"
+    different = [r for r in others if not _same_program(r, row)]
+    if not different or not ctx.rules.campaign.one_program_per_person:
+        return
+    listed = "、".join(r.who_and(f"“{r.program_shown}”") for r in different)
     yield ctx.finding(
         DUPLICATE_IN_FORM,
-        f"第{row.row}行“{ctx.label('id_number')}”“{mask_id(row.id_number)}”在本表第{listed}行"
-        f"重复出现（{why}），"
-        f"请只保留一行、删除其余各行。",
+        f"{row.who_and(f'“{row.program_shown}”')}与{listed}的“{ctx.label('id_number')}”“{masked}”相同。"
+        f"每位教师只能报名一个证书培训项目：请只保留要报项目的一行，删除其余各行。",
         row, "id_number",
     )
 
@@ -407,6 +467,13 @@ def _row_verdict(row: NormalizedRow, findings: tuple[Finding, ...]) -> RowVerdic
     )
 
 
+def _row_findings(row: NormalizedRow, ctx: CheckContext) -> tuple[Finding, ...]:
+    """Every row check's findings; only the delete-the-row one when there is such a finding."""
+    found = tuple(f for check in ROW_CHECKS for f in check.fn(row, ctx))
+    delete = tuple(f for f in found if f.code in DELETE_ROW_CODES)
+    return delete[:1] or found
+
+
 def check_form(reading: FormReading, rules: CampaignRules) -> FormVerdict:
     """Run every form and row check over a reading and decide the outcome.
 
@@ -415,14 +482,12 @@ def check_form(reading: FormReading, rules: CampaignRules) -> FormVerdict:
     rows = tuple(normalize_row(r, rules) for r in reading.rows if not is_blank(r))
     id_rows: dict[str, list[int]] = {}
     for r in rows:
-        if r.id_number and not _looks_stored_as_number(r):
+        if r.id_number and not _looks_stored_as_number(r) and not r.match.outside:  # outside: deleted
             id_rows.setdefault(r.id_number, []).append(r.row)
     ctx = CheckContext(rules, reading, rows, {k: tuple(v) for k, v in id_rows.items()})
 
     form_findings = [f for check in FORM_CHECKS for f in check.fn(ctx)]
-    verdicts = tuple(
-        _row_verdict(r, tuple(f for check in ROW_CHECKS for f in check.fn(r, ctx))) for r in rows
-    )
+    verdicts = tuple(_row_verdict(r, _row_findings(r, ctx)) for r in rows)
     institution = clean_text(reading.institution)
     keyword = secondary_vocational_keyword(institution, rules)
     if keyword is not None:

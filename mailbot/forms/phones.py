@@ -45,6 +45,17 @@ def is_mainland_mobile(number: str) -> bool:
     )
 
 
+# Area code (0 + 2-3 digits) and a 7-8 digit number, or a bare local number.
+_LANDLINE_RE = re.compile(r"0[1-9]\d{8,10}|[2-9]\d{6,7}")
+
+
+def is_landline(number: str) -> bool:
+    """True when ``number`` (normalised: no spaces or dashes) has the shape of a mainland fixed
+    line, with or without its area code (``0571-8888888``, ``057188888888``, ``88888888``).
+    Judged by shape only: it is used to tell a sender that a number in 手机 is not a mobile."""
+    return number.isascii() and _LANDLINE_RE.fullmatch(number) is not None
+
+
 def is_contact_phone(text: str) -> bool:
     """True when ``text`` holds at least one valid mainland number, mobile or fixed line
     (``0571-88008925``, ``88008925转123``, ``0571-85290492、13812345678``).  A bare

@@ -4,7 +4,10 @@ campaign, or suggestions of the closest names (rapidfuzz).
 Matching compares :func:`mailbot.normalize.match_key` keys, so case, spaces, bracket width,
 ``1+X``, ``职业技能等级证书``, ``培训班`` and level suffixes such as ``（中级）`` don't matter.
 Aliases match exactly; a program's full or short name also matches when it is contained in
-what was written (``浙江工业大学建筑信息模型（BIM）师资班``) and no other name is.
+what was written (``浙江工业大学建筑信息模型（BIM）师资班``) and no other name is.  A shortened
+name (``物流`` for 物流管理) matches when it begins exactly one program's names and appears in no
+other name, program or outside certificate; appearing in several (``建筑``, ``汽车``) makes it
+``ambiguous`` with those programs, so the finding can say which names to choose from.
 """
 
 from __future__ import annotations
@@ -17,17 +20,20 @@ from mailbot.normalize import match_key
 from mailbot.rules import CampaignRules, Program
 
 _MIN_CONTAINED_KEY = 4
+_MIN_PREFIX_KEY = 2  # characters of a shortened name (3 when it is all ASCII: ``web``)
 
 
 @dataclass(frozen=True)
 class ProgramMatch:
     """``program`` when matched; ``outside`` names a known certificate not run this time;
-    ``suggestions`` are the closest programs otherwise (best first)."""
+    ``ambiguous`` the programs a shortened name could mean; ``suggestions`` are the closest
+    programs otherwise (best first)."""
 
     written: str
     program: Program | None = None
     outside: str | None = None
     suggestions: tuple[Program, ...] = ()
+    ambiguous: tuple[Program, ...] = ()
 
     @property
     def matched(self) -> bool:
@@ -39,6 +45,7 @@ class _Index:
     exact: dict[str, tuple[str, str]]  # key -> ("program", program key) | ("outside", name)
     contained: tuple[tuple[str, tuple[str, str]], ...]  # long names that may be embedded
     choices: tuple[tuple[str, str], ...]  # (key, program key) for fuzzy suggestions
+    outside: tuple[str, ...] = ()  # keys of the certificates outside the campaign
 
 
 _INDEXES: dict[int, tuple[CampaignRules, _Index]] = {}  # id(rules) -> (rules, its index)
@@ -80,7 +87,8 @@ def _build_index(rules: CampaignRules) -> _Index:
         exact.setdefault(key(cert), target)
         if len(key(cert)) >= _MIN_CONTAINED_KEY:
             contained.append((key(cert), target))
-    return _Index(exact, tuple(contained), tuple(choices))
+    outside = tuple(key(cert) for cert in rules.outside_programs.certificates)
+    return _Index(exact, tuple(contained), tuple(choices), outside)
 
 
 def _result(written: str, target: tuple[str, str], rules: CampaignRules) -> ProgramMatch:
@@ -123,4 +131,23 @@ def match_program(written: str, rules: CampaignRules) -> ProgramMatch:
     targets = {t for _, t in found}
     if len(targets) == 1:
         return _result(written, targets.pop(), rules)
+    shortened = _shortened(written, text, idx, rules)
+    if shortened is not None:
+        return shortened
     return ProgramMatch(written, suggestions=suggest(written, rules))
+
+
+def _shortened(written: str, text: str, idx: _Index, rules: CampaignRules) -> ProgramMatch | None:
+    """``program`` for a shortened name that begins one program's names and appears in no other
+    name; ``ambiguous`` when it appears in several; None when it names nothing."""
+    if len(text) < (_MIN_PREFIX_KEY + 1 if text.isascii() else _MIN_PREFIX_KEY):
+        return None
+    mentioned = {pk for k, pk in idx.choices if text in k}
+    if not mentioned:
+        return None
+    programs = tuple(p for p in rules.programs if p.key in mentioned)
+    begins = {pk for k, pk in idx.choices if k.startswith(text)}
+    outside = any(text in k for k in idx.outside)
+    if len(mentioned) == 1 and begins == mentioned and not outside:
+        return ProgramMatch(written, program=programs[0])
+    return ProgramMatch(written, ambiguous=programs)

@@ -15,6 +15,11 @@ Decisions:
   (program, gender, position, email or phone); otherwise ``NotAnnex3("no_annex3_header")``.
 * ``missing_columns`` lists the keys of :data:`REQUIRED_KEYS` absent from the header (序号 is
   optional).
+* A formula without a cached value (``Source.uncached_formulas``) makes the form
+  ``UnreadableForm("formula_without_values")`` only when it is a cell read: the rows above the
+  header, the header's columns in the header row and in every row read up to the footer, on the
+  sheet read.  A helper column beside the table, a total row below the 说明 footer or another
+  sheet does not matter.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from mailbot.forms.model import CellValue, FormReading, FormRow
 from mailbot.normalize import clean_text, compact
 from mailbot.limits import DEFAULT_LIMITS, Limits
 from mailbot.forms.sheet_sources import DAMAGED_MESSAGE, CellBudget, Grid, Source, load
+from mailbot.forms.xlsx_inspect import ANY_SHEET, FORMULA_MESSAGE
 
 __all__ = ["read_annex3", "sheet_cells", "match_label", "REQUIRED_KEYS", "HEADER_SEARCH_ROWS"]
 
@@ -183,7 +189,8 @@ def _cell_at(row: list[CellValue], col: int, row_number: int, coordinates: bool)
     return CellValue("")
 
 
-def _read_rows(header: _Header, limits: Limits) -> tuple[list[FormRow], list[str]]:
+def _read_rows(header: _Header, limits: Limits, read: set[str]) -> tuple[list[FormRow], list[str]]:
+    """The nominee rows; ``read`` collects the coordinates of every cell looked at."""
     rows: list[FormRow] = []
     notes: list[str] = []
     numbered_empty = 0
@@ -204,6 +211,7 @@ def _read_rows(header: _Header, limits: Limits) -> tuple[list[FormRow], list[str
             break
         row_number = index + 1
         cells = {k: _cell_at(row, c, row_number, coordinates) for k, c in columns.items()}
+        read.update(c.coordinate for c in cells.values())
         if not any(cells[k].text.strip() for k in content_keys):
             numbered_empty += 1
             continue
@@ -240,7 +248,14 @@ def _reading(source: Source, filename: str, limits: Limits) -> FormReading:
     if header.duplicates:
         notes.append(f"duplicate header labels ignored: {', '.join(header.duplicates)}")
     block = _header_block(header)
-    rows, row_notes = _read_rows(header, limits)
+    read = {c.coordinate for row in grid.head[: header.row_index] for c in row}
+    read.update(grid.head[header.row_index][col].coordinate for col in header.columns.values())
+    rows, row_notes = _read_rows(header, limits, read)
+    uncached = source.uncached_formulas
+    blank = sorted((uncached.get(grid.name, frozenset()) | uncached.get(ANY_SHEET, frozenset())) & read)
+    if blank:
+        raise UnreadableForm("formula_without_values", FORMULA_MESSAGE,
+                             f"formula cells without a cached value among the cells read: {', '.join(blank[:5])}")
     return FormReading(
         filename=filename,
         file_format=source.file_format,

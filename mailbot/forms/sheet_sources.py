@@ -65,6 +65,8 @@ class Source:
     file_format: str
     grids: list[Grid]
     notes: list[str] = field(default_factory=list)
+    # sheet name -> coordinates of formulas without a cached value, read as empty (xlsx_inspect)
+    uncached_formulas: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 class CellBudget:
@@ -241,18 +243,19 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int, budget: CellBudget) -
     if kind == "xlsx" and xlsx_inspect.WORKBOOK_RELS in archive_safety.member_names(zf):
         sheets = xlsx_inspect.sheet_parts(archive_safety.read_member(zf, xlsx_inspect.WORKBOOK_RELS, limits))
     keep = {
-        "xlsx": lambda n: xlsx_inspect.is_worksheet(n) or n in sheets,
+        "xlsx": lambda n: xlsx_inspect.is_worksheet(n) or n in sheets or n in xlsx_inspect.WORKBOOK_PARTS,
         "ods": lambda n: n in ("META-INF/manifest.xml", "content.xml"),
         "docx": lambda n: False,
     }[kind]
     kept = archive_safety.scan_members(zf, limits, keep=keep)
     area = 0
+    uncached: dict[str, frozenset[str]] = {}
     if kind == "xlsx":
         for name, xml in kept.items():
             cells = xlsx_inspect.check_sheet_area(name, xml, max_sheet_cells=min(MAX_SHEET_CELLS, budget.left))
             budget.take(cells, name)
             area += cells
-        xlsx_inspect.check_formula_values(kept)
+        uncached = xlsx_inspect.uncached_formula_cells(kept, xlsx_inspect.sheet_names(kept))
     if kind == "ods":
         if b"encryption-data" in kept.get("META-INF/manifest.xml", b""):
             raise UnreadableForm("encrypted", ENCRYPTED_MESSAGE, "ODF package with encrypted members")
@@ -260,7 +263,9 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int, budget: CellBudget) -
         budget.take(area, "content.xml tables")
     if kind == "docx":
         return _charged(_load_docx(data, limits, head_rows), budget)
-    return _load_calamine(data, kind, limits, head_rows, area)
+    source = _load_calamine(data, kind, limits, head_rows, area)
+    source.uncached_formulas = uncached
+    return source
 
 
 def _calamine_error(fmt: str, exc: Exception) -> UnreadableForm:

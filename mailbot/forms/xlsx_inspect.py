@@ -5,7 +5,8 @@
   every part the workbook's relationships name (:func:`sheet_parts`), wherever it sits in the
   package, not only ``xl/worksheets/*.xml``; and
 * formulas without cached values (written by a library, never opened in Excel/WPS): reading
-  them would silently yield empty cells.
+  them would silently yield empty cells, so their coordinates go to the reader, which refuses the
+  form only when one of them is a cell it reads (``uncached_formula_cells``).
 
 The bounding box is found by scanning start tags (fast on big sheets), positioning cells the way
 a reader does: by their ``r`` reference, else one column right of the previous cell (xlsx), and
@@ -204,46 +205,68 @@ def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> int:
     return done + box.area
 
 
-def count_formulas(name: str, xml: bytes) -> tuple[int, int]:
-    """Return (formula cells, formula cells without a cached value) in one worksheet."""
-    if not _FORMULA_RE.search(xml):
-        return 0, 0
-    formulas = uncached = 0
+MAX_UNCACHED_LISTED = 100_000  # beyond this many uncached formulas the form is refused at once
+ANY_SHEET = "*"  # key of uncached cells whose sheet is unknown: they count on every sheet
+# Where a workbook names its worksheet parts (kept by the zip scan with the worksheets).
+WORKBOOK_PARTS = ("xl/workbook.xml", WORKBOOK_RELS)
+
+
+def sheet_names(parts: dict[str, bytes]) -> dict[str, str]:
+    """Worksheet part (``xl/worksheets/sheet1.xml``) -> its sheet's name, from the
+    :data:`WORKBOOK_PARTS` in ``parts``; ``{}`` when they are missing or do not parse."""
     try:
-        for _event, elem in DET.iterparse(io.BytesIO(xml), events=("end",), forbid_dtd=True):
-            tag = elem.tag.rsplit("}", 1)[-1]
-            if tag != "c":
-                if tag == "row":
-                    elem.clear()
-                continue
-            f = v = None
-            for child in elem:
-                ctag = child.tag.rsplit("}", 1)[-1]
-                if ctag == "f":
-                    f = child
-                elif ctag == "v":
-                    v = child
-            if f is not None:
-                formulas += 1
-                if (v is None or not (v.text or "")) and elem.get("t") != "str":
-                    uncached += 1
-            elem.clear()
-    except (ParseError, DefusedXmlException, ValueError) as exc:
-        raise UnreadableForm(
-            "corrupt", "附件文件已损坏，无法读取，请用 Excel 或 WPS 重新保存后发送",
-            f"{name}: worksheet XML does not parse: {exc}",
-        ) from exc
-    return formulas, uncached
+        workbook, rels = (DET.fromstring(parts[name], forbid_dtd=True) for name in WORKBOOK_PARTS)
+    except (KeyError, ParseError, DefusedXmlException, ValueError):
+        return {}
+    targets: dict[str, str] = {}
+    for rel in rels.iter():
+        target = rel.get("Target") or ""
+        if rel.get("Id"):
+            targets[rel.get("Id", "")] = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+    names: dict[str, str] = {}
+    for sheet in workbook.iter():
+        if sheet.tag.rsplit("}", 1)[-1] != "sheet":
+            continue
+        rid = next((v for k, v in sheet.attrib.items() if k.rsplit("}", 1)[-1] == "id"), "")
+        if rid in targets and sheet.get("name"):
+            names[targets[rid]] = sheet.get("name", "")
+    return names
 
 
-def check_formula_values(sheets: dict[str, bytes]) -> None:
-    """Raise ``formula_without_values`` when formula cells carry no cached values."""
-    uncached_total = 0
+def uncached_formula_cells(sheets: dict[str, bytes], names: dict[str, str]) -> dict[str, frozenset[str]]:
+    """Sheet name (``names``: part -> name, see :func:`sheet_names`; else :data:`ANY_SHEET`) ->
+    coordinates (``"H12"``) of its formula cells without a cached value.  Raises
+    ``formula_without_values`` when one has no ``r`` reference (its place is unknown) or there
+    are more than :data:`MAX_UNCACHED_LISTED`."""
+    found: dict[str, set[str]] = {}
+    total = 0
     for name, xml in sheets.items():
-        _formulas, uncached = count_formulas(name, xml)
-        uncached_total += uncached
-    if uncached_total:
-        raise UnreadableForm(
-            "formula_without_values", FORMULA_MESSAGE,
-            f"{uncached_total} formula cell(s) have no cached value (never calculated by a spreadsheet app)",
-        )
+        if name in WORKBOOK_PARTS or not _FORMULA_RE.search(xml):
+            continue
+        cells = found.setdefault(names.get(name, ANY_SHEET), set())
+        try:
+            for _event, elem in DET.iterparse(io.BytesIO(xml), events=("end",), forbid_dtd=True):
+                tag = elem.tag.rsplit("}", 1)[-1]
+                if tag != "c":
+                    if tag == "row":
+                        elem.clear()
+                    continue
+                f = v = None
+                for child in elem:
+                    ctag = child.tag.rsplit("}", 1)[-1]
+                    f = child if ctag == "f" else f
+                    v = child if ctag == "v" else v
+                if f is not None and (v is None or not (v.text or "")) and elem.get("t") != "str":
+                    ref = elem.get("r") or ""
+                    total += 1
+                    if not ref or total > MAX_UNCACHED_LISTED:
+                        raise UnreadableForm("formula_without_values", FORMULA_MESSAGE,
+                                             f"{name}: formula cells without a cached value ({ref or 'no r'})")
+                    cells.add(ref.replace("$", "").upper())
+                elem.clear()
+        except (ParseError, DefusedXmlException, ValueError) as exc:
+            raise UnreadableForm(
+                "corrupt", "附件文件已损坏，无法读取，请用 Excel 或 WPS 重新保存后发送",
+                f"{name}: worksheet XML does not parse: {exc}",
+            ) from exc
+    return {sheet: frozenset(cells) for sheet, cells in found.items() if cells}

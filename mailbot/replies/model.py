@@ -95,6 +95,7 @@ class ReplyContext:
     help_contact: str = ""  # whom to ask about anything else (defaults to late_contact in text)
     signature: str = ""  # closing line; the templates have a default
     notes: tuple[str, ...] = ()  # lines on what this mail could not change in the school's list
+    resend_closed: bool = False  # received too close to the deadline to fix and send again
 
     def __post_init__(self) -> None:
         if self.kind not in REPLY_KINDS:

@@ -159,6 +159,22 @@ def cn_time(value: datetime | None) -> str:
     return f"{v.year}年{v.month}月{v.day}日 {v:%H:%M}"
 
 
+def cn_deadline(value: datetime | None) -> str:
+    """A deadline as the notice would write it, in Beijing time: ``2020年11月9日24时`` for the end
+    of a day (23:59:59 or the next 00:00), ``2020年11月9日17时`` on the hour, else
+    ``2020年11月9日 17:30``."""
+    if value is None:
+        return ""
+    v = value.astimezone(BEIJING)
+    if (v.hour, v.minute, v.second) == (0, 0, 0):  # midnight is the end of the day before
+        v = v - timedelta(seconds=1)
+    if (v.hour, v.minute, v.second) == (23, 59, 59):
+        return f"{v.year}年{v.month}月{v.day}日24时"
+    if (v.minute, v.second) == (0, 0):
+        return f"{v.year}年{v.month}月{v.day}日{v.hour}时"
+    return cn_time(v)
+
+
 def cn_date(value: datetime | None) -> str:
     """``2020年11月9日`` in Beijing time."""
     if value is None:
@@ -248,6 +264,7 @@ class ReplyRenderer:
         self.env.filters.update(
             cn_time=cn_time,
             cn_date=cn_date,
+            cn_deadline=cn_deadline,
             status_label=status_label,
             place=finding_place,
             outcome_label=lambda k: OUTCOME_LABELS.get(k, k),

@@ -41,6 +41,17 @@ def forms() -> dict[str, bytes]:
         "official.csv": make_annex3_csv(good, encoding="gb18030", institution=INSTITUTION),
         "not_annex3.xlsx": make_annex3_xlsx([], layout=Layout(header=("日期", "项目", "金额"))),
         "formulas_without_values.xlsx": make_annex3_xlsx([nominee(1, seq="=ROW()-3")], institution=INSTITUTION),
+        # Findings of each kind a sender must act on exactly: a shortened name accepted (物流), a
+        # landline in 手机, a name fitting two programs (建筑), a name fitting none, a repeated row
+        # (same teacher, same program: delete it), the same teacher on another program, and a
+        # certificate not run this time on a row with a bad identity number (delete, nothing else).
+        "corrections.xlsx": make_annex3_xlsx(
+            [nominee(1, program="物流"), nominee(2, program="物流管理", phone="0571-8888888"),
+             nominee(3, program="建筑"), nominee(4, program="物流专业"),
+             nominee(5, program="智能财税"), nominee(5, seq=6, program="财税"),
+             nominee(1, seq=7, program="跨境电商"),
+             nominee(8, program="网络安全评估", id_number="330106199001011234")],
+            institution=INSTITUTION),
     }
 
 
