@@ -163,6 +163,9 @@ class Daemon:
         use_idle = self.settings.mailbox.kind == "maildir" or self.settings.imap.idle
         self.log.info("daemon_started", pid=os.getpid(), mailbox=self.parts.source.name,
                       poll_seconds=self.settings.schedule.poll_seconds, idle=use_idle)
+        if not self.settings.trust.authserv_ids:
+            self.log.warning("sender_trust_not_configured", hint="set trust.authserv_ids: until then replies "
+                             "go to whatever From address a mail carries, forged or not")
         try:
             contained.pool_of(self.settings.limits).warm()  # the first mail waits for no worker start
             self.scheduler.start()

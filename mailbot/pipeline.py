@@ -491,7 +491,7 @@ class Intake:
                     findings.append(FindingLine(att.filename, f.row or r.row, f.column, f.code, f.message))
                     if f.coordinate:
                         cells.append((f.coordinate, f.message))
-            if cells and a.reply == "correction":
+            if cells and a.reply == "correction" and len(v.rows) <= self.settings.reply.max_rows_for_workbook:
                 book = self._correction_copy(att, v, cells)
                 if book is not None:
                     workbooks.append(book)
@@ -509,10 +509,13 @@ class Intake:
             if result.resubmission:
                 changes = [ChangeLine(c.kind, c.name, c.id_masked, c.detail) for c in result.changes]
         contact = next((v.contact for _, v in a.verdicts if v.contact), "")
+        listed, shown = self.settings.reply.max_findings_listed, self.settings.reply.max_nominees_listed
         ctx = self._base_context(
             a.reply, receipt, fetched.arrived_at, p.from_addr, p.from_name, p.subject, p.message_id,
-            p.references, institution=institution, contact=contact, nominees=tuple(nominees),
-            findings=tuple(findings), changes=tuple(changes), unreadable_reasons=tuple(unreadable),
+            p.references, institution=institution, contact=contact, nominees=tuple(nominees[:shown]),
+            nominees_omitted=max(0, len(nominees) - shown), findings=tuple(findings[:listed]),
+            findings_omitted=max(0, len(findings) - listed), changes=tuple(changes[:shown]),
+            unreadable_reasons=tuple(unreadable[:listed]),
             scans_received=tuple(s.filename for s in a.parts.scans),
             correction_workbooks=tuple(workbooks), notes=self._school_notes(result))
         self._enqueue(msg_pk, ctx)
@@ -683,7 +686,8 @@ class Intake:
                               envelope_from=smtp.envelope_from or self.settings.reply.from_address,
                               max_attempts=smtp.max_attempts, retry_base_seconds=smtp.retry_base_seconds,
                               rules_version=self.version, after_send=copy_to_sent, log=self.log,
-                              actor=self.actor)
+                              actor=self.actor, max_per_hour=self.settings.reply.max_per_hour,
+                              exempt_addresses=self.settings.staff_addresses)
         self._cycle_sent = SendReport(*(a + b for a, b in zip(astuple(self._cycle_sent), astuple(result))))
         return result
 

@@ -95,6 +95,8 @@ class ReplyContext:
     help_contact: str = ""  # whom to ask about anything else (defaults to late_contact in text)
     signature: str = ""  # closing line; the templates have a default
     notes: tuple[str, ...] = ()  # lines on what this mail could not change in the school's list
+    findings_omitted: int = 0  # findings past reply.max_findings_listed, summed up in one line
+    nominees_omitted: int = 0  # nominees past the listed ones, summed up in one line
 
     def __post_init__(self) -> None:
         if self.kind not in REPLY_KINDS:
@@ -182,6 +184,9 @@ class DigestContext:
     attention: tuple[AttentionItem, ...] = ()
     deadline: datetime | None = None
     chain_head: str = ""  # the audit log's head (grouped by 8), for `mailbot verify --head`
+    sender_trust_configured: bool = True  # False: replies go to any From address (warned in the digest)
+    replies_held: int = 0  # replies waiting in the outbox for the hourly reply budget
+    reply_budget_per_hour: int = 0
 
     def __post_init__(self) -> None:
         for label in ("generated_at", "period_start", "period_end", "deadline"):

@@ -4,6 +4,11 @@ A row is marked ``sending`` (committed) before the transport is called and ``sen
 a crash in between leaves it ``sending``; :func:`recover_interrupted` turns such rows into
 ``unknown`` for staff to check instead of re-sending blindly.  Temporary failures are retried
 with exponential backoff; permanent ones are marked ``failed``.
+
+Replies to senders share one hourly budget (``reply.max_per_hour``): past it they stay
+``queued`` (marked :data:`HELD_BY_BUDGET`, never dropped) and leave on a later send when the
+last hour's count falls below the budget; staff addresses are exempt.  Reaching the budget is
+recorded once an hour as a ``reply_budget_reached`` event and shown in the digest.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from mailbot.errors import SendError
 from mailbot.state.private_files import write_private_file
@@ -45,6 +50,53 @@ class SendReport:
     retry: int = 0
     failed: int = 0
     unknown: int = 0
+    held: int = 0  # due but waiting for the hourly reply budget
+
+
+HELD_BY_BUDGET = "waiting: hourly reply budget reached"
+"""``last_error`` of a queued reply held back by the hourly budget."""
+
+
+def _hour_ago() -> str:
+    return (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat(timespec="seconds")
+
+
+def _not_to(addresses: frozenset[str]) -> tuple[str, list[str]]:
+    """SQL condition (and parameters) excluding rows addressed to ``addresses``."""
+    if not addresses:
+        return "", []
+    return f" AND lower(to_address) NOT IN ({', '.join('?' * len(addresses))})", sorted(addresses)
+
+
+def sent_last_hour(state: State, exempt: frozenset[str] = frozenset()) -> int:
+    """Replies (not to ``exempt`` addresses) sent in the last hour: what the budget counts."""
+    cond, params = _not_to(exempt)
+    return next(state.query("SELECT count(*) AS n FROM outbox WHERE status = 'sent' AND sent_at >= ?" + cond,
+                            [_hour_ago(), *params]))["n"]
+
+
+def held_by_budget(state: State, exempt: Iterable[str] = ()) -> int:
+    """Replies waiting in the outbox because the hourly budget was reached."""
+    cond, params = _not_to(frozenset(a.lower() for a in exempt))
+    return next(state.query("SELECT count(*) AS n FROM outbox WHERE status = 'queued' AND last_error = ?" + cond,
+                            [HELD_BY_BUDGET, *params]))["n"]
+
+
+def _hold(state: State, ids: list[int], *, max_per_hour: int, actor: str, rules_version: str,
+          log: Any) -> None:
+    """Mark held rows (visible to staff) and record the event once an hour."""
+    with state.transaction():
+        for i in ids:
+            state.db.execute("UPDATE outbox SET last_error = ? WHERE id = ? AND last_error != ?",
+                             [HELD_BY_BUDGET, i, HELD_BY_BUDGET])
+        recent = next(state.query("SELECT count(*) AS n FROM events WHERE kind = 'reply_budget_reached' "
+                                  "AND at >= ?", [_hour_ago()]))["n"]
+        if not recent:
+            state.add_event("reply_budget_reached", {"held": len(ids), "max_per_hour": max_per_hour},
+                            actor=actor, rules_version=rules_version)
+            if log is not None:
+                log.warning("reply_budget_reached", held=len(ids), max_per_hour=max_per_hour,
+                            hint="replies wait in the outbox and leave as the budget frees; none is dropped")
 
 
 def recover_interrupted(state: State, *, actor: str = "daemon", rules_version: str = "") -> list[int]:
@@ -73,15 +125,25 @@ def _pause_after_sending(log: Any, outbox_id: int) -> None:
 def send_pending(state: State, transport: Transport, *, envelope_from: str, max_attempts: int,
                  retry_base_seconds: float, rules_version: str = "", limit: int | None = None,
                  after_send: Callable[[dict[str, Any]], None] | None = None,
-                 log: Any = None, actor: str = "daemon") -> SendReport:
-    """Send every queued reply that is due; returns counts by result."""
+                 log: Any = None, actor: str = "daemon", max_per_hour: int | None = None,
+                 exempt_addresses: Iterable[str] = ()) -> SendReport:
+    """Send every queued reply that is due, oldest first, within the hourly budget
+    ``max_per_hour`` (None: no budget; mail to ``exempt_addresses`` is never held).
+    Returns counts by result."""
     now = utc_now()
     rows = list(state.query(
         "SELECT id, message, kind, to_address, raw, attempts FROM outbox "
         "WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id" + (f" LIMIT {int(limit)}" if limit else ""),
         [now]))
+    exempt = frozenset(a.lower() for a in exempt_addresses)
+    budget = None if max_per_hour is None or not rows else max_per_hour - sent_last_hour(state, exempt)
+    held: list[int] = []
     sent = retry = failed = unknown = 0
     for row in rows:
+        counted = row["to_address"].lower() not in exempt
+        if budget is not None and counted and budget <= 0:
+            held.append(row["id"])
+            continue
         with state.transaction():
             state.db.execute("UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = ?",
                              [row["id"]])
@@ -115,6 +177,10 @@ def send_pending(state: State, transport: Transport, *, envelope_from: str, max_
             state.add_event("reply_sent", {"outbox": row["id"], "kind": row["kind"]},
                             actor=actor, rules_version=rules_version, message=row["message"])
         sent += 1
+        if budget is not None and counted:
+            budget -= 1
         if after_send is not None:
             after_send(row)
-    return SendReport(sent, retry, failed, unknown)
+    if held:
+        _hold(state, held, max_per_hour=int(max_per_hour or 0), actor=actor, rules_version=rules_version, log=log)
+    return SendReport(sent, retry, failed, unknown, len(held))
