@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import astuple, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -688,7 +688,8 @@ class Intake:
                               rules_version=self.version, after_send=copy_to_sent, log=self.log,
                               actor=self.actor, max_per_hour=self.settings.reply.max_per_hour,
                               exempt_addresses=self.settings.staff_addresses)
-        self._cycle_sent = SendReport(*(a + b for a, b in zip(astuple(self._cycle_sent), astuple(result))))
+        summed = SendReport(*(a + b for a, b in zip(astuple(self._cycle_sent), astuple(result))))
+        self._cycle_sent = replace(summed, held=result.held)  # held: how many wait now, not a sum
         return result
 
     def flush_settle(self) -> None:

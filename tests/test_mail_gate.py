@@ -245,3 +245,17 @@ def test_organizational_domains_come_from_the_bundled_public_suffix_list(domain,
 )  # fmt: skip
 def test_domain_mismatch_flags_neither_personal_nor_edu_cn(domain, flag):
     assert domain_mismatch("浙江工业大学", domain) is flag
+
+
+def test_the_public_suffix_list_is_read_from_the_package_never_fetched(monkeypatch):
+    import socket
+
+    from mailbot.mail import org_domain
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the Public Suffix List must not be fetched")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    org_domain._psl.cache_clear()
+    assert organizational_domain("mail.x.edu.cn") == "x.edu.cn"

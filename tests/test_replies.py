@@ -274,6 +274,7 @@ def test_the_senders_subject_never_reaches_the_reply(renderer):
         ('=HYPERLINK("http://evil")', '=HYPERLINK("hxxp[:]//evil")'),
         ("见 www.evil.example 和 evil.com", "见 www[.]evil[.]example 和 evil[.]com"),
         ("ftp://1.2.3.4/a", "fxp[:]//1[.]2[.]3[.]4/a"),
+        ("李四http://evil.example/name", "李四hxxp[:]//evil[.]example/name"),
         ("wang@zjxx.edu.cn", "wang@zjxx.edu.cn"),
         ("汇总表.xlsx、附件3.zip、v1.2.3、3.14", "汇总表.xlsx、附件3.zip、v1.2.3、3.14"),
         ("张三", "张三"),

@@ -62,9 +62,10 @@ MAX_REFERENCES = 20
 # folded by fold_ids, every other header is a parsed header object folded as usual.
 _WIRE = policy.compat32.clone(linesep="\r\n")
 
-# A URL scheme ("http://", "hxxps://" excluded: already defanged) and a dotted host name of
-# ASCII labels not glued to a word, an "@" (e-mail addresses stay usable) or another dot.
-_SCHEME_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*)://([^\s/?#\"'<>]*)")
+# A URL scheme with its host ("李四http://evil.example": glued to a Chinese name too; the
+# defanged "hxxp[:]//" never matches again) and a dotted host name of ASCII labels not glued
+# to a word, an "@" (e-mail addresses stay usable) or another dot.
+_SCHEME_RE = re.compile(r"(?i)(?<![a-z0-9+.\-])([a-z][a-z0-9+.\-]*)://([^\s/?#\"'<>]*)")
 _HOST_RE = re.compile(r"(?i)(?<![\w@.\-])((?:[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?\.)+[a-z][a-z0-9\-]*[a-z0-9])(?![a-z0-9]|[.\-][a-z0-9])")
 _DEFANGED_SCHEMES = {"http": "hxxp", "https": "hxxps", "ftp": "fxp"}
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
