@@ -178,7 +178,8 @@ SUBJECT_RESULTS = {
 def reply_subject(ctx: ReplyContext) -> str:
     """``Re: 报名表【需修改3处｜回执 ZJ2020-000123】``: fixed words, the result, the receipt.
     An acceptance with anyone not seated says so instead of 报名成功."""
-    result = SUBJECT_RESULTS[ctx.kind].format(findings=len(ctx.findings) + ctx.findings_omitted)
+    words = SUBJECT_RESULTS.get(ctx.kind, "已收到")  # a kind without its own words still gets fixed ones
+    result = words.format(findings=len(ctx.findings) + ctx.findings_omitted)
     if ctx.kind == "acceptance" and any(n.status != "seated" for n in ctx.nominees):
         result = "已登记，请查看录取结果"
     receipt = one_line(ctx.receipt)
