@@ -211,6 +211,11 @@ def test_unparseable_authentication_results_are_no_authentication():
     assert trust("mx.zjut.edu.cn; ;;; ===").reason == "no-authentication"
 
 
+def test_a_pass_under_our_id_below_our_unparseable_header_is_not_believed():
+    assert trust("mx.zjut.edu.cn; ;;; ===", "mx.zjut.edu.cn; spf=pass smtp.mailfrom=example.edu.cn"
+                 ).reason == "no-authentication"
+
+
 def test_deny_listed_domain_is_quarantined():
     assert trust(sender="a@spam.example.cn", deny_domains=("example.cn",)).reason == "deny-listed"
 

@@ -246,7 +246,8 @@ def read_authentication_results(parsed: ParsedMessage, trusted_authserv_ids: Ite
     """The topmost ``Authentication-Results`` written by a trusted authserv-id, or None.
 
     Headers from any other authserv-id are skipped without parsing: the sender can write them.
-    The topmost trusted one is the one our server added last (RFC 8601 §5)."""
+    The topmost trusted one is the one our server added last (RFC 8601 §5); when it does not
+    parse, None: a header below it under our id may have come with the mail."""
     trusted = {t.strip().lower() for t in trusted_authserv_ids if t.strip()}
     if not trusted:
         return None
@@ -256,9 +257,9 @@ def read_authentication_results(parsed: ParsedMessage, trusted_authserv_ids: Ite
         try:
             header = authres.AuthenticationResultsHeader.parse_value(value)
         except Exception:  # noqa: BLE001 - authres raises its own and generic errors
-            continue
+            return None
         if str(header.authserv_id or "").lower() not in trusted:
-            continue
+            return None
         dmarc = spf = dkim = None
         dmarc_from = spf_domain = ""
         dkim_all: list[str] = []
@@ -278,16 +279,6 @@ def read_authentication_results(parsed: ParsedMessage, trusted_authserv_ids: Ite
             dkim = "pass" if dkim_pass else dkim_all[0]
         return AuthResults(dmarc, dmarc_from, spf, spf_domain, dkim, tuple(d for d in dkim_pass if d))
     return None
-
-
-def authentication_results(
-    parsed: ParsedMessage, trusted_authserv_ids: tuple[str, ...]
-) -> tuple[str | None, str | None, str | None]:
-    """(dmarc, spf, dkim) from the topmost Authentication-Results of a trusted authserv-id.
-
-    DKIM is ``pass`` when any signature passed, else the first result."""
-    found = read_authentication_results(parsed, trusted_authserv_ids)
-    return (found.dmarc, found.spf, found.dkim) if found else (None, None, None)
 
 
 def aligned_pass(results: AuthResults, from_domain: str) -> str:
