@@ -66,7 +66,9 @@ _WIRE = policy.compat32.clone(linesep="\r\n")
 # defanged "hxxp[:]//" never matches again) and a dotted host name of ASCII labels not glued
 # to a word, an "@" (e-mail addresses stay usable) or another dot.
 _SCHEME_RE = re.compile(r"(?i)(?<![a-z0-9+.\-])([a-z][a-z0-9+.\-]*)://([^\s/?#\"'<>]*)")
-_HOST_RE = re.compile(r"(?i)(?<![\w@.\-])((?:[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?\.)+[a-z][a-z0-9\-]*[a-z0-9])(?![a-z0-9]|[.\-][a-z0-9])")
+_HOST_RE = re.compile(
+    r"(?i)(?<![\w@.\-])((?:[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?\.)+[a-z][a-z0-9\-]*[a-z0-9])(?![a-z0-9]|[.\-][a-z0-9])"
+)
 _DEFANGED_SCHEMES = {"http": "hxxp", "https": "hxxps", "ftp": "fxp"}
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _MSGID_RE = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
