@@ -515,6 +515,7 @@ class Intake:
             p.references, institution=institution, contact=contact, nominees=tuple(nominees[:shown]),
             nominees_omitted=max(0, len(nominees) - shown), findings=tuple(findings[:listed]),
             findings_omitted=max(0, len(findings) - listed), changes=tuple(changes[:shown]),
+            earlier_receipts=self._standing_receipts(institution, p.from_addr) if a.reply == "late" else (),
             unreadable_reasons=tuple(unreadable[:listed]),
             scans_received=tuple(s.filename for s in a.parts.scans),
             correction_workbooks=tuple(workbooks), notes=self._school_notes(result))
@@ -614,6 +615,12 @@ class Intake:
             "created_at": utc_now()})
         self.state.add_event("reply_queued", {"kind": kind}, actor=self.actor, rules_version=self.version,
                              message=msg_pk)
+    def _standing_receipts(self, institution: str, sender: str) -> tuple[str, ...]:
+        """Receipts of the mails whose nominees of this school are seated or waiting."""
+        return tuple(r["receipt"] for r in self.state.query(
+            "SELECT DISTINCT m.receipt FROM nominees n JOIN messages m ON m.id = n.message "
+            "WHERE n.institution_key = ? AND n.status IN ('seated', 'waiting') ORDER BY m.id",
+            [institution_key(institution, sender)]))
 
     def _correction_copy(self, att: Attachment, v: FormVerdict,
                          cells: list[tuple[str, str]]) -> tuple[str, bytes] | None:

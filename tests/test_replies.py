@@ -135,6 +135,7 @@ CONTEXTS: dict[str, ReplyContext] = {
         "late",
         received_at=datetime(2020, 11, 10, 8, 15, tzinfo=BJ),
         nominees=NOMINEES[:1],
+        earlier_receipts=("ZJ2020-000098", "ZJ2020-000107"),
     ),
     "redirect": base("redirect", institution="示例市职业中等专业学校"),
     "no_form": base("no_form", institution="", contact="", to_name=""),
@@ -215,6 +216,12 @@ def test_late_reply_gives_both_times_and_the_contact(renderer):
     assert "我们于2020年11月10日 08:15收到" in text
     assert "已于2020年11月9日 23:59截止" in text
     assert "请联系：省职教师资培训中心 0571-85290492" in text
+
+
+def test_a_late_reply_without_an_earlier_list_says_there_is_none(renderer):
+    text = renderer.render(replace(CONTEXTS["late"], nominees=(), earlier_receipts=())).text
+    assert "系统中没有贵单位在截止前登记的名单。" in text.splitlines()
+    assert "回执号：ZJ2020-000098" not in text
 
 
 def test_times_are_shown_in_beijing_time_whatever_the_input_zone(renderer):

@@ -303,3 +303,20 @@ def test_a_big_form_gets_a_bounded_reply(tmp_path, dovecot, imap_account, smtp_s
         assert "……另有2处问题未逐一列出，请对照以上说明核对整张表格。" in reply.text.splitlines()
     finally:
         opened.close()
+
+
+# --------------------------------------------------------------------------- what a late reply says
+
+
+def test_a_late_form_is_not_registered_and_its_reply_names_the_list_that_stands_by_receipt(
+        parts, dovecot, imap_account, smtp_sink) -> None:
+    dovecot.append(_form_mail(serial=1), ON_TIME, user=imap_account.user)
+    dovecot.append(_form_mail(serial=2, subject="补报"), shanghai(2020, 11, 10, 9, 0), user=imap_account.user)
+    assert parts.intake.poll_once().outcomes == {"accepted": 1, "late": 1}
+    first, late = (r["receipt"] for r in parts.state.db.query("SELECT receipt FROM messages ORDER BY id"))
+    replies = {parse_reply(m.raw).subject: parse_reply(m.raw).text for m in smtp_sink.wait_for(2)}
+    text = replies[f"Re: 报名表【截止后收到，未登记｜回执 {late}】"]
+    assert "截止时间后收到的报名表不自动登记，本邮件的内容未计入报名结果。" in text
+    assert f"贵单位截止前报送的名单（回执号：{first}）仍然有效，不受本邮件影响。" in text.splitlines()
+    assert nominee(2).name not in text
+    assert [r["name"] for r in parts.state.db.query("SELECT name FROM nominees")] == [nominee(1).name]

@@ -97,6 +97,7 @@ class ReplyContext:
     notes: tuple[str, ...] = ()  # lines on what this mail could not change in the school's list
     findings_omitted: int = 0  # findings past reply.max_findings_listed, summed up in one line
     nominees_omitted: int = 0  # nominees past the listed ones, summed up in one line
+    earlier_receipts: tuple[str, ...] = ()  # late mail: receipts of the school's list that stands
 
     def __post_init__(self) -> None:
         if self.kind not in REPLY_KINDS:
