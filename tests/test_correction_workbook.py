@@ -8,6 +8,7 @@ import zipfile
 import pytest
 from openpyxl import Workbook, load_workbook
 from openpyxl.workbook.defined_name import DefinedName
+from openpyxl.worksheet.table import Table
 from stdnum.cn import ric
 
 from mailbot.replies.correction_workbook import COMMENT_AUTHOR, corrected_name, highlight_workbook
@@ -182,6 +183,7 @@ def hostile_annex3() -> bytes:
     ws["I4"], ws["C4"], ws["E4"] = "x", "x", "x"  # placeholders the formulas replace
     wb.defined_names["Evil"] = DefinedName("Evil", attr_text='HYPERLINK("http://evil.example/name")')
     wb.properties.title = "http://evil.example/title"
+    ws.add_table(Table(displayName="Evil", ref="A3:H5"))
     buf = io.BytesIO()
     wb.save(buf)
     return with_formulas(buf.getvalue(), ACTIVE)
@@ -195,6 +197,7 @@ def all_xml(data: bytes) -> str:
 def test_the_hostile_form_really_carries_formulas_and_links():
     ws = load_workbook(io.BytesIO(hostile_annex3()))["附件3"]
     assert [ws[c].data_type for c in ("C4", "E4", "I4")] == ["f", "f", "f"]
+    assert list(ws.tables) == ["Evil"] and ws["C5"].hyperlink is not None
     assert "evil.example" in all_xml(hostile_annex3())
 
 
@@ -208,7 +211,7 @@ def test_the_returned_workbook_holds_values_never_formulas_or_links():
     assert [ws[c].data_type for c in ("E5", "F5", "I5")] == ["s", "s", "s"]
     assert all(ws[c].quotePrefix for c in ("E5", "F5", "I5"))
     assert ws["C5"].value == "李红 hxxp[:]//evil[.]example/name" and ws["C5"].hyperlink is None
-    assert list(wb.defined_names) == []
+    assert (list(wb.defined_names), list(ws.tables)) == ([], [])
     assert "evil.example" not in all_xml(data) and "http://evil" not in all_xml(data)
 
 

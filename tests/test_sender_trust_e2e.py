@@ -282,7 +282,8 @@ def test_a_burst_past_the_hourly_budget_waits_in_the_outbox_and_all_leave_later_
         assert (later.fetched, later.sent.sent, later.sent.held) == (0, 2, 0)
         assert sorted(m.rcpt_tos[0] for m in smtp_sink.wait_for(5)) == senders
         assert smtp_sink.attempts == 5  # none lost, none twice
-        assert [r["status"] for r in db.query("SELECT status FROM outbox ORDER BY id")] == ["sent"] * 5
+        assert [(r["status"], r["last_error"]) for r in db.query(
+            "SELECT status, last_error FROM outbox ORDER BY id")] == [("sent", "")] * 5
     finally:
         opened.close()
 

@@ -14,7 +14,8 @@ The returned workbook carries no active content (:func:`make_inert`): every form
 its cached value (the file is loaded ``data_only``), a text starting with ``= + - @``, tab or CR
 is stored as text with Excel's quote prefix so no spreadsheet evaluates it, every text is
 defanged (no URL from the form becomes a link), and hyperlinks, defined names, data
-validations, conditional formats, charts, images and document properties are dropped.
+validations, conditional formats, tables, pivot tables, charts, images and document
+properties are dropped.
 
 ``highlight_workbook`` never raises: on any failure it returns ``None`` and the reply still
 lists every finding.
@@ -138,6 +139,8 @@ def make_inert(wb: Workbook) -> None:
         ws._hyperlinks = []  # noqa: SLF001
         ws._charts = []  # noqa: SLF001
         ws._images = []  # noqa: SLF001
+        ws._pivots = []  # noqa: SLF001 - a pivot cache keeps the source texts and formulas
+        ws._tables.clear()  # noqa: SLF001 - a table may carry calculated-column formulas
         for row in ws.iter_rows():
             for cell in row:
                 if isinstance(cell, MergedCell):

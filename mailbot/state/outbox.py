@@ -172,8 +172,8 @@ def send_pending(state: State, transport: Transport, *, envelope_from: str, max_
                 log.warning("reply_not_sent", outbox=row["id"], status=status, error=str(exc))
             continue
         with state.transaction():
-            state.db.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE id = ?",
-                             [utc_now(), row["id"]])
+            state.db.execute("UPDATE outbox SET status = 'sent', sent_at = ?, last_error = CASE last_error "
+                             "WHEN ? THEN '' ELSE last_error END WHERE id = ?", [utc_now(), HELD_BY_BUDGET, row["id"]])
             state.add_event("reply_sent", {"outbox": row["id"], "kind": row["kind"]},
                             actor=actor, rules_version=rules_version, message=row["message"])
         sent += 1
