@@ -89,15 +89,15 @@ class ReplyContext:
     findings: tuple[FindingLine, ...] = ()
     changes: tuple[ChangeLine, ...] = ()
     unreadable_reasons: tuple[FindingLine, ...] = ()
+    findings_omitted: int = 0  # findings past reply.max_findings_listed, summed up in one line
+    nominees_omitted: int = 0  # nominees past the listed ones, summed up in one line
+    earlier_receipts: tuple[str, ...] = ()  # late mail: receipts of the school's list that stands
     scans_received: tuple[str, ...] = ()
     stamp_required: bool = False
     correction_workbooks: tuple[tuple[str, bytes], ...] = ()  # (filename, xlsx bytes)
     help_contact: str = ""  # whom to ask about anything else (defaults to late_contact in text)
     signature: str = ""  # closing line; the templates have a default
     notes: tuple[str, ...] = ()  # lines on what this mail could not change in the school's list
-    findings_omitted: int = 0  # findings past reply.max_findings_listed, summed up in one line
-    nominees_omitted: int = 0  # nominees past the listed ones, summed up in one line
-    earlier_receipts: tuple[str, ...] = ()  # late mail: receipts of the school's list that stands
 
     def __post_init__(self) -> None:
         if self.kind not in REPLY_KINDS:
