@@ -13,6 +13,7 @@ recorded once an hour as a ``reply_budget_reached`` event and shown in the diges
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -57,8 +58,8 @@ HELD_BY_BUDGET = "waiting: hourly reply budget reached"
 """``last_error`` of a queued reply held back by the hourly budget."""
 
 
-def _hour_ago() -> str:
-    return (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat(timespec="seconds")
+def _hour_before(now: datetime | None) -> str:
+    return ((now or datetime.now(timezone.utc)) - timedelta(hours=1)).isoformat(timespec="seconds")
 
 
 def _not_to(addresses: frozenset[str]) -> tuple[str, list[str]]:
@@ -68,11 +69,24 @@ def _not_to(addresses: frozenset[str]) -> tuple[str, list[str]]:
     return f" AND lower(to_address) NOT IN ({', '.join('?' * len(addresses))})", sorted(addresses)
 
 
-def sent_last_hour(state: State, exempt: frozenset[str] = frozenset()) -> int:
-    """Replies (not to ``exempt`` addresses) sent in the last hour: what the budget counts."""
+def sent_last_hour(state: State, exempt: frozenset[str] = frozenset(), *, now: datetime | None = None) -> int:
+    """Replies (not to ``exempt`` addresses) sent in the hour before ``now``: what the budget counts.
+
+    Read from the newest ``reply_sent`` events backwards, stopping at the first one older than
+    an hour (the event log is in time order), so the cost follows the last hour's mail, never
+    the whole campaign's."""
+    since, ids = _hour_before(now), []
+    for event in state.query("SELECT at, detail FROM events WHERE kind = 'reply_sent' ORDER BY id DESC"):
+        if event["at"] < since:
+            break
+        ids.append(json.loads(event["detail"])["outbox"])
     cond, params = _not_to(exempt)
-    return next(state.query("SELECT count(*) AS n FROM outbox WHERE status = 'sent' AND sent_at >= ?" + cond,
-                            [_hour_ago(), *params]))["n"]
+    counted = 0
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        counted += next(state.query(f"SELECT count(*) AS n FROM outbox WHERE id IN ({', '.join('?' * len(chunk))})"
+                                    + cond, [*chunk, *params]))["n"]
+    return counted
 
 
 def held_by_budget(state: State, exempt: Iterable[str] = ()) -> int:
@@ -82,16 +96,25 @@ def held_by_budget(state: State, exempt: Iterable[str] = ()) -> int:
                             [HELD_BY_BUDGET, *params]))["n"]
 
 
+def _event_within_the_hour(state: State, kind: str, now: datetime | None) -> bool:
+    """Whether an event ``kind`` was recorded in the hour before ``now`` (newest events only)."""
+    since = _hour_before(now)
+    for event in state.query("SELECT at, kind FROM events ORDER BY id DESC"):
+        if event["at"] < since:
+            return False
+        if event["kind"] == kind:
+            return True
+    return False
+
+
 def _hold(state: State, ids: list[int], *, max_per_hour: int, actor: str, rules_version: str,
-          log: Any) -> None:
+          log: Any, now: datetime | None) -> None:
     """Mark held rows (visible to staff) and record the event once an hour."""
     with state.transaction():
         for i in ids:
             state.db.execute("UPDATE outbox SET last_error = ? WHERE id = ? AND last_error != ?",
                              [HELD_BY_BUDGET, i, HELD_BY_BUDGET])
-        recent = next(state.query("SELECT count(*) AS n FROM events WHERE kind = 'reply_budget_reached' "
-                                  "AND at >= ?", [_hour_ago()]))["n"]
-        if not recent:
+        if not _event_within_the_hour(state, "reply_budget_reached", now):
             state.add_event("reply_budget_reached", {"held": len(ids), "max_per_hour": max_per_hour},
                             actor=actor, rules_version=rules_version)
             if log is not None:
@@ -126,17 +149,16 @@ def send_pending(state: State, transport: Transport, *, envelope_from: str, max_
                  retry_base_seconds: float, rules_version: str = "", limit: int | None = None,
                  after_send: Callable[[dict[str, Any]], None] | None = None,
                  log: Any = None, actor: str = "daemon", max_per_hour: int | None = None,
-                 exempt_addresses: Iterable[str] = ()) -> SendReport:
+                 exempt_addresses: Iterable[str] = (), now: datetime | None = None) -> SendReport:
     """Send every queued reply that is due, oldest first, within the hourly budget
-    ``max_per_hour`` (None: no budget; mail to ``exempt_addresses`` is never held).
-    Returns counts by result."""
-    now = utc_now()
+    ``max_per_hour`` (None: no budget; mail to ``exempt_addresses`` is never held; ``now``
+    places the budget's hour, the current time by default).  Returns counts by result."""
     rows = list(state.query(
         "SELECT id, message, kind, to_address, raw, attempts FROM outbox "
         "WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id" + (f" LIMIT {int(limit)}" if limit else ""),
-        [now]))
+        [utc_now()]))
     exempt = frozenset(a.lower() for a in exempt_addresses)
-    budget = None if max_per_hour is None or not rows else max_per_hour - sent_last_hour(state, exempt)
+    budget = None if max_per_hour is None or not rows else max_per_hour - sent_last_hour(state, exempt, now=now)
     held: list[int] = []
     sent = retry = failed = unknown = 0
     for row in rows:
@@ -182,5 +204,6 @@ def send_pending(state: State, transport: Transport, *, envelope_from: str, max_
         if after_send is not None:
             after_send(row)
     if held:
-        _hold(state, held, max_per_hour=int(max_per_hour or 0), actor=actor, rules_version=rules_version, log=log)
+        _hold(state, held, max_per_hour=int(max_per_hour or 0), actor=actor, rules_version=rules_version, log=log,
+              now=now)
     return SendReport(sent, retry, failed, unknown, len(held))
