@@ -173,6 +173,7 @@ SUBJECT_RESULTS = {
     "unreadable": "附件无法读取",
     "not_annex3": "附件不是附件3汇总表",
     "promotion": "候补转为录取",
+    "held": "已收到，待工作人员处理",  # the acknowledgement of mail set aside for staff
 }
 """The result in a reply's subject, per reply kind: mailbot's own words only."""
 
