@@ -37,7 +37,7 @@ from mailbot.rules import CampaignRules, school_key
 from mailbot.office import staff_items
 from mailbot.office.staff_alert import queue_staff_alert
 from mailbot.replies.model import SchoolNotice
-from mailbot.replies.render import build_digest_message
+from mailbot.replies.render import build_digest_message, sender_safe_notice
 from mailbot.mail.smtp import Transport
 from mailbot.state.store import State, utc_now
 
@@ -595,6 +595,7 @@ class Intake:
         """Queue a notice about a school's list: at most ``reply.max_per_sender_per_day`` notices
         to one address a day, counted apart from its replies (forged mail naming a school must
         not use up the school's own replies)."""
+        notice = sender_safe_notice(notice)  # the school's name as a form wrote it: no link
         since = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(timespec="seconds")
         kind = f"notice_{notice.kind}"
         if self.state.notices_to_since(notice.to_address, since) >= self.settings.reply.max_per_sender_per_day:

@@ -323,3 +323,16 @@ def test_a_late_form_is_not_registered_and_its_reply_names_the_list_that_stands_
     assert f"贵单位截止前报送的名单（回执号：{first}）仍然有效，不受本邮件影响。" in text.splitlines()
     assert nominee(2).name not in text
     assert [r["name"] for r in parts.state.db.query("SELECT name FROM nominees")] == [nominee(1).name]
+
+
+def test_a_school_name_with_a_link_reaches_no_reply_or_notice_as_a_link(parts, dovecot, imap_account, smtp_sink) -> None:
+    school = "示例职业技术学院 www.evil.com"
+    for serial, sender in ((1, "contact@zjxx.edu.cn"), (2, "other@qq.com")):  # the second notifies the first
+        dovecot.append(make_mail(sender=sender, attachments=[("报名表.xlsx", make_annex3_xlsx(
+            [nominee(serial)], institution=school))]), ON_TIME, user=imap_account.user)
+    assert parts.intake.poll_once().outcomes == {"accepted": 2}
+    mails = smtp_sink.wait_for(3)
+    assert sorted(m.rcpt_tos[0] for m in mails) == ["contact@zjxx.edu.cn", "contact@zjxx.edu.cn", "other@qq.com"]
+    texts = [_every_text(m.raw)[0] for m in mails]
+    assert ["evil.com" in t for t in texts] == [False, False, False]
+    assert all("示例职业技术学院 www[.]evil[.]com" in t for t in texts)

@@ -48,7 +48,7 @@ from mailbot.errors import SendError
 from mailbot.annex3 import FIELDS
 from mailbot.mail.org_domain import has_known_suffix
 from mailbot.masking import mask_text
-from mailbot.replies.model import DigestContext, FindingLine, NomineeLine, ReplyContext
+from mailbot.replies.model import DigestContext, FindingLine, NomineeLine, ReplyContext, SchoolNotice
 from mailbot.time_zones import zone
 
 try:
@@ -161,6 +161,12 @@ def sender_safe(ctx: ReplyContext) -> ReplyContext:
         scans_received=tuple(defang(name) for name in ctx.scans_received),
         correction_workbooks=tuple((defang(name), data) for name, data in ctx.correction_workbooks),
     )
+
+
+def sender_safe_notice(notice: SchoolNotice) -> SchoolNotice:
+    """A notice about a school's list with :func:`defang` applied to what came from a form."""
+    return replace(notice, institution=defang(notice.institution),
+                   changes=tuple(replace(c, name=defang(c.name), detail=defang(c.detail)) for c in notice.changes))
 
 
 SUBJECT_RESULTS = {
