@@ -40,8 +40,10 @@ def parts(tmp_path: Path, dovecot, imap_account, smtp_sink):
     opened.close()
 
 
-def _form_mail(sender: str = "wang@zjxx.edu.cn", serial: int = 1, **kw: object) -> bytes:
-    return make_mail(sender=sender, attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(serial)]))], **kw)
+def _form_mail(sender: str = "wang@zjxx.edu.cn", serial: int = 1, institution: str = "浙江某某职业技术学院",
+               **kw: object) -> bytes:
+    return make_mail(sender=sender, attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(serial)], institution=institution))],
+                     **kw)
 
 
 def _folder(dovecot, account, name: str) -> int:
@@ -107,9 +109,11 @@ def test_a_forged_from_of_a_third_party_gets_that_party_nothing_and_staff_see_it
     assert (_folder(dovecot, imap_account, "INBOX"), _folder(dovecot, imap_account, "Quarantine")) == (0, 2)
     digest = build_digest(parts.state, parts.rules, parts.settings)
     assert [(a.category, a.ref, a.sender, a.summary) for a in digest.attention] == [
-        ("quarantined", r["receipt"], r["sender"], "not-aligned") for r in rows]
+        ("quarantined", r["receipt"], r["sender"], "邮件已隔离：not-aligned") for r in rows]
     text = parts.intake.renderer.render_digest(digest).text
-    assert all(f"【已隔离】not-aligned（{r['receipt']}），发件人：{r['sender']}" in text for r in rows)
+    items = [line.rsplit("，", 1)[0] for line in text.splitlines() if line[:3] in ("1. ", "2. ")]  # time aside
+    assert items == [f"{n}. 【已隔离】邮件已隔离：not-aligned（{r['receipt']}），发件人：{r['sender']}"
+                     for n, r in enumerate(rows, start=1)]
 
 
 AUTHENTICATION_CASES = [
@@ -127,7 +131,7 @@ AUTHENTICATION_CASES = [
 def test_each_mail_is_answered_only_when_its_authentication_aligns_with_its_from(
         parts, dovecot, imap_account, smtp_sink) -> None:
     for serial, (sender, auth, _) in enumerate(AUTHENTICATION_CASES, start=1):
-        dovecot.append(_form_mail(sender, serial, auth=auth,
+        dovecot.append(_form_mail(sender, serial, f"浙江第{serial}职业技术学院", auth=auth,
                                   extra_headers={"Return-Path": f"<{sender}>"}), ON_TIME, user=imap_account.user)
     parts.intake.poll_once()
     expected = [(sender, "accepted" if ok else "quarantined") for sender, _, ok in AUTHENTICATION_CASES]
@@ -258,7 +262,7 @@ def test_a_burst_past_the_hourly_budget_waits_in_the_outbox_and_all_leave_once_t
     senders = [f"t{i}@school{i}.edu.cn" for i in range(1, 6)]
     try:
         for i, sender in enumerate(senders, start=1):
-            dovecot.append(_form_mail(sender, i), ON_TIME, user=imap_account.user)
+            dovecot.append(_form_mail(sender, i, f"浙江第{i}职业技术学院"), ON_TIME, user=imap_account.user)
         report = opened.intake.poll_once()
         assert (report.outcomes, report.sent.sent, report.sent.held) == ({"accepted": 5}, 3, 2)
         assert [m.rcpt_tos[0] for m in smtp_sink.wait_for(3)] == senders[:3]
