@@ -694,8 +694,7 @@ class Intake:
                               envelope_from=smtp.envelope_from or self.settings.reply.from_address,
                               max_attempts=smtp.max_attempts, retry_base_seconds=smtp.retry_base_seconds,
                               rules_version=self.version, after_send=copy_to_sent, log=self.log,
-                              actor=self.actor, max_per_hour=self.settings.reply.max_per_hour,
-                              exempt_addresses=self.settings.staff_addresses)
+                              actor=self.actor, max_per_hour=self.settings.reply.max_per_hour)
         summed = SendReport(*(a + b for a, b in zip(astuple(self._cycle_sent), astuple(result))))
         self._cycle_sent = replace(summed, held=result.held)  # held: how many wait now, not a sum
         return result

@@ -66,7 +66,7 @@ def build_digest(state: State, rules: CampaignRules, settings: Settings, *,
                          outcome_counts=counts, programs=programs, attention=tuple(attention),
                          deadline=rules.deadline.aware, chain_head=grouped_head(state.chain_head()),
                          sender_trust_configured=bool(settings.trust.authserv_ids),
-                         replies_held=held_by_budget(state, settings.staff_addresses),
+                         replies_held=held_by_budget(state),
                          reply_budget_per_hour=settings.reply.max_per_hour)
 
 

@@ -5,9 +5,11 @@ a crash in between leaves it ``sending``; :func:`recover_interrupted` turns such
 ``unknown`` for staff to check instead of re-sending blindly.  Temporary failures are retried
 with exponential backoff; permanent ones are marked ``failed``.
 
-Replies to senders share one hourly budget (``reply.max_per_hour``): past it they stay
-``queued`` (marked :data:`HELD_BY_BUDGET`, never dropped) and leave on a later send when the
-last hour's count falls below the budget; staff addresses are exempt.  Reaching the budget is
+Mail that incoming mail caused (replies, promotions, notices: rows with a ``message``) shares
+one hourly budget (``reply.max_per_hour``): past it such mail stays ``queued`` (marked
+:data:`HELD_BY_BUDGET`, never dropped) and leaves on a later send when the last hour's count
+falls below the budget.  Mail of mailbot's own motion (the digest, staff alerts, rosters) never
+waits and never counts.  Reaching the budget is
 recorded once an hour as a ``reply_budget_reached`` event and shown in the digest.
 """
 
@@ -19,7 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from mailbot.errors import SendError
 from mailbot.state.private_files import write_private_file
@@ -62,15 +64,8 @@ def _hour_before(now: datetime | None) -> str:
     return ((now or datetime.now(timezone.utc)) - timedelta(hours=1)).isoformat(timespec="seconds")
 
 
-def _not_to(addresses: frozenset[str]) -> tuple[str, list[str]]:
-    """SQL condition (and parameters) excluding rows addressed to ``addresses``."""
-    if not addresses:
-        return "", []
-    return f" AND lower(to_address) NOT IN ({', '.join('?' * len(addresses))})", sorted(addresses)
-
-
-def sent_last_hour(state: State, exempt: frozenset[str] = frozenset(), *, now: datetime | None = None) -> int:
-    """Replies (not to ``exempt`` addresses) sent in the hour before ``now``: what the budget counts.
+def sent_last_hour(state: State, *, now: datetime | None = None) -> int:
+    """Mail caused by incoming mail sent in the hour before ``now``: what the budget counts.
 
     Read from the newest ``reply_sent`` events backwards, stopping at the first one older than
     an hour (the event log is in time order), so the cost follows the last hour's mail, never
@@ -80,20 +75,18 @@ def sent_last_hour(state: State, exempt: frozenset[str] = frozenset(), *, now: d
         if event["at"] < since:
             break
         ids.append(json.loads(event["detail"])["outbox"])
-    cond, params = _not_to(exempt)
     counted = 0
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
-        counted += next(state.query(f"SELECT count(*) AS n FROM outbox WHERE id IN ({', '.join('?' * len(chunk))})"
-                                    + cond, [*chunk, *params]))["n"]
+        counted += next(state.query(f"SELECT count(*) AS n FROM outbox WHERE id IN ({', '.join('?' * len(chunk))}) "
+                                    "AND message IS NOT NULL", chunk))["n"]
     return counted
 
 
-def held_by_budget(state: State, exempt: Iterable[str] = ()) -> int:
+def held_by_budget(state: State) -> int:
     """Replies waiting in the outbox because the hourly budget was reached."""
-    cond, params = _not_to(frozenset(a.lower() for a in exempt))
-    return next(state.query("SELECT count(*) AS n FROM outbox WHERE status = 'queued' AND last_error = ?" + cond,
-                            [HELD_BY_BUDGET, *params]))["n"]
+    return next(state.query("SELECT count(*) AS n FROM outbox WHERE status = 'queued' AND last_error = ?",
+                            [HELD_BY_BUDGET]))["n"]
 
 
 def _event_within_the_hour(state: State, kind: str, now: datetime | None) -> bool:
@@ -149,20 +142,19 @@ def send_pending(state: State, transport: Transport, *, envelope_from: str, max_
                  retry_base_seconds: float, rules_version: str = "", limit: int | None = None,
                  after_send: Callable[[dict[str, Any]], None] | None = None,
                  log: Any = None, actor: str = "daemon", max_per_hour: int | None = None,
-                 exempt_addresses: Iterable[str] = (), now: datetime | None = None) -> SendReport:
+                 now: datetime | None = None) -> SendReport:
     """Send every queued reply that is due, oldest first, within the hourly budget
-    ``max_per_hour`` (None: no budget; mail to ``exempt_addresses`` is never held; ``now``
-    places the budget's hour, the current time by default).  Returns counts by result."""
+    ``max_per_hour`` for mail caused by incoming mail (None: no budget; ``now`` places the
+    budget's hour, the current time by default).  Returns counts by result."""
     rows = list(state.query(
         "SELECT id, message, kind, to_address, raw, attempts FROM outbox "
         "WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id" + (f" LIMIT {int(limit)}" if limit else ""),
         [utc_now()]))
-    exempt = frozenset(a.lower() for a in exempt_addresses)
-    budget = None if max_per_hour is None or not rows else max_per_hour - sent_last_hour(state, exempt, now=now)
+    budget = None if max_per_hour is None or not rows else max_per_hour - sent_last_hour(state, now=now)
     held: list[int] = []
     sent = retry = failed = unknown = 0
     for row in rows:
-        counted = row["to_address"].lower() not in exempt
+        counted = row["message"] is not None  # caused by incoming mail, not the digest or a roster
         if budget is not None and counted and budget <= 0:
             held.append(row["id"])
             continue
