@@ -287,8 +287,10 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
 
     account = SimpleNamespace(host=args.host, port=args.port, user=args.user, password=args.password)
     sink = SimpleNamespace(host=args.smtp_host, port=args.smtp_port)
+    # the hourly reply budget raised past the backlog: every reply must leave in this one poll
     settings = imap_settings(Path(args.state), account, sink, imap={"sent_folder": "Sent", "timeout": 60},
-                             mailbox={"kind": "imap", "settle": "move"})
+                             mailbox={"kind": "imap", "settle": "move"},
+                             reply={"max_per_hour": 10 * args.messages + 100})
     sampler = RssSampler(args.messages)
     with open(os.devnull, "w") as devnull:
         parts = open_intake(settings, devnull)
@@ -315,6 +317,8 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
             nominees = {r["status"]: r["n"] for r in db.query("SELECT status, count(*) n FROM nominees GROUP BY status")}
         finally:
             parts.close()
+    if report.sent.held or set(replies) != {"sent"}:
+        raise RuntimeError(f"not every reply was sent: outbox {replies}, held by the budget {report.sent.held}")
     return {"phase": "mailbot", "seconds": elapsed, "messages": report.fetched, "outcomes": report.outcomes,
             "rows": rows, "nominees": nominees, "outbox": replies, "sent": report.sent.sent,
             "peak_rss_mb": round(peak_rss_mb(), 1), "rss_samples": sampler.samples}

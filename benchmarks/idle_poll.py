@@ -111,7 +111,8 @@ def measure(dovecot: Any, sink: CountingSink, work: Path, n: int, state: str, po
     fill_s = time.perf_counter() - t0
     settings = imap_settings(work / f"state-{state}-{n}", account, SimpleNamespace(host=sink.host, port=sink.port),
                              imap={"sent_folder": "Sent"},
-                             mailbox={"kind": "imap", "settle": "move" if state == "moved" else "flag"})
+                             mailbox={"kind": "imap", "settle": "move" if state == "moved" else "flag"},
+                             reply={"max_per_hour": 10 * n + 100})  # the N sent replies must not hold anything
     parts = open_intake(settings, io.StringIO())
     try:
         fill_state(parts.intake, parts.source.name, uidvalidity, n, "Processed" if state == "moved" else "INBOX")

@@ -130,6 +130,14 @@ class ReplyConfig(_Section):
     from_name: str = "职业院校骨干教师培训报名"
     message_id_domain: str = "mailbot.invalid"
     max_per_sender_per_day: int = Field(5, ge=1)
+    max_per_hour: int = Field(
+        200, ge=1, description="replies to senders sent in any hour; past it they wait in the outbox")
+    max_findings_listed: int = Field(
+        50, ge=1, description="findings listed one by one in a reply; the rest are summed up in one line")
+    max_nominees_listed: int = Field(
+        200, ge=1, description="teachers listed one by one in a reply; the rest are counted in one line")
+    max_rows_for_workbook: int = Field(
+        1000, ge=1, description="a form with more rows gets no correction workbook (the findings are listed)")
 
 
 class ScheduleConfig(_Section):

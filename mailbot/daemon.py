@@ -153,6 +153,9 @@ class Daemon:
         """Run until SIGTERM/SIGINT.  The caller holds the instance lock (see instance_lock)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
+        if not self.settings.trust.authserv_ids:
+            self.log.warning("sender_trust_not_configured", hint="set trust.authserv_ids: until then replies "
+                             "go to whatever From address a mail carries, forged or not")
         hour, minute = (int(x) for x in self.settings.schedule.digest_time.split(":"))
         self.scheduler.add_job(self.poll, "interval", seconds=self.settings.schedule.poll_seconds,
                                id=POLL_JOB, max_instances=1, coalesce=True,

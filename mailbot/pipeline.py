@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import astuple, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -37,7 +37,7 @@ from mailbot.rules import CampaignRules, school_key
 from mailbot.office import staff_items
 from mailbot.office.staff_alert import queue_staff_alert
 from mailbot.replies.model import SchoolNotice
-from mailbot.replies.render import build_digest_message
+from mailbot.replies.render import build_digest_message, sender_safe_notice
 from mailbot.mail.smtp import Transport
 from mailbot.state.store import State, utc_now
 
@@ -492,7 +492,7 @@ class Intake:
                     findings.append(FindingLine(att.filename, f.row or r.row, f.column, f.code, f.message))
                     if f.coordinate:
                         cells.append((f.coordinate, f.message))
-            if cells and a.reply == "correction":
+            if cells and a.reply == "correction" and len(v.rows) <= self.settings.reply.max_rows_for_workbook:
                 book = self._correction_copy(att, v, cells)
                 if book is not None:
                     workbooks.append(book)
@@ -510,10 +510,14 @@ class Intake:
             if result.resubmission:
                 changes = [ChangeLine(c.kind, c.name, c.id_masked, c.detail) for c in result.changes]
         contact = next((v.contact for _, v in a.verdicts if v.contact), "")
+        listed, shown = self.settings.reply.max_findings_listed, self.settings.reply.max_nominees_listed
         ctx = self._base_context(
             a.reply, receipt, fetched.arrived_at, p.from_addr, p.from_name, p.subject, p.message_id,
-            p.references, institution=institution, contact=contact, nominees=tuple(nominees),
-            findings=tuple(findings), changes=tuple(changes), unreadable_reasons=tuple(unreadable),
+            p.references, institution=institution, contact=contact, nominees=tuple(nominees[:shown]),
+            nominees_omitted=max(0, len(nominees) - shown), findings=tuple(findings[:listed]),
+            findings_omitted=max(0, len(findings) - listed), changes=tuple(changes[:shown]),
+            earlier_receipts=self._standing_receipts(institution, p.from_addr) if a.reply == "late" else (),
+            unreadable_reasons=tuple(unreadable[:listed]),
             scans_received=tuple(s.filename for s in a.parts.scans),
             correction_workbooks=tuple(workbooks), notes=self._school_notes(result))
         self._enqueue(msg_pk, ctx)
@@ -592,6 +596,7 @@ class Intake:
         """Queue a notice about a school's list: at most ``reply.max_per_sender_per_day`` notices
         to one address a day, counted apart from its replies (forged mail naming a school must
         not use up the school's own replies)."""
+        notice = sender_safe_notice(notice)  # the school's name as a form wrote it: no link
         since = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(timespec="seconds")
         kind = f"notice_{notice.kind}"
         if self.state.notices_to_since(notice.to_address, since) >= self.settings.reply.max_per_sender_per_day:
@@ -612,6 +617,12 @@ class Intake:
             "created_at": utc_now()})
         self.state.add_event("reply_queued", {"kind": kind}, actor=self.actor, rules_version=self.version,
                              message=msg_pk)
+    def _standing_receipts(self, institution: str, sender: str) -> tuple[str, ...]:
+        """Receipts of the mails whose nominees of this school are seated or waiting."""
+        return tuple(r["receipt"] for r in self.state.query(
+            "SELECT DISTINCT m.receipt FROM nominees n JOIN messages m ON m.id = n.message "
+            "WHERE n.institution_key = ? AND n.status IN ('seated', 'waiting') ORDER BY m.id",
+            [institution_key(institution, sender)]))
 
     def _correction_copy(self, att: Attachment, v: FormVerdict,
                          cells: list[tuple[str, str]]) -> tuple[str, bytes] | None:
@@ -684,8 +695,9 @@ class Intake:
                               envelope_from=smtp.envelope_from or self.settings.reply.from_address,
                               max_attempts=smtp.max_attempts, retry_base_seconds=smtp.retry_base_seconds,
                               rules_version=self.version, after_send=copy_to_sent, log=self.log,
-                              actor=self.actor)
-        self._cycle_sent = SendReport(*(a + b for a, b in zip(astuple(self._cycle_sent), astuple(result))))
+                              actor=self.actor, max_per_hour=self.settings.reply.max_per_hour)
+        summed = SendReport(*(a + b for a, b in zip(astuple(self._cycle_sent), astuple(result))))
+        self._cycle_sent = replace(summed, held=result.held)  # held: how many wait now, not a sum
         return result
 
     def flush_settle(self) -> None:

@@ -227,3 +227,23 @@ def make_ole2(streams: dict[str, bytes]) -> bytes:
               + b"\0" * 6 + struct.pack("<9I", 0, 1, 1, 0, 4096, end, 0, end, 0)
               + struct.pack("<109I", 0, *([free] * 108)))
     return header + struct.pack("<128I", *fat) + directory + b"".join(bodies)
+
+
+def with_formulas(xlsx: bytes, formulas: dict[str, tuple[str, str]], sheet: str = "xl/worksheets/sheet1.xml") -> bytes:
+    """``xlsx`` with each named cell (``"C4"``) replaced by a formula and the text value a
+    spreadsheet app last computed for it, as Excel or WPS would save it."""
+    import re
+    import zipfile
+    from xml.sax.saxutils import escape
+
+    src = zipfile.ZipFile(io.BytesIO(xlsx))
+    xml = src.read(sheet).decode("utf-8")
+    for coordinate, (formula, cached) in formulas.items():
+        cell = f'<c r="{coordinate}" t="str"><f>{escape(formula)}</f><v>{escape(cached)}</v></c>'
+        xml, n = re.subn(rf'<c r="{coordinate}"[^>]*?(/>|>.*?</c>)', lambda _m: cell, xml, count=1)
+        assert n == 1, f"no cell {coordinate} to replace"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            dst.writestr(item, xml.encode("utf-8") if item.filename == sheet else src.read(item.filename))
+    return out.getvalue()

@@ -48,14 +48,16 @@ def _hostile_form(name: str, filename: str, data: bytes) -> bytes:
 
 
 def _header_flood(size: int = 25 * MB) -> bytes:
-    head = (b"Return-Path: <flood@evil.example.cn>\r\nFrom: <flood@evil.example.cn>\r\nTo: <shengpei@zjut.edu.cn>\r\n"
+    head = (b"Return-Path: <flood@evil.example.cn>\r\n"
+            b"Authentication-Results: mx.zjut.edu.cn; spf=pass smtp.mailfrom=flood@evil.example.cn\r\nFrom: <flood@evil.example.cn>\r\nTo: <shengpei@zjut.edu.cn>\r\n"
             b"Subject: headers\r\nMessage-ID: <headers@evil.example.cn>\r\nDate: Mon, 2 Nov 2020 09:30:00 +0800\r\n")
     line = b"X-Flood: aaaaaaaaaaaaaaaaaaaaaa\r\n"
     return head + line * (size // len(line)) + b"\r\nbody\r\n"
 
 
 def _part_flood(size: int = 25 * MB) -> bytes:
-    head = (b"Return-Path: <parts@evil.example.cn>\r\nFrom: <parts@evil.example.cn>\r\nTo: <shengpei@zjut.edu.cn>\r\n"
+    head = (b"Return-Path: <parts@evil.example.cn>\r\n"
+            b"Authentication-Results: mx.zjut.edu.cn; spf=pass smtp.mailfrom=parts@evil.example.cn\r\nFrom: <parts@evil.example.cn>\r\nTo: <shengpei@zjut.edu.cn>\r\n"
             b"Subject: parts\r\nMessage-ID: <parts@evil.example.cn>\r\nDate: Mon, 2 Nov 2020 09:30:00 +0800\r\n"
             b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n')
     part = b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"

@@ -7,6 +7,8 @@ import zipfile
 
 import pytest
 from openpyxl import Workbook, load_workbook
+from openpyxl.workbook.defined_name import DefinedName
+from openpyxl.worksheet.table import Table
 from stdnum.cn import ric
 
 from mailbot.replies.correction_workbook import COMMENT_AUTHOR, corrected_name, highlight_workbook
@@ -159,3 +161,66 @@ def test_bad_coordinates_are_skipped_and_good_ones_still_marked():
 )
 def test_the_returned_name_is_the_original_stem_plus_a_suffix(original, expected):
     assert corrected_name(original) == expected
+
+
+# --------------------------------------------------------------------------- no active content
+
+ACTIVE = {
+    "C4": ('HYPERLINK("http://evil.example/win","张晓明")', "张晓明"),
+    "E4": ("cmd|' /C calc'!A0", "讲师"),
+    "I4": ("SUM(1,2)", "3"),
+}
+
+
+def hostile_annex3() -> bytes:
+    from forms_factory import with_formulas
+
+    wb = load_workbook(io.BytesIO(annex3_bytes()))
+    ws = wb["附件3"]
+    ws["E5"], ws["F5"], ws["I5"] = "@SUM(1)", "+1", "-2+3"
+    ws["C5"] = "李红 http://evil.example/name"
+    ws["C5"].hyperlink = "http://evil.example/link"
+    ws["I4"], ws["C4"], ws["E4"] = "x", "x", "x"  # placeholders the formulas replace
+    wb.defined_names["Evil"] = DefinedName("Evil", attr_text='HYPERLINK("http://evil.example/name")')
+    wb.properties.title = "http://evil.example/title"
+    ws.add_table(Table(displayName="Evil", ref="A3:H5"))
+    buf = io.BytesIO()
+    wb.save(buf)
+    return with_formulas(buf.getvalue(), ACTIVE)
+
+
+def all_xml(data: bytes) -> str:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return "\n".join(z.read(n).decode("utf-8", "replace") for n in z.namelist())
+
+
+def test_the_hostile_form_really_carries_formulas_and_links():
+    ws = load_workbook(io.BytesIO(hostile_annex3()))["附件3"]
+    assert [ws[c].data_type for c in ("C4", "E4", "I4")] == ["f", "f", "f"]
+    assert list(ws.tables) == ["Evil"] and ws["C5"].hyperlink is not None
+    assert "evil.example" in all_xml(hostile_annex3())
+
+
+def test_the_returned_workbook_holds_values_never_formulas_or_links():
+    _, data = highlight_workbook(hostile_annex3(), "汇总表.xlsx", FINDINGS, sheet="附件3")
+    wb = load_workbook(io.BytesIO(data))  # formulas would load as formulas here
+    ws = wb["附件3"]
+    assert [c.coordinate for row in ws.iter_rows() for c in row if c.data_type == "f"] == []
+    assert (ws["C4"].value, ws["E4"].value, ws["I4"].value) == ("张晓明", "讲师", "3")
+    assert (ws["E5"].value, ws["F5"].value, ws["I5"].value) == ("@SUM(1)", "+1", "-2+3")
+    assert [ws[c].data_type for c in ("E5", "F5", "I5")] == ["s", "s", "s"]
+    assert all(ws[c].quotePrefix for c in ("E5", "F5", "I5"))
+    assert ws["C5"].value == "李红 hxxp[:]//evil[.]example/name" and ws["C5"].hyperlink is None
+    assert (list(wb.defined_names), list(ws.tables)) == ([], [])
+    assert "evil.example" not in all_xml(data) and "http://evil" not in all_xml(data)
+
+
+def test_a_rebuilt_copy_of_another_format_holds_text_only():
+    from mailbot.replies.correction_workbook import rebuild_workbook
+
+    rows = [[("A1", "=cmd|' /C calc'!A0"), ("B1", "@SUM(1)"), ("C1", "www.evil.com"), ("D1", "\tx")]]
+    _, data = rebuild_workbook(rows, "汇总表.xls", [("A1", "请修改")], sheet="Sheet1")
+    ws = load_workbook(io.BytesIO(data))["Sheet1"]
+    assert [(c.value, c.data_type) for c in ws[1]] == [
+        ("=cmd|' /C calc'!A0", "s"), ("@SUM(1)", "s"), ("www[.]evil[.]com", "s"), ("\tx", "s")]
+    assert "evil.com" not in all_xml(data)

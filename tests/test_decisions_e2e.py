@@ -189,7 +189,7 @@ def test_withdrawing_a_seated_teacher_seats_the_head_of_the_waiting_list_and_tel
         f"经培训报名工作组决定，{JIA}报名的以下教师已撤销报名（回执号：{office.receipt(JIA_MAIL)}），所占名额按报名先后递补给候补教师：",
         f"- 张三（身份证号 {_masked(1)}），{LOGISTICS}：已撤销", "说明：本人因病无法参训"]
     assert (to2, promotion.subject, promotion.headers["In-Reply-To"]) == (
-        JIA_MAIL, "Re: 报名表-浙江某某职业技术学院", f"<{office.message_id(JIA_MAIL)}>")
+        JIA_MAIL, f"Re: 报名表【候补转为录取｜回执 {office.receipt(JIA_MAIL)}】", f"<{office.message_id(JIA_MAIL)}>")
     assert [ln for ln in promotion.text.splitlines() if ln.startswith(("1. ", "回执号"))] == [
         f"1. 王五（身份证号 {_masked(3)}）", f"回执号：{office.receipt(JIA_MAIL)}"]
     office.parts.intake.poll_once()
@@ -319,7 +319,7 @@ def test_a_question_is_answered_in_its_thread_and_a_quarantined_mail_released(of
                                         "as_message": 6, "receipt": office.receipt(EVIL), "outcome": "accepted"}
     assert office.seats()[-1] == ("周一", LOGISTICS, "waiting")
     ((to, reply),) = office.mails_since(start + 1, 1)
-    assert (to, reply.subject) == (EVIL, "Re: 报名表-浙江某某职业技术学院")
+    assert (to, reply.subject) == (EVIL, f"Re: 报名表【已登记，请查看录取结果｜回执 {copy}】")
     assert office.decide("release", "--receipt", office.receipt(EVIL), "--reason", "again") == (1, [
         f"未执行：回执{office.receipt(EVIL)}已于此前放行（新回执{copy}）"])
     answered, replied = (next(office.parts.state.db.query(sql))["id"] for sql in (

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from hostile_mail import ON_TIME, append_good_form, poll_and_check, synthetic_messages
+from mail_factory import delivered_auth
 
 #: A selection of the shared corpus: bounces, auto-replies, list mail, broken MIME, TNEF, torture.
 CORPUS_SELECTION = (
@@ -43,12 +44,17 @@ _AUTOMATIC = re.compile(r"(?<!non-)bounce/DSN|Auto-Submitted: auto|auto-reply|ma
 
 def as_delivered(raw: bytes) -> bytes:
     """The file as an MTA would deliver it: with a Return-Path (the From address) when it has
-    none, so the gate cannot stop it at ``no-return-path`` and every stage sees it."""
+    none, so the gate cannot stop it at ``no-return-path``, and our server's
+    ``Authentication-Results`` passing SPF for the From address, so the sender check lets it
+    through and every stage sees it."""
     head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
-    if re.search(rb"(?im)^return-path:", head):
-        return raw
     found = re.search(rb"(?im)^from:[^\n]*?<?([\w.+=-]+@[\w.-]+)>?", head)
-    return b"Return-Path: <" + found.group(1) + b">\r\n" + raw if found else raw
+    if not found:
+        return raw
+    auth = f"Authentication-Results: {delivered_auth(found.group(1).decode())}\r\n".encode()
+    if re.search(rb"(?im)^return-path:", head):
+        return auth + raw
+    return b"Return-Path: <" + found.group(1) + b">\r\n" + auth + raw
 
 
 def _manifest(corpus: Path) -> dict[str, str]:

@@ -99,7 +99,7 @@ def test_late_mail_gets_late_reply_even_with_forged_date(intake, dovecot, imap_a
     reply = parse_reply(smtp_sink.wait_for(1)[0].raw)
     assert _line_starting(reply, "我们于") == (
         "我们于2020年11月10日 00:00收到浙江某某职业技术学院的邮件，此时报名已于2020年11月9日24时截止。"
-        "截止后收到的报名或修改不会自动处理，本邮件的内容暂未计入报名结果。")
+        "截止时间后收到的报名表不自动登记，本邮件的内容未计入报名结果。")
     assert next(intake.state.db.query("SELECT count(*) n FROM nominees"))["n"] == 0
 
 

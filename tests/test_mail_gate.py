@@ -11,6 +11,7 @@ from mailbot.mail.gate import (
     domain_mismatch,
     sender_trust,
 )
+from mailbot.mail.org_domain import organizational_domain
 from mailbot.mail.walk import parse_message
 
 OWN = {"shengpei@zjut.edu.cn"}
@@ -114,45 +115,105 @@ def trust(*auth_headers: str, sender: str = "teacher@example.edu.cn", **kw) -> T
     return sender_trust(parse_message(raw), trusted_authserv_ids=TRUSTED, **kw)
 
 
-def test_all_pass_is_accepted():
+def test_all_pass_is_accepted_as_aligned_by_dmarc():
     assert trust("mx.zjut.edu.cn; spf=pass smtp.mailfrom=example.edu.cn; dkim=pass "
                  "header.d=example.edu.cn; dmarc=pass header.from=example.edu.cn") == TrustVerdict(
-        "accept", "ok", dmarc="pass", spf="pass", dkim="pass")  # fmt: skip
+        "accept", "ok", dmarc="pass", spf="pass", dkim="pass", aligned="dmarc")  # fmt: skip
 
 
-def test_no_results_at_all_is_accepted():
-    assert trust() == TrustVerdict("accept", "ok")
+def test_an_aligned_spf_pass_alone_is_accepted():
+    assert trust("mx.zjut.edu.cn; spf=pass smtp.mailfrom=bounce@example.edu.cn; dkim=none") == TrustVerdict(
+        "accept", "ok", spf="pass", dkim="none", aligned="spf")
+
+
+def test_an_aligned_dkim_pass_is_accepted_even_when_spf_fails():
+    assert trust("mx.zjut.edu.cn; spf=fail smtp.mailfrom=example.edu.cn; dkim=fail header.d=other.cn; "
+                 "dkim=pass header.d=example.edu.cn") == TrustVerdict(
+        "accept", "ok", spf="fail", dkim="pass", aligned="dkim")  # fmt: skip
+
+
+def test_dkim_pass_for_an_unrelated_domain_with_spf_fail_is_not_aligned():
+    assert trust("mx.zjut.edu.cn; spf=fail smtp.mailfrom=example.edu.cn; dkim=pass header.d=attacker.example",
+                 sender="victim@example.edu.cn") == TrustVerdict(
+        "quarantine", "not-aligned", spf="fail", dkim="pass")  # fmt: skip
+
+
+def test_spf_pass_for_the_attackers_own_domain_is_not_aligned_with_a_forged_from():
+    assert trust("mx.zjut.edu.cn; spf=pass smtp.mailfrom=attacker@qq.com; dkim=pass header.d=qq.com",
+                 sender="victim@zjxx.edu.cn") == TrustVerdict(
+        "quarantine", "not-aligned", spf="pass", dkim="pass")  # fmt: skip
+
+
+def test_a_subdomain_aligns_with_its_organizational_domain_both_ways():
+    assert trust("mx.zjut.edu.cn; spf=pass smtp.mailfrom=mail.x.edu.cn", sender="a@x.edu.cn").aligned == "spf"
+    assert trust("mx.zjut.edu.cn; dkim=pass header.d=x.edu.cn", sender="a@mail.x.edu.cn").aligned == "dkim"
+
+
+def test_two_sites_under_a_public_suffix_do_not_align():
+    verdict = trust("mx.zjut.edu.cn; spf=pass smtp.mailfrom=a.github.io; dkim=pass header.d=a.github.io",
+                    sender="b@b.github.io")
+    assert (verdict.action, verdict.reason) == ("quarantine", "not-aligned")
+
+
+def test_a_public_suffix_itself_aligns_with_nothing():
+    verdict = trust("mx.zjut.edu.cn; spf=pass smtp.mailfrom=edu.cn", sender="a@x.edu.cn")
+    assert (verdict.action, verdict.reason) == ("quarantine", "not-aligned")
+
+
+def test_dmarc_pass_counts_only_for_the_from_domain_it_names():
+    assert trust("mx.zjut.edu.cn; dmarc=pass header.from=EXAMPLE.edu.cn").aligned == "dmarc"
+    assert trust("mx.zjut.edu.cn; dmarc=pass header.from=attacker.example").reason == "not-aligned"
+    assert trust("mx.zjut.edu.cn; dmarc=pass").reason == "not-aligned"
+
+
+def test_no_result_from_our_server_is_quarantined_when_trust_is_configured():
+    assert trust() == TrustVerdict("quarantine", "no-authentication")
+
+
+def test_without_trusted_servers_every_sender_is_accepted_unverified():
+    raw = message("Authentication-Results: mx.zjut.edu.cn; dmarc=fail header.from=example.edu.cn")
+    verdict = sender_trust(parse_message(raw), trusted_authserv_ids=())
+    assert verdict == TrustVerdict("accept", "unverified", verified=False)
+    assert verdict.may_reply
 
 
 def test_dmarc_fail_is_quarantined():
-    assert trust("mx.zjut.edu.cn; dmarc=fail header.from=example.edu.cn") == TrustVerdict(
-        "quarantine", "dmarc-fail", dmarc="fail")
+    assert trust("mx.zjut.edu.cn; dmarc=fail header.from=example.edu.cn; spf=pass smtp.mailfrom=example.edu.cn"
+                 ) == TrustVerdict("quarantine", "dmarc-fail", dmarc="fail", spf="pass")
 
 
-def test_spf_and_dkim_fail_is_quarantined():
-    assert trust("mx.zjut.edu.cn; spf=fail smtp.mailfrom=x; dkim=fail header.d=x") == \
-        TrustVerdict("quarantine", "spf-and-dkim-fail", spf="fail", dkim="fail")  # fmt: skip
-
-
-def test_spf_fail_with_a_passing_dkim_signature_is_accepted():
-    assert trust("mx.zjut.edu.cn; spf=fail smtp.mailfrom=x; dkim=fail header.d=y; "
-                 "dkim=pass header.d=x").action == "accept"  # fmt: skip
+def test_spf_and_dkim_fail_is_quarantined_as_not_aligned():
+    verdict = trust("mx.zjut.edu.cn; spf=fail smtp.mailfrom=example.edu.cn; dkim=fail header.d=example.edu.cn")
+    assert verdict == TrustVerdict("quarantine", "not-aligned", spf="fail", dkim="fail")
+    assert not verdict.may_reply
 
 
 def test_results_from_other_authserv_ids_are_ignored():
-    forged = "evil.example; dmarc=pass header.from=x; spf=pass smtp.mailfrom=x; dkim=pass header.d=x"
+    forged = ("evil.example; dmarc=pass header.from=example.edu.cn; spf=pass smtp.mailfrom=example.edu.cn; "
+              "dkim=pass header.d=example.edu.cn")
     ours = "mx.zjut.edu.cn; dmarc=fail header.from=example.edu.cn"
     assert trust(forged, ours).reason == "dmarc-fail"
-    assert trust("evil.example; dmarc=fail header.from=x") == TrustVerdict("accept", "ok")
+    assert trust(forged) == TrustVerdict("quarantine", "no-authentication")
+
+
+def test_an_authserv_id_that_merely_starts_like_ours_is_not_ours():
+    assert trust("mx.zjut.edu.cn.evil.example; spf=pass smtp.mailfrom=example.edu.cn").reason == "no-authentication"
 
 
 def test_topmost_trusted_header_wins():
-    assert trust("mx.zjut.edu.cn; dmarc=pass header.from=x",
-                 "mx.zjut.edu.cn; dmarc=fail header.from=x").dmarc == "pass"  # fmt: skip
+    assert trust("mx.zjut.edu.cn; dmarc=pass header.from=example.edu.cn",
+                 "mx.zjut.edu.cn; dmarc=fail header.from=example.edu.cn").aligned == "dmarc"  # fmt: skip
+    assert trust("mx.zjut.edu.cn; spf=fail smtp.mailfrom=example.edu.cn",
+                 "mx.zjut.edu.cn; spf=pass smtp.mailfrom=example.edu.cn").reason == "not-aligned"  # fmt: skip
 
 
-def test_unparseable_authentication_results_are_ignored():
-    assert trust("mx.zjut.edu.cn; ;;; ===").action == "accept"
+def test_unparseable_authentication_results_are_no_authentication():
+    assert trust("mx.zjut.edu.cn; ;;; ===").reason == "no-authentication"
+
+
+def test_a_pass_under_our_id_below_our_unparseable_header_is_not_believed():
+    assert trust("mx.zjut.edu.cn; ;;; ===", "mx.zjut.edu.cn; spf=pass smtp.mailfrom=example.edu.cn"
+                 ).reason == "no-authentication"
 
 
 def test_deny_listed_domain_is_quarantined():
@@ -161,7 +222,8 @@ def test_deny_listed_domain_is_quarantined():
 
 def test_allow_list_not_matching_is_quarantined():
     assert trust(sender="a@qq.com", allow_domains=("edu.cn",)).reason == "not-allow-listed"
-    assert trust(sender="a@zjut.edu.cn", allow_domains=("edu.cn",)).action == "accept"
+    assert trust("mx.zjut.edu.cn; spf=pass smtp.mailfrom=zjut.edu.cn", sender="a@zjut.edu.cn",
+                 allow_domains=("edu.cn",)).action == "accept"
 
 
 def test_no_sender_address_is_rejected():
@@ -169,6 +231,13 @@ def test_no_sender_address_is_rejected():
     verdict = sender_trust(parse_message(raw), trusted_authserv_ids=TRUSTED, allow_domains=(),
                            deny_domains=())  # fmt: skip
     assert verdict == TrustVerdict("reject", "no-sender")
+
+
+@pytest.mark.parametrize(("domain", "org"), [
+    ("mail.x.edu.cn", "x.edu.cn"), ("X.EDU.CN.", "x.edu.cn"), ("edu.cn", ""), ("a.github.io", "a.github.io"),
+    ("github.io", ""), ("vip.163.com", "163.com"), ("localhost", ""), ("", "")])
+def test_organizational_domains_come_from_the_bundled_public_suffix_list(domain, org):
+    assert organizational_domain(domain) == org
 
 
 # --------------------------------------------------------------------------- domain mismatch
@@ -181,3 +250,17 @@ def test_no_sender_address_is_rejected():
 )  # fmt: skip
 def test_domain_mismatch_flags_neither_personal_nor_edu_cn(domain, flag):
     assert domain_mismatch("浙江工业大学", domain) is flag
+
+
+def test_the_public_suffix_list_is_read_from_the_package_never_fetched(monkeypatch):
+    import socket
+
+    from mailbot.mail import org_domain
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the Public Suffix List must not be fetched")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    org_domain._psl.cache_clear()
+    assert organizational_domain("mail.x.edu.cn") == "x.edu.cn"

@@ -26,6 +26,7 @@ from mailbot.replies.render import (
     build_digest_message,
     build_message,
     cn_deadline,
+    defang,
     reply_subject,
     thread_references,
 )
@@ -135,6 +136,7 @@ CONTEXTS: dict[str, ReplyContext] = {
         "late",
         received_at=datetime(2020, 11, 10, 8, 15, tzinfo=BJ),
         nominees=NOMINEES[:1],
+        earlier_receipts=("ZJ2020-000098", "ZJ2020-000107"),
     ),
     "redirect": base("redirect", institution="示例市职业中等专业学校"),
     "no_form": base("no_form", institution="", contact="", to_name=""),
@@ -249,6 +251,12 @@ def test_late_reply_gives_both_times_and_the_contact(renderer):
     assert "请联系：省职教师资培训中心 0571-85290492" in text
 
 
+def test_a_late_reply_without_an_earlier_list_says_there_is_none(renderer):
+    text = renderer.render(replace(CONTEXTS["late"], nominees=(), earlier_receipts=())).text
+    assert "系统中没有贵单位在截止前登记的名单。" in text.splitlines()
+    assert "回执号：ZJ2020-000098" not in text
+
+
 def test_times_are_shown_in_beijing_time_whatever_the_input_zone(renderer):
     utc = datetime(2020, 11, 5, 6, 32, tzinfo=ZoneInfo("UTC"))
     text = renderer.render(replace(CONTEXTS["no_form"], received_at=utc)).text
@@ -264,22 +272,57 @@ def test_a_naive_received_at_is_refused():
 
 
 @pytest.mark.parametrize(
-    "original, expected",
+    "kind, expected",
     [
-        ("附件3报名", "Re: 附件3报名"),
-        ("Re: 附件3报名", "Re: 附件3报名"),
-        ("RE: re: 附件3报名", "Re: 附件3报名"),
-        ("Re：附件3报名", "Re: 附件3报名"),
-        ("回复: 附件3报名", "Re: 附件3报名"),
-        ("回复：答复：Re[2]: 附件3报名", "Re: 附件3报名"),
-        ("Fwd: 附件3报名", "Re: Fwd: 附件3报名"),
-        ("Receipt of 附件3", "Re: Receipt of 附件3"),
-        ("附件3\r\n 报名\t表", "Re: 附件3 报名 表"),
-        ("", "Re: 报名回执"),
+        ("acceptance", "Re: 报名表【已登记，请查看录取结果｜回执 ZJ2020-000123】"),
+        ("correction", "Re: 报名表【需修改3处｜回执 ZJ2020-000123】"),
+        ("late", "Re: 报名表【截止后收到，未登记｜回执 ZJ2020-000123】"),
+        ("redirect", "Re: 报名表【中职学校请通过省平台报名｜回执 ZJ2020-000123】"),
+        ("no_form", "Re: 报名表【未收到附件3汇总表｜回执 ZJ2020-000123】"),
+        ("scan_only", "Re: 报名表【仅收到扫描件，请补发电子表格｜回执 ZJ2020-000123】"),
+        ("unreadable", "Re: 报名表【附件无法读取｜回执 ZJ2020-000123】"),
+        ("not_annex3", "Re: 报名表【附件不是附件3汇总表｜回执 ZJ2020-000123】"),
+        ("promotion", "Re: 报名表【候补转为录取｜回执 ZJ2020-000123】"),
     ],
 )
-def test_reply_subject_adds_one_re_prefix(original, expected):
-    assert reply_subject(original) == expected
+def test_the_subject_is_our_own_words_with_the_result_and_the_receipt(kind, expected):
+    assert reply_subject(CONTEXTS[kind]) == expected
+
+
+def test_an_acceptance_with_everyone_seated_says_so():
+    ctx = replace(CONTEXTS["acceptance"], nominees=NOMINEES[:1])
+    assert reply_subject(ctx) == "Re: 报名表【报名成功｜回执 ZJ2020-000123】"
+
+
+def test_the_correction_subject_counts_the_findings_not_listed_too():
+    ctx = replace(CONTEXTS["correction"], findings_omitted=120)
+    assert reply_subject(ctx) == "Re: 报名表【需修改123处｜回执 ZJ2020-000123】"
+
+
+def test_the_senders_subject_never_reaches_the_reply(renderer):
+    ctx = replace(CONTEXTS["no_form"], original_subject="Re: 中奖通知：请登录 http://evil.example/prize 领取")
+    rendered = renderer.render(ctx)
+    assert rendered.subject == "Re: 报名表【未收到附件3汇总表｜回执 ZJ2020-000123】"
+    assert "中奖" not in rendered.text + rendered.html
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("http://evil.example/x?a=b", "hxxp[:]//evil[.]example/x?a=b"),
+        ("请登录 HTTPS://user@evil.example:8443/p 领取", "请登录 hxxps[:]//user@evil[.]example:8443/p 领取"),
+        ('=HYPERLINK("http://evil")', '=HYPERLINK("hxxp[:]//evil")'),
+        ("见 www.evil.example 和 evil.com", "见 www[.]evil[.]example 和 evil[.]com"),
+        ("ftp://1.2.3.4/a", "fxp[:]//1[.]2[.]3[.]4/a"),
+        ("李四http://evil.example/name", "李四hxxp[:]//evil[.]example/name"),
+        ("wang@zjxx.edu.cn", "wang@zjxx.edu.cn"),
+        ("汇总表.xlsx、附件3.zip、v1.2.3、3.14", "汇总表.xlsx、附件3.zip、v1.2.3、3.14"),
+        ("张三", "张三"),
+    ],
+)
+def test_defang_makes_links_inert_and_keeps_addresses_and_file_names(value, expected):
+    assert defang(value) == expected
+    assert defang(expected) == expected
 
 
 def test_references_chain_ends_with_the_original_and_drops_junk():
@@ -312,7 +355,7 @@ def test_reply_is_threaded_under_the_original_and_marked_auto_replied(renderer):
     assert msg["In-Reply-To"] == "<orig-1@example-college.edu.cn>"
     assert msg["References"].split() == [
         "<first@example-college.edu.cn>", "<orig-1@example-college.edu.cn>"]
-    assert msg["Subject"] == "Re: 附件3 高校参训教师信息汇总表（示例职业技术学院）"
+    assert msg["Subject"] == "Re: 报名表【已登记，请查看录取结果｜回执 ZJ2020-000123】"
     assert msg["Auto-Submitted"] == "auto-replied"
     assert msg["X-Auto-Response-Suppress"] == "All"
     assert msg["Precedence"] is None
@@ -376,8 +419,44 @@ def test_header_injection_through_names_and_subject_is_flattened(renderer):
                   original_subject="报名\r\nBcc: evil@example.com")
     msg = parse(build(ctx, renderer))
     assert msg["Bcc"] is None
-    assert msg["Subject"] == "Re: 报名 Bcc: evil@example.com"
+    assert msg["Subject"] == "Re: 报名表【未收到附件3汇总表｜回执 ZJ2020-000123】"
+    assert msg["To"].addresses[0].display_name == "陈老师 Bcc: evil@example.com"
     assert [a.addr_spec for a in msg["To"].addresses] == ["jwc@example-college.edu.cn"]
+
+
+def every_text_of(raw: bytes) -> str:
+    """Every header (decoded) and every decoded part and file name of a message, as one text."""
+    msg = parse(raw)
+    texts = []
+    for part in msg.walk():
+        texts += [f"{k}: {v}" for k, v in part.items()]
+        if part.get_filename():
+            texts.append(part.get_filename())
+        if part.get_content_maintype() == "text":
+            texts.append(part.get_content())
+        elif not part.is_multipart():
+            texts.append(part.get_payload(decode=True).decode("latin-1"))
+    return "\n".join(texts)
+
+
+def test_no_url_a_sender_supplied_reaches_any_part_of_the_reply(renderer):
+    url = "http://evil.example/login"
+    finding = FindingLine(f"{url}.xlsx", 5, "姓名", "name_invalid", f"姓名“张三 {url}”含有非中文字符")
+    ctx = replace(
+        CONTEXTS["correction"],
+        to_name="陈老师 www.evil.com", original_subject=f"中奖通知 {url}", institution=f"示例学院 {url}",
+        contact=f"陈静 {url}", nominees=(replace(NOMINEES[0], name=f"张三 {url}", note=url),),
+        findings=(finding,), unreadable_reasons=(finding,), scans_received=(f"{url}.pdf",),
+        changes=(ChangeLine("added", f"李四 {url}", mask_id(ID_B), url),),
+        correction_workbooks=(("evil.com-需修改.xlsx", b"PK\x03\x04fake"),),
+    )
+    everything = every_text_of(build(ctx, renderer))
+    assert "evil.example" not in everything and "evil.com" not in everything and "http://" not in everything
+    assert "hxxp[:]//evil[.]example/login" in everything  # said, but not as a link
+
+
+def test_the_platform_url_of_a_redirect_is_ours_and_stays_a_link(renderer):
+    assert "https://pxglpt.zjedu.gov.cn" in renderer.render(CONTEXTS["redirect"]).text
 
 
 def test_an_unwritable_address_is_a_permanent_send_error(renderer):
@@ -402,6 +481,7 @@ def test_raw_identity_numbers_and_mobiles_never_reach_the_reply(renderer):
     raw = build(leaky, renderer).decode("ascii")
     for output in (rendered.subject, rendered.text, rendered.html):
         assert not ID_18.search(output) and not MOBILE_11.search(output)
+    for output in (rendered.text, rendered.html):
         assert mask_id(ID_C) in output and mask_phone(MOBILE) in output
     assert ID_C not in raw and MOBILE not in raw
 

@@ -3,8 +3,9 @@
 ``auto_reply_reason`` follows RFC 3834 and the practice of GNU Mailman's replybot and bounce
 rules; it returns a short reason code, or None for mail a person wrote.  ``sender_trust`` reads
 ``Authentication-Results`` only from our own, configured authserv-ids (others can be written by
-the sender) and quarantines what fails DMARC, or SPF and DKIM both.  ``domain_mismatch`` is a
-flag for staff, never a rejection.
+the sender) and accepts a sender only with a pass that aligns with ``From`` as DMARC defines
+it (RFC 7489: same organizational domain), so that a reply cannot be aimed at a third party
+by forging ``From``.  ``domain_mismatch`` is a flag for staff, never a rejection.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterable
 import authres
 
 from mailbot.mail.message import ParsedMessage
+from mailbot.mail.org_domain import aligned
 
 LOOP_HEADER = "X-Mailbot-Loop"
 """Header mailbot puts on every mail it sends; seeing it on incoming mail means a loop."""
@@ -177,13 +179,39 @@ def _has_report_part(parsed: ParsedMessage) -> bool:
 
 @dataclass(frozen=True)
 class TrustVerdict:
-    """``action``: accept, quarantine (staff look first) or reject (no usable sender)."""
+    """``action``: accept, quarantine (staff look first, no reply) or reject (no usable sender).
+
+    ``aligned`` says which authenticated identity aligned with ``From`` (``dmarc``, ``spf``,
+    ``dkim``), ``""`` when none did.  ``verified`` is False when no trusted authserv-id is
+    configured: the sender was accepted without being checked."""
 
     action: Literal["accept", "quarantine", "reject"]
     reason: str
     dmarc: str | None = None
     spf: str | None = None
     dkim: str | None = None
+    aligned: str = ""
+    verified: bool = True
+
+    @property
+    def may_reply(self) -> bool:
+        """Whether anything at all may be sent to ``From`` (acknowledgements included)."""
+        return self.action == "accept"
+
+
+@dataclass(frozen=True)
+class AuthResults:
+    """The results of our own receiving server for one message, with the domains they name.
+
+    ``dkim_pass_domains`` lists ``header.d`` of every passing signature; ``spf_domain`` is the
+    domain of ``smtp.mailfrom``; ``dmarc_from`` is DMARC's ``header.from``."""
+
+    dmarc: str | None = None
+    dmarc_from: str = ""
+    spf: str | None = None
+    spf_domain: str = ""
+    dkim: str | None = None
+    dkim_pass_domains: tuple[str, ...] = ()
 
 
 def _domain_matches(domain: str, patterns: Iterable[str]) -> bool:
@@ -194,38 +222,80 @@ def _domain_matches(domain: str, patterns: Iterable[str]) -> bool:
     return False
 
 
-def authentication_results(
-    parsed: ParsedMessage, trusted_authserv_ids: tuple[str, ...]
-) -> tuple[str | None, str | None, str | None]:
-    """(dmarc, spf, dkim) from the topmost Authentication-Results of a trusted authserv-id.
+def _property(result: object, ptype: str, name: str) -> str:
+    for prop in getattr(result, "properties", None) or ():
+        if str(getattr(prop, "type", "")).lower() == ptype and str(getattr(prop, "name", "")).lower() == name:
+            return str(getattr(prop, "value", "") or "").strip()
+    return ""
 
-    Headers from any other authserv-id are ignored: the sender can write them.  DKIM is
-    ``pass`` when any signature passed, else the first result."""
+
+def _bare_domain(value: str) -> str:
+    """``bounce@mail.x.edu.cn`` or ``mail.x.edu.cn`` -> ``mail.x.edu.cn``."""
+    return value.rpartition("@")[2].strip().strip("<>").strip().rstrip(".").lower()
+
+
+def _authserv_id(value: str) -> str:
+    """The authserv-id in front of the first ``;`` (a cheap look before the full parse)."""
+    head = value.split(";", 1)[0]
+    head = re.sub(r"\([^()]*\)", " ", head)  # RFC 8601 allows comments here
+    tokens = head.split()
+    return tokens[0].lower() if tokens else ""
+
+
+def read_authentication_results(parsed: ParsedMessage, trusted_authserv_ids: Iterable[str]) -> AuthResults | None:
+    """The topmost ``Authentication-Results`` written by a trusted authserv-id, or None.
+
+    Headers from any other authserv-id are skipped without parsing: the sender can write them.
+    The topmost trusted one is the one our server added last (RFC 8601 §5); when it does not
+    parse, None: a header below it under our id may have come with the mail."""
     trusted = {t.strip().lower() for t in trusted_authserv_ids if t.strip()}
     if not trusted:
-        return None, None, None
+        return None
     for value in parsed.headers("Authentication-Results"):
+        if _authserv_id(value) not in trusted:
+            continue
         try:
             header = authres.AuthenticationResultsHeader.parse_value(value)
         except Exception:  # noqa: BLE001 - authres raises its own and generic errors
-            continue
+            return None
         if str(header.authserv_id or "").lower() not in trusted:
-            continue
-        found: dict[str, list[str]] = {}
+            return None
+        dmarc = spf = dkim = None
+        dmarc_from = spf_domain = ""
+        dkim_all: list[str] = []
+        dkim_pass: list[str] = []
         for result in header.results:
             method = str(getattr(result, "method", "") or "").lower()
             outcome = str(getattr(result, "result", "") or "").lower()
-            found.setdefault(method, []).append(outcome)
-        dkim_results = found.get("dkim")
-        dkim = None
-        if dkim_results:
-            dkim = "pass" if "pass" in dkim_results else dkim_results[0]
-        return (
-            (found.get("dmarc") or [None])[0],
-            (found.get("spf") or [None])[0],
-            dkim,
-        )
-    return None, None, None
+            if method == "dmarc" and dmarc is None:
+                dmarc, dmarc_from = outcome, _bare_domain(_property(result, "header", "from"))
+            elif method == "spf" and spf is None:
+                spf, spf_domain = outcome, _bare_domain(_property(result, "smtp", "mailfrom"))
+            elif method == "dkim":
+                dkim_all.append(outcome)
+                if outcome == "pass":
+                    dkim_pass.append(_bare_domain(_property(result, "header", "d")))
+        if dkim_all:
+            dkim = "pass" if dkim_pass else dkim_all[0]
+        return AuthResults(dmarc, dmarc_from, spf, spf_domain, dkim, tuple(d for d in dkim_pass if d))
+    return None
+
+
+def aligned_pass(results: AuthResults, from_domain: str) -> str:
+    """Which result authenticates ``From`` under DMARC alignment (RFC 7489 §3.1), or ``""``.
+
+    ``dmarc``: our server's DMARC pass for exactly this From domain.  ``spf``: SPF pass for a
+    MAIL FROM domain with the same organizational domain as From (relaxed).  ``dkim``: a
+    passing signature whose ``d=`` has that organizational domain.  A pass for any other
+    domain proves nothing about From."""
+    domain = from_domain.strip().rstrip(".").lower()
+    if results.dmarc == "pass" and results.dmarc_from and results.dmarc_from == domain:
+        return "dmarc"
+    if results.spf == "pass" and results.spf_domain and aligned(results.spf_domain, domain):
+        return "spf"
+    if any(aligned(d, domain) for d in results.dkim_pass_domains):
+        return "dkim"
+    return ""
 
 
 def sender_trust(
@@ -235,17 +305,23 @@ def sender_trust(
     allow_domains: Iterable[str] = (),
     deny_domains: Iterable[str] = (),
 ) -> TrustVerdict:
-    """Decide whether to process, quarantine or reject by sender.
+    """Whether ``From`` may be answered: accept, quarantine (no reply, staff look) or reject.
 
-    reject: no usable From address.  quarantine: deny-listed domain; allow list non-empty and
-    not matching; DMARC ``fail``; SPF ``fail`` with no passing DKIM signature (DKIM fail, none or
-    absent).  Otherwise accept (also when no trusted result exists: personal mailboxes and
-    small school servers often have none).
+    reject ``no-sender``: no usable From address.  quarantine: ``deny-listed``;
+    ``not-allow-listed`` (allow list set and not matching); with trusted authserv-ids set,
+    ``dmarc-fail`` (our server says DMARC failed), ``no-authentication`` (no result from our
+    server at all) or ``not-aligned`` (no SPF/DKIM/DMARC pass aligned with From's
+    organizational domain, e.g. DKIM passed for some other domain).  Without trusted
+    authserv-ids every sender is accepted unverified (``verified=False``, reason
+    ``unverified``): the caller warns about it.
     """
-    dmarc, spf, dkim = authentication_results(parsed, trusted_authserv_ids)
+    trusted = tuple(t for t in trusted_authserv_ids if t and t.strip())
+    results = read_authentication_results(parsed, trusted)
+    found = results or AuthResults()
 
-    def verdict(action: Literal["accept", "quarantine", "reject"], reason: str) -> TrustVerdict:
-        return TrustVerdict(action=action, reason=reason, dmarc=dmarc, spf=spf, dkim=dkim)
+    def verdict(action: Literal["accept", "quarantine", "reject"], reason: str, how: str = "") -> TrustVerdict:
+        return TrustVerdict(action=action, reason=reason, dmarc=found.dmarc, spf=found.spf, dkim=found.dkim,
+                            aligned=how, verified=bool(trusted))
 
     domain = parsed.from_domain
     if not parsed.from_addr or not domain or "." not in domain:
@@ -255,11 +331,16 @@ def sender_trust(
     allow = [d for d in allow_domains if d and d.strip()]
     if allow and not _domain_matches(domain, allow):
         return verdict("quarantine", "not-allow-listed")
-    if dmarc == "fail":
+    if not trusted:
+        return verdict("accept", "unverified")
+    if results is None:
+        return verdict("quarantine", "no-authentication")
+    if results.dmarc == "fail":
         return verdict("quarantine", "dmarc-fail")
-    if spf == "fail" and dkim != "pass":
-        return verdict("quarantine", "spf-and-dkim-fail")
-    return verdict("accept", "ok")
+    how = aligned_pass(results, domain)
+    if not how:
+        return verdict("quarantine", "not-aligned")
+    return verdict("accept", "ok", how)
 
 
 PERSONAL_DOMAINS = (

@@ -17,6 +17,7 @@ from mailbot.masking import mask_text
 from mailbot.replies.render import ReplyRenderer, RenderedReply, build_digest_message
 from mailbot.replies.model import AttentionItem, DigestContext, ProgramSeats
 from mailbot.rules import CampaignRules
+from mailbot.state.outbox import held_by_budget
 from mailbot.state.store import State, utc_now
 
 
@@ -63,7 +64,10 @@ def build_digest(state: State, rules: CampaignRules, settings: Settings, *,
                                        r["receipt"], r["sender"], when(r["updated_at"])))
     return DigestContext(campaign=rules.campaign.title, generated_at=now, period_start=since, period_end=now,
                          outcome_counts=counts, programs=programs, attention=tuple(attention),
-                         deadline=rules.deadline.aware, chain_head=grouped_head(state.chain_head()))
+                         deadline=rules.deadline.aware, chain_head=grouped_head(state.chain_head()),
+                         sender_trust_configured=bool(settings.trust.authserv_ids),
+                         replies_held=held_by_budget(state),
+                         reply_budget_per_hour=settings.reply.max_per_hour)
 
 
 def grouped_head(head: str) -> str:

@@ -10,6 +10,13 @@ Other spreadsheet formats (xls/et from WPS, ods, csv) cannot be written back as 
 the same cell addresses) and highlights that instead; the sender's formatting is lost but every
 value and the cells to fix are where they expect them.  Word tables get no workbook.
 
+The returned workbook carries no active content (:func:`make_inert`): every formula cell holds
+its cached value (the file is loaded ``data_only``), a text starting with ``= + - @``, tab or CR
+is stored as text with Excel's quote prefix so no spreadsheet evaluates it, every text is
+defanged (no URL from the form becomes a link), and hyperlinks, defined names, data
+validations, conditional formats, tables, pivot tables, charts, images and document
+properties are dropped.
+
 ``highlight_workbook`` never raises: on any failure it returns ``None`` and the reply still
 lists every finding.
 """
@@ -25,7 +32,13 @@ from pathlib import PurePosixPath
 from openpyxl import Workbook, load_workbook
 from openpyxl.cell.cell import MergedCell
 from openpyxl.comments import Comment
+from openpyxl.formatting.formatting import ConditionalFormattingList
+from openpyxl.packaging.core import DocumentProperties
+from openpyxl.packaging.custom import CustomPropertyList
 from openpyxl.styles import Border, PatternFill, Side
+from openpyxl.worksheet.datavalidation import DataValidationList
+from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
+from openpyxl.worksheet.header_footer import HeaderFooter
 from openpyxl.utils.cell import (
     column_index_from_string,
     coordinate_from_string,
@@ -34,6 +47,7 @@ from openpyxl.utils.cell import (
 from openpyxl.utils.exceptions import CellCoordinatesException
 
 from mailbot.limits import DEFAULT_LIMITS, Limits
+from mailbot.replies.render import defang
 
 HIGHLIGHTABLE = {".xlsx", ".xlsm", ".xltx", ".xltm"}
 SUFFIX = "-需修改.xlsx"
@@ -43,6 +57,8 @@ FILL = PatternFill(fill_type="solid", start_color="FFFFFF00", end_color="FFFFFF0
 _RED = Side(style="medium", color="FFFF0000")
 BORDER = Border(left=_RED, right=_RED, top=_RED, bottom=_RED)
 _UNSAFE_NAME_RE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+ACTIVE_START = ("=", "+", "-", "@", "\t", "\r")
+"""A text starting with one of these is a formula (or DDE) to a spreadsheet typed in by hand."""
 
 
 def corrected_name(filename: str) -> str:
@@ -95,6 +111,49 @@ def _mark(ws, cells: OrderedDict[str, list[str]]) -> None:  # type: ignore[no-un
         cell.comment = comment
 
 
+def _inert_text(cell, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Store ``text`` (defanged) in ``cell`` as text, quote-prefixed when it looks active."""
+    safe = defang(text)
+    if safe != cell.value:
+        cell.value = safe
+    if safe.startswith(ACTIVE_START):
+        cell.data_type = "s"  # openpyxl guessed "f" from the leading "="
+        cell.quotePrefix = True
+
+
+def make_inert(wb: Workbook) -> None:
+    """Leave only values in ``wb``: no formula, no link, no text a spreadsheet would run."""
+    wb.defined_names.clear()
+    wb.properties = DocumentProperties(creator=COMMENT_AUTHOR)
+    wb.custom_doc_props = CustomPropertyList()
+    for ws in wb.worksheets:
+        if not hasattr(ws, "merged_cells"):  # a chartsheet
+            continue
+        safe_title = defang(ws.title)
+        if safe_title != ws.title:
+            ws.title = ws.title.replace(".", "_")[:31]
+        ws.defined_names.clear()
+        ws.data_validations = DataValidationList()
+        ws.conditional_formatting = ConditionalFormattingList()
+        ws.HeaderFooter = HeaderFooter()
+        ws._hyperlinks = []  # noqa: SLF001
+        ws._charts = []  # noqa: SLF001
+        ws._images = []  # noqa: SLF001
+        ws._pivots = []  # noqa: SLF001 - a pivot cache keeps the source texts and formulas
+        ws._tables.clear()  # noqa: SLF001 - a table may carry calculated-column formulas
+        for row in ws.iter_rows():
+            for cell in row:
+                if isinstance(cell, MergedCell):
+                    continue
+                cell.hyperlink = None
+                if cell.data_type == "f" or isinstance(cell.value, (ArrayFormula, DataTableFormula)):
+                    cell.value = None  # a formula that came without its value
+                elif isinstance(cell.value, str):
+                    _inert_text(cell, cell.value)
+                if cell.comment is not None:
+                    cell.comment = Comment(defang(cell.comment.text or ""), COMMENT_AUTHOR)
+
+
 def rebuild_workbook(
     rows: list[list[tuple[str, str]]],
     filename: str,
@@ -121,6 +180,8 @@ def rebuild_workbook(
                     cell.value = text
                     cell.data_type = "s"  # text stays text: "=..." is never a formula
                     cell.number_format = "@"
+                    _inert_text(cell, text)
+        make_inert(wb)
         _mark(ws, cells)
         out = io.BytesIO()
         wb.save(out)
@@ -153,12 +214,14 @@ def highlight_workbook(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # data_only: each formula cell comes in as the value it last showed, never the formula
             wb = load_workbook(
-                io.BytesIO(original), keep_vba=False, keep_links=False, data_only=False
+                io.BytesIO(original), keep_vba=False, keep_links=False, data_only=True
             )
             ws = wb[sheet] if sheet and sheet in wb.sheetnames else wb.active
             if ws is None or not hasattr(ws, "merged_cells"):  # a chartsheet
                 return None
+            make_inert(wb)
             _mark(ws, cells)
             try:
                 wb.active = wb.worksheets.index(ws)

@@ -89,6 +89,9 @@ class ReplyContext:
     findings: tuple[FindingLine, ...] = ()
     changes: tuple[ChangeLine, ...] = ()
     unreadable_reasons: tuple[FindingLine, ...] = ()
+    findings_omitted: int = 0  # findings past reply.max_findings_listed, summed up in one line
+    nominees_omitted: int = 0  # nominees past the listed ones, summed up in one line
+    earlier_receipts: tuple[str, ...] = ()  # late mail: receipts of the school's list that stands
     scans_received: tuple[str, ...] = ()
     stamp_required: bool = False
     correction_workbooks: tuple[tuple[str, bytes], ...] = ()  # (filename, xlsx bytes)
@@ -183,6 +186,9 @@ class DigestContext:
     attention: tuple[AttentionItem, ...] = ()
     deadline: datetime | None = None
     chain_head: str = ""  # the audit log's head (grouped by 8), for `mailbot verify --head`
+    sender_trust_configured: bool = True  # False: replies go to any From address (warned in the digest)
+    replies_held: int = 0  # replies waiting in the outbox for the hourly reply budget
+    reply_budget_per_hour: int = 0
 
     def __post_init__(self) -> None:
         for label in ("generated_at", "period_start", "period_end", "deadline"):

@@ -6,10 +6,17 @@ strict (an unknown variable is an error), autoescapes only ``*.html.j2``, and ma
 identity number and mobile in every printed value and again in the finished text, so a raw
 number never reaches a reply even if the pipeline forgets to mask one.
 
+A reply carries no active content: every value the sender supplied (names, institution,
+file names, findings quoting cells, the display name in ``To``) passes through :func:`defang`
+(by :func:`sender_safe`, once per reply) so that no URL from the mail or the form becomes a
+link in a mail client; mailbot's own values (the platform URL of a redirect) are left as they are.
+
 Headers of a reply (``build_message``):
 
 * ``To`` the sender only; ``In-Reply-To``/``References`` thread it under the original; the
-  subject is ``Re: `` + the original subject without its own reply prefixes.
+  subject is mailbot's own fixed words with the result and the receipt
+  (``Re: 报名表【需修改3处｜回执 ZJ2020-000123】``), never the sender's subject, which may
+  carry a link or a lure.
 * ``Auto-Submitted: auto-replied`` (RFC 3834) and ``X-Auto-Response-Suppress: All`` (Exchange)
   so vacation responders do not answer the bot.
 * No ``Precedence: bulk``: RFC 3834 does not define it and relies on ``Auto-Submitted``;
@@ -20,7 +27,7 @@ Headers of a reply (``build_message``):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from email import message_from_bytes, policy
 from email.generator import BytesGenerator
@@ -39,8 +46,9 @@ from markupsafe import Markup
 
 from mailbot.errors import SendError
 from mailbot.annex3 import FIELDS
+from mailbot.mail.org_domain import has_known_suffix
 from mailbot.masking import mask_text
-from mailbot.replies.model import DigestContext, FindingLine, NomineeLine, ReplyContext
+from mailbot.replies.model import DigestContext, FindingLine, NomineeLine, ReplyContext, SchoolNotice
 from mailbot.time_zones import zone
 
 try:
@@ -54,10 +62,14 @@ MAX_REFERENCES = 20
 # folded by fold_ids, every other header is a parsed header object folded as usual.
 _WIRE = policy.compat32.clone(linesep="\r\n")
 
-# "Re:", "RE:", "re :", "Re[2]:", "Re：", "回复:", "回复：", "答复:", "回覆:", repeated.
-_REPLY_PREFIX_RE = re.compile(
-    r"^(?:\s*(?:re|回复|答复|回覆)\s*(?:\[\d+\]|\(\d+\))?\s*[:：])+\s*", re.IGNORECASE
+# A URL scheme with its host ("李四http://evil.example": glued to a Chinese name too; the
+# defanged "hxxp[:]//" never matches again) and a dotted host name of ASCII labels not glued
+# to a word, an "@" (e-mail addresses stay usable) or another dot.
+_SCHEME_RE = re.compile(r"(?i)(?<![a-z0-9+.\-])([a-z][a-z0-9+.\-]*)://([^\s/?#\"'<>]*)")
+_HOST_RE = re.compile(
+    r"(?i)(?<![\w@.\-])((?:[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?\.)+[a-z][a-z0-9\-]*[a-z0-9])(?![a-z0-9]|[.\-][a-z0-9])"
 )
+_DEFANGED_SCHEMES = {"http": "hxxp", "https": "hxxps", "ftp": "fxp"}
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _MSGID_RE = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 
@@ -109,10 +121,78 @@ def one_line(value: str) -> str:
     return " ".join(_CONTROL_RE.sub(" ", value or "").split())
 
 
-def reply_subject(original: str, fallback: str = "报名回执") -> str:
-    """``Re: `` + the original subject, without stacking reply prefixes (Re:, RE:, 回复:, 答复:, Re：)."""
-    core = _REPLY_PREFIX_RE.sub("", one_line(original)).strip()
-    return f"Re: {core or fallback}"
+def defang(value: str) -> str:
+    """A sender-supplied text with every link made inert: ``http://evil.example/x`` ->
+    ``hxxp[:]//evil[.]example/x``, ``www.evil.example`` -> ``www[.]evil[.]example``, a bare host
+    with a known public suffix (``evil.com``) -> ``evil[.]com``.  E-mail addresses and file
+    names (``报名表.xlsx``) are kept.  Applying it twice changes nothing more."""
+    if not value or ("." not in value and ":" not in value):
+        return value
+    text = _SCHEME_RE.sub(lambda m: f"{_DEFANGED_SCHEMES.get(m.group(1).lower(), m.group(1))}[:]//"
+                          + m.group(2).replace(".", "[.]"), value)
+
+    def host(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name.lower().startswith("www.") or has_known_suffix(name):
+            return name.replace(".", "[.]")
+        return name
+
+    return _HOST_RE.sub(host, text)
+
+
+def _safe_finding(f: FindingLine) -> FindingLine:
+    return replace(f, file=defang(f.file), column=defang(f.column) if f.column else f.column,
+                   message=defang(f.message))
+
+
+def sender_safe(ctx: ReplyContext) -> ReplyContext:
+    """The context with :func:`defang` applied to every value that came from the mail or the form."""
+    return replace(
+        ctx,
+        to_name=defang(ctx.to_name),
+        original_subject=defang(ctx.original_subject),
+        institution=defang(ctx.institution),
+        contact=defang(ctx.contact),
+        nominees=tuple(replace(n, name=defang(n.name), program=defang(n.program), note=defang(n.note))
+                       for n in ctx.nominees),
+        findings=tuple(_safe_finding(f) for f in ctx.findings),
+        changes=tuple(replace(c, name=defang(c.name), detail=defang(c.detail)) for c in ctx.changes),
+        unreadable_reasons=tuple(_safe_finding(f) for f in ctx.unreadable_reasons),
+        scans_received=tuple(defang(name) for name in ctx.scans_received),
+        correction_workbooks=tuple((defang(name), data) for name, data in ctx.correction_workbooks),
+    )
+
+
+def sender_safe_notice(notice: SchoolNotice) -> SchoolNotice:
+    """A notice about a school's list with :func:`defang` applied to what came from a form."""
+    return replace(notice, institution=defang(notice.institution),
+                   changes=tuple(replace(c, name=defang(c.name), detail=defang(c.detail)) for c in notice.changes))
+
+
+SUBJECT_RESULTS = {
+    "acceptance": "报名成功",
+    "correction": "需修改{findings}处",
+    "late": "截止后收到，未登记",
+    "redirect": "中职学校请通过省平台报名",
+    "no_form": "未收到附件3汇总表",
+    "scan_only": "仅收到扫描件，请补发电子表格",
+    "unreadable": "附件无法读取",
+    "not_annex3": "附件不是附件3汇总表",
+    "promotion": "候补转为录取",
+    "held": "已收到，待工作人员处理",  # the acknowledgement of mail set aside for staff
+}
+"""The result in a reply's subject, per reply kind: mailbot's own words only."""
+
+
+def reply_subject(ctx: ReplyContext) -> str:
+    """``Re: 报名表【需修改3处｜回执 ZJ2020-000123】``: fixed words, the result, the receipt.
+    An acceptance with anyone not seated says so instead of 报名成功."""
+    words = SUBJECT_RESULTS.get(ctx.kind, "已收到")  # a kind without its own words still gets fixed ones
+    result = words.format(findings=len(ctx.findings) + ctx.findings_omitted)
+    if ctx.kind == "acceptance" and any(n.status != "seated" for n in ctx.nominees):
+        result = "已登记，请查看录取结果"
+    receipt = one_line(ctx.receipt)
+    return f"Re: 报名表【{result}｜回执 {receipt}】" if receipt else f"Re: 报名表【{result}】"
 
 
 def normalise_msgid(value: str) -> str:
@@ -279,7 +359,8 @@ class ReplyRenderer:
 
     def render(self, ctx: ReplyContext) -> RenderedReply:
         """Subject, text and HTML of one reply."""
-        subject = mask_text(reply_subject(ctx.original_subject, ctx.campaign_title or "报名回执"))
+        ctx = sender_safe(ctx)
+        subject = mask_text(reply_subject(ctx))
         variables = {f.name: getattr(ctx, f.name) for f in fields(ctx)}
         variables.update(
             subject=subject,
@@ -384,6 +465,7 @@ def build_message(
     sending; by default a fresh id under ``message_id_domain`` and the current time.
     Raises :class:`SendError` (permanent) when an address cannot be written.
     """
+    ctx = sender_safe(ctx)
     headers: list[tuple[str, Any]] = [
         ("From", _address(from_name, from_address)),
         ("To", _address(ctx.to_name, ctx.to_address)),

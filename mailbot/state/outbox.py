@@ -4,10 +4,18 @@ A row is marked ``sending`` (committed) before the transport is called and ``sen
 a crash in between leaves it ``sending``; :func:`recover_interrupted` turns such rows into
 ``unknown`` for staff to check instead of re-sending blindly.  Temporary failures are retried
 with exponential backoff; permanent ones are marked ``failed``.
+
+Mail that incoming mail caused (replies, promotions, notices: rows with a ``message``) shares
+one hourly budget (``reply.max_per_hour``): past it such mail stays ``queued`` (marked
+:data:`HELD_BY_BUDGET`, never dropped) and leaves on a later send when the last hour's count
+falls below the budget.  Mail of mailbot's own motion (the digest, staff alerts, rosters) never
+waits and never counts.  Reaching the budget is
+recorded once an hour as a ``reply_budget_reached`` event and shown in the digest.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -45,6 +53,66 @@ class SendReport:
     retry: int = 0
     failed: int = 0
     unknown: int = 0
+    held: int = 0  # due but waiting for the hourly reply budget
+
+
+HELD_BY_BUDGET = "waiting: hourly reply budget reached"
+"""``last_error`` of a queued reply held back by the hourly budget."""
+
+
+def _hour_before(now: datetime | None) -> str:
+    return ((now or datetime.now(timezone.utc)) - timedelta(hours=1)).isoformat(timespec="seconds")
+
+
+def sent_last_hour(state: State, *, now: datetime | None = None) -> int:
+    """Mail caused by incoming mail sent in the hour before ``now``: what the budget counts.
+
+    Read from the newest ``reply_sent`` events backwards, stopping at the first one older than
+    an hour (the event log is in time order), so the cost follows the last hour's mail, never
+    the whole campaign's."""
+    since, ids = _hour_before(now), []
+    for event in state.query("SELECT at, detail FROM events WHERE kind = 'reply_sent' ORDER BY id DESC"):
+        if event["at"] < since:
+            break
+        ids.append(json.loads(event["detail"])["outbox"])
+    counted = 0
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        counted += next(state.query(f"SELECT count(*) AS n FROM outbox WHERE id IN ({', '.join('?' * len(chunk))}) "
+                                    "AND message IS NOT NULL", chunk))["n"]
+    return counted
+
+
+def held_by_budget(state: State) -> int:
+    """Replies waiting in the outbox because the hourly budget was reached."""
+    return next(state.query("SELECT count(*) AS n FROM outbox WHERE status = 'queued' AND last_error = ?",
+                            [HELD_BY_BUDGET]))["n"]
+
+
+def _event_within_the_hour(state: State, kind: str, now: datetime | None) -> bool:
+    """Whether an event ``kind`` was recorded in the hour before ``now`` (newest events only)."""
+    since = _hour_before(now)
+    for event in state.query("SELECT at, kind FROM events ORDER BY id DESC"):
+        if event["at"] < since:
+            return False
+        if event["kind"] == kind:
+            return True
+    return False
+
+
+def _hold(state: State, ids: list[int], *, max_per_hour: int, actor: str, rules_version: str,
+          log: Any, now: datetime | None) -> None:
+    """Mark held rows (visible to staff) and record the event once an hour."""
+    with state.transaction():
+        for i in ids:
+            state.db.execute("UPDATE outbox SET last_error = ? WHERE id = ? AND last_error != ?",
+                             [HELD_BY_BUDGET, i, HELD_BY_BUDGET])
+        if not _event_within_the_hour(state, "reply_budget_reached", now):
+            state.add_event("reply_budget_reached", {"held": len(ids), "max_per_hour": max_per_hour},
+                            actor=actor, rules_version=rules_version)
+            if log is not None:
+                log.warning("reply_budget_reached", held=len(ids), max_per_hour=max_per_hour,
+                            hint="replies wait in the outbox and leave as the budget frees; none is dropped")
 
 
 def recover_interrupted(state: State, *, actor: str = "daemon", rules_version: str = "") -> list[int]:
@@ -73,15 +141,23 @@ def _pause_after_sending(log: Any, outbox_id: int) -> None:
 def send_pending(state: State, transport: Transport, *, envelope_from: str, max_attempts: int,
                  retry_base_seconds: float, rules_version: str = "", limit: int | None = None,
                  after_send: Callable[[dict[str, Any]], None] | None = None,
-                 log: Any = None, actor: str = "daemon") -> SendReport:
-    """Send every queued reply that is due; returns counts by result."""
-    now = utc_now()
+                 log: Any = None, actor: str = "daemon", max_per_hour: int | None = None,
+                 now: datetime | None = None) -> SendReport:
+    """Send every queued reply that is due, oldest first, within the hourly budget
+    ``max_per_hour`` for mail caused by incoming mail (None: no budget; ``now`` places the
+    budget's hour, the current time by default).  Returns counts by result."""
     rows = list(state.query(
         "SELECT id, message, kind, to_address, raw, attempts FROM outbox "
         "WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id" + (f" LIMIT {int(limit)}" if limit else ""),
-        [now]))
+        [utc_now()]))
+    budget = None if max_per_hour is None or not rows else max_per_hour - sent_last_hour(state, now=now)
+    held: list[int] = []
     sent = retry = failed = unknown = 0
     for row in rows:
+        counted = row["message"] is not None  # caused by incoming mail, not the digest or a roster
+        if budget is not None and counted and budget <= 0:
+            held.append(row["id"])
+            continue
         with state.transaction():
             state.db.execute("UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = ?",
                              [row["id"]])
@@ -110,11 +186,16 @@ def send_pending(state: State, transport: Transport, *, envelope_from: str, max_
                 log.warning("reply_not_sent", outbox=row["id"], status=status, error=str(exc))
             continue
         with state.transaction():
-            state.db.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE id = ?",
-                             [utc_now(), row["id"]])
+            state.db.execute("UPDATE outbox SET status = 'sent', sent_at = ?, last_error = CASE last_error "
+                             "WHEN ? THEN '' ELSE last_error END WHERE id = ?", [utc_now(), HELD_BY_BUDGET, row["id"]])
             state.add_event("reply_sent", {"outbox": row["id"], "kind": row["kind"]},
                             actor=actor, rules_version=rules_version, message=row["message"])
         sent += 1
+        if budget is not None and counted:
+            budget -= 1
         if after_send is not None:
             after_send(row)
-    return SendReport(sent, retry, failed, unknown)
+    if held:
+        _hold(state, held, max_per_hour=int(max_per_hour or 0), actor=actor, rules_version=rules_version, log=log,
+              now=now)
+    return SendReport(sent, retry, failed, unknown, len(held))

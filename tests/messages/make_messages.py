@@ -452,7 +452,7 @@ def forwarded_rfc822() -> tuple[bytes, dict]:
         "forms": [f("附件3.xlsx", XLSX_MIME, "forwarded message > attachment 1", FORM_B)],
         "scans": [], "problems": [], "body_text": "转发孙老师的报名表。",
         "auto_reply_reason": None,
-        "trust": {"action": "accept", "reason": "ok", "dmarc": None, "spf": None, "dkim": None},
+        "trust": {"action": "quarantine", "reason": "no-authentication", "dmarc": None, "spf": None, "dkim": None},
     }  # fmt: skip
 
 
@@ -480,7 +480,7 @@ def forwarded_eml_file() -> tuple[bytes, dict]:
         },
         "forms": [f("附件3.xlsx", XLSX_MIME, "forwarded message > attachment 1", FORM_B)],
         "scans": [], "problems": [], "body_text": "", "auto_reply_reason": None,
-        "trust": {"action": "accept", "reason": "ok", "dmarc": None, "spf": None, "dkim": None},
+        "trust": {"action": "quarantine", "reason": "no-authentication", "dmarc": None, "spf": None, "dkim": None},
     }  # fmt: skip
 
 
@@ -516,7 +516,7 @@ def zip_gbk() -> tuple[bytes, dict]:
         "forms": [f("附件3.xlsx", XLSX_MIME, "zip 报名.zip > 附件3.xlsx", FORM)],
         "scans": [f("盖章扫描件.pdf", "application/pdf", "zip 报名.zip > 盖章扫描件.pdf", SCAN_PDF)],
         "problems": [], "body_text": "", "auto_reply_reason": None,
-        "trust": {"action": "accept", "reason": "ok", "dmarc": None, "spf": None, "dkim": None},
+        "trust": {"action": "quarantine", "reason": "no-authentication", "dmarc": None, "spf": None, "dkim": None},
     }  # fmt: skip
 
 
@@ -559,7 +559,7 @@ def signature_and_scan() -> tuple[bytes, dict]:
         "scans": [f("scan.pdf", "application/pdf", "attachment 2", SCAN_PDF),
                   f("photo.xls", "image/jpeg", "attachment 3", PHOTO_AS_XLS)],
         "problems": [], "body_text": "见附件", "auto_reply_reason": None,
-        "trust": {"action": "accept", "reason": "ok", "dmarc": None, "spf": None, "dkim": None},
+        "trust": {"action": "quarantine", "reason": "no-authentication", "dmarc": None, "spf": None, "dkim": None},
     }  # fmt: skip
 
 
@@ -593,7 +593,7 @@ def unsupported_files() -> tuple[bytes, dict]:
         "problems": ["rar_unsupported", "msg_unsupported", "archive_unreadable",
                      "archive_unreadable"],
         "body_text": "", "auto_reply_reason": None,
-        "trust": {"action": "accept", "reason": "ok", "dmarc": None, "spf": None, "dkim": None},
+        "trust": {"action": "quarantine", "reason": "no-authentication", "dmarc": None, "spf": None, "dkim": None},
     }  # fmt: skip
 
 
@@ -625,7 +625,7 @@ def hostile_archives() -> tuple[bytes, dict]:
         },
         "forms": [], "scans": [], "problems": ["archive_bomb", "nesting_too_deep"],
         "body_text": "", "auto_reply_reason": None,
-        "trust": {"action": "accept", "reason": "ok", "dmarc": None, "spf": None, "dkim": None},
+        "trust": {"action": "quarantine", "reason": "no-authentication", "dmarc": None, "spf": None, "dkim": None},
     }  # fmt: skip
 
 
@@ -654,7 +654,7 @@ def auto_reply_exchange() -> tuple[bytes, dict]:
         },
         "forms": [], "scans": [], "problems": [], "body_text": "我正在休假，11月9日返回。",
         "auto_reply_reason": "auto-submitted",
-        "trust": {"action": "accept", "reason": "ok", "dmarc": None, "spf": None, "dkim": None},
+        "trust": {"action": "quarantine", "reason": "no-authentication", "dmarc": None, "spf": None, "dkim": None},
     }  # fmt: skip
 
 
@@ -679,7 +679,7 @@ def auto_reply_subject_only() -> tuple[bytes, dict]:
         },
         "forms": [], "scans": [], "problems": [], "body_text": "谢谢。",
         "auto_reply_reason": "auto-reply-subject",
-        "trust": {"action": "accept", "reason": "ok", "dmarc": None, "spf": None, "dkim": None},
+        "trust": {"action": "quarantine", "reason": "no-authentication", "dmarc": None, "spf": None, "dkim": None},
     }  # fmt: skip
 
 
@@ -719,7 +719,7 @@ def dsn_bounce() -> tuple[bytes, dict]:
         },
         "forms": [], "scans": [], "problems": [],
         "body_text": "I'm sorry to have to inform you...", "auto_reply_reason": "null-sender",
-        "trust": {"action": "accept", "reason": "ok", "dmarc": None, "spf": None, "dkim": None},
+        "trust": {"action": "quarantine", "reason": "no-authentication", "dmarc": None, "spf": None, "dkim": None},
     }  # fmt: skip
 
 
@@ -747,7 +747,7 @@ def newsletter() -> tuple[bytes, dict]:
         },
         "forms": [], "scans": [], "problems": [], "body_text": "本周要闻",
         "auto_reply_reason": "precedence",
-        "trust": {"action": "accept", "reason": "ok", "dmarc": None, "spf": None, "dkim": None},
+        "trust": {"action": "quarantine", "reason": "no-authentication", "dmarc": None, "spf": None, "dkim": None},
     }  # fmt: skip
 
 
@@ -777,7 +777,7 @@ def broken_mime() -> tuple[bytes, dict]:
         },
         "forms": [f("报名表.xlsx", XLSX_MIME, "attachment 1", FORM_C)],
         "scans": [], "problems": [], "body_text": "报名表", "auto_reply_reason": None,
-        "trust": {"action": "accept", "reason": "ok", "dmarc": None, "spf": None, "dkim": None},
+        "trust": {"action": "quarantine", "reason": "no-authentication", "dmarc": None, "spf": None, "dkim": None},
     }  # fmt: skip
 
 
