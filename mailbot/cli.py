@@ -10,6 +10,7 @@ Examples::
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from datetime import datetime
@@ -20,32 +21,160 @@ import click
 if TYPE_CHECKING:
     from mailbot.config import Settings
 
-@click.group()
-@click.version_option(package_name="mailbot")
+
+_PATH_ERRORS = [  # click's messages for a path that fails its checks, as staff read them
+    (re.compile(r"^(?:File|Directory|Path|file|directory|path) '(.*)' does not exist\.$"), "“{}”不存在。"),
+    (re.compile(r"^(?:File|Directory|Path|file|directory|path) '(.*)' is a directory\.$"), "“{}”是目录，应为文件。"),
+    (re.compile(r"^(?:File|Directory|Path|file|directory|path) '(.*)' is a file\.$"), "“{}”是文件，应为目录。"),
+    (re.compile(r"^(?:File|Directory|Path|file|directory|path) '(.*)' is not readable\.$"), "“{}”无法读取（没有权限）。"),
+    (re.compile(r"^'(.*)' is not a valid integer\.$"), "“{}”不是整数。"),
+]
+
+
+def _chinese_usage(exc: click.UsageError) -> str:
+    """click's usage error, said in Chinese (option and file names left as they are)."""
+    if isinstance(exc, click.NoSuchOption):
+        text = f"没有这个选项：{exc.option_name}。"
+        return text + (f"您是不是要用 {'、'.join(exc.possibilities)}？" if exc.possibilities else "")
+    if isinstance(exc, click.exceptions.NoSuchCommand):
+        text = f"没有这个命令：{exc.command_name}。"
+        return text + (f"您是不是要用 {'、'.join(exc.possibilities)}？" if exc.possibilities else "")
+    if isinstance(exc, click.MissingParameter):
+        hint = exc.param.get_error_hint(exc.ctx).replace("'", "") if exc.param is not None else ""
+        kind = "参数" if isinstance(exc.param, click.Argument) else "选项"
+        return f"缺少{kind} {hint}。"
+    if isinstance(exc, click.BadParameter):
+        hint = exc.param.get_error_hint(exc.ctx).replace("'", "") if exc.param is not None else ""
+        message = exc.message
+        for pattern, chinese in _PATH_ERRORS:
+            if m := pattern.match(message):
+                message = chinese.format(m.group(1))
+                break
+        return f"{hint} 的值无效：{message}"
+    message = exc.format_message()
+    if m := re.match(r"^Got unexpected extra arguments? \((.*)\)$", message):
+        return f"多余的参数：{m.group(1)}"
+    if m := re.match(r"^Option '(.*)' requires an argument\.$", message):
+        return f"选项 {m.group(1)} 需要一个值。"
+    if m := re.match(r"^Option '(.*)' does not take a value\.$", message):
+        return f"选项 {m.group(1)} 不接受值。"
+    if message == "Missing command.":
+        return "缺少命令。"
+    return message
+
+
+class StaffUsageError(click.UsageError):
+    """A usage error shown to staff: 用法 line, where to find help, the error, all in Chinese."""
+
+    def show(self, file: Any = None) -> None:
+        if self.ctx is not None:
+            click.echo(f"{self.ctx.get_usage()}\n查看说明：{self.ctx.command_path} --help\n", err=True)
+        click.echo(f"错误：{self.message}", err=True)
+
+
+class StaffCommand(click.Command):
+    """A command staff use: help headings, the help option and usage errors in Chinese."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("options_metavar", "[选项]")
+        super().__init__(*args, **kwargs)
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        names = self.get_help_option_names(ctx)
+        if not names or not self.add_help_option:
+            return None
+        return click.Option(names, is_flag=True, is_eager=True, expose_value=False,
+                            callback=lambda c, _p, v: (click.echo(c.get_help()), c.exit()) if v else None,
+                            help="显示本说明并退出。")
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except StaffUsageError:
+            raise
+        except click.UsageError as exc:
+            raise StaffUsageError(_chinese_usage(exc), exc.ctx) from exc
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, " ".join(self.collect_usage_pieces(ctx)), prefix="用法：")
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        options = [record for p in self.get_params(ctx) if (record := p.get_help_record(ctx))]
+        if options:
+            with formatter.section("选项"):
+                formatter.write_dl(options)
+
+
+class StaffGroup(StaffCommand, click.Group):
+    """A group of staff commands (help headings in Chinese); its commands are staff commands."""
+
+    command_class = StaffCommand
+    group_class = type
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("subcommand_metavar", "命令 [参数]...")
+        super().__init__(*args, **kwargs)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise StaffUsageError(_chinese_usage(exc), ctx) from exc
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StaffUsageError:
+            raise
+        except click.UsageError as exc:
+            raise StaffUsageError(_chinese_usage(exc), exc.ctx or ctx) from exc
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        StaffCommand.format_options(self, ctx, formatter)
+        commands = [(name, cmd.get_short_help_str(formatter.width - 6 - len(name)))
+                    for name in self.list_commands(ctx) if (cmd := self.get_command(ctx, name)) and not cmd.hidden]
+        if commands:
+            with formatter.section("命令"):
+                formatter.write_dl(commands)
+
+
+HELP_CN = click.help_option("--help", "-h", help="显示本说明并退出。")
+
+
+@click.group(cls=StaffGroup, context_settings={"help_option_names": ["--help", "-h"]})
+@click.version_option(package_name="mailbot", message="%(prog)s %(version)s", help="显示版本号并退出。")
 def main() -> None:
-    """mailbot: reads Annex 3 registration forms from a mailbox and answers each sender."""
+    """mailbot：从邮箱收取附件3报名表，检查、登记并回复每位发件人。"""
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file (see README).")
-@click.option("--rules", "rules_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Campaign rules file (default: the bundled rules).")
+@click.argument("files", nargs=-1, required=True, metavar="文件...",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="每个报名表输出一行 JSON（含检查代码，供程序使用，见 README）。")
+@click.option("--rules", "rules_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="文件",
+              default=None, help="规则文件（默认：内置规则）。")
 def check(files: tuple[Path, ...], as_json: bool, rules_path: Path | None) -> None:
-    """Check Annex 3 forms by hand.
+    """手工检查报名表（与服务收到邮件时的检查完全相同）。
 
-    Exit status: 0 when every file is ok, 1 when any needs action, 2 when a file can't be read.
+    \b
+    可以是报名表文件，也可以是 .zip 压缩包或 .eml 邮件：会像收到的邮件一样打开，
+    逐个检查其中的报名表。退出码：0 全部通过，1 有需要处理的，2 有无法读取的文件。
 
-    Example: ``mailbot check --json 浙江某学院.xlsx``
+    \b
+    例如：
+      mailbot check 浙江某学院.xlsx
+      mailbot check 报名.zip 来信.eml
     """
     from mailbot.forms.check_report import run_check
+    from mailbot.office.hand_check import judge_path
 
-    sys.exit(run_check(list(files), as_json=as_json, rules_path=rules_path))
+    sys.exit(run_check(list(files), as_json=as_json, rules_path=rules_path, judge=judge_path))
 
 
 CONFIG_OPTION = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Config file (default: mailbot.toml in the working directory, if present).")
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="文件",
+    help="配置文件（默认：当前目录下的 mailbot.toml）。")
 
 
 def _settings(config_path: Path | None, **overrides: Any) -> "Settings":
@@ -55,7 +184,7 @@ def _settings(config_path: Path | None, **overrides: Any) -> "Settings":
     try:
         return load_settings(config_path, **overrides)
     except ConfigError as exc:
-        click.echo(f"mailbot: invalid configuration\n{exc}", err=True)
+        click.echo(f"mailbot：配置有误，请联系技术人员：\n{exc}", err=True)
         sys.exit(2)
 
 
@@ -67,7 +196,8 @@ def _hold_lock(settings: "Settings") -> None:
     try:
         click.get_current_context().with_resource(hold_instance_lock(settings.state_dir))
     except InstanceLocked as exc:
-        click.echo(f"mailbot: {exc}", err=True)
+        click.echo(f"mailbot：另一个 mailbot 正在使用 {exc.state_dir}（进程号 {exc.holder}），"
+                   "同一数据目录只能运行一个。", err=True)
         sys.exit(1)
 
 
@@ -85,17 +215,20 @@ def _assemble(settings: "Settings", actor: str = "daemon", *, lock: bool = True)
     try:
         return assemble(settings, log, actor=actor), log
     except MailbotError as exc:
-        click.echo(f"mailbot: {exc}", err=True)
+        click.echo(f"mailbot：无法启动：{exc}", err=True)
         sys.exit(2)
 
 
 @main.command()
 @CONFIG_OPTION
 def poll(config_path: Path | None) -> None:
-    """Run one intake cycle, then exit.
+    """收取并处理一次新邮件，然后退出。
 
-    Fetches what is new, records it, queues and sends the replies, settles the messages.
-    A progress bar is shown on a terminal.  Example: ``mailbot poll --config /etc/mailbot/mailbot.toml``
+    收取新邮件、登记、发送回复、归档邮件；在终端上显示进度条，结束时显示汇总。
+
+    \b
+    例如：
+      mailbot poll --config /etc/mailbot/mailbot.toml
     """
     from mailbot.errors import MailbotError
 
@@ -110,19 +243,26 @@ def poll(config_path: Path | None) -> None:
             report = parts.intake.poll_once()
     except MailbotError as exc:
         log.error("poll_failed", error=str(exc))
+        click.echo(f"mailbot：收取失败：{exc}", err=True)
         sys.exit(1)
     finally:
         parts.close()
     log.info("poll_done", fetched=report.fetched, recorded=report.recorded, outcomes=report.outcomes,
              sent=report.sent.sent, failed=report.failed)
+    click.echo(poll_summary(report.fetched, report.recorded, report.sent.sent, report.failed), err=True)
+
+
+def poll_summary(fetched: int, recorded: int, sent: int, failed: int) -> str:
+    """The one line staff read after ``mailbot poll`` (the log line keeps the numbers for machines)."""
+    return f"收取{fetched}封，登记{recorded}封，发出回复{sent}封，处理失败{failed}封。"
 
 
 @main.command()
 @CONFIG_OPTION
 def run(config_path: Path | None) -> None:
-    """Run the daemon: poll on a schedule, IMAP IDLE for instant pickup, daily staff digest.
+    """运行服务：定时收取并即时接收新邮件，每天给工作人员发送日报。
 
-    Stops cleanly on SIGTERM.  Only one instance may run per state directory.
+    收到 SIGTERM 时正常停止；同一状态目录只能运行一个。
     """
     from mailbot.daemon import Daemon
     from mailbot.office.digest import queue_digest
@@ -134,27 +274,29 @@ def run(config_path: Path | None) -> None:
     try:
         daemon.run()
     except MailbotError as exc:
-        click.echo(f"mailbot: {exc}", err=True)
+        click.echo(f"mailbot：服务停止：{exc}", err=True)
         sys.exit(1)
 
 
 @main.command()
-@click.argument("eml", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--dry-run/--no-dry-run", default=True, show_default=True,
-              help="Dry run: show the decision and reply, record nothing.")
-@click.option("--arrived", default=None, help="Arrival time (ISO 8601; default: now).")
+@click.argument("eml", metavar="[邮件.eml]", required=False,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run/--no-dry-run", default=True,
+              help="默认只显示处理结果和回复，不登记；加 --no-dry-run 才登记并发送。")
+@click.option("--arrived", default=None, metavar="时间", help="收到时间（ISO 8601，例如 2020-11-05T10:00+08:00；默认：现在）。")
 @click.option("--all", "replay_every", is_flag=True,
               help="全部重新判定：按 --rules 给出的新规则重新判定所有已存邮件，只显示会有什么变化，不改动任何数据、不发邮件。")
-@click.option("--rules", "rules_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--rules", "rules_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="文件",
               help="与 --all 一起使用：新的规则文件（如调整了名额或截止时间）。")
 @CONFIG_OPTION
 def replay(eml: Path | None, dry_run: bool, arrived: str | None, replay_every: bool, rules_path: Path | None,
            config_path: Path | None) -> None:
-    """Run the whole pipeline on one stored message, or (``--all --rules NEW.toml``) show what
-    every stored message would come to under other rules.
+    """把一封保存的邮件重新完整处理一遍；或按新规则重新判定全部邮件，看会有什么变化。
 
-    Example: ``mailbot replay --arrived 2020-11-05T10:00+08:00 problem.eml``;
-    ``mailbot replay --all --rules 新规则.toml``
+    \b
+    例如：
+      mailbot replay --arrived 2020-11-05T10:00+08:00 来信.eml
+      mailbot replay --all --rules 新规则.toml
     """
     import hashlib
     from datetime import datetime, timezone
@@ -166,11 +308,14 @@ def replay(eml: Path | None, dry_run: bool, arrived: str | None, replay_every: b
         _what_if(settings, rules_path)
         return
     if eml is None:
-        click.echo("mailbot: give a stored message (FILE.eml), or --all --rules NEW.toml", err=True)
-        sys.exit(2)
+        _staff_error("请给出一封保存的邮件（.eml 文件），或用 --all --rules 新规则.toml。")
     parts, log = _assemble(settings, actor="replay", lock=not dry_run)
     raw = eml.read_bytes()
-    when = datetime.fromisoformat(arrived) if arrived else datetime.now(timezone.utc)
+    try:
+        when = datetime.fromisoformat(arrived) if arrived else datetime.now(timezone.utc)
+    except ValueError:
+        parts.close()
+        _staff_error(f"收到时间“{arrived}”格式不对，请写成 2020-11-05T10:00+08:00。")
     if when.tzinfo is None:
         when = when.replace(tzinfo=settings.tz)
     sha = hashlib.sha256(raw).hexdigest()
@@ -178,15 +323,16 @@ def replay(eml: Path | None, dry_run: bool, arrived: str | None, replay_every: b
                              arrived_at=when, raw=raw)
     known = parts.state.message_at(fetched.source, 0, 0, fetched.key)
     if known is not None and not dry_run:
-        click.echo(f"already replayed as message {known['id']} ({known['outcome']}); nothing recorded")
+        click.echo(f"这封邮件已作为第{known['id']}号邮件登记过（{_outcome_label(known['outcome'])}），"
+                   "本次不再登记。")
         parts.close()
         return
     try:
         assessment = parts.intake.assess(fetched)
-        click.echo(f"outcome: {assessment.outcome} ({assessment.reason})")
+        click.echo(f"处理结果：{_outcome_label(assessment.outcome)}")
         if dry_run:
             for row in parts.intake.preview(fetched, assessment):
-                click.echo(f"--- reply ({row['kind']}) to {row['to_address']}: {row['subject']}")
+                click.echo(f"--- 回复 {row['to_address']}：{row['subject']}")
                 click.echo(_reply_text(row["raw"]))
         else:
             parts.intake.record(fetched, assessment)
@@ -220,6 +366,13 @@ def _what_if(settings: "Settings", rules_path: Path | None) -> None:
     click.echo("\n".join(report.lines(rules_path.name)))
 
 
+def _outcome_label(code: str) -> str:
+    """A message outcome as staff read it (the code itself stays in the database and JSON)."""
+    from mailbot.replies.render import OUTCOME_LABELS
+
+    return {"accepted": "报名成功", **OUTCOME_LABELS}.get(code, code)
+
+
 def _reply_text(raw: bytes) -> str:
     from mailbot.replies.render import reply_text
 
@@ -228,9 +381,9 @@ def _reply_text(raw: bytes) -> str:
 
 @main.command()
 @CONFIG_OPTION
-@click.option("--send", is_flag=True, help="Queue it to the staff addresses and send, instead of printing.")
+@click.option("--send", is_flag=True, help="发给工作人员邮箱，而不是显示在屏幕上。")
 def digest(config_path: Path | None, send: bool) -> None:
-    """Print the staff digest for the last 24 hours (or queue and send it with --send)."""
+    """显示最近24小时的工作人员日报（加 --send 则发送）。"""
     from mailbot.office.digest import build_digest, queue_digest
 
     parts, _ = _assemble(_settings(config_path), actor="staff", lock=send)
@@ -238,7 +391,7 @@ def digest(config_path: Path | None, send: bool) -> None:
         if send:
             n = queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer)
             parts.intake.send()
-            click.echo(f"digest queued to {n} staff address(es)")
+            click.echo(f"日报已发给{n}个工作人员邮箱。")
         else:
             d = build_digest(parts.state, parts.rules, parts.settings)
             click.echo(parts.intake.renderer.render_digest(d).text)
@@ -247,13 +400,15 @@ def digest(config_path: Path | None, send: bool) -> None:
 
 
 @main.command()
-@click.option("--before", required=True, help="Date (YYYY-MM-DD, local time zone): purge what was recorded before it.")
-@click.option("--staff", required=True, help="Your name, recorded in the audit log.")
+@click.option("--before", required=True, metavar="日期", help="日期（YYYY-MM-DD，本地时区）：清除此日期之前登记的内容。")
+@click.option("--staff", required=True, metavar="姓名", help="您的姓名，记入审计日志。")
 @CONFIG_OPTION
 def purge(before: str, staff: str, config_path: Path | None) -> None:
-    """Remove stored raw mail and personal fields past retention; the audit chain stays verifiable.
+    """清除超过保存期限的原始邮件和个人信息；审计链仍可验证。
 
-    Example: ``mailbot purge --before 2021-06-30 --staff 王老师``
+    \b
+    例如：
+      mailbot purge --before 2021-06-30 --staff 王老师
     """
     from datetime import datetime, timezone
 
@@ -263,7 +418,10 @@ def purge(before: str, staff: str, config_path: Path | None) -> None:
 
     settings = _settings(config_path)
     _hold_lock(settings)
-    cutoff = datetime.fromisoformat(before)
+    try:
+        cutoff = datetime.fromisoformat(before)
+    except ValueError:
+        _staff_error(f"日期“{before}”格式不对，请写成 2021-06-30。")
     if cutoff.tzinfo is None:
         cutoff = cutoff.replace(tzinfo=settings.tz)
     rules = load_rules(settings.rules)
@@ -272,23 +430,26 @@ def purge(before: str, staff: str, config_path: Path | None) -> None:
                           actor=f"staff:{staff}", rules_version=f"{rules.campaign.id}@{rules.campaign.version}",
                           outbox_dir=settings.smtp.outbox_dir if settings.smtp.mode == "folder" else None)
     ok, n = state.verify_event_chain()
-    click.echo(f"purged {report.messages} message(s): {report.files_removed} file(s) removed, "
-               f"{report.rows_cleared} row(s) and {report.nominees_cleared} nominee(s) cleared; "
-               f"audit chain {'verified' if ok else 'BROKEN'} ({n} events)")
+    click.echo(f"已清除{report.messages}封邮件：删除文件{report.files_removed}个，清除报名行{report.rows_cleared}行、"
+               f"参训人员{report.nominees_cleared}人；审计链{'验证通过' if ok else '已损坏'}（{n}条事件）。")
     state.close()
     sys.exit(0 if ok else 1)
 
 
 @main.command()
 @CONFIG_OPTION
-@click.option("--head", default=None, metavar="HASH",
-              help="An audit chain head written down earlier (a digest's 审计链头): it must still be in the log.")
+@click.option("--head", default=None, metavar="哈希",
+              help="以前记下的审计链头（日报中的“审计链头”）：必须仍在日志中。")
 def verify(config_path: Path | None, head: str | None) -> None:
-    """Prove the state from the audit log, read-only; exit 1 naming the first break.
+    """用审计日志核对全部数据（只读）；发现问题时指出第一处并以退出码1结束。
 
-    Checks integrity_check, the event hash chain, that the log explains every message,
-    nominee status and delivery result, and that stored raw mail and evidence match their
-    SHA-256.  Example: ``mailbot verify --head 3f2a…`` (the head from an earlier digest).
+    \b
+    检查数据库完整性、事件哈希链、日志能否解释每封邮件、每位参训人员的状态
+    和每封回复的发送结果，以及保存的原始邮件和证据文件的 SHA-256。
+
+    \b
+    例如：
+      mailbot verify --head 3f2a…（以前日报中的审计链头）
     """
     from mailbot.errors import StateError
     from mailbot.office.proof import prove
@@ -297,7 +458,7 @@ def verify(config_path: Path | None, head: str | None) -> None:
     try:
         state = State.readonly(_settings(config_path).db_path)
     except StateError as exc:
-        click.echo(f"mailbot: {exc}", err=True)
+        click.echo(f"mailbot：无法打开数据库：{exc}", err=True)
         sys.exit(2)
     try:
         proof = prove(state, head=head)
@@ -306,20 +467,23 @@ def verify(config_path: Path | None, head: str | None) -> None:
     for line in proof.lines:
         click.echo(line)
     if proof.ok:
-        click.echo(f"verified: the event log explains the state; head {proof.head or '(empty log)'}")
+        click.echo(f"验证通过：事件日志能解释全部数据；审计链头 {proof.head or '（日志为空）'}")
         sys.exit(0)
-    click.echo(f"FIRST BREAK: {proof.breaks[0]}")
+    click.echo(f"第一处问题：{proof.breaks[0]}")
     sys.exit(1)
 
 
 @main.command()
-@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dest", metavar="目录", type=click.Path(file_okay=False, path_type=Path))
 @CONFIG_OPTION
 def backup(dest: Path, config_path: Path | None) -> None:
-    """Copy the state (database by SQLite's online backup, raw mail, evidence) into DEST.
+    """把全部数据（数据库、原始邮件、证据文件）备份到一个新的或空的目录。
 
-    Safe while the daemon runs; DEST must be new or empty.  Check the copy with
-    ``MAILBOT_STATE_DIR=DEST mailbot verify``.  Example: ``mailbot backup /var/backups/mailbot/2020-11-05``
+    服务运行时也可以备份。用 MAILBOT_STATE_DIR=目录 mailbot verify 检查备份。
+
+    \b
+    例如：
+      mailbot backup /var/backups/mailbot/2020-11-05
     """
     import os
 
@@ -330,74 +494,41 @@ def backup(dest: Path, config_path: Path | None) -> None:
     try:
         report = backup_state(_settings(config_path).db_path, dest)
     except StateError as exc:
-        click.echo(f"mailbot: {exc}", err=True)
+        click.echo(f"mailbot：备份失败：{exc}", err=True)
         sys.exit(1)
-    click.echo(f"backup in {report.dest}: database ({report.events} events, head {report.head or '(empty log)'}), "
-               f"{report.files} stored file(s), {report.bytes} bytes")
+    click.echo(f"已备份到 {report.dest}：数据库（{report.events}条事件，审计链头 {report.head or '（日志为空）'}），"
+               f"文件{report.files}个，共{report.bytes}字节。")
 
 
 @main.group()
 def audit() -> None:
-    """Auditors' tools (install the extra: pip install 'mailbot[audit]')."""
+    """审计工具（需安装：pip install 'mailbot[audit]'）。"""
 
 
 @audit.command("serve")
-@click.option("--port", default=8001, show_default=True, type=int)
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; keep it local and reach it through SSH.")
+@click.option("--port", default=8001, type=int, metavar="端口", help="监听端口（默认 8001）。")
+@click.option("--host", default="127.0.0.1", metavar="地址",
+              help="监听地址（默认 127.0.0.1）；请只在本机监听，通过 SSH 访问。")
 @CONFIG_OPTION
 def audit_serve(port: int, host: str, config_path: Path | None) -> None:
-    """Browse the state database in Datasette, read-only (tables, views, canned queries).
+    """用 Datasette 只读浏览数据库（表、视图、常用查询）。
 
-    Example: ``sudo -u mailbot mailbot audit serve --port 8001`` then open http://127.0.0.1:8001/
+    \b
+    例如：
+      sudo -u mailbot mailbot audit serve --port 8001
+    然后打开 http://127.0.0.1:8001/
     """
     db_path = _settings(config_path).db_path
     if not db_path.is_file():
-        click.echo(f"mailbot: no state database at {db_path}", err=True)
+        click.echo(f"mailbot：找不到数据库 {db_path}", err=True)
         sys.exit(2)
     try:
         from mailbot.office.audit import serve
     except ImportError as exc:
-        click.echo(f"mailbot: Datasette is not installed ({exc}); pip install 'mailbot[audit]'", err=True)
+        click.echo(f"mailbot：未安装 Datasette（{exc}）；请先 pip install 'mailbot[audit]'", err=True)
         sys.exit(2)
-    click.echo(f"Datasette on http://{host}:{port}/ (read-only: {db_path}); Ctrl-C stops it")
+    click.echo(f"Datasette 已在 http://{host}:{port}/ 启动（只读：{db_path}）；按 Ctrl-C 停止")
     serve(db_path, host=host, port=port)
-
-
-HELP_CN = click.help_option("--help", "-h", help="显示本说明并退出。")
-
-
-class StaffCommand(click.Command):
-    """A command staff use: click's own help headings in Chinese too."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("options_metavar", "[选项]")
-        super().__init__(*args, **kwargs)
-
-    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        formatter.write_usage(ctx.command_path, " ".join(self.collect_usage_pieces(ctx)), prefix="用法：")
-
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        options = [record for p in self.get_params(ctx) if (record := p.get_help_record(ctx))]
-        if options:
-            with formatter.section("选项"):
-                formatter.write_dl(options)
-
-
-class StaffGroup(StaffCommand, click.Group):
-    """A group of staff commands (help headings in Chinese)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("subcommand_metavar", "命令 [参数]...")
-        super().__init__(*args, **kwargs)
-
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        StaffCommand.format_options(self, ctx, formatter)
-        commands = [(name, cmd.get_short_help_str(formatter.width - 6 - len(name)))
-                    for name in self.list_commands(ctx) if (cmd := self.get_command(ctx, name)) and not cmd.hidden]
-        if commands:
-            with formatter.section("命令"):
-                formatter.write_dl(commands)
 
 
 CONFIG_OPTION_CN = click.option(
@@ -516,6 +647,7 @@ def rosters_send(program: str | None, dry_run: bool, staff: str | None, again: b
                  config_path: Path | None) -> None:
     """把各项目的参训名单（xlsx 附件）发给承办单位，每个承办单位一封。
 
+    \b
     名单只含“已录取”和“候补”的教师。默认只显示将发送的内容；确认无误后加
     --no-dry-run --staff 姓名 真正发送。再次运行时，名单没有变化的承办单位不会重发。
 
@@ -864,13 +996,17 @@ def history(who: str, as_json: bool, config_path: Path | None) -> None:
 
 @main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("state/demo"), show_default=True, help="Where the demo keeps its state.")
+              default=Path("state/demo"), metavar="目录", help="演示数据存放的目录（默认 state/demo）。")
 def demo(directory: Path) -> None:
-    """Show the whole job on the embedded default, no server needed.
+    """演示完整流程，无需邮件服务器。
 
-    Delivers the bundled sample mails (synthetic people) into a local Maildir, runs one intake
-    cycle, and shows what happened: the database, the replies written as .eml files, the seats.
-    Each run starts afresh.  Example: ``mailbot demo --dir /tmp/mailbot-demo``
+    \b
+    把内置的示例邮件（虚构人员）放入本地邮箱，处理一次，并显示结果：数据库、
+    写成 .eml 文件的回复、各项目名额。每次运行都重新开始。
+
+    \b
+    例如：
+      mailbot demo --dir /tmp/mailbot-demo
     """
     from mailbot.demo import deliver_samples, reset_demo_dir
 
@@ -878,34 +1014,34 @@ def demo(directory: Path) -> None:
     try:
         reset_demo_dir(directory)
     except FileExistsError as exc:
-        click.echo(f"mailbot: {exc}", err=True)
-        sys.exit(2)
+        _staff_error(f"不能用作演示目录：{exc}")
     settings = _settings(None, state_dir=directory, log_format="console" if sys.stdout.isatty() else "json")
     delivered = deliver_samples(settings.mailbox.maildir_path, settings.tz)
     parts, _ = _assemble(settings)
     try:
         report = parts.intake.poll_once()
         click.echo("")
-        click.echo(f"Delivered {len(delivered)} sample mails into {settings.mailbox.maildir_path}")
+        click.echo(f"已放入示例邮件{len(delivered)}封：{settings.mailbox.maildir_path}")
         written = next(parts.state.query("SELECT count(*) AS n FROM outbox WHERE status = 'sent'"))["n"]
-        click.echo(f"Recorded {report.recorded}, replies written: {written}")
+        click.echo(f"登记{report.recorded}封，写出回复{written}封")
         click.echo("")
         rows = parts.state.query(
             "SELECT m.receipt, m.arrived_at, m.sender, m.outcome, m.reason, o.kind AS reply "
             "FROM messages m LEFT JOIN outbox o ON o.message = m.id ORDER BY m.id, o.id")
         for r in rows:
             arrived = datetime.fromisoformat(r["arrived_at"]).astimezone(settings.tz).strftime("%m-%d %H:%M")
-            click.echo(f"  {r['receipt']:<26} {arrived}  {r['sender']:<22} {r['outcome']:<11} "
-                       f"reply: {r['reply'] or '-'}")
+            reply = _outcome_label(r["reply"]) if r["reply"] else "-"
+            click.echo(f"  {r['receipt']:<26} {arrived}  {r['sender']:<22} {_outcome_label(r['outcome'])}  "
+                       f"回复：{reply}")
         click.echo("")
-        click.echo("Seats (seated/capacity, waiting):")
+        click.echo("名额（已录取/总名额，候补）：")
         for p in parts.intake.ledger.program_summary():
             if p["seated"] or p["waiting"]:
-                click.echo(f"  {p['program']}: {p['seated']}/{p['capacity']}, waiting {p['waiting']}")
+                click.echo(f"  {p['program']}：{p['seated']}/{p['capacity']}，候补{p['waiting']}人")
         click.echo("")
-        click.echo(f"Replies (.eml):   {settings.smtp.outbox_dir}")
-        click.echo(f"Database:         {settings.db_path}  (try: mailbot verify, or sqlite3 'file:{settings.db_path}?mode=ro')")
-        click.echo(f"Processed mail:   {settings.mailbox.maildir_path}/.Processed")
+        click.echo(f"回复（.eml）：{settings.smtp.outbox_dir}")
+        click.echo(f"数据库：{settings.db_path}（可试：mailbot verify，或 sqlite3 'file:{settings.db_path}?mode=ro'）")
+        click.echo(f"已处理的邮件：{settings.mailbox.maildir_path}/.Processed")
     finally:
         parts.close()
 

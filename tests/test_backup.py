@@ -76,8 +76,8 @@ def test_a_backup_taken_during_a_poll_verifies_and_restores(tmp_path: Path, dove
     elsewhere = tmp_path / "elsewhere"  # no mailbot.toml here: the state directory from the environment
     elsewhere.mkdir()
     verified = mailbot("verify", cwd=elsewhere, env={"MAILBOT_STATE_DIR": str(tmp_path / "backup")})
-    assert (verified.returncode, verified.stdout.splitlines()[-1].split(";")[0]) == (
-        0, "verified: the event log explains the state"), verified.stdout
+    assert (verified.returncode, verified.stdout.splitlines()[-1].split("；")[0]) == (
+        0, "验证通过：事件日志能解释全部数据"), verified.stdout
 
     # Restore: copy the backup in as a state directory, verify it, and poll on it.
     restored = tmp_path / "restored"

@@ -124,7 +124,7 @@ def test_second_daemon_on_the_same_state_dir_refuses_to_start_and_touches_nothin
     second = MailbotProcess("run", config)
     daemons.append(second)
     assert second.wait(timeout=30) != 0
-    assert f"another mailbot is running on {tmp_path / 'state'} (pid {first.pid})" in second.stderr
+    assert f"mailbot：另一个 mailbot 正在使用 {tmp_path / 'state'}（进程号 {first.pid}），同一数据目录只能运行一个。\n" in second.stderr
     assert second.named("daemon_started") == []
     assert _db_rows(tmp_path, "SELECT status FROM outbox ORDER BY id") == [("sent",), ("sending",)]
     assert _db_rows(tmp_path, "SELECT kind FROM events WHERE kind LIKE 'reply_%' ORDER BY id") == [

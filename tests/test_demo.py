@@ -35,7 +35,7 @@ def test_demo_fills_database_writes_replies_and_moves_the_mail(tmp_path: Path) -
         "- 新增：陈七（3301**********0112），物流管理职业技能等级证书"]
     assert list((target / "maildir" / "new").iterdir()) == []
     assert len(list((target / "maildir" / ".Processed" / "cur").iterdir())) == 10
-    assert f"Replies (.eml):   {target / 'outbox'}" in result.output.splitlines()
+    assert f"回复（.eml）：{target / 'outbox'}" in result.output.splitlines()
 
 
 def test_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path: Path) -> None:

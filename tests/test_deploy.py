@@ -71,7 +71,7 @@ def test_the_backup_units_command_backs_up_verifies_and_keeps_the_newest(tmp_pat
     run = subprocess.run(["/bin/sh", "-ec", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr + run.stdout
-    assert run.stdout.splitlines()[-1].startswith("verified: the event log explains the state; head ")
+    assert run.stdout.splitlines()[-1].startswith("验证通过：事件日志能解释全部数据；审计链头 ")
     kept = sorted(p.name for p in (tmp_path / "backups").iterdir())
     assert len(kept) == 14 and kept[0] == "20190103T000000Z" and not kept[-1].startswith("2019")
     assert (tmp_path / "backups" / kept[-1] / "mailbot.db").is_file()

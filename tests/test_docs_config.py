@@ -121,7 +121,7 @@ def test_the_invalid_example_reports_exactly_the_problems_shown(tmp_path: Path) 
     with pytest.raises(ConfigError) as caught:
         load_settings(Path("broken.toml"))
     shown = fenced_after("invalid-example-output").splitlines()
-    assert shown[0] == "mailbot: invalid configuration"
+    assert shown[0] == "mailbot：配置有误，请联系技术人员："
     assert str(caught.value).splitlines() == shown[1:]
 
 

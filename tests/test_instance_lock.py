@@ -20,7 +20,7 @@ def test_poll_refuses_while_another_instance_holds_the_state_dir_and_creates_not
     with hold_instance_lock(state):
         result = CliRunner().invoke(main, ["poll"])
     assert result.exit_code == 1
-    assert f"another mailbot is running on {state} (pid {os.getpid()})" in result.output
+    assert result.output == f"mailbot：另一个 mailbot 正在使用 {state}（进程号 {os.getpid()}），同一数据目录只能运行一个。\n"
     assert not (state / "mailbot.db").exists()
 
 
@@ -55,5 +55,5 @@ def test_purge_refuses_while_another_instance_holds_the_state_dir_and_changes_no
     with hold_instance_lock(state_dir):
         result = CliRunner().invoke(main, ["purge", "--before", "2099-01-01", "--staff", "王老师"])
     assert (result.exit_code, result.output) == (
-        1, f"mailbot: another mailbot is running on {state_dir} (pid {os.getpid()})\n")
+        1, f"mailbot：另一个 mailbot 正在使用 {state_dir}（进程号 {os.getpid()}），同一数据目录只能运行一个。\n")
     assert {p.name: p.read_bytes() for p in state_dir.iterdir() if p.name != "mailbot.lock"} == files

@@ -29,13 +29,13 @@ def test_dry_run_replay_prints_decision_and_reply_and_records_nothing(env: Path)
     result = CliRunner().invoke(main, ["replay", str(_eml(env)), "--arrived", "2020-11-05T10:00"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "outcome: correction (findings to correct)"
-    assert lines[1].startswith("--- reply (correction) to wang@zjxx.edu.cn: ")
+    assert lines[0] == "处理结果：需修改"
+    assert lines[1] == "--- 回复 wang@zjxx.edu.cn：Re: 报名表-浙江某某职业技术学院"
     assert [line for line in lines if line.startswith("1. 「")] == [
         "1. 「报名表.xlsx」：第5行（李四）“手机”“**”（2位）不是有效的11位中国大陆手机号码，请填写本人手机号（不加区号、不填座机）。"]
     verify = CliRunner().invoke(main, ["verify"])
     assert (verify.exit_code, verify.output.splitlines()[0], verify.output.splitlines()[-1]) == (
-        0, "integrity_check: ok; event chain: ok (0 events)", "verified: the event log explains the state; head (empty log)")
+        0, "integrity_check: ok; event chain: ok (0 events)", "验证通过：事件日志能解释全部数据；审计链头 （日志为空）")
 
 
 def test_replay_for_real_records_once_and_refuses_a_second_time(env: Path) -> None:
@@ -44,13 +44,13 @@ def test_replay_for_real_records_once_and_refuses_a_second_time(env: Path) -> No
     assert first.exit_code == 0, first.output
     assert len(list((env / "state" / "outbox").glob("*-correction.eml"))) == 1
     second = CliRunner().invoke(main, ["replay", "--no-dry-run", str(eml)])
-    assert (second.exit_code, second.output) == (0, "already replayed as message 1 (correction); nothing recorded\n")
+    assert (second.exit_code, second.output) == (0, "这封邮件已作为第1号邮件登记过（需修改），本次不再登记。\n")
     assert len(list((env / "state" / "outbox").glob("*.eml"))) == 1
 
 
 def test_replay_judges_the_deadline_by_the_given_arrival_time(env: Path) -> None:
     result = CliRunner().invoke(main, ["replay", str(_eml(env)), "--arrived", "2020-11-10T00:00:01+08:00"])
-    assert result.output.splitlines()[0] == "outcome: late (arrived 2020-11-10T00:00:01+08:00 after the deadline)"
+    assert result.output.splitlines()[0] == "处理结果：逾期"
 
 
 def test_an_xls_form_with_errors_gets_an_xlsx_copy_with_the_cells_to_fix_highlighted(env: Path) -> None:
@@ -82,6 +82,6 @@ def test_a_message_over_its_time_budget_is_answered_with_the_reason_not_read_for
     result = CliRunner().invoke(main, ["replay", str(_eml(env)), "--arrived", "2020-11-05T10:00+08:00"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "outcome: unreadable (time_limit)"
+    assert lines[0] == "处理结果：无法读取"
     assert [line for line in lines if line.startswith("1. ")] == [
         "1. 邮件附件过多或过大，未能在1e-06秒内处理完，请只附上附件3报名表（Excel 文件）重新发送。"]

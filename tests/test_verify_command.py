@@ -55,8 +55,8 @@ def _report(first_line: str, *, head: str = "", first_break: str = "") -> str:
     (nothing to explain), then the verdict."""
     lines = [first_line, "messages: 0 explained by the event log", "nominees: 0 recomputed from the event log",
              "replies: 0 delivery results explained by the event log", "stored files: 0 match their SHA-256"]
-    lines.append(f"FIRST BREAK: {first_break}" if first_break else
-                 f"verified: the event log explains the state; head {head}")
+    lines.append(f"第一处问题：{first_break}" if first_break else
+                 f"验证通过：事件日志能解释全部数据；审计链头 {head}")
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +145,7 @@ def test_deleting_the_last_events_is_not_detected_without_an_anchor(state_dir: P
         0, _report(f"integrity_check: ok; event chain: ok ({EVENTS - 2} events)", head=_head(state_dir)))
     anchored = _verify(state_dir, "--head", head)
     assert (anchored.exit_code, anchored.output.splitlines()[-1]) == (
-        1, f"FIRST BREAK: head: {head}: not in the log ({EVENTS - 2} events): "
+        1, f"第一处问题：head: {head}: not in the log ({EVENTS - 2} events): "
            "the log was cut or rewritten after that head was written down")
 
 

@@ -116,7 +116,7 @@ def test_the_state_built_by_intake_verifies_and_contains_the_digests_head(state_
         f"nominees: {nominees} recomputed from the event log",
         f"replies: {replies} delivery results explained by the event log",
         f"stored files: {files} match their SHA-256",
-        f"verified: the event log explains the state; head {flat}",
+        f"验证通过：事件日志能解释全部数据；审计链头 {flat}",
     ])
     statuses = {s for (s,) in sqlite3.connect(state_dir / "mailbot.db").execute("SELECT status FROM nominees")}
     assert statuses == {"seated", "waiting", "withdrawn", "conflict", "held"}
@@ -126,7 +126,7 @@ def test_an_event_altered_with_the_triggers_dropped_is_named(state_dir: Path) ->
     (eid,) = one(state_dir, "SELECT min(id) FROM events WHERE kind = 'nominee_waiting'")
     intrude(state_dir, f"UPDATE events SET detail = replace(detail, 'waiting', 'seated') WHERE id = {eid}")
     code, lines = verify(state_dir)
-    assert (code, lines[-1]) == (1, f"FIRST BREAK: event chain: event {eid} (nominee_waiting): "
+    assert (code, lines[-1]) == (1, f"第一处问题：event chain: event {eid} (nominee_waiting): "
                                     "hash does not match its contents (the event was altered)")
 
 
@@ -149,7 +149,7 @@ def test_the_last_events_deleted_are_caught_by_the_digests_head(state_dir: Path,
     assert verify(state_dir)[0] == 0  # without an outside witness the shorter log explains itself
     code, lines = verify(state_dir, "--head", built[1])
     (n,) = one(state_dir, "SELECT count(*) FROM events")
-    assert (code, lines[-1]) == (1, f"FIRST BREAK: head: {built[1].replace(' ', '')}: not in the log ({n} events): "
+    assert (code, lines[-1]) == (1, f"第一处问题：head: {built[1].replace(' ', '')}: not in the log ({n} events): "
                                     "the log was cut or rewritten after that head was written down")
 
 
@@ -168,7 +168,7 @@ def test_a_log_rewritten_and_rehashed_is_caught_by_the_digests_head(state_dir: P
     db.close()
     assert verify(state_dir)[0] == 0
     code, lines = verify(state_dir, "--head", built[1])
-    assert (code, lines[-1]) == (1, f"FIRST BREAK: head: {built[1].replace(' ', '')}: not in the log ({len(rows)} events): "
+    assert (code, lines[-1]) == (1, f"第一处问题：head: {built[1].replace(' ', '')}: not in the log ({len(rows)} events): "
                                     "the log was cut or rewritten after that head was written down")
 
 
@@ -178,7 +178,7 @@ def test_a_nominees_status_edited_is_named(state_dir: Path) -> None:
     sqlite3.connect(state_dir / "mailbot.db").execute(
         f"UPDATE nominees SET status = 'seated' WHERE id = {nid}").connection.commit()
     code, lines = verify(state_dir)
-    assert (code, lines[-1]) == (1, f"FIRST BREAK: nominees: nominee {nid} ({masked}, {program}): "
+    assert (code, lines[-1]) == (1, f"第一处问题：nominees: nominee {nid} ({masked}, {program}): "
                                     "status is 'seated' in nominees, the event log says 'waiting'")
 
 
@@ -187,7 +187,7 @@ def test_a_messages_outcome_edited_is_named(state_dir: Path) -> None:
     sqlite3.connect(state_dir / "mailbot.db").execute(
         f"UPDATE messages SET outcome = 'accepted' WHERE id = {mid}").connection.commit()
     code, lines = verify(state_dir)
-    assert (code, lines[-1]) == (1, f"FIRST BREAK: messages: message {mid} ({receipt}): "
+    assert (code, lines[-1]) == (1, f"第一处问题：messages: message {mid} ({receipt}): "
                                     "outcome is 'accepted' in messages, the log says 'late'")
 
 
@@ -196,12 +196,12 @@ def test_a_raw_mail_file_altered_is_named(state_dir: Path) -> None:
     path = state_dir / rel
     path.write_bytes(path.read_bytes().replace(b"Subject:", b"Subject: X", 1))
     code, lines = verify(state_dir)
-    assert (code, lines[-1]) == (1, f"FIRST BREAK: stored files: message {mid} ({receipt}): "
+    assert (code, lines[-1]) == (1, f"第一处问题：stored files: message {mid} ({receipt}): "
                                     f"{rel} does not match its SHA-256 (altered)")
 
 
 def test_a_head_never_in_the_log_is_refused(state_dir: Path) -> None:
     code, lines = verify(state_dir, "--head", "0" * 64)
     (n,) = one(state_dir, "SELECT count(*) FROM events")
-    assert (code, lines[-1]) == (1, f"FIRST BREAK: head: {'0' * 64}: not in the log ({n} events): "
+    assert (code, lines[-1]) == (1, f"第一处问题：head: {'0' * 64}: not in the log ({n} events): "
                                     "the log was cut or rewritten after that head was written down")

@@ -31,12 +31,16 @@ EXIT_ACTION = 1
 EXIT_UNREADABLE = 2
 
 _OUTCOME_STYLE = {
-    Outcome.OK: ("green", "ok"),
-    Outcome.NEEDS_CORRECTION: ("yellow", "needs_correction 需修改"),
-    Outcome.REDIRECT: ("magenta", "redirect 中职学校请走平台"),
-    Outcome.NOT_ANNEX3: ("red", "not_annex3 不是附件3"),
-    Outcome.UNREADABLE: ("red", "unreadable 无法读取"),
+    Outcome.OK: ("green", "通过"),
+    Outcome.NEEDS_CORRECTION: ("yellow", "需修改"),
+    Outcome.REDIRECT: ("magenta", "中职学校，应通过平台报名"),
+    Outcome.NOT_ANNEX3: ("red", "不是附件3报名表"),
+    Outcome.UNREADABLE: ("red", "无法读取"),
 }
+"""What staff read for each outcome (the codes are for ``--json`` only)."""
+
+Judge = Callable[[Path, CampaignRules], list[FormVerdict]]
+"""Reads one file the daemon's way: one verdict per form found (``mailbot.office.hand_check``)."""
 
 
 @contextmanager
@@ -88,13 +92,7 @@ def exit_code(verdicts: list[FormVerdict]) -> int:
 
 
 def _findings_text(findings: tuple[Finding, ...]) -> Text:
-    text = Text()
-    for i, f in enumerate(findings):
-        if i:
-            text.append("\n")
-        text.append(f.code, style="bold red")
-        text.append(f" {f.message}")
-    return text
+    return Text("\n".join(f.message for f in findings), style="red")
 
 
 def render_verdict(verdict: FormVerdict, console: Console) -> None:
@@ -102,7 +100,7 @@ def render_verdict(verdict: FormVerdict, console: Console) -> None:
     style, label = _OUTCOME_STYLE[verdict.outcome]
     console.rule(Text(verdict.filename, style="bold"))
     summary = Table.grid(padding=(0, 2))
-    summary.add_row("结果 outcome", Text(label, style=f"bold {style}"))
+    summary.add_row("结果", Text(label, style=f"bold {style}"))
     summary.add_row("填报单位", verdict.institution or "—")
     summary.add_row("联系人", verdict.contact or "—")
     summary.add_row("联系电话", mask_phone(verdict.contact_phone) or "—")
@@ -124,7 +122,7 @@ def render_verdict(verdict: FormVerdict, console: Console) -> None:
             r.email,
             mask_id(r.id_number),
             mask_phone(r.phone),
-            _findings_text(r.findings) if r.findings else Text("ok", style="green"),
+            _findings_text(r.findings) if r.findings else Text("无", style="green"),
         )
     console.print(table)
 
@@ -137,28 +135,13 @@ def _crashed(path: Path, exc: Exception) -> FormVerdict:
     )
 
 
-def judge_path(path: Path, rules: CampaignRules) -> FormVerdict:
-    """Judge one file on disk; the verdict carries the path as given."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return FormVerdict(
-            str(path), Outcome.UNREADABLE,
-            form_findings=(Finding("file_unreadable", f"无法打开文件：{exc.strerror or exc}"),),
-        )
-    verdict = judge_file(data, path.name, rules)
-    return FormVerdict(
-        str(path), verdict.outcome, verdict.institution, verdict.contact, verdict.contact_phone,
-        verdict.form_findings, verdict.rows, verdict.reading,
-    )
-
-
-def run_check(files: list[Path], as_json: bool, rules_path: Path | None) -> int:
-    """Judge every file and print the verdicts; returns the process exit status."""
+def run_check(files: list[Path], as_json: bool, rules_path: Path | None, judge: Judge) -> int:
+    """Judge every file with ``judge`` and print the verdicts (Chinese table, or JSON lines with
+    the codes); returns the process exit status."""
     try:
         rules = load_rules(rules_path)
     except ConfigError as exc:
-        print(f"mailbot: invalid rules file {exc.source}:", file=sys.stderr)
+        print(f"mailbot：规则文件有误（{exc.source}），请联系技术人员：", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_UNREADABLE
@@ -166,14 +149,15 @@ def run_check(files: list[Path], as_json: bool, rules_path: Path | None) -> int:
     verdicts: list[FormVerdict] = []
     for path in files:
         try:
-            verdict = judge_path(path, rules)
+            found = judge(path, rules)
         except Exception as exc:  # noqa: BLE001 - one broken file must not hide the others
-            print(f"mailbot: internal error on {path}: {type(exc).__name__}", file=sys.stderr)
-            verdict = _crashed(path, exc)
-        verdicts.append(verdict)
-        if as_json:
-            sys.stdout.write(json.dumps(verdict_to_json(verdict), ensure_ascii=False) + "\n")
-        else:
-            render_verdict(verdict, console)
+            print(f"mailbot：检查 {path} 时出现内部错误（{type(exc).__name__}）", file=sys.stderr)
+            found = [_crashed(path, exc)]
+        verdicts.extend(found)
+        for verdict in found:
+            if as_json:
+                sys.stdout.write(json.dumps(verdict_to_json(verdict), ensure_ascii=False) + "\n")
+            else:
+                render_verdict(verdict, console)
     sys.stdout.flush()
     return exit_code(verdicts)

@@ -682,6 +682,20 @@ def html_to_text(markup: str) -> str:
     return unescape("".join(out)).replace("\xa0", " ")
 
 
+def find_in_file(data: bytes, filename: str, limits: Limits = DEFAULT_LIMITS, *,
+                 seconds: float | None = None) -> MessageParts:
+    """Walk one file as if it were a mail's only attachment (``mailbot check`` on a .zip or an
+    .eml): the same sniffing, zip listing and forwarded-mail opening as the daemon's walk."""
+    walker = _Walker(limits, seconds)
+    try:
+        walker.take_file(data, filename, "application/octet-stream", "", filename or "file", 0)
+    except _Deadline:
+        walker.problem(_F_TIME_LIMIT, f"附件过多或过大，未能在{limits.max_seconds_per_message:g}秒内处理完。")
+    except RecursionError:
+        walker.notes.append("walk stopped: recursion limit")
+    return walker.result()
+
+
 def find_attachments(
     parsed_or_msg: ParsedMessage | Message | bytes, limits: Limits = DEFAULT_LIMITS, *,
     seconds: float | None = None,

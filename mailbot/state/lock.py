@@ -17,7 +17,11 @@ from mailbot.errors import MailbotError
 
 
 class InstanceLocked(MailbotError):
-    """Another mailbot holds the state directory."""
+    """Another mailbot holds the state directory (``state_dir``, held by process ``holder``)."""
+
+    def __init__(self, state_dir: Path, holder: str) -> None:
+        super().__init__(f"another mailbot is running on {state_dir} (pid {holder})")
+        self.state_dir, self.holder = state_dir, holder
 
 
 @contextmanager
@@ -32,7 +36,7 @@ def hold_instance_lock(state_dir: Path) -> Iterator[None]:
         except BlockingIOError as exc:
             fh.seek(0)
             other = fh.read().strip() or "?"
-            raise InstanceLocked(f"another mailbot is running on {state_dir} (pid {other})") from exc
+            raise InstanceLocked(state_dir, other) from exc
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
