@@ -35,7 +35,13 @@ def test_demo_fills_database_writes_replies_and_moves_the_mail(tmp_path: Path) -
         "- 新增：陈七（3301**********0112），物流管理职业技能等级证书"]
     assert list((target / "maildir" / "new").iterdir()) == []
     assert len(list((target / "maildir" / ".Processed" / "cur").iterdir())) == 10
-    assert f"回复（.eml）：{target / 'outbox'}" in result.output.splitlines()
+    shown = result.output.splitlines()
+    assert f"回复（.eml）：{target / 'outbox'}" in shown
+    for line in ("登记10封，写出回复9封",
+                 "  zhejiang-2020-1x-000002    11-02 10:15  li@hzzy.edu.cn         需修改  回复：需修改",
+                 "  zhejiang-2020-1x-000007    11-05 11:01  ooo@zjjd.edu.cn        已忽略（自动回复/退信等）  回复：-",
+                 "名额（已录取/总名额，候补）：", "  物流管理职业技能等级证书：2/50，候补0人"):
+        assert line in shown
 
 
 def test_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path: Path) -> None:

@@ -107,3 +107,16 @@ def test_readme_staff_table_lists_every_command_with_its_helps_first_line() -> N
     leaves = {path: (cmd.help or "").strip().splitlines()[0] for path, cmd in ALL.items()
               if not isinstance(cmd, click.Group)}
     assert rows == leaves
+
+
+def test_poll_ends_with_a_chinese_summary_for_staff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailbot.config import load_settings
+    from mailbot.demo import deliver_samples
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILBOT_STATE_DIR", str(tmp_path / "state"))
+    settings = load_settings(None)
+    delivered = deliver_samples(settings.mailbox.maildir_path, settings.tz)
+    result = run("poll")
+    assert (len(delivered), result.exit_code, result.stderr) == (
+        10, 0, "收取10封，登记10封，发出回复9封，处理失败0封。\n")  # the out-of-office reply gets none
