@@ -122,14 +122,6 @@ class StaffGroup(StaffCommand, click.Group):
         except click.UsageError as exc:
             raise StaffUsageError(_chinese_usage(exc), ctx) from exc
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except StaffUsageError:
-            raise
-        except click.UsageError as exc:
-            raise StaffUsageError(_chinese_usage(exc), exc.ctx or ctx) from exc
-
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         StaffCommand.format_options(self, ctx, formatter)
         commands = [(name, cmd.get_short_help_str(formatter.width - 6 - len(name)))
