@@ -100,7 +100,8 @@ class StaffCommand(click.Command):
         formatter.write_usage(ctx.command_path, " ".join(self.collect_usage_pieces(ctx)), prefix="用法：")
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        options = [record for p in self.get_params(ctx) if (record := p.get_help_record(ctx))]
+        options = [record for p in self.get_params(ctx)
+                   if isinstance(p, click.Option) and (record := p.get_help_record(ctx))]
         if options:
             with formatter.section("选项"):
                 formatter.write_dl(options)

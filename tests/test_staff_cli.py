@@ -120,3 +120,11 @@ def test_poll_ends_with_a_chinese_summary_for_staff(tmp_path: Path, monkeypatch:
     result = run("poll")
     assert (len(delivered), result.exit_code, result.stderr) == (
         10, 0, "收取10封，登记10封，发出回复9封，处理失败0封。\n")  # the out-of-office reply gets none
+
+
+def test_the_options_section_lists_options_only() -> None:
+    result = run("check", "-h")
+    assert result.output.split("选项:\n", 1)[1].splitlines() == [
+        "  --json      每个报名表输出一行 JSON（含检查代码，供程序使用，见 README）。",
+        "  --rules 文件  规则文件（默认：内置规则）。",
+        "  -h, --help  显示本说明并退出。"]

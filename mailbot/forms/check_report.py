@@ -1,5 +1,6 @@
-"""``mailbot check``: judge files by hand and print the verdicts (rich table or JSON lines);
-the terminal's progress bar for ``mailbot poll`` (rich, here only).
+"""``mailbot check``: print the verdicts of files judged by hand, for staff as a Chinese table
+(outcome labels and finding messages, no codes) or as JSON lines with the codes; the
+terminal's progress bar for ``mailbot poll`` (rich, here only).
 
 Personal data is masked in every output: identity numbers as ``3301**********123X``, phones as
 ``138****5678``.  Exit status: 0 when every file is ok, 1 when any needs action
@@ -23,7 +24,6 @@ from rich.text import Text
 from mailbot.errors import ConfigError
 from mailbot.forms.model import Finding, FormVerdict, Outcome
 from mailbot.masking import mask_id, mask_phone
-from mailbot.forms.checks import judge_file
 from mailbot.rules import CampaignRules, load_rules
 
 EXIT_OK = 0
