@@ -384,7 +384,7 @@ def digest(config_path: Path | None, send: bool) -> None:
         if send:
             n = queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer)
             parts.intake.send()
-            click.echo(f"日报已发给{n}个工作人员邮箱。")
+            click.echo(f"digest queued to {n} staff address(es)")
         else:
             d = build_digest(parts.state, parts.rules, parts.settings)
             click.echo(parts.intake.renderer.render_digest(d).text)

@@ -37,7 +37,7 @@ def test_digest_prints_outcomes_seats_and_attention_items_masked(demo_state: Pat
 def test_digest_send_queues_one_copy_per_staff_address_and_sends_it(demo_state: Path) -> None:
     result = CliRunner().invoke(main, ["digest", "--send"])
     assert result.exit_code == 0, result.output
-    assert result.output == "日报已发给2个工作人员邮箱。\n"
+    assert result.output == "digest queued to 2 staff address(es)\n"
     files = sorted((demo_state / "outbox").glob("*-digest.eml"))
     assert len(files) == 2
     msg = email.message_from_bytes(files[0].read_bytes(), policy=policy.default)
