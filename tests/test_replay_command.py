@@ -30,7 +30,7 @@ def test_dry_run_replay_prints_decision_and_reply_and_records_nothing(env: Path)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "处理结果：需修改"
-    assert lines[1] == "--- 回复 wang@zjxx.edu.cn：Re: 报名表-浙江某某职业技术学院"
+    assert lines[1] == "--- 回复 wang@zjxx.edu.cn：Re: 报名表【需修改1处｜回执 zhejiang-2020-1x-000001】"
     assert [line for line in lines if line.startswith("1. 「")] == [
         "1. 「报名表.xlsx」：第5行（李四）“手机”“**”（2位）不是有效的11位中国大陆手机号码，请填写本人手机号（不加区号、不填座机）。"]
     verify = CliRunner().invoke(main, ["verify"])
