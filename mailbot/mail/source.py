@@ -40,6 +40,9 @@ class FetchedMessage:
     key: str  # opaque handle for settle()/flag(): str(uid) for IMAP, the Maildir key
     arrived_at: datetime  # aware: IMAP INTERNALDATE, Maildir delivery time
     raw: bytes
+    #: the cursor may move up to this UID once the message is recorded: every new message with
+    #: a lower UID has been handed out before it (None: the message's own UID)
+    cursor_uid: int | None = None
 
     def __repr__(self) -> str:  # never dump message bytes into logs
         return (

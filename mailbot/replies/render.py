@@ -73,6 +73,8 @@ OUTCOME_LABELS = {
     "not_annex3": "非附件3",
     "promotion": "候补递补",
     "held": "已收到，待人工处理",
+    "for_staff": "来信转工作人员",
+    "how_to_register": "询问报名方式（已回复空白表）",
     "failed": "处理失败",
     "quarantined": "已隔离",
     "ignored": "已忽略（自动回复/退信等）",
@@ -89,6 +91,11 @@ ATTENTION_LABELS = {
     "over_demand": "超出上报的培训需求数",
     "too_many": "单封邮件报名人数过多",
     "reader_failed": "附件读取失败（资源限制）",
+    "arrival_order": "到达早于已报名成功者（较晚处理）",
+    "withdrawal": "名单中有教师被取消或改报",
+    "question": "来信询问或请求",
+    "institution_missing": "未填写填报单位",
+    "late": "截止后收到报名表",
 }
 
 
