@@ -47,6 +47,11 @@ RULES: tuple[tuple[Intent, re.Pattern[str]], ...] = (
     ("thanks", re.compile(r"谢谢|感谢|多谢|辛苦|收到|好的|thank", re.IGNORECASE)),
 )
 
+#: a person's question or request to this office is written in Chinese; mail without a Chinese
+#: character (newsletters, spam, probes) is not put before staff for a question mark
+_CHINESE_ONLY = frozenset({"request", "how_to_register", "question"})
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
 _ADDITION = re.compile(r"补报|补充报名|补充[^，。]{0,6}(?:教师|老师|名单|人员)|追加|增报|新增[^，。]{0,6}(?:教师|老师|名单|人员|\d|[一二两三四五六七八九十])")
 
 
@@ -68,7 +73,10 @@ def own_words(body: str) -> str:
 def classify(subject: str, body: str) -> Intent:
     """The intent of a mail without a form, by the first rule of :data:`RULES` that matches."""
     text = _nfkc(f"{subject}\n{own_words(body)}")
+    chinese = bool(_CJK.search(text))
     for intent, pattern in RULES:
+        if intent in _CHINESE_ONLY and not chinese:
+            continue
         if pattern.search(text):
             return intent
     return "none"
