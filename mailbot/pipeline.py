@@ -706,6 +706,11 @@ class Intake:
                             f"（{c.request.program}，回执{receipt}，未登记，已请其核对）",
                             detail={"first_nominee": c.other_nominee, "first_receipt": first[0] if first else "",
                                     "first_sender": first[1] if first else ""}, **item)
+        if result.by_contact and result.asked:  # an addition also asking to move someone
+            listed = "；".join(f"{c.name}（{c.id_masked}，{c.detail}）" for c in result.asked)
+            staff_items.add(self.state, "change_request",
+                            f"补报邮件中另要求更改{len(result.asked)}名已登记教师（未执行）：{listed}",
+                            detail={"asked": len(result.asked)}, **item)
         if result.withdrawn:
             listed = "；".join(f"{c.name}（{c.id_masked}，{'取消' if c.kind == 'removed' else '改报'}{c.detail}）"
                               for c in result.withdrawn)

@@ -68,16 +68,18 @@ def test_a_form_with_only_new_names_adds_them_and_withdraws_nobody(state: State)
     assert _statuses(state) == [("教师1", "seated"), ("教师2", "seated"), ("教师3", "seated")]
 
 
-def test_a_form_marked_as_an_addition_withdraws_nobody_even_when_it_repeats_a_teacher(state: State) -> None:
-    ledger = SeatLedger(state, {BIM: 5}, rules_version="t")
+def test_a_form_marked_as_an_addition_withdraws_and_moves_nobody_even_when_it_repeats_a_teacher(
+        state: State) -> None:
+    ledger = SeatLedger(state, {BIM: 5, WEB: 5}, rules_version="t")
     _submit(state, ledger, "A", 1, [_req(1), _req(2)])
     msg = _message(state, 2, "2020-11-02T01:00:00+00:00")
     with state.transaction():
         result = ledger.apply_submission(
-            institution_key="A", institution="A", requests=[_req(1), _req(3)],
-            present_ids={_req(1).id_number, _req(3).id_number}, message=msg,
+            institution_key="A", institution="A", requests=[_req(1, WEB), _req(3)],
+            present_ids={_req(1).id_number, _req(3).id_number, _req(2).id_number}, message=msg,
             arrived_at="2020-11-02T01:00:00+00:00", uid=2, sender="A@x.edu.cn", adds_only=True)
-    assert result.addition and result.withdrawn == [] and result.asked == []
+    assert result.addition and result.withdrawn == []
+    assert [(c.kind, c.name, c.detail) for c in result.asked] == [("changed", "教师1", f"{BIM} → {WEB}")]
     assert _statuses(state) == [("教师1", "seated"), ("教师2", "seated"), ("教师3", "seated")]
 
 

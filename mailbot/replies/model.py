@@ -148,6 +148,7 @@ AttentionCategory = Literal[
     "failed", "quarantined", "stuck_sending", "domain_mismatch", "conflict", "other",
     "other_sender", "over_demand", "too_many", "reader_failed",
     "other_sender", "over_demand", "too_many", "arrival_order", "withdrawal", "question",
+    "change_request",
     "institution_missing", "late",
 ]
 

@@ -93,6 +93,7 @@ ATTENTION_LABELS = {
     "reader_failed": "附件读取失败（资源限制）",
     "arrival_order": "到达早于已报名成功者（较晚处理）",
     "withdrawal": "名单中有教师被取消或改报",
+    "change_request": "补报邮件中要求更改已登记教师",
     "question": "来信询问或请求",
     "institution_missing": "未填写填报单位",
     "late": "截止后收到报名表",
