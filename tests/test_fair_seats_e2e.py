@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,19 @@ def _masked(serial: int) -> str:
     return mask_id(str(nominee(serial).id_number))
 
 
+GOLDEN = Path(__file__).resolve().parent / "golden_replies"
+
+
+def _golden(name: str, reply: Reply) -> None:
+    """The reply as sent, against ``golden_replies/<name>.txt``.  Regenerate with
+    ``MAILBOT_UPDATE_GOLDEN=1`` and review the difference by reading it."""
+    text = f"Subject: {reply.subject}\n\n{reply.text}"
+    path = GOLDEN / f"{name}.txt"
+    if os.environ.get("MAILBOT_UPDATE_GOLDEN") == "1":
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
 # -- arrival order -----------------------------------------------------------------------------
 
 def test_within_a_poll_the_earlier_arrival_gets_the_seat_whatever_the_uids(
@@ -126,6 +140,7 @@ def test_across_polls_an_earlier_mail_handled_late_takes_no_seat_from_anyone_tol
     assert ("说明：本邮件的到达时间早于部分已获通知报名成功的教师，但较晚才得到处理；为不改动已通知的结果，"
             "标注“待工作人员审核”的1名教师暂不占用名额，已转工作人员决定，结果将另行邮件通知。") in lines
     assert SCHOOL_A not in reply.text
+    _golden("fair_seats_held_by_arrival", reply)
     assert _items(parts) == [("arrival_order", SCHOOL_B, B,
                               f"邮件到达时间2020-11-02 09:00:00（UID {uid}）早于已获通知报名成功的教师，但较晚处理；"
                               f"所报项目已满，以下教师待决定（未占名额，未改动已报名成功者）：{LOGISTICS}1名")]
@@ -172,6 +187,7 @@ def test_a_supplement_from_the_contact_of_record_adds_and_says_the_list_stands(
     lines = reply.text.splitlines()
     assert "说明：本邮件按补报处理：只新增教师，贵单位此前登记的教师均保持不变。" in lines
     assert not [ln for ln in lines if ln.startswith("【请注意】")]
+    _golden("fair_seats_supplement_by_the_contact", reply)
     assert _items(parts) == []
 
 
@@ -190,6 +206,8 @@ def test_promotions_of_one_event_reach_each_address_as_one_mail(
     assert [ln for ln in promotion.text.splitlines() if ln[:3] in ("1. ", "2. ")] == [
         f"1. {nominee(3).name}（身份证号 {_masked(3)}）", f"2. {nominee(4).name}（身份证号 {_masked(4)}）"]
     assert _seats(parts)[3:] == [(nominee(3).name, "seated", SCHOOL_B), (nominee(4).name, "seated", SCHOOL_B)]
+    _golden("fair_seats_promotions_batched", promotion)
+    _golden("fair_seats_replaced_list", mails[A][0])
 
 
 # -- conflicts ---------------------------------------------------------------------------------
@@ -210,6 +228,7 @@ def test_a_conflict_is_a_finding_that_names_no_other_school_and_staff_see_both_s
     assert [ln for ln in lines if ln[:3] in ("1. ", "2. ") and "身份证号 " in ln] == [
         f"1. {nominee(2).name}（身份证号 {_masked(2)}，表格第5行）"]
     (book_name,) = reply.attachments
+    _golden("fair_seats_conflict", reply)
     book = next(p for p in email.message_from_bytes(raw_b).walk()
                 if p.get_filename() and p.get_content_type().endswith("sheet"))
     sheet = load_workbook(io.BytesIO(book.get_payload(decode=True))).active
@@ -239,6 +258,7 @@ def test_a_question_without_a_form_is_acknowledged_and_reaches_the_staff_list(
     lines = ack.text.splitlines()
     assert "您的来信已转工作人员，我们已于2020年11月2日 09:00收到，工作人员将尽快答复。" in lines
     assert f"回执号：{receipt}" in lines
+    _golden("fair_seats_question_acknowledged", ack)
     assert _items(parts) == [("question", "", A, "来信（无报名表）主题“咨询”：请问候补的老师什么时候能知道结果？"
                                                  "11月9日以后还能换人吗？ / 王老师")]
     (alert,) = mails[STAFF]
@@ -269,6 +289,7 @@ def test_how_do_i_register_gets_the_blank_form_the_programs_and_the_platform_not
     (mail,) = smtp_sink.wait_for(1)
     reply = parse_reply(mail.raw)
     assert reply.attachments == ("附件3：高校参训教师信息汇总表.xlsx",)
+    _golden("fair_seats_how_to_register", reply)
     programs = [ln for ln in reply.text.splitlines() if "（承办院校：" in ln]
     assert programs == [f"{i}. {p.name}（承办院校：{p.host}）" for i, p in enumerate(parts.rules.programs, 1)]
     assert len(programs) == 15
@@ -289,6 +310,7 @@ def test_a_form_without_its_school_seats_nobody_until_the_school_is_named(
     mails = _mails_since(smtp_sink, 0, 2)
     assert _seats(parts) == [(nominee(1).name, "held", ""), (nominee(2).name, "held", "")]
     lines = mails[A][0].text.splitlines()
+    _golden("fair_seats_blank_institution", mails[A][0])
     assert "1. 「报名表.xlsx」「填报单位（盖章）」列：表头“填报单位（盖章）”未填写，请填写学校全称。" in lines
     assert ("说明：汇总表未填写“填报单位”，以上教师暂不占用名额；请在表头填写学校全称后重新发送，"
             "教师按重新收到的时间排序。") in lines
