@@ -701,7 +701,7 @@ class Intake:
             first = self.state.db.conn.execute(
                 "SELECT receipt, sender FROM messages WHERE id = ?", [c.other_message]).fetchone()
             staff_items.add(self.state, "conflict",
-                            f"身份证号{c.request.id_masked}重复：先报 {c.other_institution}（{c.other_program}，"
+                            f"身份证号{c.request.id_masked}重复：先报 {c.other_institution or '未填单位'}（{c.other_program}，"
                             f"回执{first[0] if first else '?'}，已保留）；后报 {institution or '未填单位'}"
                             f"（{c.request.program}，回执{receipt}，未登记，已请其核对）",
                             detail={"first_nominee": c.other_nominee, "first_receipt": first[0] if first else "",
