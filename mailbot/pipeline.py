@@ -608,7 +608,7 @@ class Intake:
         elif any(v.outcome in (Outcome.OK, Outcome.NEEDS_CORRECTION) for _, v in a.verdicts):
             rows = sum(len(v.rows) for _, v in a.verdicts)
             staff_items.add(self.state, "late",
-                            f"截止后收到报名表（{rows}行），未自动登记，贵单位此前的名单不变；如需补录或更换，由工作人员决定",
+                            f"截止后收到报名表（{rows}行），未自动登记，该校此前的名单不变；如需补录或更换，由工作人员决定",
                             detail={"rows": rows}, **item)
 
     # -- only the school changes its list ---------------------------------------------------
@@ -618,11 +618,11 @@ class Intake:
             return ()
         notes: list[str] = []
         if result.held_unnamed:
-            notes.append("汇总表未填写“填报单位”，以上教师暂不占用名额；请在表头填写学校全称后重新发送，"
+            notes.append("汇总表未填写“填报单位”：请在表头填写学校全称后重新发送，"
                          "教师按重新收到的时间排序。")
         if result.held_by_arrival:
             notes.append(f"本邮件的到达时间早于部分已获通知报名成功的教师，但较晚才得到处理；为不改动已通知的结果，"
-                         f"标注“待工作人员审核”的{len(result.held_by_arrival)}名教师暂不占用名额，已转工作人员决定，"
+                         f"标注“待工作人员审核”的{len(result.held_by_arrival)}名教师由工作人员决定，"
                          "结果将另行邮件通知。")
         if result.addition and result.resubmission and result.by_contact:
             notes.append("本邮件按补报处理：只新增教师，贵单位此前登记的教师均保持不变。")

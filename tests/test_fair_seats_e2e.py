@@ -138,7 +138,7 @@ def test_across_polls_an_earlier_mail_handled_late_takes_no_seat_from_anyone_tol
     lines = reply.text.splitlines()
     assert "   报名状态：待工作人员审核" in lines
     assert ("说明：本邮件的到达时间早于部分已获通知报名成功的教师，但较晚才得到处理；为不改动已通知的结果，"
-            "标注“待工作人员审核”的1名教师暂不占用名额，已转工作人员决定，结果将另行邮件通知。") in lines
+            "标注“待工作人员审核”的1名教师由工作人员决定，结果将另行邮件通知。") in lines
     assert SCHOOL_A not in reply.text
     _golden("fair_seats_held_by_arrival", reply)
     assert _items(parts) == [("arrival_order", SCHOOL_B, B,
@@ -312,7 +312,7 @@ def test_a_form_without_its_school_seats_nobody_until_the_school_is_named(
     lines = mails[A][0].text.splitlines()
     _golden("fair_seats_blank_institution", mails[A][0])
     assert "1. 「报名表.xlsx」「填报单位（盖章）」列：表头“填报单位（盖章）”未填写，请填写学校全称。" in lines
-    assert ("说明：汇总表未填写“填报单位”，以上教师暂不占用名额；请在表头填写学校全称后重新发送，"
+    assert ("说明：汇总表未填写“填报单位”：请在表头填写学校全称后重新发送，"
             "教师按重新收到的时间排序。") in lines
     assert _items(parts) == [("institution_missing", "", A,
                               "汇总表未填写填报单位：2名教师待审核（未占名额），已请发件人补填后重发")]
@@ -332,5 +332,5 @@ def test_a_form_after_the_deadline_changes_nothing_and_goes_to_staff(
     _send(dovecot, imap_account, A, [1], 9, day=10)  # would withdraw teacher 2
     assert parts.intake.poll_once().outcomes == {"late": 1}
     assert _seats(parts) == [(nominee(1).name, "seated", SCHOOL_A), (nominee(2).name, "seated", SCHOOL_A)]
-    assert _items(parts) == [("late", SCHOOL_A, A, "截止后收到报名表（1行），未自动登记，贵单位此前的名单不变；"
+    assert _items(parts) == [("late", SCHOOL_A, A, "截止后收到报名表（1行），未自动登记，该校此前的名单不变；"
                                                    "如需补录或更换，由工作人员决定")]
