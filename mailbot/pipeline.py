@@ -386,10 +386,6 @@ class Intake:
                 })
                 receipt = f"{self.rules.campaign.id}-{msg_pk:06d}"
                 db.execute("UPDATE messages SET receipt = ? WHERE id = ?", [receipt, msg_pk])
-                self.state.add_event("message_recorded", {
-                    "outcome": a.outcome, "reason": mask_text(a.reason)[:500], "receipt": receipt,
-                    "arrived_at": arrived_utc, "domain_mismatch": mismatch},
-                    actor=self.actor, rules_version=self.version, message=msg_pk)
                 for scan, rel in stored_scans:
                     self._record_attachment(msg_pk, scan, "scan", rel)
                 form_rows = self._record_forms(msg_pk, a)
@@ -400,7 +396,12 @@ class Intake:
                         a = replace(a, outcome="correction", reply="correction",
                                     reason="identity number registered before")
                         db.execute("UPDATE messages SET outcome = ?, reason = ? WHERE id = ?",
-                                   [a.outcome, a.reason, msg_pk])
+                                   [a.outcome, mask_text(a.reason)[:2000], msg_pk])
+                # after the seats: the ledger may have turned an acceptance into a correction
+                self.state.add_event("message_recorded", {
+                    "outcome": a.outcome, "reason": mask_text(a.reason)[:500], "receipt": receipt,
+                    "arrived_at": arrived_utc, "domain_mismatch": mismatch},
+                    actor=self.actor, rules_version=self.version, message=msg_pk)
                 if a.reply is not None and p is not None:
                     self._queue_reply(msg_pk, receipt, fetched, a, institution, result)
                 if result is not None:

@@ -20,6 +20,7 @@ from mailbot.mail.imap import ImapSource
 from mailbot.mail.source import ImapSettings
 from mailbot.masking import mask_id
 from mailbot.office.digest import build_digest
+from mailbot.office.proof import prove
 from mailbot.replies.render import ReplyRenderer
 
 pytestmark = pytest.mark.servers
@@ -239,6 +240,7 @@ def test_a_conflict_is_a_finding_that_names_no_other_school_and_staff_see_both_s
                f"后报 {SCHOOL_B}（{LOGISTICS}，回执{_receipt(parts, B)}，未登记，已请其核对）")
     assert _items(parts) == [("conflict", SCHOOL_B, B, summary)]
     assert f"【身份证号冲突】{SCHOOL_B}：{summary}" in _digest_text(parts)
+    assert prove(parts.state).breaks == []  # the log explains the correction the conflict made
 
 
 # -- mail for a person -------------------------------------------------------------------------
@@ -322,6 +324,7 @@ def test_a_form_without_its_school_seats_nobody_until_the_school_is_named(
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
     assert _seats(parts) == [(nominee(1).name, "withdrawn", ""), (nominee(2).name, "withdrawn", ""),
                              (nominee(1).name, "seated", SCHOOL_A), (nominee(2).name, "seated", SCHOOL_A)]
+    assert prove(parts.state).breaks == []
 
 
 def test_a_form_after_the_deadline_changes_nothing_and_goes_to_staff(
