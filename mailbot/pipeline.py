@@ -373,6 +373,10 @@ class Intake:
         queued: list[dict[str, Any]] = []
         try:
             with self.state.transaction():
+                if a.outcome == "accepted" and p is not None and self._refused_ahead(a, institution):
+                    # a row's identity number is another school's: a finding, so a correction
+                    a = replace(a, outcome="correction", reply="correction",
+                                reason="identity number registered before")
                 msg_pk = self.state.insert("messages", {
                     "source": fetched.source, "uidvalidity": fetched.uidvalidity, "uid": fetched.uid,
                     "source_key": fetched.key,
@@ -386,6 +390,10 @@ class Intake:
                 })
                 receipt = f"{self.rules.campaign.id}-{msg_pk:06d}"
                 db.execute("UPDATE messages SET receipt = ? WHERE id = ?", [receipt, msg_pk])
+                self.state.add_event("message_recorded", {
+                    "outcome": a.outcome, "reason": mask_text(a.reason)[:500], "receipt": receipt,
+                    "arrived_at": arrived_utc, "domain_mismatch": mismatch},
+                    actor=self.actor, rules_version=self.version, message=msg_pk)
                 for scan, rel in stored_scans:
                     self._record_attachment(msg_pk, scan, "scan", rel)
                 form_rows = self._record_forms(msg_pk, a)
@@ -397,11 +405,6 @@ class Intake:
                                     reason="identity number registered before")
                         db.execute("UPDATE messages SET outcome = ?, reason = ? WHERE id = ?",
                                    [a.outcome, mask_text(a.reason)[:2000], msg_pk])
-                # after the seats: the ledger may have turned an acceptance into a correction
-                self.state.add_event("message_recorded", {
-                    "outcome": a.outcome, "reason": mask_text(a.reason)[:500], "receipt": receipt,
-                    "arrived_at": arrived_utc, "domain_mismatch": mismatch},
-                    actor=self.actor, rules_version=self.version, message=msg_pk)
                 if a.reply is not None and p is not None:
                     self._queue_reply(msg_pk, receipt, fetched, a, institution, result)
                 if result is not None:
@@ -411,7 +414,7 @@ class Intake:
                     for promos in batches.values():
                         self._queue_promotion(msg_pk, promos)
                     self._school_follow_up(msg_pk, receipt, fetched, a, institution, result)
-                if p is not None and a.outcome in ("for_staff", "late"):
+                if p is not None and a.outcome == "for_staff":
                     self._staff_mail_item(msg_pk, receipt, a, institution)
                 if a.outcome in STAFF_OUTCOMES:
                     staff_items.add(self.state, a.outcome, f"{STAFF_OUTCOMES[a.outcome]}：{a.reason}",
@@ -587,6 +590,17 @@ class Intake:
             out.setdefault(index, []).append((req.row, label, coordinate, message))
         return out
 
+    def _refused_ahead(self, a: Assessment, institution: str) -> bool:
+        """Whether the ledger will refuse a row of this mail (another school's identity number,
+        or one repeated in the mail): known before anything is recorded, so the message is
+        recorded once with its final outcome."""
+        assert a.parsed is not None
+        numbers = [r.id_number for _, v in a.verdicts if v.outcome in (Outcome.OK, Outcome.NEEDS_CORRECTION)
+                   for r in v.rows if r.ok and r.program_matched]
+        released = f"sender:{a.parsed.from_addr.lower()}" if institution else ""
+        return self.ledger.any_refused(numbers, institution_key(institution, a.parsed.from_addr),
+                                       ignore_key=released)
+
     def _lead_lines(self, result: SubmissionResult | None) -> tuple[str, ...]:
         """Lines of their own before the list: the mail replaced the school's list."""
         if result is None or not result.withdrawn:
@@ -596,7 +610,7 @@ class Intake:
                 "包含全部教师的汇总表；重新登记的教师按重新收到的时间排序。",)
 
     def _staff_mail_item(self, msg_pk: int, receipt: str, a: Assessment, institution: str) -> None:
-        """A mail a person must read: a question or request without a form, or a late form."""
+        """A mail a person must read: a question or request without a form."""
         assert a.parsed is not None and a.parts is not None
         p = a.parsed
         item = dict(actor=self.actor, rules_version=self.version, institution=institution,
@@ -606,11 +620,6 @@ class Intake:
             staff_items.add(self.state, "question",
                             f"来信（无报名表）主题“{p.subject[:60]}”：{first_lines(p.subject, a.parts.body_text)}",
                             detail={"intent": a.reason}, **item)
-        elif any(v.outcome in (Outcome.OK, Outcome.NEEDS_CORRECTION) for _, v in a.verdicts):
-            rows = sum(len(v.rows) for _, v in a.verdicts)
-            staff_items.add(self.state, "late",
-                            f"截止后收到报名表（{rows}行），未自动登记，该校此前的名单不变；如需补录或更换，由工作人员决定",
-                            detail={"rows": rows}, **item)
 
     # -- only the school changes its list ---------------------------------------------------
     def _school_notes(self, result: SubmissionResult | None) -> tuple[str, ...]:

@@ -149,7 +149,7 @@ AttentionCategory = Literal[
     "other_sender", "over_demand", "too_many", "reader_failed",
     "other_sender", "over_demand", "too_many", "arrival_order", "withdrawal", "question",
     "change_request",
-    "institution_missing", "late",
+    "institution_missing",
 ]
 
 

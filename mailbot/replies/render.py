@@ -96,7 +96,6 @@ ATTENTION_LABELS = {
     "change_request": "补报邮件中要求更改已登记教师",
     "question": "来信询问或请求",
     "institution_missing": "未填写填报单位",
-    "late": "截止后收到报名表",
 }
 
 

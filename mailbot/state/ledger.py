@@ -547,15 +547,22 @@ class SeatLedger:
         self._fill(program, message=message, exclude_message=None, promotions=promotions)
         return promotions
 
-
-def decided_seats(state: State) -> dict[str, int]:
-    """Seats set by staff decisions (``seats_changed`` events), the latest per program: they
-    override the rules file's seats until a later decision."""
-    seats: dict[str, int] = {}
-    for (detail,) in state.db.conn.execute("SELECT detail FROM events WHERE kind = 'seats_changed' ORDER BY id"):
-        d = json.loads(detail)
-        seats[d["program"]] = int(d["to"])
-    return seats
+    def any_refused(self, id_numbers: list[str], institution_key: str, *, ignore_key: str = "") -> bool:
+        """Whether ``apply_submission`` would refuse one of these rows as a conflict: the number
+        repeated among them, or active for another school (``ignore_key``'s rows are about to
+        be released).  Read only."""
+        hashes = [id_hash(i) for i in id_numbers]
+        if len(set(hashes)) < len(hashes):
+            return True
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            if self.db.conn.execute(
+                    f"SELECT 1 FROM nominees WHERE id_hash IN ({marks}) AND institution_key NOT IN (?, ?) "
+                    "AND status IN ('seated','waiting','held') LIMIT 1",
+                    [*chunk, institution_key, ignore_key]).fetchone():
+                return True
+        return False
 
     def release_unnamed(self, sender: str, *, message: int) -> int:
         """Withdraw the teachers held because an earlier form of ``sender`` named no school: a
@@ -565,3 +572,13 @@ def decided_seats(state: State) -> dict[str, int]:
         for n in rows:
             self._set_status(n, "withdrawn", why="a later form names the school", message=message)
         return len(rows)
+
+
+def decided_seats(state: State) -> dict[str, int]:
+    """Seats set by staff decisions (``seats_changed`` events), the latest per program: they
+    override the rules file's seats until a later decision."""
+    seats: dict[str, int] = {}
+    for (detail,) in state.db.conn.execute("SELECT detail FROM events WHERE kind = 'seats_changed' ORDER BY id"):
+        d = json.loads(detail)
+        seats[d["program"]] = int(d["to"])
+    return seats
