@@ -162,6 +162,10 @@ CONTEXTS: dict[str, ReplyContext] = {
         nominee(5, "李红", CNC, "浙江机电职业技术学院", ID_B),
     )),
     "held": base("held", institution="", contact=""),
+    "acknowledgement": base("acknowledgement", institution="", contact=""),
+    "how_to_register": base("how_to_register", institution="", contact="",
+                            programs=((BIM, "浙江工业大学"), (CNC, "浙江机电职业技术学院")),
+                            correction_workbooks=(("附件3：高校参训教师信息汇总表.xlsx", b"PK\x03\x04fake"),)),
 }
 
 

@@ -68,6 +68,10 @@ def _named(text: str, serials: list[int]) -> list[int]:
     return [s for s in serials if nominee(s).name in text or mask_id(str(nominee(s).id_number)) in text]
 
 
+def _receipt(parts, message: int) -> str:
+    return next(parts.state.db.query("SELECT receipt FROM messages WHERE id = ?", [message]))["receipt"]
+
+
 def _seats(parts) -> list[tuple[str, str, str]]:
     return [(r["name"], r["status"], r["sender"]) for r in parts.state.db.query(
         "SELECT name, status, sender FROM nominees ORDER BY id")]
@@ -133,13 +137,26 @@ def test_the_contact_of_record_still_shortens_its_list_and_the_other_sender_is_t
     parts.intake.poll_once()
     smtp_sink.wait_for(4)  # reply, reply, notice to the contact, staff alert
 
-    _send(dovecot, imap_account, CONTACT, [1], 11)  # the school's own complete list: only teacher 1
+    _send(dovecot, imap_account, CONTACT, [1], 11)  # a partial list from the contact of record: it replaces
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
-    mails = _mails_since(smtp_sink, 4, 2)
+    mails = _mails_since(smtp_sink, 4, 3)  # the reply, the other sender's notice, the staff alert
     assert _seats(parts) == [(nominee(1).name, "seated", CONTACT), (nominee(2).name, "withdrawn", CONTACT),
                              (nominee(3).name, "withdrawn", CONTACT), (nominee(4).name, "withdrawn", OTHER)]
     (reply,) = mails[CONTACT]
     assert _named(reply.text, [1, 2, 3, 4]) == [1, 2, 3]
+    lines = reply.text.splitlines()
+    warning = ("【请注意】本邮件来自贵单位报名联系邮箱，已按贵单位的完整名单处理：此前登记的3名教师不在本表中或改报了项目，"
+               "已相应取消或更改（见下方变更情况）。如非本意，请在截止时间前重新发送包含全部教师的汇总表；"
+               "重新登记的教师按重新收到的时间排序。")
+    assert (lines[1], lines[2], lines[3]) == ("", warning, "")  # a line of its own, before the list
+    assert lines[4].startswith("我们已于")
+    (alert,) = mails[STAFF]
+    assert [ln.rsplit("，", 1)[0] for ln in alert.text.splitlines() if ln[:3] == "1. "] == [
+        f"1. 【名单中有教师被取消或改报】{SCHOOL}：报名联系邮箱的新名单取消或更改3名教师："
+        f"{nominee(2).name}（{mask_id(str(nominee(2).id_number))}，取消{LOGISTICS}）；"
+        f"{nominee(3).name}（{mask_id(str(nominee(3).id_number))}，取消{LOGISTICS}）；"
+        f"{nominee(4).name}（{mask_id(str(nominee(4).id_number))}，取消{LOGISTICS}）"
+        f"（回执号{_receipt(parts, 3)}），发件人：{CONTACT}"]
     assert "说明：另有1名由其他邮箱登记的贵单位教师已按本次名单删除或更改，已分别通知原登记邮箱。" in reply.text.splitlines()
     (changed,) = mails[OTHER]
     assert _named(changed.text, [1, 2, 3, 4]) == [4]

@@ -1,6 +1,6 @@
 """The staff digest: what happened in a period, seats per program, what needs a person (the
-open items of the staff list, ``mailbot.office.staff_items``, plus replies stuck in the outbox,
-domain mismatches and conflicts of the period).
+open items of the staff list, ``mailbot.office.staff_items`` (conflicts, withdrawals, questions
+among them), plus replies stuck in the outbox and domain mismatches of the period).
 
 Everything in it is masked; it is queued in the outbox like a reply (kind ``digest``), one
 row per staff address, so it is sent (and audited) the same way.
@@ -57,11 +57,6 @@ def build_digest(state: State, rules: CampaignRules, settings: Settings, *,
                       "WHERE domain_mismatch = 1 AND recorded_at >= ? ORDER BY id", [lo]):
         attention.append(AttentionItem("domain_mismatch", f"表内填报单位“{r['institution']}”与发件邮箱域名不一致",
                                        r["receipt"], r["sender"], when(r["recorded_at"])))
-    for r in state.query("SELECT n.id_masked, n.institution, n.program, n.updated_at, m.receipt, n.sender "
-                      "FROM nominees n JOIN messages m ON m.id = n.message "
-                      "WHERE n.status = 'conflict' AND n.updated_at >= ? ORDER BY n.id", [lo]):
-        attention.append(AttentionItem("conflict", f"身份证号{r['id_masked']}重复报名（{r['institution']}，{r['program']}）",
-                                       r["receipt"], r["sender"], when(r["updated_at"])))
     return DigestContext(campaign=rules.campaign.title, generated_at=now, period_start=since, period_end=now,
                          outcome_counts=counts, programs=programs, attention=tuple(attention),
                          deadline=rules.deadline.aware, chain_head=grouped_head(state.chain_head()),

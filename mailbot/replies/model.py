@@ -21,6 +21,8 @@ ReplyKind = Literal[
     "not_annex3",
     "promotion",
     "held",
+    "acknowledgement",
+    "how_to_register",
 ]
 REPLY_KINDS: tuple[str, ...] = get_args(ReplyKind)
 
@@ -99,6 +101,8 @@ class ReplyContext:
     signature: str = ""  # closing line; the templates have a default
     notes: tuple[str, ...] = ()  # lines on what this mail could not change in the school's list
     resend_closed: bool = False  # received too close to the deadline to fix and send again
+    lead: tuple[str, ...] = ()  # lines of their own before the list (e.g. "this mail replaced your list")
+    programs: tuple[tuple[str, str], ...] = ()  # (program, host) for how_to_register
 
     def __post_init__(self) -> None:
         if self.kind not in REPLY_KINDS:
@@ -146,6 +150,9 @@ class SchoolNotice:
 AttentionCategory = Literal[
     "failed", "quarantined", "stuck_sending", "domain_mismatch", "conflict", "other",
     "other_sender", "over_demand", "too_many", "reader_failed",
+    "other_sender", "over_demand", "too_many", "arrival_order", "withdrawal", "question",
+    "change_request",
+    "institution_missing",
 ]
 
 

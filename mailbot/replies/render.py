@@ -85,6 +85,8 @@ OUTCOME_LABELS = {
     "not_annex3": "非附件3",
     "promotion": "候补递补",
     "held": "已收到，待人工处理",
+    "for_staff": "来信转工作人员",
+    "how_to_register": "询问报名方式（已回复空白表）",
     "failed": "处理失败",
     "quarantined": "已隔离",
     "ignored": "已忽略（自动回复/退信等）",
@@ -101,6 +103,11 @@ ATTENTION_LABELS = {
     "over_demand": "超出上报的培训需求数",
     "too_many": "单封邮件报名人数过多",
     "reader_failed": "附件读取失败（资源限制）",
+    "arrival_order": "到达早于已报名成功者（较晚处理）",
+    "withdrawal": "名单中有教师被取消或改报",
+    "change_request": "补报邮件中要求更改已登记教师",
+    "question": "来信询问或请求",
+    "institution_missing": "未填写填报单位",
 }
 
 
@@ -180,6 +187,8 @@ SUBJECT_RESULTS = {
     "not_annex3": "附件不是附件3汇总表",
     "promotion": "候补转为录取",
     "held": "已收到，待工作人员处理",  # the acknowledgement of mail set aside for staff
+    "acknowledgement": "来信已转工作人员",
+    "how_to_register": "报名方法及附件3空白表",
 }
 """The result in a reply's subject, per reply kind: mailbot's own words only."""
 

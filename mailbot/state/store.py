@@ -155,7 +155,7 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
             institution_key TEXT NOT NULL,
             institution TEXT NOT NULL,
             program TEXT NOT NULL,
-            status TEXT NOT NULL,            -- seated | waiting | withdrawn | conflict
+            status TEXT NOT NULL,            -- seated | waiting | held | withdrawn (conflict: before fair seats)
             requested_at TEXT NOT NULL,      -- arrival time of the mail that asked (FCFS key)
             request_uid INTEGER NOT NULL,
             request_row INTEGER NOT NULL,
