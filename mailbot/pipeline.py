@@ -385,7 +385,7 @@ class Intake:
                         self._queue_promotion(msg_pk, promo)
                     self._school_follow_up(msg_pk, receipt, fetched, a, institution, result)
                 if a.outcome in STAFF_OUTCOMES:
-                    staff_items.add(self.state, a.outcome, f"{STAFF_OUTCOMES[a.outcome]}：{a.reason}",
+                    staff_items.add(self.state, a.outcome, staff_items.outcome_summary(a.outcome, a.reason),
                                     actor=self.actor, rules_version=self.version, institution=institution,
                                     sender=p.from_addr if p else "", message=msg_pk, receipt=receipt)
                 failed_reads = [att.filename for att, v in a.verdicts
