@@ -212,7 +212,7 @@ def test_the_period_shows_the_mail_and_the_changes_since_the_last_digest_or_sinc
 def test_needs_a_person_lists_each_case_with_school_sender_receipt_and_age(campaign) -> None:
     items = _section(_cli("digest", "--since", "2020-01-01", "--config", str(campaign)), "三、需要人工处理的事项")
     assert [line for line in items if re.match(r"\d+\. ", line)] == [
-        "1. 【回复未能送达】报名成功回复：对方邮件服务器拒收（代码550，5.7.1），请核对收件地址或改用其他方式联系",
+        "1. 【回复发送失败】回复#1（报名成功）：对方邮件服务器拒收（代码550，5.7.1），请核对收件地址或改用其他方式联系",
         f"2. 【身份证号冲突】身份证号{mask_id(nominee(1).id_number)}重复报名{LOGISTICS}，"
         f"已由甲职业技术学院报名{LOGISTICS}（回执zhejiang-2020-1x-000001）",
         "3. 【截止后来信】截止后收到报名表（11月10日 09:00到达），未登记",

@@ -131,7 +131,7 @@ def test_smtp_5xx_marks_the_reply_failed_with_an_event_shows_it_to_staff_and_nev
     (receipt,) = _receipts(parts)
     assert _attention(parts) == [("reply_failed", receipt)]
     lines = _digest_text(parts).splitlines()
-    at = lines.index("1. 【回复未能送达】报名成功回复：对方邮件服务器拒收（代码550，5.7.1），请核对收件地址或改用其他方式联系")
+    at = lines.index("1. 【回复发送失败】回复#1（报名成功）：对方邮件服务器拒收（代码550，5.7.1），请核对收件地址或改用其他方式联系")
     assert re.fullmatch(rf"   学校：浙江wang职业技术学院；发件人：wang@zjxx\.edu\.cn；回执：{receipt}；"
                         rf"已等待不到1小时（自\d{{4}}年\d+月\d+日 \d\d:\d\d起）", lines[at + 1]), lines[at + 1]
 
@@ -156,7 +156,7 @@ def test_connection_dropped_after_data_marks_the_reply_unknown_never_resent_and_
     first_receipt = _receipts(parts)[0]
     assert _attention(parts) == [("reply_unknown", first_receipt)]
     lines = _digest_text(parts).splitlines()
-    at = lines.index("1. 【回复是否送达不明】报名成功回复：发送时连接中断，无法确认对方是否收到，请核实后再决定是否重发")
+    at = lines.index("1. 【回复投递情况不明】回复#1（报名成功）：发送时连接中断，无法确认对方是否收到，请核实后再决定是否重发")
     assert lines[at + 1].startswith(f"   学校：浙江wang职业技术学院；发件人：wang@zjxx.edu.cn；回执：{first_receipt}；已等待")
 
 

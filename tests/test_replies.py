@@ -455,7 +455,7 @@ def test_the_digest_counts_seats_and_lists_masked_attention_items(renderer):
         f"（1）{BIM}（浙江工业大学）", "   已录取50/50  ■■■■■■■■■■■■■■■■■■■■ 100%【已满】", "   候补4人，待审核0人",
         f"（2）{CNC}（浙江机电职业技术学院）", "   已录取17/50  ■■■■■■■□□□□□□□□□□□□□ 34%", "   候补0人，待审核0人"]
     assert "合计：已录取67/100，候补4人，待审核0人" in lines
-    item = lines.index("2. 【回复是否送达不明】回复发送状态未知")
+    item = lines.index("2. 【回复投递情况不明】回复发送状态未知")
     assert lines[item + 1] == ("   学校：浙江某某职业技术学院；发件人：c@d.edu.cn；回执：ZJ2020-000088；"
                                "已等待2天3小时（自2020年11月4日 05:00起）")
     assert mask_id(ID_A) in rendered.text and ID_A not in rendered.text + rendered.html

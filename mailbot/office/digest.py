@@ -170,14 +170,15 @@ def _attention(state: State, lo: str, hi: str, tz: tzinfo) -> tuple[AttentionIte
         summary = "邮件已隔离，未处理" if r["outcome"] == "quarantined" else "邮件处理失败，未登记"
         items.append(AttentionItem(r["outcome"], summary, r["receipt"], r["sender"], when(r["recorded_at"]),
                                    r["institution"]))
-    # Replies (and staff mail) whose delivery failed or is unknown, until staff resolve them.
+    # Replies (and staff mail) whose delivery failed or is unknown, until staff resend or resolve
+    # them (``mailbot decide resend|resolve <reply id>``).
     for r in state.query(
-            "SELECT o.kind, o.status, o.last_error, o.to_address, o.created_at, m.receipt, m.institution "
+            "SELECT o.id, o.kind, o.status, o.last_error, o.to_address, o.created_at, m.receipt, m.institution "
             "FROM outbox o LEFT JOIN messages m ON m.id = o.message "
             "WHERE o.status IN ('unknown','failed','sending') ORDER BY o.id"):
         category = "reply_failed" if r["status"] == "failed" else "reply_unknown"
         what = OUTCOME_LABELS.get(r["kind"], "")
-        summary = f"{what}回复：" if what else "回复："
+        summary = f"回复#{r['id']}（{what}）：" if what else f"回复#{r['id']}："  # as `mailbot decide resend` takes it
         items.append(AttentionItem(category, summary + delivery_summary(r["status"], r["last_error"]),
                                    r["receipt"] or "", r["to_address"], when(r["created_at"]),
                                    r["institution"] or ""))

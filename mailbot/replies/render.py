@@ -83,8 +83,8 @@ OTHER_LABEL = "其他"  # a code without a label is never shown as is (staff rea
 ATTENTION_LABELS = {
     "failed": "处理失败",
     "quarantined": "已隔离",
-    "reply_failed": "回复未能送达",
-    "reply_unknown": "回复是否送达不明",
+    "reply_failed": "回复发送失败",
+    "reply_unknown": "回复投递情况不明",
     "domain_mismatch": "发件域名与单位不符",
     "conflict": "身份证号冲突",
     "other": "其他",
