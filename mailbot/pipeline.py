@@ -417,7 +417,7 @@ class Intake:
                 if p is not None and a.outcome == "for_staff":
                     self._staff_mail_item(msg_pk, receipt, a, institution)
                 if a.outcome in STAFF_OUTCOMES:
-                    staff_items.add(self.state, a.outcome, f"{STAFF_OUTCOMES[a.outcome]}：{a.reason}",
+                    staff_items.add(self.state, a.outcome, staff_items.outcome_summary(a.outcome, a.reason),
                                     actor=self.actor, rules_version=self.version, institution=institution,
                                     sender=p.from_addr if p else "", message=msg_pk, receipt=receipt)
                 failed_reads = [att.filename for att, v in a.verdicts

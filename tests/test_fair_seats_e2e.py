@@ -239,7 +239,10 @@ def test_a_conflict_is_a_finding_that_names_no_other_school_and_staff_see_both_s
     summary = (f"身份证号{_masked(1)}重复：先报 {SCHOOL_A}（{LOGISTICS}，回执{_receipt(parts, A)}，已保留）；"
                f"后报 {SCHOOL_B}（{LOGISTICS}，回执{_receipt(parts, B)}，未登记，已请其核对）")
     assert _items(parts) == [("conflict", SCHOOL_B, B, summary)]
-    assert f"【身份证号冲突】{SCHOOL_B}：{summary}" in _digest_text(parts)
+    lines = _digest_text(parts).splitlines()
+    (at,) = [i for i, line in enumerate(lines) if "【身份证号冲突】" in line]
+    assert (lines[at], lines[at + 1].split("；已等待")[0]) == (
+        f"1. 【身份证号冲突】{summary}", f"   学校：{SCHOOL_B}；发件人：{B}；回执：{_receipt(parts, B)}")
     assert prove(parts.state).breaks == []  # the log explains the correction the conflict made
 
 
