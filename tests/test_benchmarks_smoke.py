@@ -62,3 +62,10 @@ def test_idle_poll_benchmark_sends_one_status_per_idle_poll_whatever_the_mailbox
         ("kept", 0): {"UNSELECT STATUS": 1, "STATUS": 2},
         ("kept", 20): {"STATUS": 3},
     }
+
+
+@pytest.mark.timeout(120)
+def test_idle_latency_benchmark_gets_a_reply_to_every_mail_from_the_running_daemon() -> None:
+    result = _run("idle_latency.py", "--mails", "2", "--gap", "0")
+    assert (result["mails"], result["replies"], result["exit_status"]) == (2, 2, 0)
+    assert len(result["latencies_s"]) == 2
