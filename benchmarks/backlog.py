@@ -25,7 +25,7 @@ Run: ``.venv/bin/python benchmarks/backlog.py [--messages 1000,10000] [--profile
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
 import html
 import imaplib
 import io
@@ -480,7 +480,10 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         args.messages = size
         results.append(orchestrate(args))
-        if not args.json:
+        if args.json:  # each size's table as soon as it is known, the JSON at the end
+            with contextlib.redirect_stdout(sys.stderr):
+                print_table(results[-1])
+        else:
             print_table(results[-1])
             if args.profile:
                 print("\n" + results[-1]["profile"])
