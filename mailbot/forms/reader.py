@@ -83,7 +83,8 @@ _FOOTER_RE = re.compile(r"^(?:说\s*明|填\s*表\s*说\s*明|注\s*[:：])")
 
 _NEEDLE_RE = re.compile("|".join(re.escape(n) for _key, needles in _CONTAINS for n in needles))
 _LABEL_CACHE: dict[str, str | None] = {}
-_LABEL_CACHE_SIZE = 4096
+_LABEL_CACHE_SIZE = 4096  # texts, each at most _LABEL_CACHE_TEXT characters: a bounded table
+_LABEL_CACHE_TEXT = 64
 
 
 def match_label(text: str) -> str | None:
@@ -99,9 +100,10 @@ def match_label(text: str) -> str | None:
         key = _match_compacted(text.replace(" ", ""))
     else:
         key = _match_compacted(compact(text))
-    if len(_LABEL_CACHE) >= _LABEL_CACHE_SIZE:
-        _LABEL_CACHE.clear()
-    _LABEL_CACHE[text] = key
+    if len(text) <= _LABEL_CACHE_TEXT:
+        if len(_LABEL_CACHE) >= _LABEL_CACHE_SIZE:
+            _LABEL_CACHE.clear()
+        _LABEL_CACHE[text] = key
     return key
 
 
