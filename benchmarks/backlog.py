@@ -382,11 +382,13 @@ def run_phase(phase: str, account: Any, sink: CountingSink, state: Path, args: a
     if args.profile and phase == "mailbot":
         cmd += ["--profile", "--profile-top", str(args.profile_top)]
     before = sink.accepted
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     sampler = TreeRssSampler(proc.pid)
     sampler.start()
     stdout, stderr = proc.communicate()
     sampler.stop()
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{phase} phase failed:\n{stderr[-4000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
@@ -394,6 +396,9 @@ def run_phase(phase: str, account: Any, sink: CountingSink, state: Path, args: a
     result["smtp_accepted"] = sink.accepted - before
     result["tree_peak_rss_mb"] = round(sampler.peak_kb / 1024, 1)
     result["tree_max_processes"] = sampler.max_processes
+    # CPU of the phase process and every descendant it reaped (its workers): on a shared
+    # machine this moves far less with the load than the wall time.
+    result["cpu_s"] = round((cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime), 2)
     return result
 
 
@@ -410,7 +415,8 @@ def print_table(res: dict[str, Any]) -> None:
         print(f"{key:<9}{r['seconds']:>9.1f}{r['seconds'] / n * 1000:>9.1f}{n / r['seconds']:>9.1f}"
               f"{r['sql_statements'] / n:>10.1f}{r['tree_peak_rss_mb']:>13.1f}{r['tree_max_processes']:>11}"
               f"{r['smtp_accepted']:>11}")
-    print(f"\nratio mailbot / floor: {res['ratio']:.2f}")
+    print(f"\nratio mailbot / floor: {res['ratio']:.2f} wall, {res['cpu_ratio']:.2f} CPU "
+          f"(floor {floor['cpu_s']} s, mailbot {bot['cpu_s']} s of CPU, each phase's process tree)")
     print(f"mailbot outcomes: {bot['outcomes']}; nominees: {bot['nominees']}")
     print(f"mailbot SQL statements by kind: {bot['sql_kinds']} (+{bot['sql_trigger_statements']} run by triggers)")
     idle = bot["idle_polls"]
@@ -453,6 +459,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         result["floor"] = run_phase("floor", floor_acct, sink, work / "floor-state", args)
         result["mailbot"] = run_phase("mailbot", bot_acct, sink, work / "bot-state", args)
         result["ratio"] = result["mailbot"]["seconds"] / result["floor"]["seconds"]
+        result["cpu_ratio"] = result["mailbot"]["cpu_s"] / max(result["floor"]["cpu_s"], 0.01)
         result["sql_per_mail"] = result["mailbot"]["sql_statements"] / args.messages
         if args.profile:
             result["profile"] = (work / "bot-state" / "profile.txt").read_text()

@@ -42,6 +42,7 @@ def test_backlog_benchmark_answers_every_mail_in_both_phases() -> None:
     assert bot["idle_polls"]["fetched"] == 0
     assert floor["tree_peak_rss_mb"] > 0 and bot["tree_peak_rss_mb"] > 0
     assert result["ratio"] == bot["seconds"] / floor["seconds"]
+    assert floor["cpu_s"] > 0 and result["cpu_ratio"] == bot["cpu_s"] / max(floor["cpu_s"], 0.01)
 
 
 @pytest.mark.timeout(120)
