@@ -55,9 +55,7 @@ def measure(mails: int, gap_s: float) -> dict[str, object]:
     daemon = None
     try:
         account = dovecot.add_user("idle")
-        config = write_config(work, account, sink)
-        with config.open("a", encoding="utf-8") as fh:  # the harness writes scalars only
-            fh.write(f'\n[trust]\nauthserv_ids = ["{TRUSTED_AUTHSERV_ID}"]\n')
+        config = write_config(work, account, sink, trust={"authserv_ids": [TRUSTED_AUTHSERV_ID]})
         daemon = MailbotProcess("run", config)
         daemon.wait_for("daemon_started", timeout=30)
         time.sleep(IDLE_SETTLE_S)
