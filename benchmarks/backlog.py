@@ -1,24 +1,31 @@
-"""Backlog throughput: mailbot vs the bare I/O it cannot avoid, on the same mailbox, same run.
+"""Backlog throughput: ``mailbot poll`` vs the floor, on the same mailbox, in the same run.
 
 Starts a throwaway Dovecot and an SMTP sink (``tests/servers.py``), appends N realistic
-registration mails to two users (same bytes, same arrival times), then runs, each in a fresh
-child process so time and peak RSS are its own:
+registration mails to two users (same bytes, same arrival times, each with the receiving
+server's ``Authentication-Results`` under the authserv-id mailbot is told to trust), then runs,
+each in a fresh child process of this one:
 
-- ``bare``: the floor -- UID FETCH (batches of 20), MIME parse, ``read_annex3`` on each form
-  attachment, one durable SQLite commit (WAL, synchronous=FULL) and one SMTP send per mail;
+- ``floor``: ``benchmarks/floor.py``, no mailbot code: UID FETCH in batches, compat32 parse, a
+  bare calamine read of the form's first sheet, one INSERT + one durable commit, one short
+  text reply per mail over one SMTP connection;
 - ``mailbot``: ``Intake.poll_once`` as ``mailbot poll`` runs it (production settings: settle by
-  MOVE, copy of each reply APPENDed to ``Sent``).
+  MOVE, copy of each reply APPENDed to ``Sent``, sender trust configured), then idle polls.
 
-Prints a table and the ratio mailbot/bare.  ``--profile`` runs the mailbot phase under
-cProfile and prints the top costs.  ``--json`` prints the result as one JSON object.
+For each size in ``--messages`` (``1000,10000``) it prints wall time, ms/mail, the ratio
+mailbot/floor, SQL statements per mail (``sqlite3.Connection.set_trace_callback`` installed on
+mailbot's connection by this script, not by mailbot), the peak RSS of each phase's process tree
+(this script samples ``/proc`` every 50 ms: the sum of ``VmRSS`` over the phase process and all
+its descendants, e.g. contained reader workers) and the idle polls after the backlog.
+``--profile`` runs the mailbot phase under cProfile and prints the top costs; ``--json`` prints
+the result as one JSON object.
 
-Run: ``.venv/bin/python benchmarks/backlog.py [--messages 10000] [--profile]``.
+Run: ``.venv/bin/python benchmarks/backlog.py [--messages 1000,10000] [--profile]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
 import html
 import imaplib
 import io
@@ -28,9 +35,11 @@ import random
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 import time
@@ -51,7 +60,8 @@ PROGRAMS = ("物流管理", "老年照护", "Web前端开发", "智能财税", "
             "数字创意建模", "智能新能源汽车", "跨境电商B2B数据运营", "研学旅行策划与管理（EEPM）")
 TEMPLATE_INSTITUTION = "浙江模板职业技术学院"
 FORM_FILENAME = "附件3：高校参训教师信息汇总表.xlsx"
-FETCH_BATCH = 20  # same as ImapSettings.fetch_batch
+TRUSTED_AUTHSERV_ID = "mx.zjut.edu.cn"  # the receiving server's own results: mailbot trusts them
+IDLE_POLLS = 20
 _TEXT_NODE = re.compile(rb">([^<>]+)<")
 
 
@@ -154,8 +164,12 @@ def make_backlog(n: int, seed: int = 20201102) -> tuple[list[bytes], MixCounts]:
             attachments = [(FORM_FILENAME, stamper.form(i, rows, institution, bad_phone_row=bad))]
             errors += bad is not None
             clean += bad is None
+        domain = sender.split("@")[1]
+        received = {"Authentication-Results": f"{TRUSTED_AUTHSERV_ID}; spf=pass smtp.mailfrom={domain}; "
+                                              f"dkim=pass header.d={domain}; dmarc=pass header.from={domain}"}
         mails.append(make_mail(sender=sender, subject=f"报名表-{institution}", attachments=attachments,
-                               client=clients[i % len(clients)], message_id=f"<bench.{i}@school{i}.edu.cn>"))
+                               client=clients[i % len(clients)], message_id=f"<bench.{i}@{domain}>",
+                               extra_headers=received))
     return mails, MixCounts(clean, errors, bare)
 
 
@@ -217,70 +231,39 @@ class RssSampler:
             self.samples.append((self.count, round(rss_mb(), 1)))
 
 
-def phase_bare(args: argparse.Namespace) -> dict[str, Any]:
-    """Fetch, MIME-parse, read each form, one durable commit and one SMTP send per mail."""
-    import smtplib
-    import sqlite3
-    from email import policy
-    from email.message import EmailMessage
-    from email.parser import BytesParser
+def phase_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """The floor (``benchmarks/floor.py``): no mailbot code is imported in this process."""
+    from floor import run_floor
 
-    from mailbot.errors import MailbotError
-    from mailbot.forms.reader import read_annex3
-    from mailbot.mail.imap import parse_fetch
-
-    state = Path(args.state)
-    state.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(state / "bare.db", isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE IF NOT EXISTS messages (uid INTEGER PRIMARY KEY, arrived TEXT, sha256 TEXT,"
-               " sender TEXT, rows TEXT)")
-    parser = BytesParser(policy=policy.default)
     sampler = RssSampler(args.messages)
-    forms = rows_read = 0
-    started = time.perf_counter()
-    imap = imaplib.IMAP4(args.host, args.port, timeout=60)
-    imap.login(args.user, args.password)
-    imap.select("INBOX")
-    uids = [int(u) for u in b" ".join(imap.uid("SEARCH", "ALL")[1]).split()]
-    smtp = smtplib.SMTP(args.smtp_host, args.smtp_port, timeout=60)
-    for i in range(0, len(uids), FETCH_BATCH):
-        wanted = ",".join(map(str, uids[i:i + FETCH_BATCH]))
-        typ, data = imap.uid("FETCH", wanted, "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[])")
-        for uid, arrived, raw in parse_fetch(data):
-            msg = parser.parsebytes(raw)
-            found: list[Any] = []
-            for part in msg.walk():
-                name = part.get_filename() or ""
-                if name.lower().endswith((".xlsx", ".xls", ".docx", ".csv")):
-                    forms += 1
-                    try:
-                        reading = read_annex3(part.get_payload(decode=True), name)
-                    except MailbotError:
-                        continue
-                    found += [r.row for r in reading.rows]
-            rows_read += len(found)
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?)",
-                       [uid, arrived.isoformat(), hashlib.sha256(raw).hexdigest(), str(msg["From"]),
-                        json.dumps(found)])
-            db.execute("COMMIT")
-            reply = EmailMessage()
-            reply["From"], reply["To"], reply["Subject"] = "shengpei@zjut.edu.cn", str(msg["From"]), "Re: 报名表"
-            reply.set_content(f"收到，共{len(found)}行。")
-            smtp.sendmail("bounces@zjut.edu.cn", [msg["From"].addresses[0].addr_spec], reply.as_bytes())
-            sampler.tick()
-    elapsed = time.perf_counter() - started
-    smtp.quit()
-    imap.logout()
-    db.close()
-    return {"phase": "bare", "seconds": elapsed, "messages": len(uids), "forms": forms, "rows": rows_read,
+    result = run_floor(args.host, args.port, args.user, args.password, args.smtp_host, args.smtp_port,
+                       Path(args.state), sampler.tick)
+    assert not any(name == "mailbot" or name.startswith("mailbot.") for name in sys.modules), "floor uses mailbot"
+    return {"phase": "floor", "seconds": result.seconds, "messages": result.messages, "forms": result.forms,
+            "sheet_rows": result.rows, "sql_statements": result.sql_statements,
             "peak_rss_mb": round(peak_rss_mb(), 1), "rss_samples": sampler.samples}
 
 
+class StatementCounter:
+    """Counts what SQLite runs on one connection (``set_trace_callback``): installed by this
+    benchmark on mailbot's connection, never by mailbot."""
+
+    def __init__(self, conn: Any) -> None:
+        self.statements = self.triggers = 0
+        self.kinds: dict[str, int] = {}
+        conn.set_trace_callback(self._trace)
+
+    def _trace(self, sql: str) -> None:
+        if sql.startswith("--"):  # a statement run by a trigger
+            self.triggers += 1
+            return
+        self.statements += 1
+        word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        self.kinds[word] = self.kinds.get(word, 0) + 1
+
+
 def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
-    """``Intake.poll_once`` over the whole backlog, as ``mailbot poll`` runs it."""
+    """``Intake.poll_once`` over the whole backlog, as ``mailbot poll`` runs it, then idle polls."""
     from types import SimpleNamespace
 
     from intake_harness import imap_settings, open_intake
@@ -290,11 +273,13 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
     # the hourly reply budget raised past the backlog: every reply must leave in this one poll
     settings = imap_settings(Path(args.state), account, sink, imap={"sent_folder": "Sent", "timeout": 60},
                              mailbox={"kind": "imap", "settle": "move"},
-                             reply={"max_per_hour": 10 * args.messages + 100})
+                             reply={"max_per_hour": 10 * args.messages + 100},
+                             trust={"authserv_ids": (TRUSTED_AUTHSERV_ID,)})
     sampler = RssSampler(args.messages)
     with open(os.devnull, "w") as devnull:
         parts = open_intake(settings, devnull)
         try:
+            counter = StatementCounter(parts.state.db.conn)
             started = time.perf_counter()
             if args.profile:
                 import cProfile
@@ -311,6 +296,14 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 report = parts.intake.poll_once(sampler.tick)
                 elapsed = time.perf_counter() - started
+            statements, triggers, kinds = counter.statements, counter.triggers, dict(counter.kinds)
+            idle_ms, idle_fetched, idle_statements = [], 0, []
+            for _ in range(IDLE_POLLS):
+                before = counter.statements
+                t0 = time.perf_counter()
+                idle_fetched += parts.intake.poll_once().fetched
+                idle_ms.append((time.perf_counter() - t0) * 1000)
+                idle_statements.append(counter.statements - before)
             db = parts.state.db
             replies = {r["status"]: r["n"] for r in db.query("SELECT status, count(*) n FROM outbox GROUP BY status")}
             rows = next(db.query("SELECT count(*) n FROM form_rows"))["n"]
@@ -319,12 +312,68 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
             parts.close()
     if report.sent.held or set(replies) != {"sent"}:
         raise RuntimeError(f"not every reply was sent: outbox {replies}, held by the budget {report.sent.held}")
+    idle_sorted = sorted(idle_ms)
     return {"phase": "mailbot", "seconds": elapsed, "messages": report.fetched, "outcomes": report.outcomes,
             "rows": rows, "nominees": nominees, "outbox": replies, "sent": report.sent.sent,
+            "sql_statements": statements, "sql_trigger_statements": triggers, "sql_kinds": kinds,
+            "idle_polls": {"polls": IDLE_POLLS, "fetched": idle_fetched,
+                           "median_ms": round(statistics.median(idle_ms), 2),
+                           "p95_ms": round(idle_sorted[int(0.95 * (len(idle_sorted) - 1))], 2),
+                           "sql_statements_per_poll": sorted(set(idle_statements))},
             "peak_rss_mb": round(peak_rss_mb(), 1), "rss_samples": sampler.samples}
 
 
 # ---- orchestration ---------------------------------------------------------------------------
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, from ``/proc/<pid>/task/<tid>/children``."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except OSError:  # exited meanwhile
+            continue
+    return out
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeRssSampler(threading.Thread):
+    """Peak of the summed ``VmRSS`` of a process and all its descendants (workers included),
+    sampled every 50 ms from outside: what the phase costs the machine in memory."""
+
+    def __init__(self, pid: int, every_s: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every_s = pid, every_s
+        self.peak_kb = self.samples = self.max_processes = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            pids = _descendants(self.pid)
+            total = sum(_rss_kb(p) for p in pids)
+            self.peak_kb = max(self.peak_kb, total)
+            self.max_processes = max(self.max_processes, len(pids))
+            self.samples += 1
+            self._stop_event.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
 
 def run_phase(phase: str, account: Any, sink: CountingSink, state: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--phase", phase, "--host", account.host, "--port", str(account.port),
@@ -333,29 +382,48 @@ def run_phase(phase: str, account: Any, sink: CountingSink, state: Path, args: a
     if args.profile and phase == "mailbot":
         cmd += ["--profile", "--profile-top", str(args.profile_top)]
     before = sink.accepted
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    sampler = TreeRssSampler(proc.pid)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.stop()
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise RuntimeError(f"{phase} phase failed:\n{proc.stderr[-4000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{phase} phase failed:\n{stderr[-4000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
     time.sleep(0.2)  # the sink counts in its own thread
     result["smtp_accepted"] = sink.accepted - before
+    result["tree_peak_rss_mb"] = round(sampler.peak_kb / 1024, 1)
+    result["tree_max_processes"] = sampler.max_processes
+    # CPU of the phase process and every descendant it reaped (its workers): on a shared
+    # machine this moves far less with the load than the wall time.
+    result["cpu_s"] = round((cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime), 2)
     return result
 
 
 def print_table(res: dict[str, Any]) -> None:
     n = res["messages"]
+    bot, floor = res["mailbot"], res["floor"]
     print(f"\nbacklog of {n} mails ({res['mix']['clean']} clean, {res['mix']['errors']} with errors, "
           f"{res['mix']['no_attachment']} without attachment); {os.cpu_count()} cores")
     print(f"generate {res['generate_s']:.1f} s, append {res['append_s']:.1f} s per copy\n")
-    print(f"{'phase':<9}{'wall s':>9}{'ms/mail':>9}{'mails/s':>9}{'peak RSS MB':>13}{'SMTP sent':>11}")
-    for key in ("bare", "mailbot"):
+    print(f"{'phase':<9}{'wall s':>9}{'ms/mail':>9}{'mails/s':>9}{'SQL/mail':>10}{'tree RSS MB':>13}"
+          f"{'processes':>11}{'SMTP sent':>11}")
+    for key in ("floor", "mailbot"):
         r = res[key]
         print(f"{key:<9}{r['seconds']:>9.1f}{r['seconds'] / n * 1000:>9.1f}{n / r['seconds']:>9.1f}"
-              f"{r['peak_rss_mb']:>13.1f}{r['smtp_accepted']:>11}")
-    print(f"\nratio mailbot / bare: {res['ratio']:.2f}")
-    print(f"mailbot outcomes: {res['mailbot']['outcomes']}; nominees: {res['mailbot']['nominees']}")
-    print("mailbot RSS MB by mails done: " + ", ".join(f"{c}:{m}" for c, m in res["mailbot"]["rss_samples"]))
-    print("bare    RSS MB by mails done: " + ", ".join(f"{c}:{m}" for c, m in res["bare"]["rss_samples"]))
+              f"{r['sql_statements'] / n:>10.1f}{r['tree_peak_rss_mb']:>13.1f}{r['tree_max_processes']:>11}"
+              f"{r['smtp_accepted']:>11}")
+    print(f"\nratio mailbot / floor: {res['ratio']:.2f} wall, {res['cpu_ratio']:.2f} CPU "
+          f"(floor {floor['cpu_s']} s, mailbot {bot['cpu_s']} s of CPU, each phase's process tree)")
+    print(f"mailbot outcomes: {bot['outcomes']}; nominees: {bot['nominees']}")
+    print(f"mailbot SQL statements by kind: {bot['sql_kinds']} (+{bot['sql_trigger_statements']} run by triggers)")
+    idle = bot["idle_polls"]
+    print(f"idle polls after the backlog: {idle['polls']}, median {idle['median_ms']} ms, p95 {idle['p95_ms']} ms, "
+          f"fetched {idle['fetched']}, SQL statements per poll {idle['sql_statements_per_poll']}")
+    print("mailbot RSS MB by mails done: " + ", ".join(f"{c}:{m}" for c, m in bot["rss_samples"]))
+    print("floor   RSS MB by mails done: " + ", ".join(f"{c}:{m}" for c, m in floor["rss_samples"]))
 
 
 @contextmanager
@@ -382,15 +450,17 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         mails, mix = make_backlog(args.messages)
         generate_s = time.perf_counter() - t0
-        bare_acct, bot_acct = dovecot.add_user("bare"), dovecot.add_user("bot")
-        append_s = append_all(bare_acct, mails)
+        floor_acct, bot_acct = dovecot.add_user("floor"), dovecot.add_user("bot")
+        append_s = append_all(floor_acct, mails)
         append_all(bot_acct, mails)
         del mails
         result: dict[str, Any] = {"messages": args.messages, "mix": mix.__dict__, "generate_s": generate_s,
                                   "append_s": append_s}
-        result["bare"] = run_phase("bare", bare_acct, sink, work / "bare-state", args)
+        result["floor"] = run_phase("floor", floor_acct, sink, work / "floor-state", args)
         result["mailbot"] = run_phase("mailbot", bot_acct, sink, work / "bot-state", args)
-        result["ratio"] = result["mailbot"]["seconds"] / result["bare"]["seconds"]
+        result["ratio"] = result["mailbot"]["seconds"] / result["floor"]["seconds"]
+        result["cpu_ratio"] = result["mailbot"]["cpu_s"] / max(result["floor"]["cpu_s"], 0.01)
+        result["sql_per_mail"] = result["mailbot"]["sql_statements"] / args.messages
         if args.profile:
             result["profile"] = (work / "bot-state" / "profile.txt").read_text()
         return result
@@ -398,26 +468,36 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--messages", default="1000", help="mails per backlog; several sizes comma-separated")
     ap.add_argument("--profile", action="store_true", help="cProfile the mailbot phase, print top costs")
     ap.add_argument("--profile-top", type=int, default=25)
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    ap.add_argument("--phase", choices=("bare", "mailbot"), help=argparse.SUPPRESS)
+    ap.add_argument("--phase", choices=("floor", "mailbot"), help=argparse.SUPPRESS)
     for name in ("host", "user", "password", "smtp-host", "state"):
         ap.add_argument(f"--{name}", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--smtp-port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    sizes = [int(n) for n in str(args.messages).split(",")]
     if args.phase:
-        print(json.dumps((phase_bare if args.phase == "bare" else phase_mailbot)(args), ensure_ascii=False))
+        args.messages = sizes[0]
+        print(json.dumps((phase_floor if args.phase == "floor" else phase_mailbot)(args), ensure_ascii=False))
         return 0
-    result = orchestrate(args)
+    results = []
+    for size in sizes:
+        args.messages = size
+        results.append(orchestrate(args))
+        if args.json:  # each size's table as soon as it is known, the JSON at the end
+            with contextlib.redirect_stdout(sys.stderr):
+                print_table(results[-1])
+        else:
+            print_table(results[-1])
+            if args.profile:
+                print("\n" + results[-1]["profile"])
     if args.json:
-        print(json.dumps(result, ensure_ascii=False))
-    else:
-        print_table(result)
-        if args.profile:
-            print("\n" + result["profile"])
+        print(json.dumps({"runs": results}, ensure_ascii=False))
+    elif len(results) > 1:
+        print("\nratio by size: " + ", ".join(f"{r['messages']}: {r['ratio']:.2f}" for r in results))
     return 0
 
 

@@ -236,8 +236,11 @@ def poll(config_path: Path | None) -> None:
             report = parts.intake.poll_once()
     except MailbotError as exc:
         log.error("poll_failed", error=str(exc))
+        _record_poll(parts.state, str(exc))
         click.echo(f"mailbot：收取失败：{exc}", err=True)
         sys.exit(1)
+    else:
+        _record_poll(parts.state, None)
     finally:
         parts.close()
     log.info("poll_done", fetched=report.fetched, recorded=report.recorded, outcomes=report.outcomes,
@@ -248,6 +251,19 @@ def poll(config_path: Path | None) -> None:
 def poll_summary(fetched: int, recorded: int, sent: int, failed: int) -> str:
     """The one line staff read after ``mailbot poll`` (the log line keeps the numbers for machines)."""
     return f"收取{fetched}封，登记{recorded}封，发出回复{sent}封，处理失败{failed}封。"
+
+
+def _record_poll(state: Any, error: str | None) -> None:
+    """Record the poll's result for the digest's health section (best effort)."""
+    from mailbot.office import health
+
+    try:
+        if error is None:
+            health.record_poll_ok(state)
+        else:
+            health.record_poll_failed(state, error)
+    except Exception:  # noqa: BLE001 - the database may be what failed
+        pass
 
 
 @main.command()
@@ -262,8 +278,13 @@ def run(config_path: Path | None) -> None:
     from mailbot.errors import MailbotError
 
     parts, log = _assemble(_settings(config_path))
-    daemon = Daemon(parts, log, queue_digest=lambda: queue_digest(
-        parts.state, parts.rules, parts.settings, parts.intake.renderer))
+
+    def digest_job() -> None:
+        """Queue the daily digest and send it at once (not at the next poll: the mailbox may be down)."""
+        if queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer):
+            parts.intake.send()
+
+    daemon = Daemon(parts, log, queue_digest=digest_job)
     try:
         daemon.run()
     except MailbotError as exc:
@@ -370,26 +391,6 @@ def _reply_text(raw: bytes) -> str:
     from mailbot.replies.render import reply_text
 
     return reply_text(raw)
-
-
-@main.command()
-@CONFIG_OPTION
-@click.option("--send", is_flag=True, help="发给工作人员邮箱，而不是显示在屏幕上。")
-def digest(config_path: Path | None, send: bool) -> None:
-    """显示最近24小时的工作人员日报（加 --send 则发送）。"""
-    from mailbot.office.digest import build_digest, queue_digest
-
-    parts, _ = _assemble(_settings(config_path), actor="staff", lock=send)
-    try:
-        if send:
-            n = queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer)
-            parts.intake.send()
-            click.echo(f"digest queued to {n} staff address(es)")
-        else:
-            d = build_digest(parts.state, parts.rules, parts.settings)
-            click.echo(parts.intake.renderer.render_digest(d).text)
-    finally:
-        parts.close()
 
 
 @main.command()
@@ -610,6 +611,59 @@ def export_roster(program: str | None, status: str | None, fmt: str, out: Path |
         _staff_error(f"无法写入 {out}：{exc.strerror}")
     counts = "，".join(f"{STATUS_LABELS[s]}{sum(1 for x in lines if x.status == s)}人" for s in statuses)
     click.echo(f"已写入 {out}：共{len(lines)}人（{counts}）。")
+
+
+@main.command(cls=StaffCommand)
+@click.option("--since", default=None, metavar="时间",
+              help="统计起点（如 2020-11-05 或 2020-11-05T08:00，默认按本地时区）；默认：上次发送日报的时间，没有则为24小时前。")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="文件.html",
+              help="把日报的网页版写入此文件（不打印文字版）。")
+@click.option("--send", is_flag=True, help="发送给工作人员邮箱（staff_addresses），并记为一次已发日报。")
+@CONFIG_OPTION_CN
+@HELP_CN
+def digest(config_path: Path | None, since: str | None, out_path: Path | None, send: bool) -> None:
+    """生成报名日报：各项目名额、本时段情况、需要人工处理的事项、已报名的学校、运行状况。
+
+    默认打印文字版；--out 写出网页版；--send 发送给工作人员。
+
+    \b
+    例如：
+      mailbot digest
+      mailbot digest --since 2020-11-05T08:00 --out 日报.html
+    """
+    from mailbot.office.digest import build_digest, queue_digest
+    from mailbot.state.private_files import write_private_file
+
+    settings = _settings(config_path)
+    start = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            _staff_error(f"无法识别的时间“{since}”，请写成 2020-11-05 或 2020-11-05T08:00")
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=settings.tz)
+    parts, _ = _assemble(settings, actor="staff", lock=send)
+    try:
+        if send:
+            n = queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer, since=start)
+            if not n:
+                _staff_error("未配置工作人员邮箱（staff_addresses），日报未发送", 1)
+            parts.intake.send()
+            click.echo(f"日报已发送给{n}个工作人员邮箱")
+            return
+        rendered = parts.intake.renderer.render_digest(
+            build_digest(parts.state, parts.rules, parts.settings, since=start))
+        if out_path is not None:
+            try:
+                write_private_file(out_path, rendered.html.encode("utf-8"))
+            except OSError as exc:
+                _staff_error(f"无法写入 {out_path}：{exc.strerror}")
+            click.echo(f"日报网页版已写入 {out_path}")
+        else:
+            click.echo(rendered.text, nl=False)
+    finally:
+        parts.close()
 
 
 @main.group(name="rosters", cls=StaffGroup)

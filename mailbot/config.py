@@ -144,6 +144,7 @@ class ScheduleConfig(_Section):
     poll_seconds: int = Field(60, ge=1)
     digest_time: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     backoff_max_seconds: int = Field(300, ge=1)
+    stall_alert_minutes: int = Field(30, ge=0)
 
 
 class TrustConfig(_Section):

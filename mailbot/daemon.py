@@ -9,6 +9,9 @@
   while a poll is running is never lost.  After (re)connecting, the watcher asks for one poll,
   covering mail that arrived before its IDLE began.
 - Digest: a cron job at ``schedule.digest_time`` (local time zone) queues the staff digest.
+- Health: each poll's result is recorded (``mailbot.office.health``); a job every minute mails
+  staff once when no poll has gone through for ``schedule.stall_alert_minutes``.  It takes
+  neither the poll's lock nor its connections: a hung poll is what it must report.
 - One instance: the caller holds ``instance_lock.hold_instance_lock`` for the state dir.
 - SIGTERM/SIGINT: stop taking new work, finish the current message, close cleanly.
 """
@@ -20,16 +23,19 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from mailbot.assembly import Assembly, make_source
+from mailbot.assembly import Assembly, make_source, make_transport
 from mailbot.errors import MailboxError, MailbotError, StateError
 from mailbot.forms import contained
+from mailbot.office import health
+from mailbot.state.store import State
 
 POLL_JOB = "poll"
+STALL_CHECK_SECONDS = 60
 
 
 class Daemon:
@@ -46,6 +52,8 @@ class Daemon:
         self.scheduler = BackgroundScheduler(timezone=self.settings.tz)
         self._idle_source = None
         self._last_poll_started = float("-inf")  # monotonic time the latest poll began
+        self.started_at = datetime.now(timezone.utc)
+        self._stall_state: State | None = None  # the stall check's own connection
 
     # -- jobs -----------------------------------------------------------------------------
     def poll(self, asked_at: float | None = None) -> None:
@@ -68,14 +76,42 @@ class Daemon:
                 unexpected = not isinstance(exc, (MailboxError, StateError, OSError))
                 self.log.error("poll_failed", error=str(exc) or type(exc).__name__, retry_in_s=self.backoff,
                                exc_info=unexpected)
+                self._record(health.record_poll_failed, str(exc) or type(exc).__name__)
                 self._reschedule(self.backoff)
                 return
+            self._record(health.record_poll_ok)
             if self.backoff:
                 self.log.info("poll_recovered")
                 self.backoff = 0.0
         if report.fetched:
             self.log.info("poll_done", fetched=report.fetched, recorded=report.recorded,
                           outcomes=report.outcomes, sent=report.sent.sent)
+
+    def _record(self, recorder: Callable[..., None], *args: Any) -> None:
+        """Record a poll's result for the digest and the stall check (the database may be
+        what failed: then the log has it)."""
+        try:
+            recorder(self.parts.state, *args)
+        except Exception as exc:  # noqa: BLE001
+            self.log.warning("poll_health_not_recorded", error=str(exc))
+
+    def check_stall(self, now: datetime | None = None) -> bool:
+        """Mail staff once when polling has stalled (see ``mailbot.office.health``); on its own
+        connection, without the poll's lock.  Returns whether an alert went out."""
+        try:
+            if self._stall_state is None:
+                self._stall_state = State(self.settings.state_dir)
+            rules = self.parts.rules
+            sent = health.check_stall(self._stall_state, self.settings, self.parts.intake.renderer,
+                                      lambda: make_transport(self.settings), campaign=rules.campaign.title,
+                                      rules_version=f"{rules.campaign.id}@{rules.campaign.version}",
+                                      started_at=self.started_at, now=now)
+        except Exception as exc:  # noqa: BLE001 - the daemon goes on; the next check tries again
+            self.log.error("stall_check_failed", error=str(exc))
+            return False
+        if sent:
+            self.log.warning("poll_stalled_alert_sent", minutes=self.settings.schedule.stall_alert_minutes)
+        return sent
 
     def _stop_between_messages(self, _done: int) -> None:
         if self.stop_event.is_set():
@@ -149,6 +185,19 @@ class Daemon:
                 pass
 
     # -- lifecycle ------------------------------------------------------------------------
+    def schedule_jobs(self) -> None:
+        """Add the jobs: poll (now, then every ``poll_seconds``), the digest at ``digest_time``,
+        and, with staff addresses and ``stall_alert_minutes``, the stall check every minute."""
+        hour, minute = (int(x) for x in self.settings.schedule.digest_time.split(":"))
+        self.scheduler.add_job(self.poll, "interval", seconds=self.settings.schedule.poll_seconds,
+                               id=POLL_JOB, max_instances=1, coalesce=True,
+                               next_run_time=datetime.now(self.settings.tz))
+        self.scheduler.add_job(self.digest, "cron", hour=hour, minute=minute, id="digest",
+                               max_instances=1, coalesce=True)
+        if self.settings.schedule.stall_alert_minutes and self.settings.staff_addresses:
+            self.scheduler.add_job(self.check_stall, "interval", seconds=STALL_CHECK_SECONDS, id="stall_check",
+                                   max_instances=1, coalesce=True)
+
     def run(self) -> None:
         """Run until SIGTERM/SIGINT.  The caller holds the instance lock (see instance_lock)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -156,12 +205,7 @@ class Daemon:
         if not self.settings.trust.authserv_ids:
             self.log.warning("sender_trust_not_configured", hint="set trust.authserv_ids: until then replies "
                              "go to whatever From address a mail carries, forged or not")
-        hour, minute = (int(x) for x in self.settings.schedule.digest_time.split(":"))
-        self.scheduler.add_job(self.poll, "interval", seconds=self.settings.schedule.poll_seconds,
-                               id=POLL_JOB, max_instances=1, coalesce=True,
-                               next_run_time=datetime.now(self.settings.tz))
-        self.scheduler.add_job(self.digest, "cron", hour=hour, minute=minute, id="digest",
-                               max_instances=1, coalesce=True)
+        self.schedule_jobs()
         idle_thread = None
         use_idle = self.settings.mailbox.kind == "maildir" or self.settings.imap.idle
         self.log.info("daemon_started", pid=os.getpid(), mailbox=self.parts.source.name,
@@ -177,6 +221,8 @@ class Daemon:
             self.log.info("daemon_stopping")
             self.scheduler.shutdown(wait=True)
             self._close_idle()
+            if self._stall_state is not None:
+                self._stall_state.close()
             if idle_thread is not None:
                 idle_thread.join(timeout=5)
             self.parts.close()

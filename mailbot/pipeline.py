@@ -20,11 +20,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from mailbot.config import Settings
-from mailbot.replies.correction_workbook import highlight_workbook, rebuild_workbook
+from mailbot.annex3 import FIELDS
+from mailbot.replies.correction_workbook import blank_annex3, highlight_workbook, rebuild_workbook
 from mailbot.errors import FormError, MailboxError, StateError
 from mailbot.forms.model import Finding, FormVerdict, Outcome
 from mailbot.state.ledger import SeatLedger, SeatRequest, SubmissionResult
 from mailbot.mail.gate import auto_reply_reason, domain_mismatch, sender_trust
+from mailbot.mail.intent import FOR_STAFF, classify, first_lines, says_addition
 from mailbot.mail.source import FetchedMessage, MailSource
 from mailbot.masking import mask_id, mask_text
 from mailbot.mail.walk import Attachment, MessageParts, ParsedMessage, find_attachments, parse_message
@@ -51,6 +53,9 @@ at the next start it is set aside in the quarantine folder instead of being trie
 CRASH_HOOK = "MAILBOT_TEST_CRASH_ON_SUBJECT"
 """Test only: when set, deciding a message whose subject contains its value aborts the process
 (``os.abort()``), as a reader crash would.  Inert unless set; never set it in production."""
+#: the finding for a row whose identity number another school registered first (never names it)
+CONFLICT_MESSAGE = "该身份证号与其他报名记录重复，请核对号码；确为同一人的，请联系培训中心"
+REPEATED_MESSAGE = "该身份证号在本邮件的报名表中重复出现，只按第一次出现的一行登记"
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,8 @@ class Assessment:
     """What the pure stages concluded about one message, before anything is recorded."""
 
     outcome: str  # accepted | correction | late | redirect | no_form | scan_only | unreadable |
-    #               not_annex3 | ignored | quarantined | duplicate | failed
+    #               not_annex3 | for_staff | how_to_register | ignored | quarantined | duplicate |
+    #               failed
     reason: str
     reply: ReplyKind | None
     folder: str
@@ -204,6 +210,9 @@ class Intake:
             self.log.error("message_failed", uid=fetched.uid, reason=mask_text(reason), exc_info=True)
             assessment = Assessment("failed", reason, None, self._mbox.failed_folder)
             msg_pk = self.record(fetched, assessment)
+        # the ledger may turn an acceptance into a correction (a conflict): the recorded outcome
+        assessment = replace(assessment, outcome=self.state.db.conn.execute(
+            "SELECT outcome FROM messages WHERE id = ?", [msg_pk]).fetchone()[0])
         self.log.info("message", uid=fetched.uid, outcome=assessment.outcome, reason=assessment.reason,
                       sender=assessment.parsed.from_addr if assessment.parsed else "",
                       arrived_at=fetched.arrived_at.isoformat(), ms=round((time.monotonic() - started) * 1000))
@@ -280,6 +289,15 @@ class Intake:
         annex3 = [v for _, v in verdicts if v.outcome in (Outcome.OK, Outcome.NEEDS_CORRECTION)]
         common = dict(folder=mb.processed_folder, parsed=parsed, parts=parts, verdicts=verdicts,
                       auth_summary=auth)
+        if not parts.forms and not parts.scans and not parts.problems:
+            intent = classify(parsed.subject, parts.body_text)
+            if intent in ("thanks", "out_of_office"):
+                return Assessment("ignored", f"no form: {intent}", None, mb.processed_folder, parsed,
+                                  auth_summary=auth)
+            if intent in FOR_STAFF:
+                return Assessment("for_staff", f"no form: {intent}", "acknowledgement", **common)
+            if intent == "how_to_register":
+                return Assessment("how_to_register", "asks how to register", "how_to_register", **common)
         if late:
             return Assessment("late", f"arrived {fetched.arrived_at.isoformat()} after the deadline",
                               "late", **common)
@@ -355,6 +373,10 @@ class Intake:
         queued: list[dict[str, Any]] = []
         try:
             with self.state.transaction():
+                if a.outcome == "accepted" and p is not None and self._refused_ahead(a, institution):
+                    # a row's identity number is another school's: a finding, so a correction
+                    a = replace(a, outcome="correction", reply="correction",
+                                reason="identity number registered before")
                 msg_pk = self.state.insert("messages", {
                     "source": fetched.source, "uidvalidity": fetched.uidvalidity, "uid": fetched.uid,
                     "source_key": fetched.key,
@@ -378,14 +400,24 @@ class Intake:
                 result = None
                 if a.outcome in ("accepted", "correction") and p is not None:
                     result = self._apply_seats(msg_pk, fetched, a, institution, form_rows)
+                    if result.conflicts and a.outcome == "accepted":
+                        a = replace(a, outcome="correction", reply="correction",
+                                    reason="identity number registered before")
+                        db.execute("UPDATE messages SET outcome = ?, reason = ? WHERE id = ?",
+                                   [a.outcome, mask_text(a.reason)[:2000], msg_pk])
                 if a.reply is not None and p is not None:
                     self._queue_reply(msg_pk, receipt, fetched, a, institution, result)
                 if result is not None:
-                    for promo in result.promotions:
-                        self._queue_promotion(msg_pk, promo)
+                    batches: dict[str, list[Any]] = {}
+                    for promo in result.promotions:  # one mail per sender for this event
+                        batches.setdefault(promo.sender.lower(), []).append(promo)
+                    for promos in batches.values():
+                        self._queue_promotion(msg_pk, promos)
                     self._school_follow_up(msg_pk, receipt, fetched, a, institution, result)
+                if p is not None and a.outcome == "for_staff":
+                    self._staff_mail_item(msg_pk, receipt, a, institution)
                 if a.outcome in STAFF_OUTCOMES:
-                    staff_items.add(self.state, a.outcome, f"{STAFF_OUTCOMES[a.outcome]}：{a.reason}",
+                    staff_items.add(self.state, a.outcome, staff_items.outcome_summary(a.outcome, a.reason),
                                     actor=self.actor, rules_version=self.version, institution=institution,
                                     sender=p.from_addr if p else "", message=msg_pk, receipt=receipt)
                 failed_reads = [att.filename for att, v in a.verdicts
@@ -396,7 +428,8 @@ class Intake:
                                     + ("、".join(failed_reads) or "邮件附件"),
                                     actor=self.actor, rules_version=self.version, institution=institution,
                                     sender=p.from_addr if p else "", message=msg_pk, receipt=receipt)
-                self.state.advance_cursor(fetched.source, fetched.uidvalidity, fetched.uid)
+                self.state.advance_cursor(fetched.source, fetched.uidvalidity,
+                                          fetched.uid if fetched.cursor_uid is None else fetched.cursor_uid)
                 self.state.end_attempt(fetched.source, fetched.uidvalidity, fetched.key)
                 if dry_run:
                     queued = list(self.state.query("SELECT * FROM outbox WHERE message = ?", [msg_pk]))
@@ -444,12 +477,15 @@ class Intake:
                 if r.ok and r.program_matched:
                     requests.append(SeatRequest(r.id_number, mask_id(r.id_number), r.name, r.program,
                                                 r.row, form_rows.get((i, r.row))))
-        assert a.parsed is not None
+        assert a.parsed is not None and a.parts is not None
+        if institution:  # teachers held because this sender's earlier form named no school
+            self.ledger.release_unnamed(a.parsed.from_addr, message=msg_pk)
         return self.ledger.apply_submission(
             institution_key=institution_key(institution, a.parsed.from_addr), institution=institution,
             requests=requests, present_ids=present, message=msg_pk, arrived_at=_aware_utc(fetched.arrived_at),
             uid=fetched.uid, sender=a.parsed.from_addr, demand=self.rules.reported_demand(institution),
-            max_new=self.rules.intake.max_new_per_mail)
+            max_new=self.rules.intake.max_new_per_mail,
+            adds_only=says_addition(a.parsed.subject, a.parts.body_text), unnamed=not institution)
 
     # -- replies --------------------------------------------------------------------------
     def _nominee_line(self, row: int | None, name: str, program: str, status: str,
@@ -482,7 +518,8 @@ class Intake:
         findings: list[FindingLine] = []
         unreadable: list[FindingLine] = []
         workbooks: list[tuple[str, bytes]] = []
-        for att, v in a.verdicts:
+        refused = self._refused_cells(a, result)
+        for i, (att, v) in enumerate(a.verdicts):
             target = unreadable if v.outcome in (Outcome.UNREADABLE, Outcome.NOT_ANNEX3) else findings
             for f in v.form_findings:
                 target.append(FindingLine(att.filename, f.row, f.column, f.code, f.message))
@@ -492,6 +529,10 @@ class Intake:
                     findings.append(FindingLine(att.filename, f.row or r.row, f.column, f.code, f.message))
                     if f.coordinate:
                         cells.append((f.coordinate, f.message))
+            for row, column, coordinate, message in refused.get(i, []):
+                findings.append(FindingLine(att.filename, row, column, "id_conflict", message))
+                if coordinate:
+                    cells.append((coordinate, message))
             if cells and a.reply == "correction" and len(v.rows) <= self.settings.reply.max_rows_for_workbook:
                 book = self._correction_copy(att, v, cells)
                 if book is not None:
@@ -509,6 +550,11 @@ class Intake:
                                                    pl.status, pl.waiting_position, pl.request.id_masked, pl.note))
             if result.resubmission:
                 changes = [ChangeLine(c.kind, c.name, c.id_masked, c.detail) for c in result.changes]
+        programs: tuple[tuple[str, str], ...] = ()
+        if a.reply == "how_to_register":
+            programs = tuple((prog.name, prog.host) for prog in self.rules.programs)
+            workbooks.append(blank_annex3(self.rules.form.title, [label for _, label in FIELDS],
+                                          [name for name, _ in programs]))
         contact = next((v.contact for _, v in a.verdicts if v.contact), "")
         listed, shown = self.settings.reply.max_findings_listed, self.settings.reply.max_nominees_listed
         ctx = self._base_context(
@@ -519,8 +565,65 @@ class Intake:
             earlier_receipts=self._standing_receipts(institution, p.from_addr) if a.reply == "late" else (),
             unreadable_reasons=tuple(unreadable[:listed]),
             scans_received=tuple(s.filename for s in a.parts.scans),
-            correction_workbooks=tuple(workbooks), notes=self._school_notes(result))
+            correction_workbooks=tuple(workbooks), notes=self._school_notes(result),
+            lead=self._lead_lines(result), programs=programs)
         self._enqueue(msg_pk, ctx)
+
+    def _refused_cells(self, a: Assessment,
+                       result: SubmissionResult | None) -> dict[int, list[tuple[int, str, str, str]]]:
+        """Rows the ledger refused (identity number registered before, by another school or
+        earlier in this mail), per verdict: (sheet row, column label, cell, message)."""
+        if result is None or not result.conflicts:
+            return {}
+        out: dict[int, list[tuple[int, str, str, str]]] = {}
+        for c in result.conflicts:
+            req = c.request
+            places = [(i, v) for i, (_, v) in enumerate(a.verdicts)
+                      if any(r.row == req.row and r.id_number == req.id_number for r in v.rows)]
+            if not places:
+                continue
+            # a repeat within this mail is the later of the rows carrying the number
+            index, v = places[-1] if c.other_nominee is None else places[0]
+            label, coordinate = "身份证号", ""
+            if v.reading is not None:
+                label = v.reading.labels.get("id_number", label)
+                form_row = next((fr for fr in v.reading.rows if fr.row == req.row), None)
+                cell = form_row.cells.get("id_number") if form_row else None
+                coordinate = cell.coordinate if cell else ""
+            message = CONFLICT_MESSAGE if c.other_nominee is not None else REPEATED_MESSAGE
+            out.setdefault(index, []).append((req.row, label, coordinate, message))
+        return out
+
+    def _refused_ahead(self, a: Assessment, institution: str) -> bool:
+        """Whether the ledger will refuse a row of this mail (another school's identity number,
+        or one repeated in the mail): known before anything is recorded, so the message is
+        recorded once with its final outcome."""
+        assert a.parsed is not None
+        numbers = [r.id_number for _, v in a.verdicts if v.outcome in (Outcome.OK, Outcome.NEEDS_CORRECTION)
+                   for r in v.rows if r.ok and r.program_matched]
+        released = f"sender:{a.parsed.from_addr.lower()}" if institution else ""
+        return self.ledger.any_refused(numbers, institution_key(institution, a.parsed.from_addr),
+                                       ignore_key=released)
+
+    def _lead_lines(self, result: SubmissionResult | None) -> tuple[str, ...]:
+        """Lines of their own before the list: the mail replaced the school's list."""
+        if result is None or not result.withdrawn:
+            return ()
+        return (f"本邮件来自贵单位报名联系邮箱，已按贵单位的完整名单处理：此前登记的{len(result.withdrawn)}名教师"
+                "不在本表中或改报了项目，已相应取消或更改（见下方变更情况）。如非本意，请在截止时间前重新发送"
+                "包含全部教师的汇总表；重新登记的教师按重新收到的时间排序。",)
+
+    def _staff_mail_item(self, msg_pk: int, receipt: str, a: Assessment, institution: str) -> None:
+        """A mail a person must read: a question or request without a form."""
+        assert a.parsed is not None and a.parts is not None
+        p = a.parsed
+        item = dict(actor=self.actor, rules_version=self.version, institution=institution,
+                    institution_key=institution_key(institution, p.from_addr) if institution else "",
+                    sender=p.from_addr, message=msg_pk, receipt=receipt)
+        if a.outcome == "for_staff":
+            staff_items.add(self.state, "question",
+                            f"来信（无报名表）主题“{p.subject[:60]}”：{first_lines(p.subject, a.parts.body_text)}",
+                            detail={"intent": a.reason}, **item)
 
     # -- only the school changes its list ---------------------------------------------------
     def _school_notes(self, result: SubmissionResult | None) -> tuple[str, ...]:
@@ -528,6 +631,15 @@ class Intake:
         if result is None:
             return ()
         notes: list[str] = []
+        if result.held_unnamed:
+            notes.append("汇总表未填写“填报单位”：请在表头填写学校全称后重新发送，"
+                         "教师按重新收到的时间排序。")
+        if result.held_by_arrival:
+            notes.append(f"本邮件的到达时间早于部分已获通知报名成功的教师，但较晚才得到处理；为不改动已通知的结果，"
+                         f"标注“待工作人员审核”的{len(result.held_by_arrival)}名教师由工作人员决定，"
+                         "结果将另行邮件通知。")
+        if result.addition and result.resubmission and result.by_contact:
+            notes.append("本邮件按补报处理：只新增教师，贵单位此前登记的教师均保持不变。")
         if not result.by_contact:
             notes.append("贵单位的报名名单由首次为贵单位登记教师的邮箱（报名联系邮箱）维护；本邮件来自其他邮箱，"
                          "只能新增教师，不会删除或更改已登记的教师；本邮件的情况已告知贵单位报名联系邮箱。")
@@ -536,7 +648,7 @@ class Intake:
         if result.held_whole:
             notes.append(f"本邮件新增{result.new_teachers}名教师，超过单封邮件{self.rules.intake.max_new_per_mail}名的"
                          "上限，全部暂不占用名额，已转工作人员审核，审核结果将另行邮件通知。")
-        elif result.held:
+        elif len(result.held) > len(result.held_by_arrival) and not result.held_unnamed:
             notes.append("标注“待工作人员审核”的教师超出贵单位前期上报的培训需求数，暂不占用名额，已转工作人员审核。")
         if result.asked:
             notes.append(f"如按本邮件的汇总表替换名单，将删除或更改{len(result.asked)}名已登记的教师：未执行，"
@@ -573,13 +685,52 @@ class Intake:
             staff_items.add(self.state, "too_many",
                             f"一封邮件新增{result.new_teachers}名教师，超过上限{self.rules.intake.max_new_per_mail}名，"
                             f"全部待审核（未占名额）", detail={"new": result.new_teachers}, **item)
-        elif result.held:
+        elif result.held_unnamed:
+            staff_items.add(self.state, "institution_missing",
+                            f"汇总表未填写填报单位：{len(result.held)}名教师待审核（未占名额），已请发件人补填后重发",
+                            detail={"held": len(result.held)}, **item)
+        elif len(result.held) > len(result.held_by_arrival):
             per_program: dict[str, int] = {}
             for pl in result.held:
+                if pl in result.held_by_arrival:
+                    continue
                 per_program[pl.request.program] = per_program.get(pl.request.program, 0) + 1
             listed = "，".join(f"{prog}{n}名" for prog, n in per_program.items())
             staff_items.add(self.state, "over_demand",
                             f"超出该校上报的培训需求数，待审核（未占名额）：{listed}", detail=per_program, **item)
+        if result.held_by_arrival:
+            per_program = {}
+            for pl in result.held_by_arrival:
+                per_program[pl.request.program] = per_program.get(pl.request.program, 0) + 1
+            listed = "，".join(f"{prog}{n}名" for prog, n in per_program.items())
+            arrived = fetched.arrived_at.astimezone(self.settings.tz).strftime("%Y-%m-%d %H:%M:%S")
+            staff_items.add(self.state, "arrival_order",
+                            f"邮件到达时间{arrived}（UID {fetched.uid}）早于已获通知报名成功的教师，但较晚处理；"
+                            f"所报项目已满，以下教师待决定（未占名额，未改动已报名成功者）：{listed}",
+                            detail={"uid": fetched.uid, "arrived_at": _aware_utc(fetched.arrived_at),
+                                    "programs": per_program}, **item)
+        for c in result.conflicts:
+            if c.other_nominee is None:
+                continue
+            first = self.state.db.conn.execute(
+                "SELECT receipt, sender FROM messages WHERE id = ?", [c.other_message]).fetchone()
+            staff_items.add(self.state, "conflict",
+                            f"身份证号{c.request.id_masked}重复：先报 {c.other_institution or '未填单位'}（{c.other_program}，"
+                            f"回执{first[0] if first else '?'}，已保留）；后报 {institution or '未填单位'}"
+                            f"（{c.request.program}，回执{receipt}，未登记，已请其核对）",
+                            detail={"first_nominee": c.other_nominee, "first_receipt": first[0] if first else "",
+                                    "first_sender": first[1] if first else ""}, **item)
+        if result.by_contact and result.asked:  # an addition also asking to move someone
+            listed = "；".join(f"{c.name}（{c.id_masked}，{c.detail}）" for c in result.asked)
+            staff_items.add(self.state, "change_request",
+                            f"补报邮件中另要求更改{len(result.asked)}名已登记教师（未执行）：{listed}",
+                            detail={"asked": len(result.asked)}, **item)
+        if result.withdrawn:
+            listed = "；".join(f"{c.name}（{c.id_masked}，{'取消' if c.kind == 'removed' else '改报'}{c.detail}）"
+                              for c in result.withdrawn)
+            staff_items.add(self.state, "withdrawal",
+                            f"报名联系邮箱的新名单取消或更改{len(result.withdrawn)}名教师：{listed}",
+                            detail={"withdrawn": len(result.withdrawn)}, **item)
         by_sender: dict[str, list[ChangeLine]] = {}
         for aff in result.others_affected:
             if not aff.sender:  # purged
@@ -647,17 +798,21 @@ class Intake:
 
     def queue_promotion(self, promo: Any) -> None:
         """Tell a promoted nominee's sender (a staff decision freed the seat; same transaction)."""
-        self._queue_promotion(promo.message, promo)
+        self._queue_promotion(promo.message, [promo])
 
-    def _queue_promotion(self, msg_pk: int, promo: Any) -> None:
+    def _queue_promotion(self, msg_pk: int, promos: list[Any]) -> None:
+        """One mail to one address listing every teacher of its that one event promoted
+        (threaded under the earliest of their mails)."""
+        promo = min(promos, key=lambda pr: pr.message)
         orig = next(self.state.query(
             "SELECT message_id, subject, arrived_at, receipt, sender_name FROM messages WHERE id = ?",
             [promo.message]))
-        line = self._nominee_line(None, promo.name, promo.program, "seated", None, promo.id_masked)
+        lines = tuple(self._nominee_line(None, pr.name, pr.program, "seated", None, pr.id_masked)
+                      for pr in promos)
         ctx = self._base_context(
             "promotion", orig["receipt"], datetime.fromisoformat(orig["arrived_at"]), promo.sender,
             orig["sender_name"], orig["subject"], orig["message_id"], (), institution=promo.institution,
-            nominees=(line,))
+            nominees=lines)
         self._enqueue(msg_pk, ctx)
 
     def _enqueue(self, msg_pk: int, ctx: ReplyContext) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -229,6 +230,8 @@ class CampaignRules(_Model):
     programs: tuple[Program, ...] = Field(min_length=1)
     demand: tuple[Demand, ...] = ()
     hosts: tuple[Host, ...] = ()
+    expected_institutions: tuple[str, ...] = Field(
+        (), description="schools expected to register (填报单位 as written); the digest names those still silent")
     _demand_cache: dict[str, dict[str, int]] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -292,6 +295,12 @@ class CampaignRules(_Model):
     def host(self, name: str) -> Host | None:
         """The ``[[hosts]]`` entry of a host institution, if the rules give one."""
         return next((h for h in self.hosts if h.name == name), None)
+
+    def silent_institutions(self, submitted: Iterable[str]) -> tuple[str, ...]:
+        """The expected schools (``expected_institutions``) none of ``submitted`` names, in the
+        rules' order; names are compared as everywhere (``school_key``)."""
+        seen = {school_key(name) for name in submitted}
+        return tuple(name for name in self.expected_institutions if school_key(name) not in seen)
 
     @property
     def total_seats(self) -> int:
@@ -378,6 +387,15 @@ def _semantic_problems(rules: CampaignRules) -> list[str]:
         elif h.name not in program_hosts:
             problems.append(f"hosts[{i}].name: {h.name!r} hosts no program (typo?)")
         host_names.add(h.name)
+    expected: dict[str, int] = {}
+    for i, name in enumerate(rules.expected_institutions):
+        k = school_key(name)
+        if not k:
+            problems.append(f"expected_institutions[{i}]: empty once normalised")
+        elif k in expected:
+            problems.append(f"expected_institutions[{i}]: {name!r} already given in expected_institutions[{expected[k]}]")
+        else:
+            expected[k] = i
     if any(not keyword for keyword in rules.secondary_vocational.keywords):
         problems.append("secondary_vocational.keywords: empty keyword")
     return problems

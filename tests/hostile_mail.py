@@ -19,7 +19,7 @@ from mailbot.masking import mask_id
 ON_TIME = shanghai(2020, 11, 2, 10, 0)
 #: messages.outcome vocabulary (docs/SCHEMA.md, "Message outcomes")
 OUTCOMES = {"duplicate", "ignored", "quarantined", "late", "redirect", "accepted", "correction",
-            "unreadable", "not_annex3", "scan_only", "no_form", "failed"}
+            "unreadable", "not_annex3", "scan_only", "no_form", "for_staff", "how_to_register", "failed"}
 CYCLE_SECONDS = 45.0
 #: uid -> (label, automatic mail that must get no reply, allowed outcomes or None for any defined one)
 Batch = dict[int, tuple[str, bool, "set[str] | None"]]

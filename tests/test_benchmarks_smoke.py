@@ -26,17 +26,31 @@ def _run(script: str, *args: str) -> dict:
 
 @pytest.mark.timeout(120)
 def test_backlog_benchmark_answers_every_mail_in_both_phases() -> None:
-    result = _run("backlog.py", "--messages", "20")
+    result = _run("backlog.py", "--messages", "20")["runs"][0]
     mix = result["mix"]
     assert mix["clean"] + mix["errors"] + mix["no_attachment"] == 20
-    assert result["bare"]["messages"] == result["mailbot"]["messages"] == 20
-    assert result["bare"]["smtp_accepted"] == result["mailbot"]["smtp_accepted"] == 20
+    floor, bot = result["floor"], result["mailbot"]
+    assert floor["messages"] == bot["messages"] == 20
+    assert floor["smtp_accepted"] == bot["smtp_accepted"] == 20
     expected = {"accepted": mix["clean"], "correction": mix["errors"], "no_form": mix["no_attachment"]}
-    assert result["mailbot"]["outcomes"] == {k: n for k, n in expected.items() if n}
-    assert result["bare"]["forms"] == mix["clean"] + mix["errors"]
-    assert result["bare"]["rows"] == result["mailbot"]["rows"]
-    assert result["mailbot"]["outbox"] == {"sent": 20}
-    assert result["ratio"] == result["mailbot"]["seconds"] / result["bare"]["seconds"]
+    assert bot["outcomes"] == {k: n for k, n in expected.items() if n}
+    assert bot["outbox"] == {"sent": 20}
+    assert floor["forms"] == mix["clean"] + mix["errors"]
+    assert floor["sql_statements"] == 3 * 20  # BEGIN, INSERT, COMMIT per mail: the counter counts
+    assert bot["sql_statements"] == sum(bot["sql_kinds"].values()) > 0
+    assert result["sql_per_mail"] == bot["sql_statements"] / 20
+    assert bot["idle_polls"]["fetched"] == 0
+    assert floor["tree_peak_rss_mb"] > 0 and bot["tree_peak_rss_mb"] > 0
+    assert result["ratio"] == bot["seconds"] / floor["seconds"]
+    assert floor["cpu_s"] > 0 and result["cpu_ratio"] == bot["cpu_s"] / max(floor["cpu_s"], 0.01)
+
+
+@pytest.mark.timeout(120)
+def test_form_read_benchmark_compares_every_kind_with_its_bare_reader() -> None:
+    result = _run("form_read.py", "--forms", "3", "--rounds", "1")
+    assert [(r["kind"], r["forms"], r["rounds"]) for r in result["results"]] == [
+        ("xlsx", 3, 1), ("xls", 3, 1), ("ods", 3, 1), ("docx", 3, 1)]
+    assert all(r["ratio"] > 0 for r in result["results"])
 
 
 @pytest.mark.timeout(120)
@@ -49,3 +63,10 @@ def test_idle_poll_benchmark_sends_one_status_per_idle_poll_whatever_the_mailbox
         ("kept", 0): {"UNSELECT STATUS": 1, "STATUS": 2},
         ("kept", 20): {"STATUS": 3},
     }
+
+
+@pytest.mark.timeout(120)
+def test_idle_latency_benchmark_gets_a_reply_to_every_mail_from_the_running_daemon() -> None:
+    result = _run("idle_latency.py", "--mails", "2", "--gap", "0")
+    assert (result["mails"], result["replies"], result["exit_status"]) == (2, 2, 0)
+    assert len(result["latencies_s"]) == 2

@@ -20,13 +20,13 @@ def test_demo_fills_database_writes_replies_and_moves_the_mail(tmp_path: Path) -
     outcomes = [(r["sender"], r["outcome"]) for r in state.db.query("SELECT sender, outcome FROM messages ORDER BY id")]
     assert outcomes == [
         ("wang@zjjd.edu.cn", "accepted"), ("li@hzzy.edu.cn", "correction"), ("zhao@nbzy.edu.cn", "accepted"),
-        ("chen@163.com", "accepted"), ("sun@zz.example.cn", "redirect"), ("zhou@qq.com", "no_form"),
+        ("chen@163.com", "accepted"), ("sun@zz.example.cn", "redirect"), ("zhou@qq.com", "how_to_register"),
         ("ooo@zjjd.edu.cn", "ignored"), ("li@hzzy.edu.cn", "accepted"), ("office@wzzy.edu.cn", "accepted"),
         ("qian@sxzy.edu.cn", "late"),
     ]
     replies = sorted(p.name for p in (target / "outbox").glob("*.eml"))
     assert replies == ["000001-acceptance.eml", "000002-correction.eml", "000003-acceptance.eml",
-                       "000004-acceptance.eml", "000005-redirect.eml", "000006-no_form.eml",
+                       "000004-acceptance.eml", "000005-redirect.eml", "000006-how_to_register.eml",
                        "000007-acceptance.eml", "000008-acceptance.eml", "000009-late.eml"]
     resubmitted = email.message_from_bytes((target / "outbox" / "000007-acceptance.eml").read_bytes(),
                                            policy=policy.default)

@@ -129,11 +129,11 @@ def test_smtp_5xx_marks_the_reply_failed_with_an_event_shows_it_to_staff_and_nev
     assert smtp_sink.attempts == 1 and smtp_sink.messages == []
     assert "reply_failed" in _events(parts) and "reply_sent" not in _events(parts)
     (receipt,) = _receipts(parts)
-    assert _attention(parts) == [("failed", receipt)]
-    text = _digest_text(parts)
-    (item,) = [line for line in text.splitlines() if line.startswith("1. 【")]
-    assert re.fullmatch(rf"1\. 【处理失败】回复#1（failed）：SMTP refused message: 550 b'5\.7\.1 Rejected \(test sink\)'"
-                        rf"（{receipt}），发件人：wang@zjxx\.edu\.cn，自\d{{4}}年\d+月\d+日 \d\d:\d\d起", item), item
+    assert _attention(parts) == [("reply_failed", receipt)]
+    lines = _digest_text(parts).splitlines()
+    at = lines.index("1. 【回复发送失败】回复#1（报名成功）：对方邮件服务器拒收（代码550，5.7.1），请核对收件地址或改用其他方式联系")
+    assert re.fullmatch(rf"   学校：浙江wang职业技术学院；发件人：wang@zjxx\.edu\.cn；回执：{receipt}；"
+                        rf"已等待不到1小时（自\d{{4}}年\d+月\d+日 \d\d:\d\d起）", lines[at + 1]), lines[at + 1]
 
 
 def test_connection_dropped_after_data_marks_the_reply_unknown_never_resent_and_shown_to_staff(
@@ -154,8 +154,10 @@ def test_connection_dropped_after_data_marks_the_reply_unknown_never_resent_and_
     assert smtp_sink.attempts == 2
     assert "reply_unknown" in _events(parts)
     first_receipt = _receipts(parts)[0]
-    assert _attention(parts) == [("stuck_sending", first_receipt)]
-    assert first_receipt in _digest_text(parts)
+    assert _attention(parts) == [("reply_unknown", first_receipt)]
+    lines = _digest_text(parts).splitlines()
+    at = lines.index("1. 【回复投递情况不明】回复#1（报名成功）：发送时连接中断，无法确认对方是否收到，请核实后再决定是否重发")
+    assert lines[at + 1].startswith(f"   学校：浙江wang职业技术学院；发件人：wang@zjxx.edu.cn；回执：{first_receipt}；已等待")
 
 
 def test_a_reply_left_sending_by_a_crash_becomes_unknown_at_start_and_is_not_resent(
@@ -183,7 +185,7 @@ def test_a_reply_left_sending_by_a_crash_becomes_unknown_at_start_and_is_not_res
     detail = json.loads(next(restarted.state.db.query(
         "SELECT detail FROM events WHERE kind = 'reply_unknown'"))["detail"])
     assert detail["why"] == "found sending at start"
-    assert _attention(restarted) == [("stuck_sending", _receipts(restarted)[0])]
+    assert _attention(restarted) == [("reply_unknown", _receipts(restarted)[0])]
 
 
 # --------------------------------------------------------------------------- a locked database

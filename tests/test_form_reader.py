@@ -395,6 +395,17 @@ def test_xlsx_cell_references_are_read_as_an_xml_reader_reads_them(far_cell):
     assert err.value.code == "sheet_too_large"
 
 
+@pytest.mark.parametrize("far_cell", ['<x:c r="XFD1048576"><v>1</v></x:c>', '<c\tr="XFD1048576"><v>1</v></c>',
+                                      '<c r="xfd1048576"><v>1</v></c>', '<c s="1" r="XFD1048576"><v>1</v></c>',
+                                      '<c r="$XFD$1048576"><v>1</v></c>'])
+def test_a_far_cell_written_unlike_its_neighbours_is_placed_all_the_same(far_cell):
+    near = "".join(f'<c r="{col}1"><v>1</v></c>' for col in "ABCDEFGH")
+    data = xlsx_with_sheet_xml(f'<row r="1">{near}</row><row r="1048576">{far_cell}</row>')
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(data, "f.xlsx")
+    assert err.value.code == "sheet_too_large"
+
+
 def test_ods_repeated_rows_spanning_a_huge_area_are_refused_before_reading():
     far = ('<table:table-row><table:table-cell table:number-columns-repeated="200"/>'
            '<table:table-cell office:value-type="string"><text:p>x</text:p></table:table-cell></table:table-row>')

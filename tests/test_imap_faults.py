@@ -202,7 +202,7 @@ def test_connection_cut_mid_fetch_is_retried_and_every_message_recorded_and_answ
         dovecot.append(raw, ON_TIME, user=imap_account.user)
     intake = _intake(tmp_path, _via(proxy, imap_account), smtp_sink, fetch_batch=2)
     try:
-        proxy.cut_fetch(after_bytes=len(raws[0]) // 2)  # inside the first message's literal
+        proxy.cut_fetch(after_bytes=len(raws[0]) // 2, skip=1)  # inside the first message's literal
         report = intake.poll_once()
         assert proxy.cuts == 1
         assert (report.fetched, report.recorded, report.outcomes) == (5, 5, {"accepted": 5})
@@ -222,7 +222,8 @@ def test_fetch_cut_twice_fails_the_poll_after_recording_what_arrived_and_the_nex
         dovecot.append(raw, ON_TIME, user=imap_account.user)
     intake = _intake(tmp_path, _via(proxy, imap_account), smtp_sink, fetch_batch=2)
     try:
-        proxy.cut_fetch(after_bytes=len(raws[2]) // 2, times=2, skip=1)  # the 2nd batch, and its retry
+        # skip the arrival times' FETCH and the 1st batch: cut the 2nd batch, and its retry
+        proxy.cut_fetch(after_bytes=len(raws[2]) // 2, times=2, skip=2)
         with pytest.raises(MailboxError, match="connection lost"):
             intake.poll_once()
         assert proxy.cuts == 2

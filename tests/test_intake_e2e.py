@@ -228,18 +228,6 @@ def test_full_program_puts_later_nominees_on_waiting_list_then_promotes_after_wi
         parts.close()
 
 
-def test_same_person_from_two_institutions_is_a_named_conflict(intake, dovecot, imap_account, smtp_sink) -> None:
-    _append(dovecot, imap_account, make_mail(sender="a@a.edu.cn", attachments=[
-        ("a.xlsx", _form(1, institution="甲职业技术学院"))]), shanghai(2020, 11, 2, 9, 0))
-    _append(dovecot, imap_account, make_mail(sender="b@b.edu.cn", attachments=[
-        ("b.xlsx", _form(1, institution="乙职业技术学院"))]), shanghai(2020, 11, 2, 10, 0))
-    intake.intake.poll_once()
-    second = parse_reply(smtp_sink.wait_for(2)[1].raw)
-    assert _nominee_lines(second) == [
-        f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）",
-        f"报名状态：待核实（该身份证号已由“甲职业技术学院”报名（{LOGISTICS}），一人只能参加一个项目，请与对方单位核实）"]
-
-
 def test_same_message_delivered_twice_is_answered_once(intake, dovecot, imap_account, smtp_sink) -> None:
     raw = make_mail(attachments=[("报名表.xlsx", _form(1))], message_id="<twice@zjxx.edu.cn>")
     _append(dovecot, imap_account, raw)

@@ -50,23 +50,77 @@ def test_nominees_past_capacity_wait_in_order_of_arrival(state: State) -> None:
 
 
 def test_withdrawal_by_resubmission_promotes_head_of_waiting_list(state: State) -> None:
-    ledger = SeatLedger(state, {BIM: 1}, rules_version="t")
-    _submit(state, ledger, "A", 1, [_req(1)])
+    ledger = SeatLedger(state, {BIM: 1, WEB: 5}, rules_version="t")
+    _submit(state, ledger, "A", 1, [_req(1), _req(6, WEB)])
     _submit(state, ledger, "B", 2, [_req(2)])
-    result = _submit(state, ledger, "A", 3, [_req(5)])
+    result = _submit(state, ledger, "A", 3, [_req(6, WEB), _req(5)])  # the school's list: 6 stays, 1 goes
     assert [(c.kind, c.name) for c in result.changes] == [("removed", "教师1"), ("added", "教师5")]
     assert [(p.name, p.institution, p.sender) for p in result.promotions] == [("教师2", "B", "B@x.edu.cn")]
-    assert [(p.status, p.waiting_position) for p in result.placements] == [("waiting", 1)]
-    assert result.resubmission
+    assert [(p.status, p.waiting_position) for p in result.placements] == [("seated", None), ("waiting", 1)]
+    assert result.resubmission and not result.addition
 
 
-def test_same_person_from_second_institution_is_a_conflict(state: State) -> None:
+def test_a_form_with_only_new_names_adds_them_and_withdraws_nobody(state: State) -> None:
+    ledger = SeatLedger(state, {BIM: 5}, rules_version="t")
+    _submit(state, ledger, "A", 1, [_req(1), _req(2)])
+    result = _submit(state, ledger, "A", 2, [_req(3)])
+    assert result.addition and [(c.kind, c.name) for c in result.changes] == [("added", "教师3")]
+    assert _statuses(state) == [("教师1", "seated"), ("教师2", "seated"), ("教师3", "seated")]
+
+
+def test_a_form_marked_as_an_addition_withdraws_and_moves_nobody_even_when_it_repeats_a_teacher(
+        state: State) -> None:
+    ledger = SeatLedger(state, {BIM: 5, WEB: 5}, rules_version="t")
+    _submit(state, ledger, "A", 1, [_req(1), _req(2)])
+    msg = _message(state, 2, "2020-11-02T01:00:00+00:00")
+    with state.transaction():
+        result = ledger.apply_submission(
+            institution_key="A", institution="A", requests=[_req(1, WEB), _req(3)],
+            present_ids={_req(1).id_number, _req(3).id_number, _req(2).id_number}, message=msg,
+            arrived_at="2020-11-02T01:00:00+00:00", uid=2, sender="A@x.edu.cn", adds_only=True)
+    assert result.addition and result.withdrawn == []
+    assert [(c.kind, c.name, c.detail) for c in result.asked] == [("changed", "教师1", f"{BIM} → {WEB}")]
+    assert _statuses(state) == [("教师1", "seated"), ("教师2", "seated"), ("教师3", "seated")]
+
+
+def _statuses(state: State) -> list[tuple[str, str]]:
+    return [(r["name"], r["status"]) for r in state.db.query("SELECT name, status FROM nominees ORDER BY id")]
+
+
+def test_same_person_from_second_institution_is_a_finding_and_the_first_keeps_their_seat(state: State) -> None:
     ledger = SeatLedger(state, {BIM: 5, WEB: 5}, rules_version="t")
     _submit(state, ledger, "A", 1, [_req(1)])
-    result = _submit(state, ledger, "B", 2, [_req(1, WEB)])
-    assert result.placements[0].status == "conflict"
-    assert "“A”" in result.placements[0].note
-    assert ledger.program_summary()[1]["seated"] == 0
+    result = _submit(state, ledger, "B", 2, [_req(1, WEB), _req(2, WEB)])
+    assert [(c.request.name, c.other_institution, c.other_program) for c in result.conflicts] == [
+        ("教师1", "A", BIM)]
+    assert [(p.request.name, p.status) for p in result.placements] == [("教师2", "seated")]
+    assert _statuses(state) == [("教师1", "seated"), ("教师2", "seated")]  # no row for B's 教师1
+
+
+def test_a_mail_handled_late_but_earlier_by_arrival_takes_only_free_seats_and_waits_for_staff(
+        state: State) -> None:
+    ledger = SeatLedger(state, {BIM: 2}, rules_version="t")
+    _submit(state, ledger, "B", 5, [_req(1), _req(2)])  # 2020-11-05: both seated, both told so
+    result = _submit(state, ledger, "A", 3, [_req(3)])  # 2020-11-03, handled after B
+    assert [(p.request.name, p.status) for p in result.held_by_arrival] == [("教师3", "held")]
+    assert _statuses(state) == [("教师1", "seated"), ("教师2", "seated"), ("教师3", "held")]
+    later = _submit(state, ledger, "C", 9, [_req(4)])  # arrived after everyone: simply waits
+    assert [(p.status, p.waiting_position) for p in later.placements] == [("waiting", 1)]
+    assert later.held_by_arrival == []
+
+
+def test_a_form_naming_no_school_holds_every_teacher_until_one_naming_it_arrives(state: State) -> None:
+    ledger = SeatLedger(state, {BIM: 5}, rules_version="t")
+    msg = _message(state, 1, "2020-11-01T01:00:00+00:00")
+    with state.transaction():
+        result = ledger.apply_submission(
+            institution_key="sender:a@x.edu.cn", institution="", requests=[_req(1)],
+            present_ids={_req(1).id_number}, message=msg, arrived_at="2020-11-01T01:00:00+00:00", uid=1,
+            sender="a@x.edu.cn", unnamed=True)
+    assert result.held_unnamed and [p.status for p in result.placements] == ["held"]
+    with state.transaction():
+        assert ledger.release_unnamed("A@x.edu.cn", message=msg) == 1
+    assert _statuses(state) == [("教师1", "withdrawn")]
 
 
 def test_resubmission_keeps_place_of_unchanged_rows_and_moves_changed_program(state: State) -> None:
@@ -91,7 +145,7 @@ def test_event_log_is_append_only_and_chain_verifies(state: State) -> None:
     with pytest.raises(Exception, match="append-only"):
         state.db.execute("UPDATE events SET kind = 'x'")
     assert state.applied_migrations() == ["001_initial", "002_school_contacts_and_staff_items", "003_audit_views",
-                                          "004_message_attempts"]
+                                          "004_message_attempts", "005_poll_health"]
 
 
 def _vm_steps_to_submit(tmp_path: Path, rows: int) -> tuple[int, list[int | None]]:

@@ -187,3 +187,12 @@ def test_bad_keys_and_folders_are_mailbox_errors(source: MaildirSource):
         source.settle("1.M1P1.host", "../outside")
     with pytest.raises(MailboxError, match="not in"):
         source.flag("missing", "\\Seen")
+
+
+def test_a_message_numbered_later_but_delivered_earlier_is_handed_out_first(maildir: Path, source: MaildirSource):
+    later = deliver(maildir, make_raw(1), datetime(2020, 11, 2, 10, tzinfo=SHANGHAI))
+    source.status()  # numbered now
+    earlier = deliver(maildir, make_raw(2), datetime(2020, 11, 2, 9, tzinfo=SHANGHAI))  # restored from a backup
+    fetched = [(m.key, m.uid) for m in source.fetch_after(None, 0)]
+    assert [key for key, _ in fetched] == [earlier, later]
+    assert fetched[0][1] > fetched[1][1]  # by arrival, against the UIDs

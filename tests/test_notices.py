@@ -100,10 +100,10 @@ def test_the_digest_lists_open_staff_items_and_forgets_closed_ones(tmp_path: Pat
         staff_items.add(state, "other_sender", "非本校报名联系邮箱发来报名表：新增1名", actor="daemon", rules_version="t",
                         institution="乙职业技术学院", sender="someone@qq.com", receipt="r-2")
     digest = build_digest(state, load_rules(), settings, now=datetime.now(timezone.utc))
-    assert [(a.category, a.summary, a.ref, a.sender) for a in digest.attention] == [
-        ("over_demand", "示例职业技术学院：超出该校上报的培训需求数，待审核（未占名额）：物流管理职业技能等级证书1名", "r-1",
+    assert [(a.category, a.institution, a.summary, a.ref, a.sender) for a in digest.attention] == [
+        ("over_demand", "示例职业技术学院", "超出该校上报的培训需求数，待审核（未占名额）：物流管理职业技能等级证书1名", "r-1",
          "jwc@x.edu.cn"),
-        ("other_sender", "乙职业技术学院：非本校报名联系邮箱发来报名表：新增1名", "r-2", "someone@qq.com")]
+        ("other_sender", "乙职业技术学院", "非本校报名联系邮箱发来报名表：新增1名", "r-2", "someone@qq.com")]
     with state.transaction():
         staff_items.close(state, first, actor="staff:王老师", rules_version="t", resolution="学校补报了需求数")
     digest = build_digest(state, load_rules(), settings, now=datetime.now(timezone.utc))

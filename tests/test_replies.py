@@ -162,6 +162,10 @@ CONTEXTS: dict[str, ReplyContext] = {
         nominee(5, "李红", CNC, "浙江机电职业技术学院", ID_B),
     )),
     "held": base("held", institution="", contact=""),
+    "acknowledgement": base("acknowledgement", institution="", contact=""),
+    "how_to_register": base("how_to_register", institution="", contact="",
+                            programs=((BIM, "浙江工业大学"), (CNC, "浙江机电职业技术学院")),
+                            correction_workbooks=(("附件3：高校参训教师信息汇总表.xlsx", b"PK\x03\x04fake"),)),
 }
 
 
@@ -509,15 +513,15 @@ DIGEST = DigestContext(
     period_start=datetime(2020, 11, 5, 8, 0, tzinfo=BJ),
     period_end=datetime(2020, 11, 6, 8, 0, tzinfo=BJ),
     deadline=datetime(2020, 11, 9, 23, 59, 59, tzinfo=BJ),
-    outcome_counts=(("acceptance", 12), ("correction", 3), ("failed", 1)),
+    outcome_counts=(("accepted", 12), ("correction", 3), ("failed", 1), ("something_new", 1)),
     programs=(
         ProgramSeats(BIM, "浙江工业大学", 50, 50, 4),
         ProgramSeats(CNC, "浙江机电职业技术学院", 17, 50, 0),
     ),
     attention=(
         AttentionItem("failed", "附件解析超时", ref="ZJ2020-000130", sender="a@b.edu.cn"),
-        AttentionItem("stuck_sending", "回复发送状态未知", ref="reply#88",
-                      since=datetime(2020, 11, 5, 22, 0, tzinfo=BJ)),
+        AttentionItem("reply_unknown", "回复发送状态未知", ref="ZJ2020-000088", sender="c@d.edu.cn",
+                      since=datetime(2020, 11, 4, 5, 0, tzinfo=BJ), institution="浙江某某职业技术学院"),
         AttentionItem("conflict", f"身份证号 {ID_A} 被两所学校报名"),
         AttentionItem("domain_mismatch", "<b>发件域名</b> gmail.com 与单位不符"),
     ),
@@ -526,11 +530,18 @@ DIGEST = DigestContext(
 
 def test_the_digest_counts_seats_and_lists_masked_attention_items(renderer):
     rendered = renderer.render_digest(DIGEST)
-    assert rendered.subject == "【报名日报】1+X证书制度试点师资培训 2020年11月6日：收到16封，需关注4项"
-    assert "- 报名成功：12" in rendered.text
-    assert f"- {BIM}（浙江工业大学）：50/50，候补4人【已满】" in rendered.text
-    assert "- 合计：67/100，候补4人" in rendered.text
-    assert "2. 【回复卡在发送中】回复发送状态未知（reply#88），自2020年11月5日 22:00起" in rendered.text
+    assert rendered.subject == "【报名日报】1+X证书制度试点师资培训 2020年11月6日：收到17封，需关注4项"
+    lines = rendered.text.splitlines()
+    outcomes = lines.index("邮件处理结果（共17封）：")
+    assert lines[outcomes + 1:outcomes + 5] == ["- 报名成功：12封", "- 需修改：3封", "- 处理失败：1封", "- 其他：1封"]
+    seats = lines.index(f"（1）{BIM}（浙江工业大学）")
+    assert lines[seats:seats + 6] == [
+        f"（1）{BIM}（浙江工业大学）", "   已录取50/50  ■■■■■■■■■■■■■■■■■■■■ 100%【已满】", "   候补4人，待审核0人",
+        f"（2）{CNC}（浙江机电职业技术学院）", "   已录取17/50  ■■■■■■■□□□□□□□□□□□□□ 34%", "   候补0人，待审核0人"]
+    assert "合计：已录取67/100，候补4人，待审核0人" in lines
+    item = lines.index("2. 【回复投递情况不明】回复发送状态未知")
+    assert lines[item + 1] == ("   学校：浙江某某职业技术学院；发件人：c@d.edu.cn；回执：ZJ2020-000088；"
+                               "已等待2天3小时（自2020年11月4日 05:00起）")
     assert mask_id(ID_A) in rendered.text and ID_A not in rendered.text + rendered.html
     assert "&lt;b&gt;发件域名&lt;/b&gt;" in rendered.html
 

@@ -137,3 +137,15 @@ def test_a_correction_leaves_time_to_resend_only_up_to_an_hour_before_the_deadli
     at = datetime(2020, 11, 9, 15, 59, 59, tzinfo=timezone.utc)
     assert [deadline.leaves_time_to_resend(at - timedelta(minutes=m)) for m in (61, 60, 59, 0, -5)] == [
         True, True, False, False, False]
+
+
+def test_expected_schools_are_optional_and_checked_and_the_silent_ones_are_named_in_order(rules):
+    assert rules.expected_institutions == () and rules.silent_institutions(["甲职业技术学院"]) == ()
+    data = raw_rules()
+    data["expected_institutions"] = ["甲职业技术学院", " （盖章）", "乙职业 技术学院", "乙职业技术学院（盖章）"]
+    assert problems_of(data) == [
+        "expected_institutions[1]: empty once normalised",
+        "expected_institutions[3]: '乙职业技术学院（盖章）' already given in expected_institutions[2]"]
+    data["expected_institutions"] = ["甲职业技术学院", "乙职业技术学院（盖章）", "丙职业技术学院"]
+    expected = parse_rules(data, "test.toml")
+    assert expected.silent_institutions(["乙职业技术学院", "丁职业技术学院"]) == ("甲职业技术学院", "丙职业技术学院")

@@ -113,12 +113,12 @@ def test_a_school_without_reported_demand_is_not_capped(state: State) -> None:
 
 def test_a_mail_with_too_many_new_teachers_is_held_whole_and_changes_nothing(state: State) -> None:
     ledger = SeatLedger(state, {BIM: 50}, rules_version="t")
-    _submit(state, ledger, 1, CONTACT, [_req(1)])
-    result = _submit(state, ledger, 2, CONTACT, [_req(n) for n in range(10, 14)], max_new=3)
+    _submit(state, ledger, 1, CONTACT, [_req(1), _req(2)])
+    result = _submit(state, ledger, 2, CONTACT, [_req(1)] + [_req(n) for n in range(10, 14)], max_new=3)
     assert result.held_whole and result.new_teachers == 4
-    assert [p.status for p in result.placements] == ["held"] * 4
-    assert [(c.kind, c.name) for c in result.asked] == [("removed", "教师1")]
-    assert ledger.program_summary()[0]["seated"] == 1
+    assert [p.status for p in result.placements] == ["seated"] + ["held"] * 4
+    assert [(c.kind, c.name) for c in result.asked] == [("removed", "教师2")]
+    assert ledger.program_summary()[0]["seated"] == 2
 
 
 def test_a_mail_held_whole_makes_nobody_contact_of_record(state: State) -> None:

@@ -68,6 +68,10 @@ def _named(text: str, serials: list[int]) -> list[int]:
     return [s for s in serials if nominee(s).name in text or mask_id(str(nominee(s).id_number)) in text]
 
 
+def _receipt(parts, message: int) -> str:
+    return next(parts.state.db.query("SELECT receipt FROM messages WHERE id = ?", [message]))["receipt"]
+
+
 def _seats(parts) -> list[tuple[str, str, str]]:
     return [(r["name"], r["status"], r["sender"]) for r in parts.state.db.query(
         "SELECT name, status, sender FROM nominees ORDER BY id")]
@@ -118,7 +122,9 @@ def test_a_second_address_naming_a_school_only_adds_and_the_contact_of_record_is
         f"1. 【非本校联系邮箱以本校名义报名】{SCHOOL}：非本校报名联系邮箱发来报名表：新增1名（其中待审核0名），"
         f"按该表替换名单将删除或更改2名（未执行），已有1名未改动；已通知本校报名联系邮箱（回执号{receipt}），发件人：{OTHER}"]
     assert _open_items(parts) == [("other_sender", SCHOOL, OTHER)]
-    assert "【非本校联系邮箱以本校名义报名】" in _digest_text(parts)
+    assert [ln for ln in _digest_text(parts).splitlines() if ln.startswith("1. ")] == [
+        f"1. 【非本校联系邮箱以本校名义报名】非本校报名联系邮箱发来报名表：新增1名（其中待审核0名），"
+        f"按该表替换名单将删除或更改2名（未执行），已有1名未改动；已通知本校报名联系邮箱"]
 
     _send(dovecot, imap_account, CONTACT, [1, 2, 3, 4], 11)  # a mail raising no item: no alert again
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
@@ -133,13 +139,26 @@ def test_the_contact_of_record_still_shortens_its_list_and_the_other_sender_is_t
     parts.intake.poll_once()
     smtp_sink.wait_for(4)  # reply, reply, notice to the contact, staff alert
 
-    _send(dovecot, imap_account, CONTACT, [1], 11)  # the school's own complete list: only teacher 1
+    _send(dovecot, imap_account, CONTACT, [1], 11)  # a partial list from the contact of record: it replaces
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
-    mails = _mails_since(smtp_sink, 4, 2)
+    mails = _mails_since(smtp_sink, 4, 3)  # the reply, the other sender's notice, the staff alert
     assert _seats(parts) == [(nominee(1).name, "seated", CONTACT), (nominee(2).name, "withdrawn", CONTACT),
                              (nominee(3).name, "withdrawn", CONTACT), (nominee(4).name, "withdrawn", OTHER)]
     (reply,) = mails[CONTACT]
     assert _named(reply.text, [1, 2, 3, 4]) == [1, 2, 3]
+    lines = reply.text.splitlines()
+    warning = ("【请注意】本邮件来自贵单位报名联系邮箱，已按贵单位的完整名单处理：此前登记的3名教师不在本表中或改报了项目，"
+               "已相应取消或更改（见下方变更情况）。如非本意，请在截止时间前重新发送包含全部教师的汇总表；"
+               "重新登记的教师按重新收到的时间排序。")
+    assert (lines[1], lines[2], lines[3]) == ("", warning, "")  # a line of its own, before the list
+    assert lines[4].startswith("我们已于")
+    (alert,) = mails[STAFF]
+    assert [ln.rsplit("，", 1)[0] for ln in alert.text.splitlines() if ln[:3] == "1. "] == [
+        f"1. 【名单中有教师被取消或改报】{SCHOOL}：报名联系邮箱的新名单取消或更改3名教师："
+        f"{nominee(2).name}（{mask_id(str(nominee(2).id_number))}，取消{LOGISTICS}）；"
+        f"{nominee(3).name}（{mask_id(str(nominee(3).id_number))}，取消{LOGISTICS}）；"
+        f"{nominee(4).name}（{mask_id(str(nominee(4).id_number))}，取消{LOGISTICS}）"
+        f"（回执号{_receipt(parts, 3)}），发件人：{CONTACT}"]
     assert "说明：另有1名由其他邮箱登记的贵单位教师已按本次名单删除或更改，已分别通知原登记邮箱。" in reply.text.splitlines()
     (changed,) = mails[OTHER]
     assert _named(changed.text, [1, 2, 3, 4]) == [4]
@@ -157,8 +176,9 @@ def test_a_school_over_its_reported_demand_waits_for_staff(open_parts, dovecot, 
     (reply,) = mails[CONTACT]
     assert "   报名状态：待工作人员审核" in reply.text.splitlines()
     assert _open_items(parts) == [("over_demand", SCHOOL, CONTACT)]
-    assert f"【超出上报的培训需求数】{SCHOOL}：超出该校上报的培训需求数，待审核（未占名额）：{LOGISTICS}1名" \
-        in _digest_text(parts)
+    lines = _digest_text(parts).splitlines()
+    at = lines.index(f"1. 【超出上报的培训需求数】超出该校上报的培训需求数，待审核（未占名额）：{LOGISTICS}1名")
+    assert lines[at + 1].startswith(f"   学校：{SCHOOL}；发件人：{CONTACT}；回执：")
     assert parts.state.db.execute(
         "SELECT count(*) FROM nominees WHERE status = 'seated'").fetchone()[0] == 2
 
@@ -188,7 +208,7 @@ def test_quarantined_mail_is_on_the_staff_list_and_announced_once(
     assert parts.intake.poll_once().outcomes == {"quarantined": 1}
     assert list(_mails_since(smtp_sink, 0, 1)) == [STAFF]
     assert _open_items(parts) == [("quarantined", "", "x@evil.example")]
-    assert "【已隔离】邮件已隔离：deny-listed" in _digest_text(parts)
+    assert "1. 【已隔离】邮件已隔离：发件域名在拒收名单中，未处理也未回复" in _digest_text(parts).splitlines()
     _send(dovecot, imap_account, CONTACT, [1], 10)
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
     assert list(_mails_since(smtp_sink, 1, 1)) == [CONTACT]

@@ -109,10 +109,12 @@ def test_a_forged_from_of_a_third_party_gets_that_party_nothing_and_staff_see_it
     assert (_folder(dovecot, imap_account, "INBOX"), _folder(dovecot, imap_account, "Quarantine")) == (0, 2)
     digest = build_digest(parts.state, parts.rules, parts.settings)
     assert [(a.category, a.ref, a.sender, a.summary) for a in digest.attention] == [
-        ("quarantined", r["receipt"], r["sender"], "邮件已隔离：not-aligned") for r in rows]
-    text = parts.intake.renderer.render_digest(digest).text
-    items = [line.rsplit("，", 1)[0] for line in text.splitlines() if line[:3] in ("1. ", "2. ")]  # time aside
-    assert items == [f"{n}. 【已隔离】邮件已隔离：not-aligned（{r['receipt']}），发件人：{r['sender']}"
+        ("quarantined", r["receipt"], r["sender"], "邮件已隔离：发件人未通过核验，未处理也未回复") for r in rows]
+    lines = parts.intake.renderer.render_digest(digest).text.splitlines()
+    items = [(line, lines[i + 1].split("；已等待")[0]) for i, line in enumerate(lines)
+             if line[:3] in ("1. ", "2. ")]  # the waiting time aside
+    assert items == [(f"{n}. 【已隔离】邮件已隔离：发件人未通过核验，未处理也未回复",
+                      f"   学校：未知；发件人：{r['sender']}；回执：{r['receipt']}")
                      for n, r in enumerate(rows, start=1)]
 
 
@@ -164,14 +166,15 @@ def test_a_form_from_a_company_domain_is_flagged_for_staff_and_still_answered_bu
     assert [(a.category, a.ref, a.sender) for a in digest.attention] == [
         ("domain_mismatch", rows[0]["receipt"], "wang@zjxx-corp.com")]
     text = parts.intake.renderer.render_digest(digest).text
-    (item,) = [line for line in text.splitlines() if line.startswith("1. ")]
-    assert re.fullmatch(rf"1\. 【发件域名与单位不符】表内填报单位“浙江某某职业技术学院”与发件邮箱域名不一致（{rows[0]['receipt']}），"
-                        rf"发件人：wang@zjxx-corp\.com，自\d{{4}}年\d+月\d+日 \d\d:\d\d起", item), item
+    lines = text.splitlines()
+    at = lines.index("1. 【发件域名与单位不符】表内填报单位“浙江某某职业技术学院”与发件邮箱域名不一致")
+    assert re.fullmatch(rf"   学校：浙江某某职业技术学院；发件人：wang@zjxx-corp\.com；回执：{rows[0]['receipt']}；"
+                        rf"已等待不到1小时（自\d{{4}}年\d+月\d+日 \d\d:\d\d起）", lines[at + 1]), lines[at + 1]
     assert outcomes(parts)[0] == ("wang@zjxx-corp.com", "accepted")
     assert "未配置发件人认证" not in text
 
 
-TRUST_WARNING = "注意：未配置发件人认证（trust.authserv_ids），回复会发给任何发件地址（包括伪造的发件人）。"
+TRUST_WARNING = "注意：尚未配置发件人认证，回复会发给任何发件地址（包括伪造的发件人），请联系技术人员配置。"
 
 
 def test_without_trust_configured_replies_go_out_as_before_and_every_digest_warns(

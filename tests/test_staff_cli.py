@@ -49,12 +49,21 @@ def test_the_help_page_is_chinese_from_usage_to_the_help_option() -> None:
     assert (result.exit_code, result.output) == (0, "\n".join([
         "用法：mailbot digest [选项]",
         "",
-        "  显示最近24小时的工作人员日报（加 --send 则发送）。",
+        "  生成报名日报：各项目名额、本时段情况、需要人工处理的事项、已报名的学校、运行状况。",
+        "",
+        "  默认打印文字版；--out 写出网页版；--send 发送给工作人员。",
+        "",
+        "  例如：",
+        "    mailbot digest",
+        "    mailbot digest --since 2020-11-05T08:00 --out 日报.html",
         "",
         "选项:",
-        "  --config 文件  配置文件（默认：当前目录下的 mailbot.toml）。",
-        "  --send       发给工作人员邮箱，而不是显示在屏幕上。",
-        "  -h, --help   显示本说明并退出。",
+        "  --since 时间     统计起点（如 2020-11-05 或",
+        "                 2020-11-05T08:00，默认按本地时区）；默认：上次发送日报的时间，没有则为24小时前。",
+        "  --out 文件.html  把日报的网页版写入此文件（不打印文字版）。",
+        "  --send         发送给工作人员邮箱（staff_addresses），并记为一次已发日报。",
+        "  --config 文件    配置文件（默认：当前目录下的 mailbot.toml）。",
+        "  -h, --help     显示本说明并退出。",
         ""]))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from enum import Enum
 
 from stdnum.cn import ric
@@ -33,6 +34,7 @@ class IdCheck:
         return self.problem is None
 
 
+@lru_cache(maxsize=4096)  # each row's number is checked by more than one row check
 def check_id_number(number: str) -> IdCheck:
     """Check length, characters, birth date and check digit, in that order.
 

@@ -81,9 +81,34 @@ _VALUE_STRIP = " \t\r\n\u3000:：_＿—-"
 _FOOTER_RE = re.compile(r"^(?:说\s*明|填\s*表\s*说\s*明|注\s*[:：])")
 
 
+_NEEDLE_RE = re.compile("|".join(re.escape(n) for _key, needles in _CONTAINS for n in needles))
+_LABEL_CACHE: dict[str, str | None] = {}
+_LABEL_CACHE_SIZE = 4096  # texts, each at most _LABEL_CACHE_TEXT characters: a bounded table
+_LABEL_CACHE_TEXT = 64
+
+
 def match_label(text: str) -> str | None:
-    """Canonical key of a header cell (``"身份证号码"`` -> ``"id_number"``), or ``None``."""
-    label = compact(text).lower().strip("*:")
+    """Canonical key of a header cell (``"身份证号码"`` -> ``"id_number"``), or ``None``.
+
+    Called for every cell of a sheet's first rows, so the answer is remembered per text (header
+    labels, genders and programs repeat across forms) and printable ASCII (numbers, emails)
+    skips the Unicode normalisation, which leaves it unchanged but its spaces."""
+    known = _LABEL_CACHE.get(text, "")
+    if known != "":
+        return known
+    if text.isascii() and text.isprintable():
+        key = _match_compacted(text.replace(" ", ""))
+    else:
+        key = _match_compacted(compact(text))
+    if len(text) <= _LABEL_CACHE_TEXT:
+        if len(_LABEL_CACHE) >= _LABEL_CACHE_SIZE:
+            _LABEL_CACHE.clear()
+        _LABEL_CACHE[text] = key
+    return key
+
+
+def _match_compacted(compacted: str) -> str | None:
+    label = compacted.lower().strip("*:")
     if not label or len(label) > 20:
         return None
     if label in _EXACT:
@@ -91,7 +116,7 @@ def match_label(text: str) -> str | None:
     bare = _PAREN_RE.sub("", label).strip("*:")
     if bare in _EXACT:
         return _EXACT[bare]
-    if len(bare) > 12:
+    if len(bare) > 12 or _NEEDLE_RE.search(bare) is None:
         return None
     for key, needles in _CONTAINS:
         if any(n in bare for n in needles):

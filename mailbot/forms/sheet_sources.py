@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from itertools import islice
 
 from mailbot.charsets import decode_guess
@@ -338,7 +339,7 @@ def _merge_map(merged: list, max_columns: int) -> dict[tuple[int, int], tuple[in
 def _calamine_rows(it: Iterator[list], merged: list, max_columns: int, col0: int) -> Iterator[list[CellValue]]:
     """Rows of CellValue from calamine's ``iter_rows`` (whose rows start at column ``col0``)."""
     cover = _merge_map(merged, max_columns)
-    letters = [column_letters(c) for c in range(max_columns)]
+    letters = _column_letters_up_to(max_columns)
     origin: dict[tuple[int, int], CellValue] = {}
     origins = set(cover.values())
     covered_rows = {r for r, _c in cover}
@@ -359,6 +360,11 @@ def _calamine_rows(it: Iterator[list], merged: list, max_columns: int, col0: int
                 origin[(r, c)] = cell
             cells.append(cell)
         yield cells
+
+
+@lru_cache(maxsize=4)
+def _column_letters_up_to(max_columns: int) -> tuple[str, ...]:
+    return tuple(column_letters(c) for c in range(max_columns))
 
 
 def _load_xlrd(data: bytes, limits: Limits, head_rows: int) -> Source:

@@ -80,6 +80,20 @@ def parse_fetch(data: list) -> list[tuple[int, datetime, bytes]]:
     return result
 
 
+def parse_arrivals(data: list) -> list[tuple[int, datetime]]:
+    """(uid, internaldate) from the answer to ``UID FETCH ... (UID INTERNALDATE)``; responses
+    without both (unsolicited flag updates) are skipped."""
+    found = []
+    for item in data:
+        meta = item[0] if isinstance(item, tuple) else item
+        if not isinstance(meta, bytes):
+            continue
+        uid = _UID.search(meta)
+        if uid is not None and _INTERNALDATE.search(meta):
+            found.append((int(uid.group(1)), parse_internaldate(meta)))
+    return found
+
+
 class ImapSource:
     """A folder on an IMAP server as a :class:`~mailbot.mail.source.MailSource`."""
 
@@ -207,24 +221,33 @@ class ImapSource:
         return self._run("STATUS", op)
 
     def fetch_after(self, uidvalidity: int | None, last_uid: int) -> Iterator[FetchedMessage]:
-        """New messages (uid > last_uid) in UID order, ``fetch_batch`` at a time, with
-        BODY.PEEK (no \\Seen).  A different or unknown ``uidvalidity`` refetches the folder."""
+        """New messages (uid > last_uid) in arrival order (INTERNALDATE, ties by UID),
+        ``fetch_batch`` at a time, with BODY.PEEK (no \\Seen).  A different or unknown
+        ``uidvalidity`` refetches the folder.
+
+        The arrival times come first (one ``UID FETCH n:* (UID INTERNALDATE)``), then the bodies
+        in that order.  Each message's ``cursor_uid`` is the highest UID below which every new
+        message has been handed out, so a crash mid-poll never skips an earlier-UID message."""
         # The selected view only learns of new mail when the server syncs it (NOOP);
         # STATUS reads the index directly and is what decides the UIDVALIDITY.
         current, _ = self.status()
         self._run("SELECT", self._select)
         after = last_uid if uidvalidity == current else 0
 
-        def search(client: imaplib.IMAP4) -> list[int]:
+        def arrivals(client: imaplib.IMAP4) -> list[tuple[int, datetime]]:
             self._select(client)
-            data = self._ok("UID SEARCH", client.uid("SEARCH", f"UID {after + 1}:*"))
+            data = self._ok("UID FETCH", client.uid("FETCH", f"{after + 1}:*", "(UID INTERNALDATE)"))
             # "n:*" matches the highest UID even when it is below n: filter.
-            return sorted(u for u in (int(x) for x in b" ".join(data).split()) if u > after)
+            return sorted({u: d for u, d in parse_arrivals(data) if u > after}.items())
 
-        uids = self._run("UID SEARCH", search)
+        dated = self._run("UID FETCH", arrivals)
+        order = [u for u, _ in sorted(dated, key=lambda ud: (ud[1], ud[0]))]
+        by_uid = sorted(u for u, _ in dated)
+        handed: set[int] = set()
+        floor = 0  # index into by_uid: every UID before it has been handed out
         batch = self.settings.fetch_batch
-        for i in range(0, len(uids), batch):
-            wanted = uids[i:i + batch]
+        for i in range(0, len(order), batch):
+            wanted = order[i:i + batch]
 
             def fetch(client: imaplib.IMAP4, wanted: list[int] = wanted) -> list[tuple[int, datetime, bytes]]:
                 self._select(client)
@@ -232,13 +255,17 @@ class ImapSource:
                     "FETCH", ",".join(map(str, wanted)), "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[])"))
                 return parse_fetch(data)
 
-            got = self._run("UID FETCH", fetch)
-            wanted_set = set(wanted)
-            for uid, arrived, raw in sorted(got, key=lambda g: g[0]):
-                if uid not in wanted_set:
-                    continue  # an unsolicited literal; expunged UIDs simply do not come back
+            got = {uid: (arrived, raw) for uid, arrived, raw in self._run("UID FETCH", fetch)}
+            for uid in wanted:
+                handed.add(uid)  # an expunged UID does not come back: nothing to wait for
+                while floor < len(by_uid) and by_uid[floor] in handed:
+                    floor += 1
+                if uid not in got:
+                    continue
+                arrived, raw = got[uid]
                 yield FetchedMessage(source=self.name, uidvalidity=current, uid=uid,
-                                     key=str(uid), arrived_at=arrived, raw=raw)
+                                     key=str(uid), arrived_at=arrived, raw=raw,
+                                     cursor_uid=by_uid[floor - 1] if floor else after)
 
     def settle(self, key: str, folder: str) -> None:
         """Move message ``key`` (a UID) into ``folder``, creating the folder when missing."""

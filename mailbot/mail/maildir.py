@@ -150,13 +150,20 @@ class MaildirSource:
         return validity, next_uid
 
     def fetch_after(self, uidvalidity: int | None, last_uid: int) -> Iterator[FetchedMessage]:
-        """Every message still in the inbox, in UID order, one file read at a time.
+        """Every message still in the inbox, in arrival order (delivery time, ties by UID),
+        one file read at a time.
 
         ``last_uid`` is deliberately ignored: a Maildir inbox holds only unsettled mail, and a
         message recorded but not yet moved must come back so the caller can settle it.
         """
         validity, _, entries = self._index()
+        dated = []
         for uid, key, path in entries:
+            try:
+                dated.append((self.delivered_at(path), uid, key, path))
+            except FileNotFoundError:  # moved from new/ to cur/ meanwhile: found again below
+                dated.append((datetime.max.replace(tzinfo=timezone.utc), uid, key, path))
+        for _, uid, key, path in sorted(dated):
             current = self._find(key) if not path.exists() else path
             if current is None:
                 continue  # settled by someone else meanwhile

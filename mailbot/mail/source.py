@@ -13,7 +13,7 @@ The poll loop costs one round trip when nothing is new::
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
@@ -40,6 +40,9 @@ class FetchedMessage:
     key: str  # opaque handle for settle()/flag(): str(uid) for IMAP, the Maildir key
     arrived_at: datetime  # aware: IMAP INTERNALDATE, Maildir delivery time
     raw: bytes
+    #: the cursor may move up to this UID once the message is recorded: every new message with
+    #: a lower UID has been handed out before it (None: the message's own UID)
+    cursor_uid: int | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # never dump message bytes into logs
         return (

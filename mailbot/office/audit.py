@@ -51,12 +51,13 @@ ORDER BY h.event""",
     },
     "late_and_rejected_mail": {
         "title": "逾期和未受理的邮件 (late and rejected mail)",
-        "description": "Mail that was late, quarantined, redirected, unreadable or without a usable form.",
+        "description": "Mail that was late, quarantined, redirected, unreadable or without a usable form "
+                       "(questions and requests to staff, and 'how do I register', included).",
         "sql": """SELECT message, receipt, arrived_at, sender, institution, outcome, reason, reply_kind,
        reply_status
 FROM message_log
 WHERE outcome IN ('late', 'quarantined', 'redirect', 'unreadable', 'not_annex3', 'scan_only',
-                  'no_form', 'failed')
+                  'no_form', 'for_staff', 'how_to_register', 'failed')
 ORDER BY message""",
     },
 }

@@ -10,6 +10,7 @@ alert mail (``alerted_at``).  Summaries are Chinese and masked: they are shown t
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
@@ -33,6 +34,27 @@ class StaffItem:
     opened_at: datetime
     status: str
     message: int | None = None
+
+
+QUARANTINE_REASONS = {
+    "deny-listed": "发件域名在拒收名单中",
+    "not-allow-listed": "发件域名不在允许名单中",
+    "dmarc-fail": "发件域名的身份验证未通过",
+    "spf-and-dkim-fail": "发件服务器和邮件签名的验证均未通过",
+    "no-sender": "没有可回复的发件人地址",
+}
+
+
+def outcome_summary(outcome: str, reason: str) -> str:
+    """A quarantined or failed message as the staff list names it: Chinese, no technical text
+    (the reason code and the error stay in ``messages.reason`` and the log)."""
+    poison = re.match(r"poison: processing did not finish (\d+) times", reason)
+    if outcome == "quarantined" and poison:
+        return (f"邮件已隔离：系统处理该邮件时{poison.group(1)}次未能完成（进程崩溃或被终止），"
+                "已暂停自动处理，未登记，请人工查看")
+    if outcome == "quarantined":
+        return f"邮件已隔离：{QUARANTINE_REASONS.get(reason, '发件人未通过核验')}，未处理也未回复"
+    return "处理失败：系统处理该邮件时出错，邮件已移至失败文件夹，未登记也未回复（详见系统日志）"
 
 
 def attention_item(item: StaffItem, tz: tzinfo) -> AttentionItem:

@@ -233,3 +233,36 @@ def highlight_workbook(
     except Exception:  # noqa: BLE001 - a weird workbook must never stop the reply
         return None
     return corrected_name(filename), out.getvalue()
+
+
+BLANK_FORM_NAME = "附件3：高校参训教师信息汇总表.xlsx"
+
+
+def blank_annex3(title: str, labels: list[str], programs: list[str], *, rows: int = 20) -> tuple[str, bytes]:
+    """A blank Annex 3 form made from the rules: the title, the header block (填报单位（盖章）,
+    联系人, 联系电话), the columns as printed (``mailbot.annex3``), ``rows`` numbered empty rows
+    (identity numbers as text) and a list of the programs to pick from.  Returns (filename, xlsx)."""
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "附件3"
+    width = len(labels)
+    sheet.append([title])
+    sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=width)
+    sheet.append(["填报单位（盖章）", None, None, "联系人", None, "联系电话", None])
+    sheet.append(labels)
+    for n in range(1, rows + 1):
+        sheet.append([n])
+    for index, label in enumerate(labels, start=1):
+        letter = sheet.cell(row=3, column=index).column_letter
+        sheet.column_dimensions[letter].width = 30 if label in ("所报证书培训班名称", "身份证号", "电子邮箱") else 12
+        if label in ("身份证号", "手机"):
+            for r in range(4, rows + 4):
+                sheet.cell(row=r, column=index).number_format = "@"
+    listing = book.create_sheet("培训项目")
+    listing.append(["所报证书培训班名称（请照此填写）"])
+    for name in programs:
+        listing.append([name])
+    listing.column_dimensions["A"].width = 50
+    out = io.BytesIO()
+    book.save(out)
+    return BLANK_FORM_NAME, out.getvalue()

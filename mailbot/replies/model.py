@@ -21,6 +21,8 @@ ReplyKind = Literal[
     "not_annex3",
     "promotion",
     "held",
+    "acknowledgement",
+    "how_to_register",
 ]
 REPLY_KINDS: tuple[str, ...] = get_args(ReplyKind)
 
@@ -99,6 +101,8 @@ class ReplyContext:
     signature: str = ""  # closing line; the templates have a default
     notes: tuple[str, ...] = ()  # lines on what this mail could not change in the school's list
     resend_closed: bool = False  # received too close to the deadline to fix and send again
+    lead: tuple[str, ...] = ()  # lines of their own before the list (e.g. "this mail replaced your list")
+    programs: tuple[tuple[str, str], ...] = ()  # (program, host) for how_to_register
 
     def __post_init__(self) -> None:
         if self.kind not in REPLY_KINDS:
@@ -144,38 +148,93 @@ class SchoolNotice:
 # --- the staff digest -------------------------------------------------------------------------
 
 AttentionCategory = Literal[
-    "failed", "quarantined", "stuck_sending", "domain_mismatch", "conflict", "other",
-    "other_sender", "over_demand", "too_many", "reader_failed",
+    "failed", "quarantined", "reply_failed", "reply_unknown", "domain_mismatch", "conflict", "other",
+    "other_sender", "over_demand", "too_many", "reader_failed", "late", "correction_open", "no_institution",
+    "arrival_order", "withdrawal", "question", "change_request", "institution_missing",
 ]
+
+NomineeChangeKind = Literal["seated", "waiting", "promoted", "withdrawn", "held"]
+
+
+@dataclass(frozen=True)
+class WaitingLine:
+    """One name on a program's waiting list (identity number masked)."""
+
+    position: int
+    name: str
+    id_masked: str
+    institution: str
+    receipt: str
 
 
 @dataclass(frozen=True)
 class ProgramSeats:
-    """Seats of one program at digest time."""
+    """Seats of one program at digest time: seated of capacity, the waiting list, held count."""
 
     program: str
     host: str
     seated: int
     capacity: int
     waiting: int
+    held: int = 0
+    waiting_list: tuple[WaitingLine, ...] = ()
+
+    @property
+    def percent(self) -> int:
+        """Seats taken, in whole percent of capacity (0..100), for the bar."""
+        return min(100, round(100 * self.seated / self.capacity)) if self.capacity else 0
+
+
+@dataclass(frozen=True)
+class NomineeChange:
+    """What happened to one nominee in the period (a ledger event), with school and receipt."""
+
+    kind: NomineeChangeKind
+    name: str
+    id_masked: str
+    institution: str
+    program: str
+    receipt: str
+    at: datetime
 
 
 @dataclass(frozen=True)
 class AttentionItem:
-    """One thing staff must look at.  ``ref`` points at the message or reply (e.g. a receipt or
-    a store id); ``summary`` is a short masked sentence; ``since`` when it started."""
+    """One thing staff must look at.  ``ref`` points at the message or reply (a receipt);
+    ``summary`` is a short masked Chinese sentence; ``since`` when it started (its age);
+    ``institution`` the school, when known."""
 
     category: AttentionCategory
     summary: str
     ref: str = ""
     sender: str = ""
     since: datetime | None = None
+    institution: str = ""
+
+
+@dataclass(frozen=True)
+class SchoolLine:
+    """A school that sent forms: how many nominees it has on the list and its latest receipt."""
+
+    institution: str
+    nominees: int
+    receipt: str
+
+
+@dataclass(frozen=True)
+class PollError:
+    """A failed poll: when, and a short Chinese summary (technical detail masked)."""
+
+    at: datetime
+    summary: str
 
 
 @dataclass(frozen=True)
 class DigestContext:
-    """The periodic staff digest.  ``outcome_counts`` is ordered ``(outcome, count)`` pairs,
-    outcome being a reply kind or a pipeline state such as ``failed``/``quarantined``/``ignored``."""
+    """The staff digest.  Running totals (programs, schools, the staff list) are as of
+    ``period_end``; ``outcome_counts`` (ordered ``(outcome, count)`` pairs, outcome being a
+    pipeline outcome such as ``accepted``/``failed``), ``changes`` and ``poll_errors`` cover the
+    period since the last digest."""
 
     campaign: str
     generated_at: datetime
@@ -189,9 +248,15 @@ class DigestContext:
     sender_trust_configured: bool = True  # False: replies go to any From address (warned in the digest)
     replies_held: int = 0  # replies waiting in the outbox for the hourly reply budget
     reply_budget_per_hour: int = 0
+    changes: tuple[NomineeChange, ...] = ()
+    schools: tuple[SchoolLine, ...] = ()
+    silent_schools: tuple[str, ...] = ()
+    expected_schools: int = 0  # how many schools the rules expect (0: no list)
+    last_poll_ok: datetime | None = None
+    poll_errors: tuple[PollError, ...] = ()
 
     def __post_init__(self) -> None:
-        for label in ("generated_at", "period_start", "period_end", "deadline"):
+        for label in ("generated_at", "period_start", "period_end", "deadline", "last_poll_ok"):
             value = getattr(self, label)
             if value is not None and value.utcoffset() is None:
                 raise ValueError(f"{label} must be timezone-aware")

@@ -75,6 +75,7 @@ _MSGID_RE = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 
 STATUS_LABELS = {"seated": "已录取", "held": "待工作人员审核", "conflict": "待核实", "rejected": "未录取"}
 OUTCOME_LABELS = {
+    "accepted": "报名成功",
     "acceptance": "报名成功",
     "correction": "需修改",
     "late": "逾期",
@@ -85,15 +86,19 @@ OUTCOME_LABELS = {
     "not_annex3": "非附件3",
     "promotion": "候补递补",
     "held": "已收到，待人工处理",
+    "for_staff": "来信转工作人员",
+    "how_to_register": "询问报名方式（已回复空白表）",
     "failed": "处理失败",
     "quarantined": "已隔离",
     "ignored": "已忽略（自动回复/退信等）",
     "duplicate": "重复邮件",
 }
+OTHER_LABEL = "其他"  # a code without a label is never shown as is (staff read Chinese only)
 ATTENTION_LABELS = {
     "failed": "处理失败",
     "quarantined": "已隔离",
-    "stuck_sending": "回复卡在发送中",
+    "reply_failed": "回复发送失败",
+    "reply_unknown": "回复投递情况不明",
     "domain_mismatch": "发件域名与单位不符",
     "conflict": "身份证号冲突",
     "other": "其他",
@@ -101,7 +106,23 @@ ATTENTION_LABELS = {
     "over_demand": "超出上报的培训需求数",
     "too_many": "单封邮件报名人数过多",
     "reader_failed": "附件读取失败（资源限制）",
+    "arrival_order": "到达早于已报名成功者（较晚处理）",
+    "withdrawal": "名单中有教师被取消或改报",
+    "change_request": "补报邮件中要求更改已登记教师",
+    "question": "来信询问或请求",
+    "institution_missing": "未填写填报单位",
+    "late": "截止后来信",
+    "correction_open": "已要求修改、尚未重新提交",
+    "no_institution": "报名表未填填报单位",
 }
+CHANGE_LABELS = {
+    "seated": "新录取",
+    "waiting": "进入候补",
+    "promoted": "候补递补录取",
+    "withdrawn": "撤回",
+    "held": "待审核（未占名额）",
+}
+BAR_CELLS = 20  # the text bar: one cell per 5 %
 
 
 @dataclass(frozen=True)
@@ -180,6 +201,8 @@ SUBJECT_RESULTS = {
     "not_annex3": "附件不是附件3汇总表",
     "promotion": "候补转为录取",
     "held": "已收到，待工作人员处理",  # the acknowledgement of mail set aside for staff
+    "acknowledgement": "来信已转工作人员",
+    "how_to_register": "报名方法及附件3空白表",
 }
 """The result in a reply's subject, per reply kind: mailbot's own words only."""
 
@@ -261,6 +284,21 @@ def cn_date(value: datetime | None) -> str:
         return ""
     v = value.astimezone(BEIJING)
     return f"{v.year}年{v.month}月{v.day}日"
+
+
+def cn_age(value: timedelta) -> str:
+    """How long something has waited, in days and hours: ``3天2小时``, ``5小时``, ``不到1小时``."""
+    hours = max(0, int(value.total_seconds() // 3600))
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}天{hours}小时" if hours else f"{days}天"
+    return f"{hours}小时" if hours else "不到1小时"
+
+
+def text_bar(percent: int) -> str:
+    """A seats bar for plain text: ``■`` per 5 % taken, ``□`` for the rest."""
+    full = round(max(0, min(100, percent)) * BAR_CELLS / 100)
+    return "■" * full + "□" * (BAR_CELLS - full)
 
 
 def status_label(line: NomineeLine) -> str:
@@ -347,8 +385,11 @@ class ReplyRenderer:
             cn_deadline=cn_deadline,
             status_label=status_label,
             place=finding_place,
-            outcome_label=lambda k: OUTCOME_LABELS.get(k, k),
-            attention_label=lambda k: ATTENTION_LABELS.get(k, k),
+            outcome_label=lambda k: OUTCOME_LABELS.get(k, OTHER_LABEL),
+            attention_label=lambda k: ATTENTION_LABELS.get(k, OTHER_LABEL),
+            change_label=lambda k: CHANGE_LABELS.get(k, OTHER_LABEL),
+            cn_age=cn_age,
+            text_bar=text_bar,
         )
         self.env.globals["annex3_columns"] = tuple(label for _, label in FIELDS)
 
@@ -507,8 +548,10 @@ def build_digest_message(
     from_name: str,
     message_id_domain: str,
     date: datetime | None = None,
+    attachments: tuple[tuple[str, bytes], ...] = (),
 ) -> bytes:
-    """The staff digest as RFC 5322 bytes (``Auto-Submitted: auto-generated``)."""
+    """The staff digest as RFC 5322 bytes (``Auto-Submitted: auto-generated``), with its
+    attachments (the masked roster)."""
     headers: list[tuple[str, Any]] = [
         ("From", _address(from_name, from_address)),
         ("To", ", ".join(_address("", a) for a in to_addresses)),
@@ -520,7 +563,7 @@ def build_digest_message(
         ("X-Auto-Response-Suppress", "All"),
         ("Content-Language", "zh-CN"),
     ]
-    return _assemble(headers, rendered)
+    return _assemble(headers, rendered, attachments)
 
 
 def build_notice_message(

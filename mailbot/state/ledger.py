@@ -1,10 +1,18 @@
 """The seat ledger: seats per program, first come first served, waiting lists, replacement.
 
 Order is by arrival time of the mail that asked (server INTERNALDATE), ties by UID, then by
-sheet row.  A later form from the same institution before the deadline replaces its earlier
-list: rows are matched by identity number, nominees missing from the new form are withdrawn
-and their seats go to the head of the waiting list, who is reported for notification.  An
-identity number already active at another institution is a conflict and gets no seat.
+sheet row.  A mail that arrives after others but with an earlier arrival time (moved back from a
+junk folder, restored after an outage) takes only free seats: nobody already seated is moved;
+where it would have had a seat by its arrival time, its teacher is ``held`` for staff
+(``SubmissionResult.held_by_arrival``).
+
+A later form of the school's contact of record before the deadline replaces its earlier list
+(rows matched by identity number; teachers missing from it are withdrawn and their seats go to
+the head of the waiting list, reported for notification), unless it only adds: it is marked as
+an addition (``adds_only``: 补报/补充/追加…) or names none of the teachers already registered.
+An identity number already active at another school is a conflict: the row is not recorded as
+a nominee, it comes back as a finding (``SubmissionResult.conflicts``); the first school keeps
+its teacher as they were.
 
 Only the school's contact of record (``mailbot.state.contacts``: the address that first
 registered its teachers) may replace, shorten or change the list.  A form naming the school from
@@ -28,7 +36,7 @@ from typing import Any, Literal
 from mailbot.state.contacts import contact_of_record, same_address, set_contact_of_record
 from mailbot.state.store import State, utc_now
 
-Status = Literal["seated", "waiting", "held", "conflict", "withdrawn"]
+Status = Literal["seated", "waiting", "held", "withdrawn"]
 
 
 def id_hash(id_number: str) -> str:
@@ -94,6 +102,19 @@ class Affected:
     change: Change
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """A row whose identity number another school registered first (or that this mail repeats:
+    ``other_nominee`` None): a finding, not a nominee.  ``other_*`` is for staff only; a reply
+    never names the other school."""
+
+    request: SeatRequest
+    other_nominee: int | None
+    other_institution: str = ""
+    other_program: str = ""
+    other_message: int | None = None
+
+
 @dataclass
 class SubmissionResult:
     placements: list[Placement] = field(default_factory=list)
@@ -107,6 +128,15 @@ class SubmissionResult:
     others_affected: list[Affected] = field(default_factory=list)
     held_whole: bool = False  # more than ``max_new`` new teachers: every one of them is held
     new_teachers: int = 0  # teachers of this mail the school did not have before
+    conflicts: list[Conflict] = field(default_factory=list)
+    addition: bool = False  # the mail only adds: nobody missing from it was withdrawn or asked for
+    held_by_arrival: list[Placement] = field(default_factory=list)  # earlier by time than seated ones
+    held_unnamed: bool = False  # the form names no school: every new teacher is held
+
+    @property
+    def withdrawn(self) -> list[Change]:
+        """Teachers this mail withdrew or moved, the sender's own and other addresses' alike."""
+        return [c for c in self.changes if c.kind != "added"] + [a.change for a in self.others_affected]
 
     @property
     def held(self) -> list[Placement]:
@@ -201,9 +231,17 @@ class SeatLedger:
         return [{"program": p, "capacity": cap, "seated": counts.get((p, "seated"), 0),
                  "waiting": counts.get((p, "waiting"), 0)} for p, cap in self.capacities.items()]
 
+    def _seated_after(self, program: str, arrived_at: str) -> int:
+        """Seated teachers of ``program`` whose mail arrived later than ``arrived_at``."""
+        return int(self.db.conn.execute(
+            "SELECT count(*) FROM nominees WHERE program = ? AND status = 'seated' AND requested_at > ?",
+            [program, arrived_at]).fetchone()[0])
+
     def _hold_reason(self, institution_key: str, program: str, demand: Mapping[str, int] | None,
-                     held_whole: bool) -> str:
+                     held_whole: bool, unnamed: bool = False) -> str:
         """Why a new teacher is held for staff instead of taking a seat ('' when not)."""
+        if unnamed:
+            return "the form names no school (blank 填报单位)"
         if held_whole:
             return "too many new teachers in one mail"
         if demand is not None and self._active_for_demand(institution_key, program) >= demand.get(program, 0):
@@ -283,6 +321,7 @@ class SeatLedger:
         self, *, institution_key: str, institution: str, requests: list[SeatRequest],
         present_ids: set[str], message: int, arrived_at: str, uid: int, sender: str,
         demand: Mapping[str, int] | None = None, max_new: int | None = None,
+        adds_only: bool = False, unnamed: bool = False,
     ) -> SubmissionResult:
         """Apply one institution's (re)submission.
 
@@ -291,21 +330,24 @@ class SeatLedger:
         An empty ``present_ids`` replaces nothing (an empty form is not a withdrawal).
         ``demand`` is the school's reported demand per program (None: not reported; a program
         missing from it counts as 0); ``max_new`` the most new teachers one mail may register
-        before all of them are held for staff.
+        before all of them are held for staff.  ``adds_only``: the mail says it adds (补报…), so
+        nobody missing from it is withdrawn.  ``unnamed``: the form names no school (blank
+        填报单位), so every new teacher is held until a form naming it arrives.
         """
         self._seated = {}
         try:
             return self._apply(institution_key=institution_key, institution=institution,
                                requests=requests, present_ids=present_ids, message=message,
                                arrived_at=arrived_at, uid=uid, sender=sender, demand=demand,
-                               max_new=max_new)
+                               max_new=max_new, adds_only=adds_only, unnamed=unnamed)
         finally:
             self._seated = None
 
     def _apply(
         self, *, institution_key: str, institution: str, requests: list[SeatRequest],
         present_ids: set[str], message: int, arrived_at: str, uid: int, sender: str,
-        demand: Mapping[str, int] | None, max_new: int | None,
+        demand: Mapping[str, int] | None, max_new: int | None, adds_only: bool = False,
+        unnamed: bool = False,
     ) -> SubmissionResult:
         result = SubmissionResult()
         touched: set[str] = set()
@@ -316,14 +358,17 @@ class SeatLedger:
         result.contact = contact.address if contact else ""
         result.new_teachers = len({id_hash(r.id_number) for r in requests} - set(active))
         result.held_whole = max_new is not None and result.new_teachers > max_new
-        may_change = result.by_contact and not result.held_whole  # replace, shorten, move
+        result.held_unnamed = unnamed
+        present_hashes = {id_hash(i) for i in present_ids}
+        # Marked as an addition, or only new names: an addition, whoever sends it.
+        result.addition = adds_only or (bool(present_hashes) and present_hashes.isdisjoint(active))
+        may_change = result.by_contact and not result.held_whole and not adds_only  # replace, shorten, move
 
         def theirs(n: dict[str, Any]) -> bool:
             """Registered by another address than this mail's sender."""
             return not same_address(n["sender"], sender)
 
-        present_hashes = {id_hash(i) for i in present_ids}
-        if present_hashes:
+        if present_hashes and not result.addition:
             for h, n in active.items():
                 if h in present_hashes:
                     continue
@@ -345,18 +390,19 @@ class SeatLedger:
         common = dict(institution_key=institution_key, institution=institution, message=message,
                       arrived_at=arrived_at, uid=uid, sender=sender)
         seen: set[str] = set()
-        pending: list[tuple[SeatRequest, int | None, str]] = []  # request, nominee, note
+        pending: list[tuple[SeatRequest, int, str]] = []  # request, nominee, note
         for req in requests:
             h = id_hash(req.id_number)
-            if h in seen:
-                pending.append((req, None, "同一身份证号在本次来信中重复出现"))
+            if h in seen:  # the same identity number twice in this mail: the first row counts
+                result.conflicts.append(Conflict(req, None))
                 continue
             seen.add(h)
             other = self._active_elsewhere(h, institution_key)
             if other is not None:
-                pk = self._insert(req, "conflict", why=f"already nominated by {other['institution']}", **common)
-                pending.append((req, pk, f"该身份证号已由“{other['institution']}”报名（{other['program']}），"
-                                         "一人只能参加一个项目，请与对方单位核实"))
+                result.conflicts.append(Conflict(req, other["id"], other["institution"], other["program"],
+                                                 other["message"]))
+                self._event("conflict_refused", {"id": req.id_masked, "program": req.program,
+                                                 "first": other["id"]}, message=message, nominee=None)
                 continue
             current = active.get(h)
             if current is not None and not result.by_contact and theirs(current):
@@ -386,7 +432,7 @@ class SeatLedger:
                         current["sender"], current["message"], change))
             else:
                 result.changes.append(Change("added", req.name, req.id_masked, req.program))
-            held_why = self._hold_reason(institution_key, req.program, demand, result.held_whole)
+            held_why = self._hold_reason(institution_key, req.program, demand, result.held_whole, unnamed)
             if held_why:
                 pk = self._insert(req, "held", why=held_why, **common)
                 pending.append((req, pk, ""))
@@ -395,11 +441,19 @@ class SeatLedger:
             self._fill(req.program, message=message, exclude_message=message,
                        promotions=result.promotions)
             seated = self.seated_count(req.program) < self.capacities.get(req.program, 0)
+            if not seated and self._seated_after(req.program, arrived_at):
+                # Earlier by arrival time than someone already told they are seated: nobody is
+                # moved; staff decide (the mail was handled late, e.g. moved back from junk).
+                pk = self._insert(req, "held", why="arrived earlier than seated teachers, handled later",
+                                  **common)
+                pending.append((req, pk, "arrival"))
+                continue
             status = "seated" if seated else "waiting"
             pk = self._insert(req, status, why="first come first served", **common)
             pending.append((req, pk, ""))
 
-        if contact is None and not result.held_whole and any(c.kind != "removed" for c in result.changes):
+        if contact is None and not result.held_whole and not unnamed and \
+                any(c.kind != "removed" for c in result.changes):
             made = set_contact_of_record(
                 self.state, institution_key=institution_key, institution=institution, address=sender,
                 message=message, actor=self.actor, rules_version=self.rules_version,
@@ -411,14 +465,11 @@ class SeatLedger:
 
         standings = self._standings([pk for _, pk, _ in pending if pk is not None])
         for req, pk, note in pending:
-            if pk is None:
-                result.placements.append(Placement(req, "conflict", None, note))
-                continue
             status, position = standings[pk]
-            if status == "conflict":
-                result.placements.append(Placement(req, "conflict", None, note, pk))
-            else:
-                result.placements.append(Placement(req, status, position, note, pk))  # type: ignore[arg-type]
+            placement = Placement(req, status, position, "", pk)  # type: ignore[arg-type]
+            result.placements.append(placement)
+            if note == "arrival" and status == "held":
+                result.held_by_arrival.append(placement)
         return result
 
     # -- staff decisions (``mailbot.decisions``: one transaction each, actor ``staff:NAME``) ------
@@ -495,6 +546,32 @@ class SeatLedger:
         promotions: list[Promotion] = []
         self._fill(program, message=message, exclude_message=None, promotions=promotions)
         return promotions
+
+    def any_refused(self, id_numbers: list[str], institution_key: str, *, ignore_key: str = "") -> bool:
+        """Whether ``apply_submission`` would refuse one of these rows as a conflict: the number
+        repeated among them, or active for another school (``ignore_key``'s rows are about to
+        be released).  Read only."""
+        hashes = [id_hash(i) for i in id_numbers]
+        if len(set(hashes)) < len(hashes):
+            return True
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            if self.db.conn.execute(
+                    f"SELECT 1 FROM nominees WHERE id_hash IN ({marks}) AND institution_key NOT IN (?, ?) "
+                    "AND status IN ('seated','waiting','held') LIMIT 1",
+                    [*chunk, institution_key, ignore_key]).fetchone():
+                return True
+        return False
+
+    def release_unnamed(self, sender: str, *, message: int) -> int:
+        """Withdraw the teachers held because an earlier form of ``sender`` named no school: a
+        form naming the school has arrived and registers them afresh.  Returns how many."""
+        rows = list(self.state.query(
+            "SELECT * FROM nominees WHERE institution_key = ? AND status = 'held'", [f"sender:{sender.lower()}"]))
+        for n in rows:
+            self._set_status(n, "withdrawn", why="a later form names the school", message=message)
+        return len(rows)
 
 
 def decided_seats(state: State) -> dict[str, int]:

@@ -155,7 +155,7 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
             institution_key TEXT NOT NULL,
             institution TEXT NOT NULL,
             program TEXT NOT NULL,
-            status TEXT NOT NULL,            -- seated | waiting | withdrawn | conflict
+            status TEXT NOT NULL,            -- seated | waiting | held | withdrawn (conflict: before fair seats)
             requested_at TEXT NOT NULL,      -- arrival time of the mail that asked (FCFS key)
             request_uid INTEGER NOT NULL,
             request_row INTEGER NOT NULL,
@@ -349,11 +349,32 @@ def _m004_message_attempts(db: sqlite_utils.Database) -> None:
         )""")
 
 
+_M005_SQL = """
+        CREATE TABLE poll_health (
+            id INTEGER PRIMARY KEY CHECK (id = 1),  -- one row
+            last_ok_at TEXT,                     -- end of the last poll that went through
+            stall_alerted_at TEXT                -- when staff were told polling had stalled
+        );
+        CREATE TABLE poll_errors (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            error TEXT NOT NULL                  -- the technical error, masked, at most 300 characters
+        );
+        CREATE INDEX poll_errors_at ON poll_errors(at);
+"""
+
+
+def _m005_poll_health(db: sqlite_utils.Database) -> None:
+    """When polling last went through and its failures since, for the digest and the stall alert."""
+    run_script(db, _M005_SQL)
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_initial", _m001_initial),
     ("002_school_contacts_and_staff_items", _m002_school_contacts_and_staff_items),
     ("003_audit_views", _m003_audit_views),
     ("004_message_attempts", _m004_message_attempts),
+    ("005_poll_health", _m005_poll_health),
 )
 
 
