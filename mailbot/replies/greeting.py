@@ -63,7 +63,7 @@ def name_to_greet(candidate: str) -> str:
     """The name (with its title) a candidate text allows, else "": see the module's rules.
     The first part with a title wins over a bare name (``浙江 王老师`` greets 王老师, not 浙江)."""
     text = clean_text(candidate)
-    if not text or len(text) > MAX_DISPLAY_NAME or "@" in text or "＠" in candidate:
+    if not text or len(text) > MAX_DISPLAY_NAME or "@" in text:
         return ""
     parts = [normalize_name(p) for p in _SEPARATORS.split(text) if p]
     titled = [p for p in parts if p.endswith(TITLES) and _greeted(p)]
