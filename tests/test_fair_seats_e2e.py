@@ -230,6 +230,26 @@ def test_a_conflict_is_a_finding_that_names_no_other_school_and_staff_see_both_s
     assert prove(parts.state).breaks == []  # the log explains the correction the conflict made
 
 
+# -- the greeting ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sender_name, contact, greeting", [
+    ("赵老师", "王老师", "赵老师，您好！"),  # the sender's own name, not the form's 联系人
+    ("李主任", "", "李主任，您好！"),  # a title kept, no 老师 after it
+    ("", "张三", "张三老师，您好！"),  # the 联系人 is the sender: a row names them with the From address
+    ("", "王老师", "您好！"),  # the 联系人 is someone else
+    ("jwc@jia.edu.cn", "", "您好！"),  # an address is not a name
+])
+def test_the_reply_greets_the_sender_by_the_name_they_gave(
+        sender_name, contact, greeting, open_parts, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts()
+    form = make_annex3_xlsx([nominee(1, email=A), nominee(2)], institution=SCHOOL_A, contact=contact)
+    raw = make_mail(sender=A, sender_name=sender_name, attachments=[("报名表.xlsx", form)])
+    dovecot.append(raw, shanghai(2020, 11, 2, 9, 0), user=imap_account.user)
+    parts.intake.poll_once()
+    (mail,) = smtp_sink.wait_for(1)
+    assert parse_reply(mail.raw).text.splitlines()[0] == greeting
+
+
 # -- mail for a person -------------------------------------------------------------------------
 
 def _mail_without_form(dovecot, account, subject: str, body: str) -> None:
