@@ -211,6 +211,7 @@ CASES: dict[str, ReplyContext] = {
         nominee(4, "张晓明", BIM, "浙江工业大学", ID_A, status="waiting", position=1),
         nominee(7, "周敏", BIM, "浙江工业大学", ID_D, status="waiting", position=2))),
     "acceptance_with_question": replace(ALL_SEATED, to_name="教务处-赵老师", question_forwarded=True),
+    "late_without_an_earlier_list": replace(CONTEXTS["late"], nominees=(), earlier_receipts=()),
     "correction_from_the_contact": replace(CONTEXTS["correction"], to_name="", contact="陈静",
                                            contact_is_sender=True),
 }
