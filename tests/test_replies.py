@@ -492,6 +492,13 @@ def test_header_injection_through_names_and_subject_is_flattened(renderer):
     assert [a.addr_spec for a in msg["To"].addresses] == ["jwc@example-college.edu.cn"]
 
 
+def test_a_very_long_display_name_is_cut_in_the_to_header_and_not_used_in_the_greeting(renderer):
+    ctx = replace(CONTEXTS["no_form"], to_name="赵老师" * 100)
+    msg = parse(build(ctx, renderer))
+    assert msg["To"].addresses[0].display_name == ("赵老师" * 22)[:64]
+    assert renderer.render(ctx).text.splitlines()[0] == "您好！"
+
+
 def every_text_of(raw: bytes) -> str:
     """Every header (decoded) and every decoded part and file name of a message, as one text."""
     msg = parse(raw)

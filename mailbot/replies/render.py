@@ -60,6 +60,7 @@ except Exception:  # pragma: no cover - no tz database; China has had no DST sin
 
 XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 MAX_REFERENCES = 20
+MAX_TO_NAME = 64  # characters of the sender's display name echoed in a reply's To header
 # SMTP policy, but raw (set_raw) headers are written as given: the threading headers are
 # folded by fold_ids, every other header is a parsed header object folded as usual.
 _WIRE = policy.compat32.clone(linesep="\r\n")
@@ -170,10 +171,11 @@ def _safe_finding(f: FindingLine) -> FindingLine:
 
 
 def sender_safe(ctx: ReplyContext) -> ReplyContext:
-    """The context with :func:`defang` applied to every value that came from the mail or the form."""
+    """The context with :func:`defang` applied to every value that came from the mail or the form;
+    the sender's display name also bounded (:data:`MAX_TO_NAME`)."""
     return replace(
         ctx,
-        to_name=defang(ctx.to_name),
+        to_name=defang(one_line(ctx.to_name))[:MAX_TO_NAME],
         original_subject=defang(ctx.original_subject),
         institution=defang(ctx.institution),
         contact=defang(ctx.contact),
