@@ -22,11 +22,12 @@ from typing import Any
 from mailbot.config import Settings
 from mailbot.annex3 import FIELDS
 from mailbot.replies.correction_workbook import blank_annex3, highlight_workbook, rebuild_workbook
+from mailbot.replies.greeting import contact_is_sender
 from mailbot.errors import FormError, MailboxError, StateError
 from mailbot.forms.model import Finding, FormVerdict, Outcome
 from mailbot.state.ledger import SeatLedger, SeatRequest, SubmissionResult
 from mailbot.mail.gate import auto_reply_reason, domain_mismatch, sender_trust
-from mailbot.mail.intent import FOR_STAFF, classify, first_lines, says_addition
+from mailbot.mail.intent import FOR_STAFF, asks_with_form, classify, first_lines, says_addition
 from mailbot.mail.source import FetchedMessage, MailSource
 from mailbot.masking import mask_id, mask_text
 from mailbot.mail.walk import Attachment, MessageParts, ParsedMessage, find_attachments, parse_message
@@ -83,6 +84,16 @@ class CycleReport:
     failed: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     sent: SendReport = field(default_factory=SendReport)
+
+
+FORM_REPLIES = frozenset({"acceptance", "correction", "late", "redirect", "unreadable", "not_annex3", "scan_only"})
+"""Replies to a mail that carried a form (or a file taken for one)."""
+
+
+def _asks_with_form(a: Assessment) -> bool:
+    """A mail answered as a form that also asks a person something (``mail.intent``)."""
+    return (a.reply in FORM_REPLIES and a.parsed is not None and a.parts is not None
+            and asks_with_form(a.parsed.subject, a.parts.body_text))
 
 
 def _aware_utc(dt: datetime) -> str:
@@ -414,7 +425,7 @@ class Intake:
                     for promos in batches.values():
                         self._queue_promotion(msg_pk, promos)
                     self._school_follow_up(msg_pk, receipt, fetched, a, institution, result)
-                if p is not None and a.outcome == "for_staff":
+                if p is not None and (a.outcome == "for_staff" or _asks_with_form(a)):
                     self._staff_mail_item(msg_pk, receipt, a, institution)
                 if a.outcome in STAFF_OUTCOMES:
                     staff_items.add(self.state, a.outcome, staff_items.outcome_summary(a.outcome, a.reason),
@@ -559,14 +570,16 @@ class Intake:
         listed, shown = self.settings.reply.max_findings_listed, self.settings.reply.max_nominees_listed
         ctx = self._base_context(
             a.reply, receipt, fetched.arrived_at, p.from_addr, p.from_name, p.subject, p.message_id,
-            p.references, institution=institution, contact=contact, nominees=tuple(nominees[:shown]),
+            p.references, institution=institution, contact=contact,
+            contact_is_sender=contact_is_sender(contact, p.from_addr, (r for _, v in a.verdicts for r in v.rows)),
+            nominees=tuple(nominees[:shown]),
             nominees_omitted=max(0, len(nominees) - shown), findings=tuple(findings[:listed]),
             findings_omitted=max(0, len(findings) - listed), changes=tuple(changes[:shown]),
             earlier_receipts=self._standing_receipts(institution, p.from_addr) if a.reply == "late" else (),
             unreadable_reasons=tuple(unreadable[:listed]),
             scans_received=tuple(s.filename for s in a.parts.scans),
             correction_workbooks=tuple(workbooks), notes=self._school_notes(result),
-            lead=self._lead_lines(result), programs=programs)
+            lead=self._lead_lines(result), programs=programs, question_forwarded=_asks_with_form(a))
         self._enqueue(msg_pk, ctx)
 
     def _refused_cells(self, a: Assessment,
@@ -614,7 +627,8 @@ class Intake:
                 "包含全部教师的汇总表；重新登记的教师按重新收到的时间排序。",)
 
     def _staff_mail_item(self, msg_pk: int, receipt: str, a: Assessment, institution: str) -> None:
-        """A mail a person must read: a question or request without a form."""
+        """A mail a person must read: a question or request without a form, or a form mail that
+        also asks something."""
         assert a.parsed is not None and a.parts is not None
         p = a.parsed
         item = dict(actor=self.actor, rules_version=self.version, institution=institution,
@@ -624,6 +638,11 @@ class Intake:
             staff_items.add(self.state, "question",
                             f"来信（无报名表）主题“{p.subject[:60]}”：{first_lines(p.subject, a.parts.body_text)}",
                             detail={"intent": a.reason}, **item)
+        else:  # a form that also asks: the form was handled, the question waits for a person
+            staff_items.add(self.state, "question",
+                            f"来信（附报名表，已按报名表处理并答复）另有询问，主题“{p.subject[:60]}”："
+                            f"{first_lines(p.subject, a.parts.body_text)}",
+                            detail={"intent": "asks_with_form", "outcome": a.outcome}, **item)
 
     # -- only the school changes its list ---------------------------------------------------
     def _school_notes(self, result: SubmissionResult | None) -> tuple[str, ...]:

@@ -180,8 +180,8 @@ def poll_and_check(tmp_path: Any, dovecot: Any, imap_account: Any, smtp_sink: An
         replies = {m.rcpt_tos[0]: m for m in smtp_sink.wait_for(1)}
         good = parse_reply(replies["good@zjhz.edu.cn"].raw).text.splitlines()
         assert [line.strip() for line in good if line.strip().startswith(("1. ", "2. ", "报名状态："))] == [
-            f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）", "报名状态：已录取",
-            f"2. {nominee(2).name}（身份证号 {mask_id(nominee(2).id_number)}，表格第5行）", "报名状态：已录取"]
+            f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）", "报名状态：报名成功（在计划名额内）",
+            f"2. {nominee(2).name}（身份证号 {mask_id(nominee(2).id_number)}，表格第5行）", "报名状态：报名成功（在计划名额内）"]
         assert not set(replies) & {"MAILER-DAEMON", "mailer-daemon"}
         sent = next(db.query("SELECT count(*) n FROM outbox WHERE status = 'sent'"))["n"]
         assert sent == len(smtp_sink.messages) == smtp_sink.attempts

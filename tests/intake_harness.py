@@ -1,8 +1,11 @@
-"""Wires a real Intake to the test Dovecot account and SMTP sink, and reads results back."""
+"""Wires a real Intake to the test Dovecot account and SMTP sink, and reads results back.
+
+``open_parts`` is a fixture: import it into a test module (``from intake_harness import open_parts``)."""
 
 from __future__ import annotations
 
 import email
+import io
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +13,8 @@ from email import policy
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from mailbot.assembly import Assembly, assemble
 from mailbot.config import Settings, load_settings
@@ -32,6 +37,34 @@ def rules_with_seats(tmp_path: Path, seats: int) -> Path:
     path = tmp_path / "rules.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def rules_with(tmp_path: Path, extra: str) -> Path:
+    """A copy of the bundled rules with ``extra`` TOML appended (e.g. ``[[demand]]`` tables)."""
+    path = tmp_path / "rules.toml"
+    path.write_text(default_rules_file().read_text(encoding="utf-8") + extra, encoding="utf-8")
+    return path
+
+
+STAFF = "peixun@zjut.edu.cn"
+
+
+@pytest.fixture()
+def open_parts(tmp_path: Path, dovecot: Any, imap_account: Any, smtp_sink: Any) -> Any:
+    """``make(rules=None, **settings)``: an intake on the test account and SMTP sink, staff at
+    :data:`STAFF`, the given rules file (default: the bundled rules), closed at the end."""
+    opened: list[Assembly] = []
+
+    def make(rules: Path | None = None, **overrides: Any) -> Assembly:
+        settings = imap_settings(tmp_path, imap_account, smtp_sink, staff_addresses=[STAFF],
+                                 rules=rules or default_rules_file(), **overrides)
+        parts = open_intake(settings, io.StringIO())
+        opened.append(parts)
+        return parts
+
+    yield make
+    for parts in opened:
+        parts.close()
 
 
 def imap_settings(tmp_path: Path, account: Any, sink: Any, **overrides: Any) -> Settings:

@@ -189,7 +189,7 @@ def test_withdrawing_a_seated_teacher_seats_the_head_of_the_waiting_list_and_tel
         f"经培训报名工作组决定，{JIA}报名的以下教师已撤销报名（回执号：{office.receipt(JIA_MAIL)}），所占名额按报名先后递补给候补教师：",
         f"- 张三（身份证号 {_masked(1)}），{LOGISTICS}：已撤销", "说明：本人因病无法参训"]
     assert (to2, promotion.subject, promotion.headers["In-Reply-To"]) == (
-        JIA_MAIL, f"Re: 报名表【候补转为录取｜回执 {office.receipt(JIA_MAIL)}】", f"<{office.message_id(JIA_MAIL)}>")
+        JIA_MAIL, f"Re: 报名表【候补已递补为计划名额内｜回执 {office.receipt(JIA_MAIL)}】", f"<{office.message_id(JIA_MAIL)}>")
     assert [ln for ln in promotion.text.splitlines() if ln.startswith(("1. ", "回执号"))] == [
         f"1. 王五（身份证号 {_masked(3)}）", f"回执号：{office.receipt(JIA_MAIL)}"]
     office.parts.intake.poll_once()
@@ -240,7 +240,7 @@ def test_admitting_a_held_and_a_late_teacher_places_them_by_arrival_and_tells_th
     ((to, notice),) = office.mails_since(start, 1)
     assert (to, notice.subject) == (BING_MAIL, f"【报名审核结果】{BING}：教师已予登记（回执 {office.receipt(BING_MAIL)}）")
     assert [ln.strip() for ln in notice.text.splitlines() if ln.startswith(("1. ", "   报名状态"))] == [
-        f"1. 陈七（身份证号 {_masked(5)}）", "报名状态：候补第3位"]
+        f"1. 陈七（身份证号 {_masked(5)}）", "报名状态：暂列候补第3位"]
     assert office.open_items() == [("too_many", BING_MAIL), ("quarantined", EVIL)]  # three of its teachers still held
 
     late = office.receipt(YI_MAIL, last=True)
@@ -268,9 +268,9 @@ def test_moving_and_substituting_keep_the_arrival_order_and_refill_the_seat_left
     (to1, moved), (to2, promoted) = office.mails_since(start, 2)
     assert (to1, moved.subject, to2) == (JIA_MAIL, f"【报名名单变更】{JIA}：教师培训项目已调整（回执 {office.receipt(JIA_MAIL)}）",
                                          JIA_MAIL)
-    assert [ln.strip() for ln in moved.text.splitlines() if ln.startswith(("经", "1. ", "   培训项目", "   报名状态"))] == [
+    assert [ln.strip() for ln in moved.text.splitlines() if ln.startswith(("经", "1. ", "【", "   报名状态"))] == [
         f"经培训报名工作组决定，{JIA}报名的以下教师已由“{LOGISTICS}”调整至新的培训项目（回执号：{office.receipt(JIA_MAIL)}）：",
-        f"1. 李四（身份证号 {_masked(2)}）", f"培训项目：{WEB}", "报名状态：已录取"]
+        f"【{WEB}】承办院校：浙江机电职业技术学院", f"1. 李四（身份证号 {_masked(2)}）", "报名状态：报名成功（在计划名额内）"]
 
     assert office.decide("substitute", "--id-number", _id(1), "--new-id-number", _id(12), "--new-name", "郑十二",
                          "--reason", "张三调离学校，经培训中心同意更换") == (0, [
@@ -319,7 +319,7 @@ def test_a_question_is_answered_in_its_thread_and_a_quarantined_mail_released(of
                                         "as_message": 6, "receipt": office.receipt(EVIL), "outcome": "accepted"}
     assert office.seats()[-1] == ("周一", LOGISTICS, "waiting")
     ((to, reply),) = office.mails_since(start + 1, 1)
-    assert (to, reply.subject) == (EVIL, f"Re: 报名表【已登记，请查看录取结果｜回执 {copy}】")
+    assert (to, reply.subject) == (EVIL, f"Re: 报名表【暂列候补1人｜回执 {copy}】")
     assert office.decide("release", "--receipt", office.receipt(EVIL), "--reason", "again") == (1, [
         f"未执行：回执{office.receipt(EVIL)}已于此前放行（新回执{copy}）"])
     answered, replied = (next(office.parts.state.db.query(sql))["id"] for sql in (

@@ -14,7 +14,7 @@ import pytest
 from openpyxl import load_workbook
 
 from forms_factory import make_annex3_xlsx, nominee
-from intake_harness import Reply, imap_settings, open_intake, parse_reply, rules_with_seats, shanghai
+from intake_harness import STAFF, Reply, open_parts, parse_reply, rules_with_seats, shanghai  # noqa: F401 - a fixture
 from mail_factory import make_mail
 from mailbot.mail.imap import ImapSource
 from mailbot.mail.source import ImapSettings
@@ -26,24 +26,8 @@ from mailbot.replies.render import ReplyRenderer
 pytestmark = pytest.mark.servers
 
 SCHOOL_A, SCHOOL_B = "甲职业技术学院", "乙职业技术学院"
-A, A2, B, STAFF = "jwc@jia.edu.cn", "kyc@jia.edu.cn", "jwc@yi.edu.cn", "peixun@zjut.edu.cn"
+A, A2, B = "jwc@jia.edu.cn", "kyc@jia.edu.cn", "jwc@yi.edu.cn"
 LOGISTICS = "物流管理职业技能等级证书"
-
-
-@pytest.fixture()
-def open_parts(tmp_path: Path, dovecot, imap_account, smtp_sink):
-    opened = []
-
-    def make(seats: int = 50):
-        settings = imap_settings(tmp_path, imap_account, smtp_sink, staff_addresses=[STAFF],
-                                 rules=rules_with_seats(tmp_path, seats))
-        parts = open_intake(settings, io.StringIO())
-        opened.append(parts)
-        return parts
-
-    yield make
-    for parts in opened:
-        parts.close()
 
 
 def _send(dovecot, account, sender: str, serials: list[int], hour: int, *, institution: str = SCHOOL_A,
@@ -103,8 +87,8 @@ def _golden(name: str, reply: Reply) -> None:
 # -- arrival order -----------------------------------------------------------------------------
 
 def test_within_a_poll_the_earlier_arrival_gets_the_seat_whatever_the_uids(
-        open_parts, dovecot, imap_account, smtp_sink) -> None:
-    parts = open_parts(seats=1)
+        open_parts, tmp_path: Path, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts(rules_with_seats(tmp_path, 1))
     late_uid = _send(dovecot, imap_account, A, [1], 10)  # lower UID, arrived 10:00
     early_uid = _send(dovecot, imap_account, B, [2], 9, institution=SCHOOL_B)  # higher UID, arrived 09:00
     assert early_uid > late_uid
@@ -125,8 +109,8 @@ def test_the_source_hands_out_mail_by_arrival_and_moves_the_cursor_only_past_wha
 
 
 def test_across_polls_an_earlier_mail_handled_late_takes_no_seat_from_anyone_told_and_goes_to_staff(
-        open_parts, dovecot, imap_account, smtp_sink) -> None:
-    parts = open_parts(seats=1)
+        open_parts, tmp_path: Path, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts(rules_with_seats(tmp_path, 1))
     _send(dovecot, imap_account, A, [1], 10)
     parts.intake.poll_once()
     smtp_sink.wait_for(1)  # A is told: seated
@@ -148,8 +132,8 @@ def test_across_polls_an_earlier_mail_handled_late_takes_no_seat_from_anyone_tol
 
 
 def test_across_polls_an_earlier_mail_handled_late_still_takes_a_free_seat(
-        open_parts, dovecot, imap_account, smtp_sink) -> None:
-    parts = open_parts(seats=2)
+        open_parts, tmp_path: Path, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts(rules_with_seats(tmp_path, 2))
     _send(dovecot, imap_account, A, [1], 10)
     parts.intake.poll_once()
     _send(dovecot, imap_account, B, [2], 9, institution=SCHOOL_B)
@@ -193,8 +177,8 @@ def test_a_supplement_from_the_contact_of_record_adds_and_says_the_list_stands(
 
 
 def test_promotions_of_one_event_reach_each_address_as_one_mail(
-        open_parts, dovecot, imap_account, smtp_sink) -> None:
-    parts = open_parts(seats=3)
+        open_parts, tmp_path: Path, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts(rules_with_seats(tmp_path, 3))
     _send(dovecot, imap_account, A, [1, 2, 5], 9)
     _send(dovecot, imap_account, B, [3, 4], 10, institution=SCHOOL_B)  # both wait
     parts.intake.poll_once()
@@ -246,6 +230,26 @@ def test_a_conflict_is_a_finding_that_names_no_other_school_and_staff_see_both_s
     assert prove(parts.state).breaks == []  # the log explains the correction the conflict made
 
 
+# -- the greeting ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sender_name, contact, greeting", [
+    ("赵老师", "王老师", "赵老师，您好！"),  # the sender's own name, not the form's 联系人
+    ("李主任", "", "李主任，您好！"),  # a title kept, no 老师 after it
+    ("", "张三", "张三老师，您好！"),  # the 联系人 is the sender: a row names them with the From address
+    ("", "王老师", "您好！"),  # the 联系人 is someone else
+    ("jwc@jia.edu.cn", "", "您好！"),  # an address is not a name
+])
+def test_the_reply_greets_the_sender_by_the_name_they_gave(
+        sender_name, contact, greeting, open_parts, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts()
+    form = make_annex3_xlsx([nominee(1, email=A), nominee(2)], institution=SCHOOL_A, contact=contact)
+    raw = make_mail(sender=A, sender_name=sender_name, attachments=[("报名表.xlsx", form)])
+    dovecot.append(raw, shanghai(2020, 11, 2, 9, 0), user=imap_account.user)
+    parts.intake.poll_once()
+    (mail,) = smtp_sink.wait_for(1)
+    assert parse_reply(mail.raw).text.splitlines()[0] == greeting
+
+
 # -- mail for a person -------------------------------------------------------------------------
 
 def _mail_without_form(dovecot, account, subject: str, body: str) -> None:
@@ -270,6 +274,36 @@ def test_a_question_without_a_form_is_acknowledged_and_reaches_the_staff_list(
     assert [ln.rsplit("，", 1)[0] for ln in alert.text.splitlines() if ln[:3] == "1. "] == [
         f"1. 【来信询问或请求】来信（无报名表）主题“咨询”：请问候补的老师什么时候能知道结果？11月9日以后还能换人吗？"
         f" / 王老师（回执号{receipt}），发件人：{A}"]
+
+
+def test_a_form_that_also_asks_is_registered_and_its_question_reaches_the_staff_list(
+        open_parts, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts()
+    _send(dovecot, imap_account, A, [1], 9, body="附件是我校的汇总表。\n请问物流管理还有名额吗？能否再补报一名？")
+    assert parts.intake.poll_once().outcomes == {"accepted": 1}
+    assert _seats(parts) == [(nominee(1).name, "seated", SCHOOL_A)]
+    mails = _mails_since(smtp_sink, 0, 2)
+    (reply,) = mails[A]
+    receipt = _receipt(parts, A)
+    assert reply.subject == f"Re: 报名表【报名成功｜回执 {receipt}】"
+    assert "您在来信中提出的问题已转工作人员，工作人员将另行答复。" in reply.text.splitlines()
+    _golden("fair_seats_form_with_question", reply)
+    summary = ("来信（附报名表，已按报名表处理并答复）另有询问，主题“报名表”："
+               "附件是我校的汇总表。 / 请问物流管理还有名额吗？能否再补报一名？")
+    assert _items(parts) == [("question", SCHOOL_A, A, summary)]
+    (alert,) = mails[STAFF]
+    assert [ln.rsplit("，", 1)[0] for ln in alert.text.splitlines() if ln[:3] == "1. "] == [
+        f"1. 【来信询问或请求】{SCHOOL_A}：{summary}（回执号{receipt}），发件人：{A}"]
+
+
+def test_a_form_that_only_says_see_attached_puts_nothing_on_the_staff_list(
+        open_parts, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts()
+    _send(dovecot, imap_account, A, [1], 9, body="我校报名汇总表见附件，烦请查收，谢谢！")
+    assert parts.intake.poll_once().outcomes == {"accepted": 1}
+    (mail,) = smtp_sink.wait_for(1)
+    assert "您在来信中提出的问题已转工作人员" not in parse_reply(mail.raw).text
+    assert _items(parts) == []
 
 
 @pytest.mark.parametrize("subject, body, outcome, replies", [

@@ -63,8 +63,8 @@ def test_clean_form_from_each_mail_client_is_accepted_with_each_nominee_seated(
     assert reply.headers["Auto-Submitted"] == "auto-replied"
     assert reply.headers["In-Reply-To"] == email.message_from_bytes(raw)["Message-ID"]
     assert _nominee_lines(reply) == [
-        f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）", "报名状态：已录取",
-        f"2. {nominee(2).name}（身份证号 {mask_id(nominee(2).id_number)}，表格第5行）", "报名状态：已录取"]
+        f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）", "报名状态：报名成功（在计划名额内）",
+        f"2. {nominee(2).name}（身份证号 {mask_id(nominee(2).id_number)}，表格第5行）", "报名状态：报名成功（在计划名额内）"]
     for n in (nominee(1), nominee(2)):
         assert str(n.id_number) not in reply.text
     assert len(dovecot.list_folder("Processed", user=imap_account.user)) == 1
@@ -80,7 +80,7 @@ def test_error_then_corrected_resubmission(intake, dovecot, imap_account, smtp_s
     assert _nominee_lines(first) == [
         f"1. 「报名表.xlsx」：第5行（{nominee(2).name}）“手机”“*******”（7位）不是有效的11位中国大陆手机号码，"
         "请填写本人手机号（不加区号、不填座机）。",
-        f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）", "报名状态：已录取"]
+        f"1. {nominee(1).name}（身份证号 {mask_id(nominee(1).id_number)}，表格第4行）", "报名状态：报名成功（在计划名额内）"]
     assert first.attachments == ("报名表-需修改.xlsx",)
     _append(dovecot, imap_account, make_mail(attachments=[("报名表（修改）.xlsx", _form(1, 2))]),
             shanghai(2020, 11, 3, 9, 0))
@@ -207,7 +207,7 @@ def test_full_program_puts_later_nominees_on_waiting_list_then_promotes_after_wi
         parts.intake.poll_once()
         waiting = parse_reply(smtp_sink.wait_for(2)[1].raw)
         assert _nominee_lines(waiting) == [f"1. {nominee(3).name}（身份证号 {mask_id(nominee(3).id_number)}，表格第4行）",
-                                           "报名状态：候补第1位"]
+                                           "报名状态：暂列候补第1位"]
         # 甲 withdraws nominee 2 by sending a list without them
         _append(dovecot, imap_account, make_mail(sender="a@a.edu.cn", attachments=[
             ("a2.xlsx", _form(1, institution="甲职业技术学院"))]), shanghai(2020, 11, 3, 9, 0))
@@ -221,7 +221,7 @@ def test_full_program_puts_later_nominees_on_waiting_list_then_promotes_after_wi
             f"- 删除：{nominee(2).name}（{mask_id(nominee(2).id_number)}），{LOGISTICS}"]
         (promotion,) = by_to["b@b.edu.cn"]
         assert _nominee_lines(promotion) == [f"1. {nominee(3).name}（身份证号 {mask_id(nominee(3).id_number)}）",
-                                             "报名状态：已录取"]
+                                             "报名状态：报名成功（在计划名额内）"]
         seated = {r["name"] for r in parts.state.db.query("SELECT name FROM nominees WHERE status = 'seated'")}
         assert seated == {nominee(1).name, nominee(3).name}
     finally:

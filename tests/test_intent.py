@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.mail.intent import classify, first_lines, own_words, says_addition
+from mailbot.mail.intent import asks_with_form, classify, first_lines, own_words, says_addition
 
 EXAMPLES = tomllib.loads((Path(__file__).parent / "intent_examples" / "examples.toml").read_text("utf-8"))["example"]
 WITHOUT_FORM = [e for e in EXAMPLES if not e.get("with_form")]
 ADDITION = [e for e in EXAMPLES if "addition" in e]
+ASKS = [e for e in EXAMPLES if "asks" in e]
 
 
 def _id(e: dict) -> str:
@@ -29,10 +30,17 @@ def test_a_mail_says_it_only_adds_exactly_when_labelled(example: dict) -> None:
     assert says_addition(example["subject"], example["body"]) is example["addition"]
 
 
-def test_the_examples_cover_every_intent_and_both_answers_of_addition() -> None:
+@pytest.mark.parametrize("example", ASKS, ids=_id)
+def test_a_mail_with_a_form_also_asks_exactly_when_labelled(example: dict) -> None:
+    assert asks_with_form(example["subject"], example["body"]) is example["asks"]
+
+
+def test_the_examples_cover_every_intent_and_both_answers_of_addition_and_asks() -> None:
     assert {e["intent"] for e in WITHOUT_FORM} == {
         "out_of_office", "attachment_missing", "request", "how_to_register", "question", "thanks", "none"}
     assert {e["addition"] for e in ADDITION} == {True, False}
+    assert {e["asks"] for e in ASKS} == {True, False}
+    assert all(e.get("with_form") for e in ASKS)
 
 
 def test_own_words_stop_at_the_quoted_mail_and_the_signature() -> None:

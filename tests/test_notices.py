@@ -18,7 +18,7 @@ import pytest
 from mailbot.config import load_settings
 from mailbot.office import staff_items
 from mailbot.office.digest import build_digest
-from mailbot.replies.model import AttentionItem, ChangeLine, NomineeLine, ReplyContext, SchoolNotice
+from mailbot.replies.model import AttentionItem, ChangeLine, DecisionNotice, NomineeLine, ReplyContext, SchoolNotice
 from mailbot.replies.render import ReplyRenderer, RenderedReply
 from mailbot.rules import load_rules
 from mailbot.state.store import State
@@ -52,6 +52,36 @@ ALERT = {"campaign": "1+X证书制度试点师资培训", "generated_at": WHEN, 
 )}
 
 
+def _line(name: str, id_masked: str, status: str = "seated", position: int | None = None,
+          program: str = "物流管理职业技能等级证书") -> NomineeLine:
+    return NomineeLine(row=None, name=name, program=program, host="浙江经济职业技术学院", format="5天线下集中+5天线上",
+                       hours=80, fee_cap=3200, status=status, waiting_position=position, id_masked=id_masked)  # type: ignore[arg-type]
+
+
+_DECIDED = dict(institution="示例职业技术学院", decided_at=WHEN, campaign_title="1+X证书制度试点师资培训",
+                help_contact="省职教师资培训中心 0571-85290492")
+DECISIONS = {  # one staff decision of each kind, as told to the school (template notice_decision)
+    "admit": DecisionNotice("admit", "jwc@example-college.edu.cn", receipt="ZJ2020-000124",
+                            nominees=(_line("孙悦", "3301**********0033", "waiting", 999),),
+                            reason="已核实该校上报的培训需求数", **_DECIDED),
+    "withdraw": DecisionNotice("withdraw", "jwc@example-college.edu.cn", receipt="ZJ2020-000098",
+                               nominees=(_line("赵磊", "3301**********0011"),), reason="本人因病无法参训", **_DECIDED),
+    "substitute": DecisionNotice("substitute", "jwc@example-college.edu.cn", receipt="ZJ2020-000098",
+                                 nominees=(_line("郑十二", "3301**********0044"),),
+                                 replaced=(_line("张三", "3301**********0055"),), reason="工作调动", **_DECIDED),
+    "move": DecisionNotice("move", "jwc@example-college.edu.cn", receipt="ZJ2020-000098",
+                           nominees=(_line("李四", "3301**********0066", "waiting", 1,
+                                           program="Web前端开发职业技能等级证书"),),
+                           from_program="物流管理职业技能等级证书", **_DECIDED),
+    "contact": DecisionNotice("contact", "kyc@example-college.edu.cn", contact_address="kyc@example-college.edu.cn",
+                              **_DECIDED),
+    "contact_replaced": DecisionNotice("contact_replaced", "jwc@example-college.edu.cn",
+                                       contact_address="kyc@example-college.edu.cn", **_DECIDED),
+    "answer": DecisionNotice("answer", "jwc@example-college.edu.cn", receipt="ZJ2020-000130",
+                             answer="候补教师的结果将在11月9日截止后统一通知。\n截止前可以更换报名教师。", **_DECIDED),
+}
+
+
 @pytest.fixture(scope="module")
 def renderer() -> ReplyRenderer:
     return ReplyRenderer(ROOT / "templates")
@@ -70,6 +100,16 @@ def test_each_notice_renders_its_golden_text_and_a_complete_html_page(renderer, 
     notice = NOTICES[name]
     rendered = renderer.render_page(name, SUBJECTS[name], {f.name: getattr(notice, f.name) for f in fields(notice)})
     _check_golden(name, rendered)
+    assert rendered.html.lstrip().startswith("<!DOCTYPE html>") and rendered.html.rstrip().endswith("</html>")
+
+
+@pytest.mark.parametrize("kind", sorted(DECISIONS))
+def test_each_staff_decision_notice_renders_its_golden_text_and_a_complete_html_page(renderer, kind) -> None:
+    notice = DECISIONS[kind]
+    # the subject is decisions.py's own (pinned in test_decisions_e2e); here only the body is read
+    rendered = renderer.render_page("notice_decision", "【报名工作组通知】",
+                                    {f.name: getattr(notice, f.name) for f in fields(notice)})
+    _check_golden(f"notice_decision_{kind}", rendered)
     assert rendered.html.lstrip().startswith("<!DOCTYPE html>") and rendered.html.rstrip().endswith("</html>")
 
 

@@ -198,14 +198,68 @@ def test_each_reply_kind_renders_a_complete_html_page(renderer, kind):
     assert html.lstrip().startswith("<!DOCTYPE html>")
     assert html.rstrip().endswith("</html>")
     assert "ZJ2020-000123" in html
-    assert "老师，您好！" in html
+    assert re.search(r"<p>(陈老师，)?您好！</p>", html)
+
+
+ID_D = synthetic_id("33010619880808222")
+ALL_SEATED = replace(CONTEXTS["acceptance"], nominees=(NOMINEES[0], nominee(7, "周敏", BIM, "浙江工业大学", ID_D)),
+                     changes=(), unreadable_reasons=(), stamp_required=False)
+CASES: dict[str, ReplyContext] = {
+    # every outcome a sender can get beyond the one context per kind above
+    "acceptance_all_seated": ALL_SEATED,
+    "acceptance_all_waiting": replace(ALL_SEATED, nominees=(
+        nominee(4, "张晓明", BIM, "浙江工业大学", ID_A, status="waiting", position=1),
+        nominee(7, "周敏", BIM, "浙江工业大学", ID_D, status="waiting", position=2))),
+    "acceptance_with_question": replace(ALL_SEATED, to_name="教务处-赵老师", question_forwarded=True),
+    "late_without_an_earlier_list": replace(CONTEXTS["late"], nominees=(), earlier_receipts=()),
+    "correction_from_the_contact": replace(CONTEXTS["correction"], to_name="", contact="陈静",
+                                           contact_is_sender=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_outcome_case_renders_its_golden_text(renderer, name):
+    rendered = renderer.render(CASES[name])
+    path = GOLDEN / f"{name}.txt"
+    if os.environ.get("MAILBOT_UPDATE_GOLDEN") == "1":
+        path.write_text(golden_text(rendered), encoding="utf-8")
+    assert golden_text(rendered) == path.read_text(encoding="utf-8")
+
+
+def test_a_form_mail_that_also_asks_is_told_its_question_went_to_staff(renderer):
+    rendered = renderer.render(CASES["acceptance_with_question"])
+    line = "您在来信中提出的问题已转工作人员，工作人员将另行答复。"
+    assert line in rendered.text.splitlines()
+    assert f"<p><strong>您在来信中提出的问题已转工作人员</strong>，工作人员将另行答复。</p>" in rendered.html
+    assert line not in renderer.render(ALL_SEATED).text
+
+
+def test_the_html_nominee_table_fits_a_phone_with_format_and_fee_once_per_program(renderer):
+    html = renderer.render(CONTEXTS["acceptance"]).html
+    assert html.count("<table") == 2  # one per program
+    assert re.findall(r"<th[^>]*>([^<]*)</th>", html) == ["序号", "姓名", "报名状态"] * 2
+    assert html.count("培训费：不超过3200元") == 2 and html.count("共80学时") == 2
 
 
 def test_acceptance_names_program_host_format_fee_status_and_receipt(renderer):
     text = renderer.render(CONTEXTS["acceptance"]).text
-    for expected in (BIM, "浙江工业大学", "5天线下集中+5天线上（共80学时）", "不超过3200元",
-                     "已录取", "候补第3位", "待核实", "ZJ2020-000123", "新增", "删除", "修改"):
-        assert expected in text
+    lines = text.splitlines()
+    assert lines[lines.index("【建筑信息模型（BIM）职业技能等级证书】承办院校：浙江工业大学"):][:12] == [
+        "【建筑信息模型（BIM）职业技能等级证书】承办院校：浙江工业大学",
+        "培训形式：5天线下集中+5天线上（共80学时）；培训费：不超过3200元",
+        "",
+        f"1. 张晓明（身份证号 {mask_id(ID_A)}，表格第4行）",
+        "   报名状态：报名成功（在计划名额内）",
+        "",
+        f"2. 王强（身份证号 {mask_id(ID_C)}，表格第6行）",
+        "   报名状态：待核实（同一身份证号已由其他单位报名，请核实）",
+        "",
+        "【数控车铣加工职业技能等级证书】承办院校：浙江机电职业技术学院",
+        "培训形式：5天线下集中+5天线上（共80学时）；培训费：不超过3200元",
+        "",
+    ]
+    assert f"1. 李红（身份证号 {mask_id(ID_B)}，表格第5行）" in lines
+    assert "   报名状态：暂列候补第3位" in lines
 
 
 def test_correction_places_each_finding_and_mentions_the_attachment(renderer):
@@ -278,7 +332,7 @@ def test_a_naive_received_at_is_refused():
 @pytest.mark.parametrize(
     "kind, expected",
     [
-        ("acceptance", "Re: 报名表【已登记，请查看录取结果｜回执 ZJ2020-000123】"),
+        ("acceptance", "Re: 报名表【报名成功1人，暂列候补1人，待核实1人｜回执 ZJ2020-000123】"),
         ("correction", "Re: 报名表【需修改3处｜回执 ZJ2020-000123】"),
         ("late", "Re: 报名表【截止后收到，未登记｜回执 ZJ2020-000123】"),
         ("redirect", "Re: 报名表【中职学校请通过省平台报名｜回执 ZJ2020-000123】"),
@@ -286,7 +340,7 @@ def test_a_naive_received_at_is_refused():
         ("scan_only", "Re: 报名表【仅收到扫描件，请补发电子表格｜回执 ZJ2020-000123】"),
         ("unreadable", "Re: 报名表【附件无法读取｜回执 ZJ2020-000123】"),
         ("not_annex3", "Re: 报名表【附件不是附件3汇总表｜回执 ZJ2020-000123】"),
-        ("promotion", "Re: 报名表【候补转为录取｜回执 ZJ2020-000123】"),
+        ("promotion", "Re: 报名表【候补已递补为计划名额内｜回执 ZJ2020-000123】"),
     ],
 )
 def test_the_subject_is_our_own_words_with_the_result_and_the_receipt(kind, expected):
@@ -296,6 +350,16 @@ def test_the_subject_is_our_own_words_with_the_result_and_the_receipt(kind, expe
 def test_an_acceptance_with_everyone_seated_says_so():
     ctx = replace(CONTEXTS["acceptance"], nominees=NOMINEES[:1])
     assert reply_subject(ctx) == "Re: 报名表【报名成功｜回执 ZJ2020-000123】"
+
+
+def test_an_acceptance_with_everyone_waiting_says_so_in_the_notices_words():
+    ctx = replace(CONTEXTS["acceptance"], nominees=NOMINEES[1:2])
+    assert reply_subject(ctx) == "Re: 报名表【暂列候补1人｜回执 ZJ2020-000123】"
+
+
+def test_an_acceptance_of_an_empty_form_does_not_say_anyone_registered():
+    ctx = replace(CONTEXTS["acceptance"], nominees=())
+    assert reply_subject(ctx) == "Re: 报名表【已收到，表中无参训教师｜回执 ZJ2020-000123】"
 
 
 def test_the_correction_subject_counts_the_findings_not_listed_too():
@@ -359,7 +423,7 @@ def test_reply_is_threaded_under_the_original_and_marked_auto_replied(renderer):
     assert msg["In-Reply-To"] == "<orig-1@example-college.edu.cn>"
     assert msg["References"].split() == [
         "<first@example-college.edu.cn>", "<orig-1@example-college.edu.cn>"]
-    assert msg["Subject"] == "Re: 报名表【已登记，请查看录取结果｜回执 ZJ2020-000123】"
+    assert msg["Subject"] == "Re: 报名表【报名成功1人，暂列候补1人，待核实1人｜回执 ZJ2020-000123】"
     assert msg["Auto-Submitted"] == "auto-replied"
     assert msg["X-Auto-Response-Suppress"] == "All"
     assert msg["Precedence"] is None
@@ -426,6 +490,13 @@ def test_header_injection_through_names_and_subject_is_flattened(renderer):
     assert msg["Subject"] == "Re: 报名表【未收到附件3汇总表｜回执 ZJ2020-000123】"
     assert msg["To"].addresses[0].display_name == "陈老师 Bcc: evil@example.com"
     assert [a.addr_spec for a in msg["To"].addresses] == ["jwc@example-college.edu.cn"]
+
+
+def test_a_very_long_display_name_is_cut_in_the_to_header_and_not_used_in_the_greeting(renderer):
+    ctx = replace(CONTEXTS["no_form"], to_name="赵老师" * 100)
+    msg = parse(build(ctx, renderer))
+    assert msg["To"].addresses[0].display_name == ("赵老师" * 22)[:64]
+    assert renderer.render(ctx).text.splitlines()[0] == "您好！"
 
 
 def every_text_of(raw: bytes) -> str:

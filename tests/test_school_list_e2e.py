@@ -4,15 +4,13 @@ its list; over the reported demand and past the per-mail limit, teachers wait fo
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 
 from forms_factory import make_annex3_xlsx, nominee
-from intake_harness import Reply, imap_settings, open_intake, parse_reply, shanghai
+from intake_harness import STAFF, Reply, open_parts, parse_reply, rules_with, shanghai  # noqa: F401 - a fixture
 from mail_factory import make_mail
-from mailbot.bundled import default_rules_file
 from mailbot.masking import mask_id
 from mailbot.office import staff_items
 from mailbot.office.digest import build_digest
@@ -21,30 +19,8 @@ from mailbot.replies.render import ReplyRenderer
 pytestmark = pytest.mark.servers
 
 SCHOOL = "浙江某某职业技术学院"
-CONTACT, OTHER, STAFF = "jwc@zjxx.edu.cn", "someone@qq.com", "peixun@zjut.edu.cn"
+CONTACT, OTHER = "jwc@zjxx.edu.cn", "someone@qq.com"
 LOGISTICS = "物流管理职业技能等级证书"
-
-
-def _rules(tmp_path: Path, extra: str = "") -> Path:
-    path = tmp_path / "rules.toml"
-    path.write_text(default_rules_file().read_text(encoding="utf-8") + extra, encoding="utf-8")
-    return path
-
-
-@pytest.fixture()
-def open_parts(tmp_path: Path, dovecot, imap_account, smtp_sink):
-    opened = []
-
-    def make(rules_extra: str = "", **overrides):
-        settings = imap_settings(tmp_path, imap_account, smtp_sink, staff_addresses=[STAFF],
-                                 rules=_rules(tmp_path, rules_extra), **overrides)
-        parts = open_intake(settings, io.StringIO())
-        opened.append(parts)
-        return parts
-
-    yield make
-    for parts in opened:
-        parts.close()
 
 
 def _send(dovecot, account, sender: str, serials: list[int], hour: int, *, institution: str = SCHOOL) -> None:
@@ -166,8 +142,9 @@ def test_the_contact_of_record_still_shortens_its_list_and_the_other_sender_is_t
         f"- 删除：{nominee(4).name}（{mask_id(str(nominee(4).id_number))}），{LOGISTICS}"]
 
 
-def test_a_school_over_its_reported_demand_waits_for_staff(open_parts, dovecot, imap_account, smtp_sink) -> None:
-    parts = open_parts(f'\n[[demand]]\ninstitution = "{SCHOOL}"\nprogram = "物流管理"\nteachers = 2\n')
+def test_a_school_over_its_reported_demand_waits_for_staff(
+        open_parts, tmp_path: Path, dovecot, imap_account, smtp_sink) -> None:
+    parts = open_parts(rules_with(tmp_path, f'\n[[demand]]\ninstitution = "{SCHOOL}"\nprogram = "物流管理"\nteachers = 2\n'))
     _send(dovecot, imap_account, CONTACT, [1, 2, 3], 9)
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
     mails = _mails_since(smtp_sink, 0, 2)

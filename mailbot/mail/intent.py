@@ -10,6 +10,11 @@ signatures after a ``--`` line are left out):
   note (``out_of_office``), or none of these (``none``: the "no form" answer too).
 - :func:`says_addition` for a mail WITH a form: does it say it only adds teachers (补报, 补充,
   追加, 增报, 新增)?  Then nobody missing from its form is withdrawn.
+- :func:`asks_with_form` for a mail WITH a form: does it also ask something a person must
+  answer ("请问…", "能否…", a question mark)?  The form is handled as usual, and the mail goes on
+  the staff list as a question too.  Stricter than :func:`classify`: words that describe what
+  the form does (更换, 撤回, 改报: the resubmission policy handles those) and "did you get it?"
+  (收到了吗: the reply itself answers that) do not count.
 
 The rules are tried in the order of :data:`RULES`; the first that matches decides.  The labelled
 examples in ``tests/intent_examples/`` are the specification: a change here must keep them all.
@@ -55,6 +60,13 @@ _CJK = re.compile(r"[\u4e00-\u9fff]")
 _ADDITION = re.compile(r"补报|补充报名|补充[^，。]{0,6}(?:教师|老师|名单|人员)|追加|增报|新增[^，。]{0,6}(?:教师|老师|名单|人员|\d|[一二两三四五六七八九十])")
 
 
+# A question asked alongside a form: a question mark, or asking words.
+_ASKS = re.compile(r"[?？]|请问|想问|咨询|能否|可否|是否可以|可不可以|能不能|可以[^，。]{0,20}[吗嘛]|吗[。!！]?$")
+# ... unless the clause only asks whether the mail arrived (the reply answers that).
+_ONLY_RECEIVED = re.compile(r"^(?:请问)?(?:[^，。]{0,8})?(?:是否|有没有|能否)?(?:已经?)?(?:收到|收悉)(?:了)?(?:吗|没有?)?[?？]?$")
+_CLAUSE = re.compile(r"[^，,;；。！!？?\n]*[。！!？?]?")
+
+
 def _nfkc(text: str) -> str:
     return unicodedata.normalize("NFKC", text)
 
@@ -85,6 +97,19 @@ def classify(subject: str, body: str) -> Intent:
 def says_addition(subject: str, body: str) -> bool:
     """Whether the mail says its form only adds teachers (补报一名, 补充报名, 追加, 新增2名…)."""
     return bool(_ADDITION.search(_nfkc(f"{subject}\n{own_words(body)}")))
+
+
+def asks_with_form(subject: str, body: str) -> bool:
+    """Whether a mail that carries a form also asks a question or a favour a person must answer
+    (its subject or its own words, clause by clause; written in Chinese)."""
+    text = _nfkc(f"{subject}\n{own_words(body)}")
+    if not _CJK.search(text):
+        return False
+    for match in _CLAUSE.finditer(text):
+        clause = match.group(0).strip()
+        if clause and _ASKS.search(clause) and not _ONLY_RECEIVED.match(clause):
+            return True
+    return False
 
 
 def first_lines(subject: str, body: str, *, lines: int = 3, width: int = 80) -> str:

@@ -80,7 +80,8 @@ class ReplyContext:
     received_at: datetime
     receipt: str  # e.g. "ZJ2020-000123"
     institution: str = ""
-    contact: str = ""
+    contact: str = ""  # the form's 联系人
+    contact_is_sender: bool = False  # the 联系人 wrote this mail: greeted by name when From has none
     campaign_title: str = ""
     deadline: datetime | None = None
     intake_address: str = ""
@@ -103,6 +104,7 @@ class ReplyContext:
     resend_closed: bool = False  # received too close to the deadline to fix and send again
     lead: tuple[str, ...] = ()  # lines of their own before the list (e.g. "this mail replaced your list")
     programs: tuple[tuple[str, str], ...] = ()  # (program, host) for how_to_register
+    question_forwarded: bool = False  # the mail also asked something: passed to staff, said in the reply
 
     def __post_init__(self) -> None:
         if self.kind not in REPLY_KINDS:

@@ -27,6 +27,7 @@ Headers of a reply (``build_message``):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from email import message_from_bytes, policy
@@ -48,6 +49,7 @@ from mailbot.errors import SendError
 from mailbot.annex3 import FIELDS
 from mailbot.mail.org_domain import has_known_suffix
 from mailbot.masking import mask_text
+from mailbot.replies.greeting import FALLBACK as PLAIN_GREETING, greeting
 from mailbot.replies.model import DigestContext, FindingLine, NomineeLine, ReplyContext, SchoolNotice
 from mailbot.time_zones import zone
 
@@ -58,6 +60,7 @@ except Exception:  # pragma: no cover - no tz database; China has had no DST sin
 
 XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 MAX_REFERENCES = 20
+MAX_TO_NAME = 64  # characters of the sender's display name echoed in a reply's To header
 # SMTP policy, but raw (set_raw) headers are written as given: the threading headers are
 # folded by fold_ids, every other header is a parsed header object folded as usual.
 _WIRE = policy.compat32.clone(linesep="\r\n")
@@ -73,7 +76,8 @@ _DEFANGED_SCHEMES = {"http": "hxxp", "https": "hxxps", "ftp": "fxp"}
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _MSGID_RE = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 
-STATUS_LABELS = {"seated": "已录取", "held": "待工作人员审核", "conflict": "待核实", "rejected": "未录取"}
+STATUS_LABELS = {"seated": "报名成功（在计划名额内）", "held": "待工作人员审核", "conflict": "待核实", "rejected": "未登记"}
+"""A nominee's status in the notice's words (it speaks of 报名, never of 录取)."""
 OUTCOME_LABELS = {
     "accepted": "报名成功",
     "acceptance": "报名成功",
@@ -167,10 +171,11 @@ def _safe_finding(f: FindingLine) -> FindingLine:
 
 
 def sender_safe(ctx: ReplyContext) -> ReplyContext:
-    """The context with :func:`defang` applied to every value that came from the mail or the form."""
+    """The context with :func:`defang` applied to every value that came from the mail or the form;
+    the sender's display name also bounded (:data:`MAX_TO_NAME`)."""
     return replace(
         ctx,
-        to_name=defang(ctx.to_name),
+        to_name=defang(one_line(ctx.to_name))[:MAX_TO_NAME],
         original_subject=defang(ctx.original_subject),
         institution=defang(ctx.institution),
         contact=defang(ctx.contact),
@@ -199,7 +204,7 @@ SUBJECT_RESULTS = {
     "scan_only": "仅收到扫描件，请补发电子表格",
     "unreadable": "附件无法读取",
     "not_annex3": "附件不是附件3汇总表",
-    "promotion": "候补转为录取",
+    "promotion": "候补已递补为计划名额内",
     "held": "已收到，待工作人员处理",  # the acknowledgement of mail set aside for staff
     "acknowledgement": "来信已转工作人员",
     "how_to_register": "报名方法及附件3空白表",
@@ -207,13 +212,28 @@ SUBJECT_RESULTS = {
 """The result in a reply's subject, per reply kind: mailbot's own words only."""
 
 
+def acceptance_result(nominees: Iterable[NomineeLine]) -> str:
+    """An acceptance's result in the notice's words: ``报名成功`` when everyone is within the
+    planned places, else the counts (``报名成功3人，暂列候补2人``, ``暂列候补2人``, ``待审核1人``)."""
+    counts: dict[str, int] = {}
+    for n in nominees:
+        counts[n.status] = counts.get(n.status, 0) + 1
+    if not counts:
+        return "已收到，表中无参训教师"
+    if set(counts) == {"seated"}:
+        return "报名成功"
+    words = (("seated", "报名成功{}人"), ("waiting", "暂列候补{}人"), ("held", "待审核{}人"),
+             ("conflict", "待核实{}人"), ("rejected", "未登记{}人"))
+    return "，".join(w.format(counts[s]) for s, w in words if counts.get(s))
+
+
 def reply_subject(ctx: ReplyContext) -> str:
     """``Re: 报名表【需修改3处｜回执 ZJ2020-000123】``: fixed words, the result, the receipt.
-    An acceptance with anyone not seated says so instead of 报名成功."""
+    An acceptance says how many are within the planned places and how many wait (never 录取)."""
     words = SUBJECT_RESULTS.get(ctx.kind, "已收到")  # a kind without its own words still gets fixed ones
     result = words.format(findings=len(ctx.findings) + ctx.findings_omitted)
-    if ctx.kind == "acceptance" and any(n.status != "seated" for n in ctx.nominees):
-        result = "已登记，请查看录取结果"
+    if ctx.kind == "acceptance":
+        result = acceptance_result(ctx.nominees)
     receipt = one_line(ctx.receipt)
     return f"Re: 报名表【{result}｜回执 {receipt}】" if receipt else f"Re: 报名表【{result}】"
 
@@ -302,10 +322,19 @@ def text_bar(percent: int) -> str:
 
 
 def status_label(line: NomineeLine) -> str:
-    """已录取 / 候补第N位 / 待核实 / 未录取."""
+    """报名成功（在计划名额内） / 暂列候补第N位 / 待工作人员审核 / 待核实 / 未登记."""
     if line.status == "waiting":
-        return f"候补第{line.waiting_position}位" if line.waiting_position else "候补"
+        return f"暂列候补第{line.waiting_position}位" if line.waiting_position else "暂列候补"
     return STATUS_LABELS.get(line.status, line.status)
+
+
+def by_program(lines: Iterable[NomineeLine]) -> list[tuple[NomineeLine, list[NomineeLine]]]:
+    """Nominees grouped by program, programs in order of first appearance, each group led by its
+    first line (which carries the program's host, format, hours and fee, said once per program)."""
+    groups: dict[str, list[NomineeLine]] = {}
+    for line in lines:
+        groups.setdefault(line.program, []).append(line)
+    return [(group[0], group) for group in groups.values()]
 
 
 def finding_place(f: FindingLine) -> str:
@@ -320,15 +349,6 @@ def finding_place(f: FindingLine) -> str:
     if f.column:
         parts.append(f"「{f.column}」列")
     return "".join(parts)
-
-
-def greeting_name(ctx: ReplyContext) -> str:
-    """The name before 老师: the form's contact person, else the sender's display name."""
-    for candidate in (ctx.contact, ctx.to_name):
-        name = one_line(candidate)
-        if name and "@" not in name:
-            return name.removesuffix("老师")
-    return ""
 
 
 _SHORTEST_MASKED = 11  # an 11-digit mobile; identity numbers are 18 characters
@@ -384,6 +404,7 @@ class ReplyRenderer:
             cn_date=cn_date,
             cn_deadline=cn_deadline,
             status_label=status_label,
+            by_program=by_program,
             place=finding_place,
             outcome_label=lambda k: OUTCOME_LABELS.get(k, OTHER_LABEL),
             attention_label=lambda k: ATTENTION_LABELS.get(k, OTHER_LABEL),
@@ -405,7 +426,7 @@ class ReplyRenderer:
         variables = {f.name: getattr(ctx, f.name) for f in fields(ctx)}
         variables.update(
             subject=subject,
-            greeting_name=greeting_name(ctx),
+            greeting=greeting(ctx.to_name, ctx.contact, contact_is_sender=ctx.contact_is_sender),
             contact_line=ctx.help_contact or ctx.late_contact,
             signature=ctx.signature
             or (f"{ctx.campaign_title}报名工作组" if ctx.campaign_title else "培训报名工作组"),
@@ -431,7 +452,7 @@ class ReplyRenderer:
         """Subject, text and HTML of one of mailbot's own mails (``<stem>.txt.j2`` /
         ``<stem>.html.j2``: notices, the staff alert); ``subject`` is available to the templates."""
         subject = mask_text(one_line(subject))
-        text, html = self._render_pair(stem, {**variables, "subject": subject})
+        text, html = self._render_pair(stem, {"greeting": PLAIN_GREETING, **variables, "subject": subject})
         return RenderedReply(subject=subject, text=text, html=html)
 
 
