@@ -572,6 +572,7 @@ class Intake:
             a.reply, receipt, fetched.arrived_at, p.from_addr, p.from_name, p.subject, p.message_id,
             p.references, institution=institution, contact=contact,
             contact_is_sender=contact_is_sender(contact, p.from_addr, (r for _, v in a.verdicts for r in v.rows)),
+            may_change_list=result.by_contact if result is not None else True,
             nominees=tuple(nominees[:shown]),
             nominees_omitted=max(0, len(nominees) - shown), findings=tuple(findings[:listed]),
             findings_omitted=max(0, len(findings) - listed), changes=tuple(changes[:shown]),

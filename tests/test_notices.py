@@ -126,7 +126,7 @@ def test_an_acceptance_for_another_address_shows_held_teachers_and_the_notes(ren
     ctx = ReplyContext(kind="acceptance", to_address="someone@qq.com", to_name="", original_subject="报名表",
                        original_message_id="<a@qq.com>", original_references=(), received_at=WHEN,
                        receipt="ZJ2020-000124", institution="示例职业技术学院", nominees=(held,),
-                       notes=("表中另有1名教师已由贵单位登记，未作改动，也不在此列出。",))
+                       notes=("表中另有1名教师已由贵单位登记，未作改动，也不在此列出。",), may_change_list=False)
     _check_golden("acceptance_other_sender_held", renderer.render(ctx))
 
 

@@ -105,6 +105,7 @@ class ReplyContext:
     lead: tuple[str, ...] = ()  # lines of their own before the list (e.g. "this mail replaced your list")
     programs: tuple[tuple[str, str], ...] = ()  # (program, host) for how_to_register
     question_forwarded: bool = False  # the mail also asked something: passed to staff, said in the reply
+    may_change_list: bool = True  # sent by the school's contact of record: a later full list replaces
 
     def __post_init__(self) -> None:
         if self.kind not in REPLY_KINDS:
