@@ -459,17 +459,21 @@ def purge(before: str, staff: str, config_path: Path | None) -> None:
 @CONFIG_OPTION
 @click.option("--head", default=None, metavar="哈希",
               help="以前记下的审计链头（日报中的“审计链头”）：必须仍在日志中。")
-def verify(config_path: Path | None, head: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="输出 JSON（英文代码，供程序和技术人员使用）。")
+def verify(config_path: Path | None, head: str | None, as_json: bool) -> None:
     """用审计日志核对全部数据（只读）；发现问题时指出第一处并以退出码1结束。
 
     \b
-    检查数据库完整性、事件哈希链、日志能否解释每封邮件、每位参训人员的状态
-    和每封回复的发送结果，以及保存的原始邮件和证据文件的 SHA-256。
+    检查数据库完整性、事件哈希链、日志能否解释每封邮件、每位参训人员的状态、
+    各校报名联系邮箱、每个待办事项和每封回复的发送结果，以及保存的原始邮件和
+    证据文件的 SHA-256。
 
     \b
     例如：
       mailbot verify --head 3f2a…（以前日报中的审计链头）
     """
+    import json
+
     from mailbot.errors import StateError
     from mailbot.office.proof import prove
     from mailbot.state.store import State
@@ -483,12 +487,17 @@ def verify(config_path: Path | None, head: str | None) -> None:
         proof = prove(state, head=head)
     finally:
         state.close()
-    for line in proof.lines:
+    if as_json:
+        click.echo(json.dumps({"ok": proof.ok, "head": proof.head, "events": proof.events, "lines": proof.lines,
+                               "breaks": [{"check": b.check, "where": b.where, "what": b.what} for b in proof.breaks]},
+                              ensure_ascii=False, indent=2))
+        sys.exit(0 if proof.ok else 1)
+    for line in proof.zh_lines:
         click.echo(line)
     if proof.ok:
         click.echo(f"验证通过：事件日志能解释全部数据；审计链头 {proof.head or '（日志为空）'}")
         sys.exit(0)
-    click.echo(f"第一处问题：{proof.breaks[0]}")
+    click.echo(f"第一处问题：{proof.breaks[0].zh}")
     sys.exit(1)
 
 

@@ -190,20 +190,6 @@ def _attention(state: State, lo: str, hi: str, tz: tzinfo) -> tuple[AttentionIte
             "WHERE domain_mismatch = 1 AND recorded_at >= ? AND recorded_at <= ? ORDER BY id", [lo, hi]):
         items.append(AttentionItem("domain_mismatch", f"表内填报单位“{r['institution']}”与发件邮箱域名不一致",
                                    r["receipt"], r["sender"], when(r["recorded_at"]), r["institution"]))
-    # Conflicts: the refused row and the registration it collides with (both sides).
-    for r in state.query(
-            "SELECT n.id_masked, n.institution, n.program, n.updated_at, m.receipt, n.sender, "
-            "o.institution AS other_institution, o.program AS other_program, om.receipt AS other_receipt "
-            "FROM nominees n JOIN messages m ON m.id = n.message "
-            "LEFT JOIN nominees o ON o.id = (SELECT min(x.id) FROM nominees x WHERE x.id_hash = n.id_hash "
-            "  AND x.status IN ('seated','waiting','held') AND x.institution_key != n.institution_key) "
-            "LEFT JOIN messages om ON om.id = o.message "
-            "WHERE n.status = 'conflict' AND n.updated_at >= ? AND n.updated_at <= ? AND NOT EXISTS "
-            "(SELECT 1 FROM staff_items s WHERE s.message = n.message AND s.kind = 'conflict') ORDER BY n.id", [lo, hi]):
-        other = (f"，已由{r['other_institution']}报名{r['other_program']}（回执{r['other_receipt']}）"
-                 if r["other_institution"] else "")
-        items.append(AttentionItem("conflict", f"身份证号{r['id_masked']}重复报名{r['program']}{other}",
-                                   r["receipt"], r["sender"], when(r["updated_at"]), r["institution"]))
     # Late mail nobody admitted (no nominee comes from it).
     for r in state.query(
             "SELECT m.receipt, m.sender, m.institution, m.arrived_at, m.recorded_at FROM messages m "

@@ -26,7 +26,7 @@ ReplyKind = Literal[
 ]
 REPLY_KINDS: tuple[str, ...] = get_args(ReplyKind)
 
-NomineeStatus = Literal["seated", "waiting", "held", "conflict", "rejected"]
+NomineeStatus = Literal["seated", "waiting", "held", "rejected"]
 
 
 @dataclass(frozen=True)
