@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from daemon_harness import write_config
 from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import imap_settings, open_intake, parse_reply, rules_with_seats, shanghai
 from mail_factory import make_mail
@@ -60,33 +61,9 @@ class Office:
         self.rules = rules
         self.settings = imap_settings(tmp_path, account, sink, staff_addresses=[STAFF], rules=rules,
                                       trust={"deny_domains": ["evil.example"]})
-        self.config = tmp_path / "mailbot.toml"
-        self.config.write_text(f"""
-state_dir = "{tmp_path / 'state'}"
-log_format = "json"
-rules = "{rules}"
-staff_addresses = ["{STAFF}"]
-[mailbox]
-kind = "imap"
-[imap]
-host = "{account.host}"
-port = {account.port}
-tls = "plain"
-user = "{account.user}"
-password = "{account.password}"
-timeout = 10
-[smtp]
-mode = "smtp"
-host = "{sink.host}"
-port = {sink.port}
-tls = "plain"
-envelope_from = "bounces@zjut.edu.cn"
-retry_base_seconds = 0.01
-[reply]
-message_id_domain = "mailbot.test"
-[trust]
-deny_domains = ["evil.example"]
-""", encoding="utf-8")
+        self.config = write_config(tmp_path, account, sink, **{
+            "": {"rules": rules, "staff_addresses": [STAFF]},
+            "trust": {"authserv_ids": [], "deny_domains": ["evil.example"]}})  # as self.settings
         self.parts = open_intake(self.settings, io.StringIO())
 
     def send(self, sender: str, serials: list[int], when, *, institution: str) -> None:
@@ -444,8 +421,8 @@ def test_replay_under_unchanged_rules_applies_every_kind_of_decision_again_and_r
         "按 rules.toml 重新判定全部6封邮件（按到达先后），涉及11名教师：没有变化。",
         "（仅为预演：数据库和邮箱均未改动，未发送任何邮件。）"])
     code, out = office.run("verify")  # the event log explains every decision's state
-    assert (code, [line for line in out.splitlines() if line.startswith(("nominees:", "programs"))]) == (
-        0, ["nominees: 12 recomputed from the event log"]), out
+    assert (code, [line for line in out.splitlines() if line.startswith(("参训人员", "培训项目", "待办事项"))]) == (
+        0, ["参训人员：12人，状态均可由事件日志重算", "待办事项：2项，均可由事件日志重算"]), out
     fill = next(office.parts.state.db.query("SELECT seats, seated FROM program_fill WHERE program = ?", [LOGISTICS]))
     assert (fill["seats"], fill["seated"]) == (4, 4)
 

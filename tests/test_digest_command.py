@@ -17,6 +17,7 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
+from daemon_harness import write_config
 from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import rules_with_seats, shanghai
 from mail_factory import make_mail
@@ -46,36 +47,10 @@ def _config(tmp_path: Path, account, sink, *, imap_port: int | None = None, name
     text = rules.read_text(encoding="utf-8").replace("institution_required = true", "institution_required = false")
     rules.write_text('expected_institutions = ["甲职业技术学院", "乙职业技术学院（盖章）", "庚职业技术学院"]\n' + text,
                      encoding="utf-8")
-    path = tmp_path / name
-    path.write_text(f"""
-state_dir = "{tmp_path / 'state'}"
-rules = "{rules}"
-log_format = "json"
-staff_addresses = ["{STAFF}"]
-
-[mailbox]
-kind = "imap"
-
-[imap]
-host = "{account.host}"
-port = {imap_port or account.port}
-tls = "plain"
-user = "{account.user}"
-password = "{account.password}"
-timeout = 10
-
-[smtp]
-mode = "smtp"
-host = "{sink.host}"
-port = {sink.port}
-tls = "plain"
-envelope_from = "bounces@zjut.edu.cn"
-retry_base_seconds = 0.01
-
-[reply]
-message_id_domain = "mailbot.test"
-""", encoding="utf-8")
-    return path
+    return write_config(tmp_path, account, sink, name=name, **{
+        "": {"rules": rules, "staff_addresses": [STAFF]},
+        "imap": {"port": imap_port or account.port},
+        "trust": {"authserv_ids": []}})  # as before: these tests are not about sender trust
 
 
 def _form_mail(sender: str, institution: str, *serials: int, **row_changes: object) -> bytes:
