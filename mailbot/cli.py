@@ -213,15 +213,28 @@ def _hold_write(settings: "Settings") -> None:
         sys.exit(1)
 
 
+def _configure_logging(settings: "Settings", *, staff: bool) -> None:
+    """The daemon's log on stdout; a staff command's (English, for operators) only its errors,
+    on stderr: what staff read is the command's own Chinese output."""
+    import logging
+
+    from mailbot.logs import configure_logging
+
+    if staff:
+        configure_logging(settings.log_format, stream=sys.stderr, level=logging.ERROR)
+    else:
+        configure_logging(settings.log_format)
+
+
 def _assemble(settings: "Settings", actor: str = "daemon", *, lock: str | None = "daemon") -> tuple[Any, Any]:
     """Open everything for a command, after taking its lock for the rest of the command:
     ``"daemon"`` (run, poll, demo: one per state dir), ``"write"`` (a staff command that
     changes state: waits for the running service's current work), None (reads only)."""
     from mailbot.assembly import assemble
     from mailbot.errors import MailbotError
-    from mailbot.logs import configure_logging, get_logger
+    from mailbot.logs import get_logger
 
-    configure_logging(settings.log_format)
+    _configure_logging(settings, staff=lock == "write")
     log = get_logger()
     if lock == "daemon":
         _hold_lock(settings)
@@ -680,11 +693,16 @@ def digest(config_path: Path | None, since: str | None, out_path: Path | None, s
     parts, _ = _assemble(settings, actor="staff", lock="write" if send else None)
     try:
         if send:
-            n = queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer, since=start)
-            if not n:
-                _staff_error("未配置工作人员邮箱（staff_addresses），日报未发送", 1)
+            ids = queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer, since=start)
+            if not ids:
+                _staff_error("配置中没有填写接收日报的工作人员邮箱，日报未发送；请联系技术人员填写", 1)
             parts.intake.send()
-            click.echo(f"日报已发送给{n}个工作人员邮箱")
+            statuses = [next(parts.state.query("SELECT status FROM outbox WHERE id = ?", [i]))["status"] for i in ids]
+            if statuses.count("sent") < len(ids):
+                _staff_error(f"日报已生成，但{len(ids) - statuses.count('sent')}个工作人员邮箱未能发出（"
+                             + ("将在下次收信时自动重试发送，请勿重复运行本命令）" if "queued" in statuses else
+                                "对方邮件服务器拒收或投递情况不明，请联系技术人员核对工作人员邮箱）"), 1)
+            click.echo(f"日报已发送给{len(ids)}个工作人员邮箱")
             return
         rendered = parts.intake.renderer.render_digest(
             build_digest(parts.state, parts.rules, parts.settings, since=start))
@@ -793,14 +811,14 @@ def _decide(config_path: Path | None, staff: str | None, reason: str | None, act
     from mailbot.assembly import assemble
     from mailbot.decisions import StaffDecisions
     from mailbot.errors import DecisionRefused, MailbotError
-    from mailbot.logs import configure_logging, get_logger
+    from mailbot.logs import get_logger
     staff, reason = _need(staff, "--staff", "您的姓名"), _need(reason, "--reason", "理由")
     settings = _settings(config_path)
     if not settings.db_path.is_file():
         click.echo(f"未执行：找不到报名数据库 {settings.db_path}（尚未收取过邮件，或 --config 指定的配置不对）", err=True)
         sys.exit(2)
     _hold_write(settings)
-    configure_logging(settings.log_format)
+    _configure_logging(settings, staff=True)
     try:
         parts = assemble(settings, get_logger(), actor=f"staff:{staff}")
     except MailbotError as exc:

@@ -119,7 +119,7 @@ def test_a_waiting_staff_command_goes_ahead_as_soon_as_the_service_is_done(tmp_p
         assert proc.poll() is None
     out, err = proc.communicate(timeout=60)
     # it went ahead: no staff address is configured, so no digest is sent
-    assert (proc.returncode, out, err) == (1, "", "mailbot：未配置工作人员邮箱（staff_addresses），日报未发送\n")
+    assert (proc.returncode, out, err) == (1, "", "mailbot：配置中没有填写接收日报的工作人员邮箱，日报未发送；请联系技术人员填写\n")
 
 
 def test_the_daemon_holds_the_write_lock_while_it_polls_and_releases_it_after(tmp_path: Path) -> None:

@@ -221,7 +221,7 @@ def _attention(state: State, lo: str, hi: str, tz: tzinfo) -> tuple[AttentionIte
 def _with_institution(item: AttentionItem, institution: str) -> AttentionItem:
     """A staff-list item with its school as a field of its own (its summary no longer repeats it)."""
     summary = item.summary.removeprefix(f"{institution}：") if institution else item.summary
-    return AttentionItem(item.category, summary, item.ref, item.sender, item.since, institution)
+    return replace(item, summary=summary, institution=institution)
 
 
 def _schools(state: State) -> tuple[SchoolLine, ...]:
@@ -256,11 +256,12 @@ def roster_attachment(state: State, rules: CampaignRules, settings: Settings,
 
 
 def queue_digest(state: State, rules: CampaignRules, settings: Settings, renderer: ReplyRenderer, *,
-                 since: datetime | None = None) -> int:
-    """Queue the digest to every staff address; returns how many were queued.  Recorded as
-    ``digest_queued`` (with the period), which starts the next digest's period."""
+                 since: datetime | None = None) -> list[int]:
+    """Queue the digest to every staff address; returns the outbox ids (none without staff
+    addresses).  Recorded as ``digest_queued`` (with the period), which starts the next
+    digest's period."""
     if not settings.staff_addresses:
-        return 0
+        return []
     digest = build_digest(state, rules, settings, since=since)
     rendered = renderer.render_digest(digest)
     raw = build_digest_message(rendered, to_addresses=list(settings.staff_addresses),
@@ -269,12 +270,11 @@ def queue_digest(state: State, rules: CampaignRules, settings: Settings, rendere
                                attachments=(roster_attachment(state, rules, settings, digest.period_end),))
     version = f"{rules.campaign.id}@{rules.campaign.version}"
     with state.transaction():
-        for to in settings.staff_addresses:
-            state.insert("outbox", {
+        ids = [state.insert("outbox", {
                 "message": None, "kind": "digest", "to_address": to, "subject": rendered.subject,
                 "reply_message_id": "", "raw": raw, "status": "queued", "next_attempt_at": utc_now(),
-                "created_at": utc_now()})
+                "created_at": utc_now()}) for to in settings.staff_addresses]
         state.add_event("digest_queued", {"to": len(settings.staff_addresses), "since": _iso(digest.period_start),
                                           "until": _iso(digest.period_end)}, actor="daemon", rules_version=version)
-    return len(settings.staff_addresses)
+    return ids
 
