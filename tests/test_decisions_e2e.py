@@ -431,3 +431,34 @@ def test_a_held_teacher_moved_to_another_program_stays_held_there(office) -> Non
     assert office.decide("move", "--id-number", _id(5), "--program", WEB, "--reason", "学校申请改报") == (0, [
         f"已调整：陈七（{_masked(5)}），{LOGISTICS} → {WEB}，待工作人员审核", f"通知邮件：{BING_MAIL}"])
     assert office.seats()[4] == ("陈七", LOGISTICS, "withdrawn") and office.seats()[-1] == ("陈七", WEB, "held")
+
+
+def test_a_staff_answer_does_not_use_up_the_senders_daily_replies(tmp_path: Path, dovecot, imap_account,
+                                                                   smtp_sink) -> None:
+    """With two replies a day per address: 丙's form (one reply), staff answer its item, 丙 writes
+    again: that mail is answered too (the staff answer is staff's, not an automatic reply)."""
+    from mailbot.decisions import StaffDecisions
+
+    rules = rules_with_seats(tmp_path, 2)
+    rules.write_text(rules.read_text(encoding="utf-8").replace("max_new_per_mail = 30", "max_new_per_mail = 3"),
+                     encoding="utf-8")
+    settings = imap_settings(tmp_path, imap_account, smtp_sink, rules=rules, reply={"max_per_sender_per_day": 2})
+    parts = open_intake(settings, io.StringIO())
+    try:
+        form = make_annex3_xlsx([person(s) for s in (5, 6, 7, 8)], institution=BING)
+        dovecot.append(make_mail(sender=BING_MAIL, attachments=[("报名表.xlsx", form)]), shanghai(2020, 11, 3, 9, 0),
+                       user=imap_account.user)
+        parts.intake.poll_once()
+        (item,) = [r["id"] for r in parts.state.db.query("SELECT id FROM staff_items WHERE kind = 'too_many'")]
+        StaffDecisions(parts.intake, "王老师").answer(item, "请分两次报送，每次不超过3人。", "按通知要求")
+        parts.intake.send()
+        dovecot.append(make_mail(sender=BING_MAIL, subject="请问", attachments=[]), shanghai(2020, 11, 3, 10, 0),
+                       user=imap_account.user)
+        parts.intake.poll_once()
+        assert [m.rcpt_tos for m in smtp_sink.wait_for(3)] == [(BING_MAIL,)] * 3
+        assert [(r["kind"], r["status"]) for r in parts.state.db.query(
+            "SELECT kind, status FROM outbox WHERE to_address = ? ORDER BY id", [BING_MAIL])] == [
+            ("acceptance", "sent"), ("staff_answer", "sent"), ("no_form", "sent")]
+        assert list(parts.state.db.query("SELECT id FROM events WHERE kind = 'reply_suppressed'")) == []
+    finally:
+        parts.close()

@@ -715,11 +715,12 @@ class State:
         self.db.execute("UPDATE messages SET settled_at = ? WHERE id = ?", [utc_now(), message])
 
     def replies_to_since(self, address: str, since_iso: str) -> int:
-        """Replies queued to ``address`` since then (notices about a school's list and staff
-        mail not counted: others' mail must not use up a school's replies)."""
+        """Replies queued to ``address`` since then (notices about a school's list, staff mail
+        and staff answers not counted: others' mail, and staff's own, must not use up a school's
+        replies)."""
         row = next(self.query(
             "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? "
-            "AND kind NOT IN ('digest', 'staff_alert') AND kind NOT LIKE 'notice\\_%' ESCAPE '\\'",
+            "AND kind NOT IN ('digest', 'staff_alert', 'staff_answer') AND kind NOT LIKE 'notice\\_%' ESCAPE '\\'",
             [address, since_iso]))
         return int(row["n"])
 
