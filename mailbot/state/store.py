@@ -725,8 +725,9 @@ class State:
         return int(row["n"])
 
     def notices_to_since(self, address: str, since_iso: str) -> int:
-        """Notices about a school's list queued to ``address`` since then."""
+        """Notices about a school's list queued to ``address`` since then (a staff decision's
+        notice is staff's mail: not counted)."""
         row = next(self.query(
             "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? "
-            "AND kind LIKE 'notice\\_%' ESCAPE '\\'", [address, since_iso]))
+            "AND kind LIKE 'notice\\_%' ESCAPE '\\' AND kind != 'notice_decision'", [address, since_iso]))
         return int(row["n"])
