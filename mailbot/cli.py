@@ -214,14 +214,11 @@ def _hold_write(settings: "Settings") -> None:
 
 
 def _configure_logging(settings: "Settings", *, staff: bool) -> None:
-    """The daemon's log on stdout; a staff command's (English, for operators) only its errors,
-    on stderr: what staff read is the command's own Chinese output."""
-    import logging
-
-    from mailbot.logs import configure_logging
+    """The daemon's log on stdout; a staff command's only its errors, on stderr."""
+    from mailbot.logs import configure_logging, configure_staff_logging
 
     if staff:
-        configure_logging(settings.log_format, stream=sys.stderr, level=logging.ERROR)
+        configure_staff_logging(settings.log_format)
     else:
         configure_logging(settings.log_format)
 
