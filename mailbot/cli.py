@@ -182,8 +182,8 @@ def _settings(config_path: Path | None, **overrides: Any) -> "Settings":
 
 
 def _hold_lock(settings: "Settings") -> None:
-    """Take the state directory's instance lock for the rest of the command, or exit 1 naming
-    the holder (one writer per state dir)."""
+    """Take the state directory's daemon lock for the rest of the command (``run``, ``poll``,
+    ``demo``), or exit 1 naming the holder (one daemon per state dir)."""
     from mailbot.state.lock import InstanceLocked, hold_instance_lock
 
     try:
@@ -194,17 +194,49 @@ def _hold_lock(settings: "Settings") -> None:
         sys.exit(1)
 
 
-def _assemble(settings: "Settings", actor: str = "daemon", *, lock: bool = True) -> tuple[Any, Any]:
-    """Open everything for a command; with ``lock`` first take the state directory's instance
-    lock for the rest of the command (one writer per state dir)."""
+WAITING_FOR_DAEMON = "后台服务正在处理邮件，请稍候…"
+
+
+def _hold_write(settings: "Settings") -> None:
+    """Take the write lock for the rest of a staff command that changes state: wait while the
+    running service finishes its current work (saying so), at most
+    ``schedule.staff_wait_seconds``, then exit 1 (see ``mailbot.state.lock``)."""
+    from mailbot.state.lock import WriteLockBusy, hold_write_lock
+
+    wait = settings.schedule.staff_wait_seconds
+    try:
+        click.get_current_context().with_resource(hold_write_lock(
+            settings.state_dir, wait=wait, on_wait=lambda: click.echo(WAITING_FOR_DAEMON, err=True)))
+    except WriteLockBusy:
+        click.echo(f"未执行：后台服务处理邮件已超过{wait}秒仍未完成，本次没有作任何改动。"
+                   "请过几分钟再试；如果一直如此，请联系技术人员。", err=True)
+        sys.exit(1)
+
+
+def _configure_logging(settings: "Settings", *, staff: bool) -> None:
+    """The daemon's log on stdout; a staff command's only its errors, on stderr."""
+    from mailbot.logs import configure_logging, configure_staff_logging
+
+    if staff:
+        configure_staff_logging(settings.log_format)
+    else:
+        configure_logging(settings.log_format)
+
+
+def _assemble(settings: "Settings", actor: str = "daemon", *, lock: str | None = "daemon") -> tuple[Any, Any]:
+    """Open everything for a command, after taking its lock for the rest of the command:
+    ``"daemon"`` (run, poll, demo: one per state dir), ``"write"`` (a staff command that
+    changes state: waits for the running service's current work), None (reads only)."""
     from mailbot.assembly import assemble
     from mailbot.errors import MailbotError
-    from mailbot.logs import configure_logging, get_logger
+    from mailbot.logs import get_logger
 
-    configure_logging(settings.log_format)
+    _configure_logging(settings, staff=lock == "write")
     log = get_logger()
-    if lock:
+    if lock == "daemon":
         _hold_lock(settings)
+    elif lock == "write":
+        _hold_write(settings)
     try:
         return assemble(settings, log, actor=actor), log
     except MailbotError as exc:
@@ -225,15 +257,18 @@ def poll(config_path: Path | None) -> None:
     """
     from mailbot.errors import MailbotError
 
+    from mailbot.state.lock import hold_write_lock
+
     parts, log = _assemble(_settings(config_path))
     try:
-        if sys.stderr.isatty():
-            from mailbot.forms.check_report import progress_bar
+        with hold_write_lock(parts.settings.state_dir):  # a staff command may be finishing
+            if sys.stderr.isatty():
+                from mailbot.forms.check_report import progress_bar
 
-            with progress_bar("处理邮件") as advance:
-                report = parts.intake.poll_once(progress=advance)
-        else:
-            report = parts.intake.poll_once()
+                with progress_bar("处理邮件") as advance:
+                    report = parts.intake.poll_once(progress=advance)
+            else:
+                report = parts.intake.poll_once()
     except MailbotError as exc:
         log.error("poll_failed", error=str(exc))
         _record_poll(parts.state, str(exc))
@@ -323,7 +358,7 @@ def replay(eml: Path | None, dry_run: bool, arrived: str | None, replay_every: b
         return
     if eml is None:
         _staff_error("请给出一封保存的邮件（.eml 文件），或用 --all --rules 新规则.toml。")
-    parts, log = _assemble(settings, actor="replay", lock=not dry_run)
+    parts, log = _assemble(settings, actor="replay", lock=None if dry_run else "write")
     raw = eml.read_bytes()
     try:
         when = datetime.fromisoformat(arrived) if arrived else datetime.now(timezone.utc)
@@ -411,7 +446,7 @@ def purge(before: str, staff: str, config_path: Path | None) -> None:
     from mailbot.state.store import State
 
     settings = _settings(config_path)
-    _hold_lock(settings)
+    _hold_write(settings)
     try:
         cutoff = datetime.fromisoformat(before)
     except ValueError:
@@ -434,17 +469,21 @@ def purge(before: str, staff: str, config_path: Path | None) -> None:
 @CONFIG_OPTION
 @click.option("--head", default=None, metavar="哈希",
               help="以前记下的审计链头（日报中的“审计链头”）：必须仍在日志中。")
-def verify(config_path: Path | None, head: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="输出 JSON（英文代码，供程序和技术人员使用）。")
+def verify(config_path: Path | None, head: str | None, as_json: bool) -> None:
     """用审计日志核对全部数据（只读）；发现问题时指出第一处并以退出码1结束。
 
     \b
-    检查数据库完整性、事件哈希链、日志能否解释每封邮件、每位参训人员的状态
-    和每封回复的发送结果，以及保存的原始邮件和证据文件的 SHA-256。
+    检查数据库完整性、事件哈希链、日志能否解释每封邮件、每位参训人员的状态、
+    各校报名联系邮箱、每个待办事项和每封回复的发送结果，以及保存的原始邮件和
+    证据文件的 SHA-256。
 
     \b
     例如：
       mailbot verify --head 3f2a…（以前日报中的审计链头）
     """
+    import json
+
     from mailbot.errors import StateError
     from mailbot.office.proof import prove
     from mailbot.state.store import State
@@ -458,12 +497,17 @@ def verify(config_path: Path | None, head: str | None) -> None:
         proof = prove(state, head=head)
     finally:
         state.close()
-    for line in proof.lines:
+    if as_json:
+        click.echo(json.dumps({"ok": proof.ok, "head": proof.head, "events": proof.events, "lines": proof.lines,
+                               "breaks": [{"check": b.check, "where": b.where, "what": b.what} for b in proof.breaks]},
+                              ensure_ascii=False, indent=2))
+        sys.exit(0 if proof.ok else 1)
+    for line in proof.zh_lines:
         click.echo(line)
     if proof.ok:
         click.echo(f"验证通过：事件日志能解释全部数据；审计链头 {proof.head or '（日志为空）'}")
         sys.exit(0)
-    click.echo(f"第一处问题：{proof.breaks[0]}")
+    click.echo(f"第一处问题：{proof.breaks[0].zh}")
     sys.exit(1)
 
 
@@ -643,14 +687,19 @@ def digest(config_path: Path | None, since: str | None, out_path: Path | None, s
             _staff_error(f"无法识别的时间“{since}”，请写成 2020-11-05 或 2020-11-05T08:00")
         if start.tzinfo is None:
             start = start.replace(tzinfo=settings.tz)
-    parts, _ = _assemble(settings, actor="staff", lock=send)
+    parts, _ = _assemble(settings, actor="staff", lock="write" if send else None)
     try:
         if send:
-            n = queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer, since=start)
-            if not n:
-                _staff_error("未配置工作人员邮箱（staff_addresses），日报未发送", 1)
+            ids = queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer, since=start)
+            if not ids:
+                _staff_error("配置中没有填写接收日报的工作人员邮箱，日报未发送；请联系技术人员填写", 1)
             parts.intake.send()
-            click.echo(f"日报已发送给{n}个工作人员邮箱")
+            statuses = [next(parts.state.query("SELECT status FROM outbox WHERE id = ?", [i]))["status"] for i in ids]
+            if statuses.count("sent") < len(ids):
+                _staff_error(f"日报已生成，但{len(ids) - statuses.count('sent')}个工作人员邮箱未能发出（"
+                             + ("将在下次收信时自动重试发送，请勿重复运行本命令）" if "queued" in statuses else
+                                "对方邮件服务器拒收或投递情况不明，请联系技术人员核对工作人员邮箱）"), 1)
+            click.echo(f"日报已发送给{len(ids)}个工作人员邮箱")
             return
         rendered = parts.intake.renderer.render_digest(
             build_digest(parts.state, parts.rules, parts.settings, since=start))
@@ -705,8 +754,6 @@ def rosters_send(program: str | None, dry_run: bool, staff: str | None, again: b
     """
     from mailbot.office.roster_mail import plan_rosters, queue_rosters
     from mailbot.office.rosters import ROSTER_STATUSES, STATUS_LABELS, RosterError, find_program
-    from mailbot.state.lock import InstanceLocked, hold_instance_lock
-
     if not dry_run and not (staff and staff.strip()):
         _staff_error("真正发送时请用 --staff 填写您的姓名（记入审计日志）。")
     settings = _settings(config_path)
@@ -718,12 +765,7 @@ def rosters_send(program: str | None, dry_run: bool, staff: str | None, again: b
         _staff_error(str(exc))
     if not dry_run:
         state.close()
-        try:
-            click.get_current_context().with_resource(hold_instance_lock(settings.state_dir))
-        except InstanceLocked:
-            _staff_error("mailbot 服务正在运行，不能同时发送名单。请先停止服务（systemctl stop mailbot），"
-                         "发送后再启动。", code=1)
-        parts, _ = _assemble(settings, actor=f"staff:{staff}", lock=False)
+        parts, _ = _assemble(settings, actor=f"staff:{staff}", lock="write")
         state = parts.state
     plan = plan_rosters(state, rules, settings, program=chosen, again=again)
     click.echo("（试运行：以下内容不会发送。确认无误后加 --no-dry-run --staff 姓名 真正发送。）" if dry_run
@@ -761,25 +803,19 @@ def _need(value: str | None, option: str, what: str) -> str:
 
 
 def _decide(config_path: Path | None, staff: str | None, reason: str | None, act: Any) -> None:
-    """Take the instance lock, apply one decision (one transaction), send what it queued."""
+    """Take the write lock (waiting while the service works), apply one decision (one
+    transaction), send what it queued."""
     from mailbot.assembly import assemble
     from mailbot.decisions import StaffDecisions
     from mailbot.errors import DecisionRefused, MailbotError
-    from mailbot.logs import configure_logging, get_logger
-    from mailbot.state.lock import InstanceLocked, hold_instance_lock
-
+    from mailbot.logs import get_logger
     staff, reason = _need(staff, "--staff", "您的姓名"), _need(reason, "--reason", "理由")
     settings = _settings(config_path)
     if not settings.db_path.is_file():
         click.echo(f"未执行：找不到报名数据库 {settings.db_path}（尚未收取过邮件，或 --config 指定的配置不对）", err=True)
         sys.exit(2)
-    try:
-        click.get_current_context().with_resource(hold_instance_lock(settings.state_dir))
-    except InstanceLocked as exc:
-        click.echo(f"未执行：mailbot 正在运行（{exc}）。请先停止服务（systemctl stop mailbot），"
-                   "作出决定后再启动。", err=True)
-        sys.exit(1)
-    configure_logging(settings.log_format)
+    _hold_write(settings)
+    _configure_logging(settings, staff=True)
     try:
         parts = assemble(settings, get_logger(), actor=f"staff:{staff}")
     except MailbotError as exc:
@@ -823,8 +859,8 @@ ID_NUMBER = click.option("--id-number", default=None, metavar="身份证号", he
 def decide() -> None:
     """工作人员决定：每项决定都记入审计日志，并按报名规则调整名额、邮件通知相关学校。
 
-    每条命令都要填写 --staff（您的姓名）和 --reason（理由）。作出决定前请先停止服务
-    （systemctl stop mailbot），之后再启动。例：
+    每条命令都要填写 --staff（您的姓名）和 --reason（理由）。服务运行时也可直接使用：
+    如果服务正在处理邮件，命令会显示“请稍候”，等处理完再执行。例：
 
         mailbot decide withdraw --id-number 330106199001011234 --staff 王老师 --reason 本人因病无法参训
     """

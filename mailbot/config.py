@@ -145,6 +145,7 @@ class ScheduleConfig(_Section):
     digest_time: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     backoff_max_seconds: int = Field(300, ge=1)
     stall_alert_minutes: int = Field(30, ge=0)
+    staff_wait_seconds: int = Field(300, ge=1)
 
 
 class TrustConfig(_Section):

@@ -12,7 +12,9 @@
 - Health: each poll's result is recorded (``mailbot.office.health``); a job every minute mails
   staff once when no poll has gone through for ``schedule.stall_alert_minutes``.  It takes
   neither the poll's lock nor its connections: a hung poll is what it must report.
-- One instance: the caller holds ``instance_lock.hold_instance_lock`` for the state dir.
+- One instance: the caller holds ``lock.hold_instance_lock`` for the state dir.  Each poll and
+  the digest hold the write lock (``lock.hold_write_lock``) while they work, never while IDLE
+  waits or the scheduler sleeps: staff commands run in between (see ``mailbot.state.lock``).
 - SIGTERM/SIGINT: stop taking new work, finish the current message, close cleanly.
 """
 
@@ -32,6 +34,7 @@ from mailbot.assembly import Assembly, make_source, make_transport
 from mailbot.errors import MailboxError, MailbotError, StateError
 from mailbot.forms import contained
 from mailbot.office import health
+from mailbot.state.lock import hold_write_lock
 from mailbot.state.store import State
 
 POLL_JOB = "poll"
@@ -62,9 +65,10 @@ class Daemon:
         ends the cycle after the message in hand; any error backs the next poll off."""
         if self.stop_event.is_set():
             return
-        with self.work_lock:
+        with self.work_lock, hold_write_lock(self.settings.state_dir):
             if self.stop_event.is_set() or (asked_at is not None and self._last_poll_started >= asked_at):
                 return
+            self.parts.intake.ledger.catch_up()  # seats a staff command changed meanwhile
             self._last_poll_started = time.monotonic()
             try:
                 report = self.parts.intake.poll_once(progress=self._stop_between_messages)
@@ -120,7 +124,7 @@ class Daemon:
     def digest(self) -> None:
         if self.queue_digest is None:
             return
-        with self.work_lock:
+        with self.work_lock, hold_write_lock(self.settings.state_dir):
             try:
                 self.queue_digest()
             except MailbotError as exc:
@@ -199,7 +203,7 @@ class Daemon:
                                    max_instances=1, coalesce=True)
 
     def run(self) -> None:
-        """Run until SIGTERM/SIGINT.  The caller holds the instance lock (see instance_lock)."""
+        """Run until SIGTERM/SIGINT.  The caller holds the daemon lock (see mailbot.state.lock)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         if not self.settings.trust.authserv_ids:

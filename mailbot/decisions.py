@@ -397,7 +397,7 @@ class StaffDecisions:
 
     def _line(self, n: dict[str, Any], status: str) -> NomineeLine:
         position = self.ledger.waiting_position(n["id"]) if status == "waiting" else None
-        shown = status if status in ("seated", "waiting", "held", "conflict") else "rejected"
+        shown = status if status in ("seated", "waiting", "held") else "rejected"
         return self.intake._nominee_line(None, n["name"] or "", n["program"], shown, position,  # noqa: SLF001
                                          n["id_masked"])
 

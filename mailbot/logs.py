@@ -52,5 +52,11 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", *, strea
     )
 
 
+def configure_staff_logging(fmt: Literal["auto", "json", "console"] = "auto") -> None:
+    """A staff command's log: errors only, on stderr; what staff read is the command's own
+    Chinese output (the log is English, for operators)."""
+    configure_logging(fmt, stream=sys.stderr, level=logging.ERROR)
+
+
 def get_logger(name: str = "mailbot") -> Any:
     return structlog.get_logger(name)

@@ -32,8 +32,10 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
-def write_config(tmp_path: Path, account: Any, sink: Any, **sections: dict[str, Any]) -> Path:
-    """A config file for the Dovecot ``account`` and SMTP ``sink``; ``sections`` override keys."""
+def write_config(tmp_path: Path, account: Any, sink: Any, *, name: str = "mailbot.toml",
+                 **sections: dict[str, Any]) -> Path:
+    """A config file ``tmp_path/name`` for the Dovecot ``account`` and SMTP ``sink``;
+    ``sections`` override keys (``""``: the top level)."""
     data: dict[str, dict[str, Any]] = {
         "": {"state_dir": tmp_path / "state", "log_format": "json"},
         "mailbox": {"kind": "imap"},
@@ -45,12 +47,12 @@ def write_config(tmp_path: Path, account: Any, sink: Any, **sections: dict[str, 
         "schedule": {"poll_seconds": 60, "backoff_max_seconds": 4},
         "trust": {"authserv_ids": [RECEIVING_SERVER]},  # as in production: our MX's results count
     }
-    for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
     lines = [f"{k} = {_toml_value(v)}" for k, v in data.pop("").items()]
-    for name, values in data.items():
-        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-    path = tmp_path / "mailbot.toml"
+    for section, values in data.items():
+        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    path = tmp_path / name
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

@@ -181,7 +181,7 @@ def test_a_worker_killed_mid_read_makes_that_file_unreadable_and_the_poll_goes_o
     digest = subprocess.run([sys.executable, "-m", "mailbot.cli", "digest", "--config", str(config)],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert digest.returncode == 0, digest.stderr
-    assert "【附件读取失败（资源限制）】附件读取进程异常终止或超出资源限制，已按“无法读取”答复发件人：报名表.xlsx" \
+    assert "【附件读取失败（资源限制）】待办事项#1：附件读取进程异常终止或超出资源限制，已按“无法读取”答复发件人：报名表.xlsx" \
         in digest.stdout, digest.stdout
 
 
@@ -217,5 +217,5 @@ def test_a_message_that_kills_the_process_is_set_aside_at_the_third_start_and_th
     digest = subprocess.run([sys.executable, "-m", "mailbot.cli", "digest", "--config", str(config)],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert digest.returncode == 0, digest.stderr
-    assert ("1. 【已隔离】邮件已隔离：系统处理该邮件时2次未能完成（进程崩溃或被终止），已暂停自动处理，未登记，请人工查看"
+    assert ("1. 【已隔离】待办事项#1：邮件已隔离：系统处理该邮件时2次未能完成（进程崩溃或被终止），已暂停自动处理，未登记，请人工查看"
             in digest.stdout.splitlines()), digest.stdout

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from daemon_harness import write_config
 from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import imap_settings, open_intake, parse_reply, rules_with_seats, shanghai
 from mail_factory import make_mail
@@ -60,33 +61,9 @@ class Office:
         self.rules = rules
         self.settings = imap_settings(tmp_path, account, sink, staff_addresses=[STAFF], rules=rules,
                                       trust={"deny_domains": ["evil.example"]})
-        self.config = tmp_path / "mailbot.toml"
-        self.config.write_text(f"""
-state_dir = "{tmp_path / 'state'}"
-log_format = "json"
-rules = "{rules}"
-staff_addresses = ["{STAFF}"]
-[mailbox]
-kind = "imap"
-[imap]
-host = "{account.host}"
-port = {account.port}
-tls = "plain"
-user = "{account.user}"
-password = "{account.password}"
-timeout = 10
-[smtp]
-mode = "smtp"
-host = "{sink.host}"
-port = {sink.port}
-tls = "plain"
-envelope_from = "bounces@zjut.edu.cn"
-retry_base_seconds = 0.01
-[reply]
-message_id_domain = "mailbot.test"
-[trust]
-deny_domains = ["evil.example"]
-""", encoding="utf-8")
+        self.config = write_config(tmp_path, account, sink, **{
+            "": {"rules": rules, "staff_addresses": [STAFF]},
+            "trust": {"authserv_ids": [], "deny_domains": ["evil.example"]}})  # as self.settings
         self.parts = open_intake(self.settings, io.StringIO())
 
     def send(self, sender: str, serials: list[int], when, *, institution: str) -> None:
@@ -444,8 +421,8 @@ def test_replay_under_unchanged_rules_applies_every_kind_of_decision_again_and_r
         "按 rules.toml 重新判定全部6封邮件（按到达先后），涉及11名教师：没有变化。",
         "（仅为预演：数据库和邮箱均未改动，未发送任何邮件。）"])
     code, out = office.run("verify")  # the event log explains every decision's state
-    assert (code, [line for line in out.splitlines() if line.startswith(("nominees:", "programs"))]) == (
-        0, ["nominees: 12 recomputed from the event log"]), out
+    assert (code, [line for line in out.splitlines() if line.startswith(("参训人员", "培训项目", "待办事项"))]) == (
+        0, ["参训人员：12人，状态均可由事件日志重算", "待办事项：2项，均可由事件日志重算"]), out
     fill = next(office.parts.state.db.query("SELECT seats, seated FROM program_fill WHERE program = ?", [LOGISTICS]))
     assert (fill["seats"], fill["seated"]) == (4, 4)
 
@@ -454,3 +431,34 @@ def test_a_held_teacher_moved_to_another_program_stays_held_there(office) -> Non
     assert office.decide("move", "--id-number", _id(5), "--program", WEB, "--reason", "学校申请改报") == (0, [
         f"已调整：陈七（{_masked(5)}），{LOGISTICS} → {WEB}，待工作人员审核", f"通知邮件：{BING_MAIL}"])
     assert office.seats()[4] == ("陈七", LOGISTICS, "withdrawn") and office.seats()[-1] == ("陈七", WEB, "held")
+
+
+def test_a_staff_answer_does_not_use_up_the_senders_daily_replies(tmp_path: Path, dovecot, imap_account,
+                                                                   smtp_sink) -> None:
+    """With two replies a day per address: 丙's form (one reply), staff answer its item, 丙 writes
+    again: that mail is answered too (the staff answer is staff's, not an automatic reply)."""
+    from mailbot.decisions import StaffDecisions
+
+    rules = rules_with_seats(tmp_path, 2)
+    rules.write_text(rules.read_text(encoding="utf-8").replace("max_new_per_mail = 30", "max_new_per_mail = 3"),
+                     encoding="utf-8")
+    settings = imap_settings(tmp_path, imap_account, smtp_sink, rules=rules, reply={"max_per_sender_per_day": 2})
+    parts = open_intake(settings, io.StringIO())
+    try:
+        form = make_annex3_xlsx([person(s) for s in (5, 6, 7, 8)], institution=BING)
+        dovecot.append(make_mail(sender=BING_MAIL, attachments=[("报名表.xlsx", form)]), shanghai(2020, 11, 3, 9, 0),
+                       user=imap_account.user)
+        parts.intake.poll_once()
+        (item,) = [r["id"] for r in parts.state.db.query("SELECT id FROM staff_items WHERE kind = 'too_many'")]
+        StaffDecisions(parts.intake, "王老师").answer(item, "请分两次报送，每次不超过3人。", "按通知要求")
+        parts.intake.send()
+        dovecot.append(make_mail(sender=BING_MAIL, subject="请问", attachments=[]), shanghai(2020, 11, 3, 10, 0),
+                       user=imap_account.user)
+        parts.intake.poll_once()
+        assert [m.rcpt_tos for m in smtp_sink.wait_for(3)] == [(BING_MAIL,)] * 3
+        assert [(r["kind"], r["status"]) for r in parts.state.db.query(
+            "SELECT kind, status FROM outbox WHERE to_address = ? ORDER BY id", [BING_MAIL])] == [
+            ("acceptance", "sent"), ("staff_answer", "sent"), ("no_form", "sent")]
+        assert list(parts.state.db.query("SELECT id FROM events WHERE kind = 'reply_suppressed'")) == []
+    finally:
+        parts.close()

@@ -17,6 +17,7 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
+from daemon_harness import write_config
 from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import rules_with_seats, shanghai
 from mail_factory import make_mail
@@ -46,36 +47,10 @@ def _config(tmp_path: Path, account, sink, *, imap_port: int | None = None, name
     text = rules.read_text(encoding="utf-8").replace("institution_required = true", "institution_required = false")
     rules.write_text('expected_institutions = ["甲职业技术学院", "乙职业技术学院（盖章）", "庚职业技术学院"]\n' + text,
                      encoding="utf-8")
-    path = tmp_path / name
-    path.write_text(f"""
-state_dir = "{tmp_path / 'state'}"
-rules = "{rules}"
-log_format = "json"
-staff_addresses = ["{STAFF}"]
-
-[mailbox]
-kind = "imap"
-
-[imap]
-host = "{account.host}"
-port = {imap_port or account.port}
-tls = "plain"
-user = "{account.user}"
-password = "{account.password}"
-timeout = 10
-
-[smtp]
-mode = "smtp"
-host = "{sink.host}"
-port = {sink.port}
-tls = "plain"
-envelope_from = "bounces@zjut.edu.cn"
-retry_base_seconds = 0.01
-
-[reply]
-message_id_domain = "mailbot.test"
-""", encoding="utf-8")
-    return path
+    return write_config(tmp_path, account, sink, name=name, **{
+        "": {"rules": rules, "staff_addresses": [STAFF]},
+        "imap": {"port": imap_port or account.port},
+        "trust": {"authserv_ids": []}})  # as before: these tests are not about sender trust
 
 
 def _form_mail(sender: str, institution: str, *serials: int, **row_changes: object) -> bytes:
@@ -214,11 +189,11 @@ def test_needs_a_person_lists_each_case_with_school_sender_receipt_and_age(campa
     items = _section(_cli("digest", "--since", "2020-01-01", "--config", str(campaign)), "三、需要人工处理的事项")
     # the conflict (both sides), the form without its school and the withdrawal are staff items
     assert [line for line in items if re.match(r"\d+\. ", line)] == [
-        f"1. 【身份证号冲突】身份证号{mask_id(nominee(1).id_number)}重复：先报 甲职业技术学院（{LOGISTICS}，"
+        f"1. 【身份证号冲突】待办事项#1：身份证号{mask_id(nominee(1).id_number)}重复：先报 甲职业技术学院（{LOGISTICS}，"
         f"回执zhejiang-2020-1x-000001，已保留）；后报 丁职业技术学院（{LOGISTICS}，回执zhejiang-2020-1x-000004，"
         "未登记，已请其核对）",
-        "2. 【未填写填报单位】汇总表未填写填报单位：1名教师待审核（未占名额），已请发件人补填后重发",
-        f"3. 【名单中有教师被取消或改报】报名联系邮箱的新名单取消或更改1名教师：李四（{mask_id(nominee(2).id_number)}，"
+        "2. 【未填写填报单位】待办事项#2：汇总表未填写填报单位：1名教师待审核（未占名额），已请发件人补填后重发",
+        f"3. 【名单中有教师被取消或改报】待办事项#3：报名联系邮箱的新名单取消或更改1名教师：李四（{mask_id(nominee(2).id_number)}，"
         f"取消{LOGISTICS}）",
         "4. 【回复发送失败】回复#1（报名成功）：对方邮件服务器拒收（代码550，5.7.1），请核对收件地址或改用其他方式联系",
         "5. 【截止后来信】截止后收到报名表（11月10日 09:00到达），未登记",
@@ -270,16 +245,27 @@ def test_out_writes_the_html_with_the_bars_the_names_and_no_script(campaign, tmp
             f"<br>2. 刘八（{mask_id(nominee(6).id_number)}），己职业技术学院，回执zhejiang-2020-1x-000009</td>") in html
 
 
-def test_no_english_label_and_no_full_identity_number_or_phone_anywhere(campaign, tmp_path: Path) -> None:
+def test_no_english_label_and_no_full_identity_number_or_phone_anywhere(campaign, tmp_path: Path, smtp_sink) -> None:
+    """The text, the HTML page, the mail --send sends (both parts) and its confirmation line."""
     out = tmp_path / "d.html"
     texts = {"text": _cli("digest", "--since", "2020-01-01", "--config", str(campaign))}
     _cli("digest", "--since", "2020-01-01", "--out", str(out), "--config", str(campaign))
     texts["html"] = _visible_html_text(out.read_text(encoding="utf-8"))
+    before = len(smtp_sink.messages)
+    texts["send"] = _cli("digest", "--send", "--since", "2020-01-01", "--config", str(campaign))
+    (sent,) = smtp_sink.wait_for(before + 1)[before:]
+    msg = email.message_from_bytes(sent.raw, policy=policy.default)
+    texts["mail subject"] = str(msg["Subject"])
+    texts["mail text"] = msg.get_body(preferencelist=("plain",)).get_content()
+    texts["mail html"] = _visible_html_text(msg.get_body(preferencelist=("html",)).get_content())
     for where, text in texts.items():
         assert _foreign_words(text) == set(), where
         for n in map(nominee, SERIALS):
             assert str(n.id_number) not in text and str(n.phone) not in text, (where, n.name)
         assert not re.search(r"(?<!\d)\d{17}[\dX](?!\d)|(?<!\d)1[3-9]\d{9}(?!\d)", text), where
+    assert texts["send"] == "日报已发送给1个工作人员邮箱\n"
+    assert [re.findall(r"待办事项#\d+", texts[k]) for k in ("text", "html", "mail text", "mail html")] == [
+        ["待办事项#1", "待办事项#2", "待办事项#3"]] * 4  # what `mailbot decide close|answer --item N` takes
 
 
 def test_send_mails_staff_a_text_and_html_digest_and_starts_the_next_period(campaign, smtp_sink) -> None:
@@ -308,6 +294,13 @@ def test_send_mails_staff_a_text_and_html_digest_and_starts_the_next_period(camp
         assert str(n.id_number) not in cells and str(n.phone) not in cells, n.name
 
 
+def test_a_digest_the_mail_server_refuses_is_not_reported_as_sent(campaign, smtp_sink) -> None:
+    smtp_sink.reject_next(1, code=550)
+    result = CliRunner().invoke(main, ["digest", "--send", "--config", str(campaign)])
+    assert (result.exit_code, result.output) == (
+        1, "mailbot：日报已生成，但1个工作人员邮箱未能发出（对方邮件服务器拒收或投递情况不明，请联系技术人员核对工作人员邮箱）\n")
+
+
 def test_the_digest_command_speaks_chinese_in_its_help_and_errors(tmp_path: Path, monkeypatch) -> None:
     result = CliRunner().invoke(main, ["digest", "--help"], prog_name="mailbot")
     assert result.exit_code == 0
@@ -317,4 +310,4 @@ def test_the_digest_command_speaks_chinese_in_its_help_and_errors(tmp_path: Path
     result = CliRunner().invoke(main, ["digest", "--since", "上周一"])
     assert (result.exit_code, result.output) == (2, "mailbot：无法识别的时间“上周一”，请写成 2020-11-05 或 2020-11-05T08:00\n")
     result = CliRunner().invoke(main, ["digest", "--send"])
-    assert (result.exit_code, result.output) == (1, "mailbot：未配置工作人员邮箱（staff_addresses），日报未发送\n")
+    assert (result.exit_code, result.output) == (1, "mailbot：配置中没有填写接收日报的工作人员邮箱，日报未发送；请联系技术人员填写\n")

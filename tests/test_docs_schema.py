@@ -104,7 +104,7 @@ def test_the_views_agree_with_the_ledger(state: State) -> None:
         (ledger.status_of(n), ledger.waiting_position(n), "浙江工业大学", RECEIPT) for n in nominees]
     assert view("SELECT * FROM program_fill") == [{
         "position": 1, "program": PROGRAM, "host_institution": "浙江工业大学", "seats": 1, "seated": 1, "free": 0,
-        "waiting": 2, "held": 0, "conflict": 0, "withdrawn": 0}]
+        "waiting": 2, "held": 0, "withdrawn": 0}]
     assert [(r["nominee"], r["from_status"], r["to_status"]) for r in view("SELECT * FROM nominee_history")] == [
         (nominees[0], None, "seated"), (nominees[1], None, "waiting"), (nominees[2], None, "waiting")]
     assert [(r["receipt"], r["outcome"], r["reply_kind"]) for r in view("SELECT * FROM message_log")] == [

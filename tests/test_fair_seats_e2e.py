@@ -226,7 +226,7 @@ def test_a_conflict_is_a_finding_that_names_no_other_school_and_staff_see_both_s
     lines = _digest_text(parts).splitlines()
     (at,) = [i for i, line in enumerate(lines) if "【身份证号冲突】" in line]
     assert (lines[at], lines[at + 1].split("；已等待")[0]) == (
-        f"1. 【身份证号冲突】{summary}", f"   学校：{SCHOOL_B}；发件人：{B}；回执：{_receipt(parts, B)}")
+        f"1. 【身份证号冲突】待办事项#1：{summary}", f"   学校：{SCHOOL_B}；发件人：{B}；回执：{_receipt(parts, B)}")
     assert prove(parts.state).breaks == []  # the log explains the correction the conflict made
 
 
@@ -355,7 +355,7 @@ def test_a_form_without_its_school_seats_nobody_until_the_school_is_named(
             "教师按重新收到的时间排序。") in lines
     assert _items(parts) == [("institution_missing", "", A,
                               "汇总表未填写填报单位：2名教师待审核（未占名额），已请发件人补填后重发")]
-    assert "【未填写填报单位】汇总表未填写填报单位：2名教师待审核" in _digest_text(parts)
+    assert "【未填写填报单位】待办事项#1：汇总表未填写填报单位：2名教师待审核" in _digest_text(parts)
 
     _send(dovecot, imap_account, A, [1, 2], 10)  # the same form, the school named
     assert parts.intake.poll_once().outcomes == {"accepted": 1}

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailbot.cli import main
-from mailbot.state.lock import InstanceLocked, hold_instance_lock
+from mailbot.state.lock import InstanceLocked, hold_instance_lock, hold_write_lock
 from mailbot.state.store import State
 
 
@@ -40,7 +40,7 @@ def test_two_polls_in_a_row_each_take_and_release_the_lock(tmp_path: Path, monke
     assert runner.invoke(main, ["poll"]).exit_code == 0
 
 
-def test_purge_refuses_while_another_instance_holds_the_state_dir_and_changes_nothing(
+def test_purge_waits_for_the_write_lock_not_for_the_daemon_and_gives_up_changing_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     state_dir = tmp_path / "state"
     state = State(state_dir)
@@ -49,11 +49,16 @@ def test_purge_refuses_while_another_instance_holds_the_state_dir_and_changes_no
             state.add_event("message_recorded", {"n": 1}, actor="daemon", rules_version="r@1")
     finally:
         state.close()
-    files = {p.name: p.read_bytes() for p in state_dir.iterdir() if p.name != "mailbot.lock"}
     monkeypatch.chdir(tmp_path)  # no stray mailbot.toml
     monkeypatch.setenv("MAILBOT_STATE_DIR", str(state_dir))
-    with hold_instance_lock(state_dir):
+    monkeypatch.setenv("MAILBOT_SCHEDULE__STAFF_WAIT_SECONDS", "1")
+    with hold_instance_lock(state_dir), hold_write_lock(state_dir):
+        files = {p.name: p.read_bytes() for p in state_dir.iterdir() if p.suffix != ".lock"}
         result = CliRunner().invoke(main, ["purge", "--before", "2099-01-01", "--staff", "王老师"])
     assert (result.exit_code, result.output) == (
-        1, f"mailbot：另一个 mailbot 正在使用 {state_dir}（进程号 {os.getpid()}），同一数据目录只能运行一个。\n")
-    assert {p.name: p.read_bytes() for p in state_dir.iterdir() if p.name != "mailbot.lock"} == files
+        1, "后台服务正在处理邮件，请稍候…\n未执行：后台服务处理邮件已超过1秒仍未完成，本次没有作任何改动。"
+           "请过几分钟再试；如果一直如此，请联系技术人员。\n")
+    assert {p.name: p.read_bytes() for p in state_dir.iterdir() if p.suffix != ".lock"} == files
+    with hold_instance_lock(state_dir):  # the daemon idle: purge goes ahead
+        result = CliRunner().invoke(main, ["purge", "--before", "2099-01-01", "--staff", "王老师"])
+    assert result.exit_code == 0, result.output

@@ -145,7 +145,8 @@ def test_event_log_is_append_only_and_chain_verifies(state: State) -> None:
     with pytest.raises(Exception, match="append-only"):
         state.db.execute("UPDATE events SET kind = 'x'")
     assert state.applied_migrations() == ["001_initial", "002_school_contacts_and_staff_items", "003_audit_views",
-                                          "004_message_attempts", "005_poll_health"]
+                                          "004_message_attempts", "005_poll_health",
+                                          "006_no_conflict_status"]
 
 
 def _vm_steps_to_submit(tmp_path: Path, rows: int) -> tuple[int, list[int | None]]:

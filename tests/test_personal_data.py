@@ -142,7 +142,7 @@ def test_purge_removes_raw_mail_and_identity_numbers_and_the_event_chain_still_v
                                                         f"审计链验证通过（{events}条事件）。\n")
         lines = verified.output.splitlines()
         assert (verified.exit_code, lines[0], lines[-1].rsplit(" ", 1)[0]) == (
-            0, f"integrity_check: ok; event chain: ok ({events} events)", "验证通过：事件日志能解释全部数据；审计链头")
+            0, f"数据库完整性：正常；审计链：完好（{events}条事件）", "验证通过：事件日志能解释全部数据；审计链头")
         assert q("SELECT count(*) FROM messages WHERE raw_path IS NOT NULL") == [(0,)]
         assert q("SELECT count(*) FROM form_rows WHERE id_number IS NOT NULL OR phone IS NOT NULL "
                  "OR name IS NOT NULL") == [(0,)]
@@ -200,7 +200,7 @@ def test_purge_with_a_cut_off_between_two_records_removes_the_older_and_keeps_th
                                                         f"审计链验证通过（{events}条事件）。\n")
         lines = verified.output.splitlines()
         assert (verified.exit_code, lines[0], lines[-1].rsplit(" ", 1)[0]) == (
-            0, f"integrity_check: ok; event chain: ok ({events} events)", "验证通过：事件日志能解释全部数据；审计链头")
+            0, f"数据库完整性：正常；审计链：完好（{events}条事件）", "验证通过：事件日志能解释全部数据；审计链头")
         assert q("SELECT id, raw_path IS NOT NULL, sender FROM messages ORDER BY id") == [
             (1, 0, ""), (2, 0, ""), (3, 1, "b@b.edu.cn"), (4, 1, "c@c.edu.cn"), (5, 1, "d@d.edu.cn")]
         assert q("SELECT f.message, count(*) FROM form_rows r JOIN forms f ON f.id = r.form "

@@ -35,7 +35,7 @@ def test_dry_run_replay_prints_decision_and_reply_and_records_nothing(env: Path)
         "1. 「报名表.xlsx」：第5行（李四）“手机”“**”（2位）不是有效的11位中国大陆手机号码，请填写本人手机号（不加区号、不填座机）。"]
     verify = CliRunner().invoke(main, ["verify"])
     assert (verify.exit_code, verify.output.splitlines()[0], verify.output.splitlines()[-1]) == (
-        0, "integrity_check: ok; event chain: ok (0 events)", "验证通过：事件日志能解释全部数据；审计链头 （日志为空）")
+        0, "数据库完整性：正常；审计链：完好（0条事件）", "验证通过：事件日志能解释全部数据；审计链头 （日志为空）")
 
 
 def test_replay_for_real_records_once_and_refuses_a_second_time(env: Path) -> None:

@@ -75,8 +75,7 @@ def nominee(row, name, program, host, id_number, status="seated", position=None,
 NOMINEES = (
     nominee(4, "张晓明", BIM, "浙江工业大学", ID_A),
     nominee(5, "李红", CNC, "浙江机电职业技术学院", ID_B, status="waiting", position=3),
-    nominee(6, "王强", BIM, "浙江工业大学", ID_C, status="conflict",
-            note="同一身份证号已由其他单位报名，请核实"),
+    nominee(6, "王强", BIM, "浙江工业大学", ID_C, status="held"),
 )
 
 
@@ -252,7 +251,7 @@ def test_acceptance_names_program_host_format_fee_status_and_receipt(renderer):
         "   报名状态：报名成功（在计划名额内）",
         "",
         f"2. 王强（身份证号 {mask_id(ID_C)}，表格第6行）",
-        "   报名状态：待核实（同一身份证号已由其他单位报名，请核实）",
+        "   报名状态：待工作人员审核",
         "",
         "【数控车铣加工职业技能等级证书】承办院校：浙江机电职业技术学院",
         "培训形式：5天线下集中+5天线上（共80学时）；培训费：不超过3200元",
@@ -332,7 +331,7 @@ def test_a_naive_received_at_is_refused():
 @pytest.mark.parametrize(
     "kind, expected",
     [
-        ("acceptance", "Re: 报名表【报名成功1人，暂列候补1人，待核实1人｜回执 ZJ2020-000123】"),
+        ("acceptance", "Re: 报名表【报名成功1人，暂列候补1人，待审核1人｜回执 ZJ2020-000123】"),
         ("correction", "Re: 报名表【需修改3处｜回执 ZJ2020-000123】"),
         ("late", "Re: 报名表【截止后收到，未登记｜回执 ZJ2020-000123】"),
         ("redirect", "Re: 报名表【中职学校请通过省平台报名｜回执 ZJ2020-000123】"),
@@ -423,7 +422,7 @@ def test_reply_is_threaded_under_the_original_and_marked_auto_replied(renderer):
     assert msg["In-Reply-To"] == "<orig-1@example-college.edu.cn>"
     assert msg["References"].split() == [
         "<first@example-college.edu.cn>", "<orig-1@example-college.edu.cn>"]
-    assert msg["Subject"] == "Re: 报名表【报名成功1人，暂列候补1人，待核实1人｜回执 ZJ2020-000123】"
+    assert msg["Subject"] == "Re: 报名表【报名成功1人，暂列候补1人，待审核1人｜回执 ZJ2020-000123】"
     assert msg["Auto-Submitted"] == "auto-replied"
     assert msg["X-Auto-Response-Suppress"] == "All"
     assert msg["Precedence"] is None

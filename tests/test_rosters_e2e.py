@@ -367,15 +367,27 @@ def test_sending_needs_the_staff_name(campaign) -> None:
     assert _roster_events(campaign) == []
 
 
-def test_sending_while_mailbot_runs_is_refused_in_chinese_and_changes_nothing(campaign) -> None:
-    from mailbot.state.lock import hold_instance_lock
+def test_sending_while_the_service_stays_busy_is_refused_in_chinese_and_changes_nothing(
+        campaign, monkeypatch) -> None:
+    from mailbot.state.lock import hold_instance_lock, hold_write_lock
 
-    with hold_instance_lock(campaign.dir / "state"):
+    monkeypatch.setenv("MAILBOT_SCHEDULE__STAFF_WAIT_SECONDS", "1")
+    with hold_instance_lock(campaign.dir / "state"), hold_write_lock(campaign.dir / "state"):
         result = campaign.cli("rosters", "send", "--no-dry-run", "--staff", "王老师")
     assert (result.exit_code, result.output) == (
-        1, "mailbot：mailbot 服务正在运行，不能同时发送名单。请先停止服务（systemctl stop mailbot），发送后再启动。\n")
+        1, "后台服务正在处理邮件，请稍候…\n未执行：后台服务处理邮件已超过1秒仍未完成，本次没有作任何改动。"
+           "请过几分钟再试；如果一直如此，请联系技术人员。\n")
     assert _roster_events(campaign) == []
     assert campaign.sink.messages == []
+
+
+def test_sending_while_the_service_runs_idle_goes_ahead(campaign) -> None:
+    from mailbot.state.lock import hold_instance_lock
+
+    with hold_instance_lock(campaign.dir / "state"):  # the daemon's lock: held for its whole life
+        result = campaign.cli("rosters", "send", "--program", "bim", "--no-dry-run", "--staff", "王老师")
+    assert (result.exit_code, result.output.splitlines()[-1]) == (0, "共1个承办单位，已发送1封。")
+    assert [m.rcpt_tos for m in campaign.sink.wait_for(1)] == [("bim@zjut.edu.cn",)]
 
 
 def test_a_corrected_host_address_gets_the_roster_even_when_it_did_not_change(campaign) -> None:

@@ -99,7 +99,7 @@ def test_a_second_address_naming_a_school_only_adds_and_the_contact_of_record_is
         f"按该表替换名单将删除或更改2名（未执行），已有1名未改动；已通知本校报名联系邮箱（回执号{receipt}），发件人：{OTHER}"]
     assert _open_items(parts) == [("other_sender", SCHOOL, OTHER)]
     assert [ln for ln in _digest_text(parts).splitlines() if ln.startswith("1. ")] == [
-        f"1. 【非本校联系邮箱以本校名义报名】非本校报名联系邮箱发来报名表：新增1名（其中待审核0名），"
+        f"1. 【非本校联系邮箱以本校名义报名】待办事项#1：非本校报名联系邮箱发来报名表：新增1名（其中待审核0名），"
         f"按该表替换名单将删除或更改2名（未执行），已有1名未改动；已通知本校报名联系邮箱"]
 
     _send(dovecot, imap_account, CONTACT, [1, 2, 3, 4], 11)  # a mail raising no item: no alert again
@@ -154,7 +154,7 @@ def test_a_school_over_its_reported_demand_waits_for_staff(
     assert "   报名状态：待工作人员审核" in reply.text.splitlines()
     assert _open_items(parts) == [("over_demand", SCHOOL, CONTACT)]
     lines = _digest_text(parts).splitlines()
-    at = lines.index(f"1. 【超出上报的培训需求数】超出该校上报的培训需求数，待审核（未占名额）：{LOGISTICS}1名")
+    at = lines.index(f"1. 【超出上报的培训需求数】待办事项#1：超出该校上报的培训需求数，待审核（未占名额）：{LOGISTICS}1名")
     assert lines[at + 1].startswith(f"   学校：{SCHOOL}；发件人：{CONTACT}；回执：")
     assert parts.state.db.execute(
         "SELECT count(*) FROM nominees WHERE status = 'seated'").fetchone()[0] == 2
@@ -185,7 +185,7 @@ def test_quarantined_mail_is_on_the_staff_list_and_announced_once(
     assert parts.intake.poll_once().outcomes == {"quarantined": 1}
     assert list(_mails_since(smtp_sink, 0, 1)) == [STAFF]
     assert _open_items(parts) == [("quarantined", "", "x@evil.example")]
-    assert "1. 【已隔离】邮件已隔离：发件域名在拒收名单中，未处理也未回复" in _digest_text(parts).splitlines()
+    assert "1. 【已隔离】待办事项#1：邮件已隔离：发件域名在拒收名单中，未处理也未回复" in _digest_text(parts).splitlines()
     _send(dovecot, imap_account, CONTACT, [1], 10)
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
     assert list(_mails_since(smtp_sink, 1, 1)) == [CONTACT]

@@ -113,7 +113,7 @@ def test_a_forged_from_of_a_third_party_gets_that_party_nothing_and_staff_see_it
     lines = parts.intake.renderer.render_digest(digest).text.splitlines()
     items = [(line, lines[i + 1].split("；已等待")[0]) for i, line in enumerate(lines)
              if line[:3] in ("1. ", "2. ")]  # the waiting time aside
-    assert items == [(f"{n}. 【已隔离】邮件已隔离：发件人未通过核验，未处理也未回复",
+    assert items == [(f"{n}. 【已隔离】待办事项#{n}：邮件已隔离：发件人未通过核验，未处理也未回复",
                       f"   学校：未知；发件人：{r['sender']}；回执：{r['receipt']}")
                      for n, r in enumerate(rows, start=1)]
 

@@ -10,6 +10,7 @@ events deleted leave a shorter chain that is still whole."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import struct
 from pathlib import Path
@@ -51,10 +52,11 @@ def _head(state_dir: Path) -> str:
 
 
 def _report(first_line: str, *, head: str = "", first_break: str = "") -> str:
-    """verify's whole output on these message-less states: the chain line, the state checks
-    (nothing to explain), then the verdict."""
-    lines = [first_line, "messages: 0 explained by the event log", "nominees: 0 recomputed from the event log",
-             "replies: 0 delivery results explained by the event log", "stored files: 0 match their SHA-256"]
+    """verify's whole output (Chinese, for staff) on these message-less states: the chain line,
+    the state checks (nothing to explain), then the verdict."""
+    lines = [first_line, "邮件：0封，均由事件日志解释", "参训人员：0人，状态均可由事件日志重算",
+             "学校报名联系邮箱：0所，均可由事件日志重算", "待办事项：0项，均可由事件日志重算",
+             "回复：0封的发送结果均有事件记录", "保存的文件：0个，SHA-256 均一致"]
     lines.append(f"第一处问题：{first_break}" if first_break else
                  f"验证通过：事件日志能解释全部数据；审计链头 {head}")
     return "\n".join(lines) + "\n"
@@ -80,15 +82,14 @@ def _tamper(state_dir: Path, *sql: str) -> None:
 def test_an_untouched_database_verifies_and_exits_zero(state_dir: Path) -> None:
     result = _verify(state_dir)
     assert (result.exit_code, result.output) == (
-        0, _report(f"integrity_check: ok; event chain: ok ({EVENTS} events)", head=_head(state_dir)))
+        0, _report(f"数据库完整性：正常；审计链：完好（{EVENTS}条事件）", head=_head(state_dir)))
 
 
 def test_an_event_altered_in_the_middle_of_the_chain_fails_verify(state_dir: Path) -> None:
     _tamper(state_dir, """UPDATE events SET detail = '{"n": 3, "outcome": "correction"}' WHERE id = 3""")
     result = _verify(state_dir)
     assert (result.exit_code, result.output) == (1, _report(
-        "integrity_check: ok; event chain: BROKEN (2 events)",
-        first_break="event chain: event 3 (message_recorded): hash does not match its contents (the event was altered)"))
+        "数据库完整性：正常；审计链：断开（前2条事件完好）", first_break="审计链：第3条事件的内容被改动过"))
 
 
 def test_an_event_altered_with_its_own_hash_recomputed_still_breaks_the_next_link(state_dir: Path) -> None:
@@ -103,36 +104,28 @@ def test_an_event_altered_with_its_own_hash_recomputed_still_breaks_the_next_lin
     _tamper(state_dir, f"UPDATE events SET detail = '{detail}', hash = '{forged}' WHERE id = 3")
     result = _verify(state_dir)
     assert (result.exit_code, result.output) == (1, _report(
-        "integrity_check: ok; event chain: BROKEN (3 events)",
-        first_break="event chain: event 4 (message_recorded): prev_hash is not the previous event's hash "
-                    "(an event before it was removed or changed)"))
+        "数据库完整性：正常；审计链：断开（前3条事件完好）", first_break="审计链：第4条事件之前的事件被删除或改动过"))
 
 
 def test_an_event_deleted_from_the_middle_of_the_chain_fails_verify(state_dir: Path) -> None:
     _tamper(state_dir, "DELETE FROM events WHERE id = 4")
     result = _verify(state_dir)
     assert (result.exit_code, result.output) == (1, _report(
-        "integrity_check: ok; event chain: BROKEN (3 events)",
-        first_break="event chain: event 5 (message_recorded): prev_hash is not the previous event's hash "
-                    "(an event before it was removed or changed)"))
+        "数据库完整性：正常；审计链：断开（前3条事件完好）", first_break="审计链：第5条事件之前的事件被删除或改动过"))
 
 
 def test_an_event_whose_stored_link_no_longer_names_the_previous_hash_fails_verify(state_dir: Path) -> None:
     _tamper(state_dir, "UPDATE events SET prev_hash = (SELECT hash FROM events WHERE id = 2) WHERE id = 5")
     result = _verify(state_dir)
     assert (result.exit_code, result.output) == (1, _report(
-        "integrity_check: ok; event chain: BROKEN (4 events)",
-        first_break="event chain: event 5 (message_recorded): prev_hash is not the previous event's hash "
-                    "(an event before it was removed or changed)"))
+        "数据库完整性：正常；审计链：断开（前4条事件完好）", first_break="审计链：第5条事件之前的事件被删除或改动过"))
 
 
 def test_the_first_event_deleted_fails_verify(state_dir: Path) -> None:
     _tamper(state_dir, "DELETE FROM events WHERE id = 1")
     result = _verify(state_dir)
     assert (result.exit_code, result.output) == (1, _report(
-        "integrity_check: ok; event chain: BROKEN (0 events)",
-        first_break="event chain: event 2 (message_recorded): prev_hash is not the previous event's hash "
-                    "(an event before it was removed or changed)"))
+        "数据库完整性：正常；审计链：断开（前0条事件完好）", first_break="审计链：第2条事件之前的事件被删除或改动过"))
 
 
 def test_deleting_the_last_events_is_not_detected_without_an_anchor(state_dir: Path) -> None:
@@ -142,11 +135,10 @@ def test_deleting_the_last_events_is_not_detected_without_an_anchor(state_dir: P
     _tamper(state_dir, f"DELETE FROM events WHERE id > {EVENTS - 2}")
     result = _verify(state_dir)
     assert (result.exit_code, result.output) == (
-        0, _report(f"integrity_check: ok; event chain: ok ({EVENTS - 2} events)", head=_head(state_dir)))
+        0, _report(f"数据库完整性：正常；审计链：完好（{EVENTS - 2}条事件）", head=_head(state_dir)))
     anchored = _verify(state_dir, "--head", head)
     assert (anchored.exit_code, anchored.output.splitlines()[-1]) == (
-        1, f"第一处问题：head: {head}: not in the log ({EVENTS - 2} events): "
-           "the log was cut or rewritten after that head was written down")
+        1, f"第一处问题：审计链头：{head} 不在日志中（共{EVENTS - 2}条事件）：记下这个链头之后，日志被截短或重写过")
 
 
 def test_a_damaged_database_file_fails_verify_with_what_integrity_check_found(state_dir: Path) -> None:
@@ -164,4 +156,29 @@ def test_a_damaged_database_file_fails_verify_with_what_integrity_check_found(st
     result = _verify(state_dir)
     found = f"*** in database main ***\nPage {pages + 1} is never used"
     assert (result.exit_code, result.output) == (1, _report(
-        f"integrity_check: {found}; event chain: ok ({EVENTS} events)", first_break=f"integrity_check: database: {found}"))
+        f"数据库完整性：已损坏；审计链：完好（{EVENTS}条事件）",
+        first_break="数据库完整性：数据库文件已损坏（SQLite 完整性检查未通过），请联系技术人员"))
+    machine = json.loads(_verify(state_dir, "--json").output)
+    assert machine["lines"][0] == f"integrity_check: {found}; event chain: ok ({EVENTS} events)"
+    assert machine["breaks"] == [{"check": "integrity_check", "where": "database", "what": found}]
+
+
+def test_with_json_the_codes_and_machine_lines_are_printed_for_scripts(state_dir: Path) -> None:
+    _tamper(state_dir, "DELETE FROM events WHERE id = 4")
+    result = _verify(state_dir, "--json")
+    assert (result.exit_code, json.loads(result.output)) == (1, {
+        "ok": False, "head": _head_of(state_dir, 3), "events": 3,
+        "lines": ["integrity_check: ok; event chain: BROKEN (3 events)", "messages: 0 explained by the event log",
+                  "nominees: 0 recomputed from the event log", "school_contacts: 0 recomputed from the event log",
+                  "staff_items: 0 recomputed from the event log",
+                  "replies: 0 delivery results explained by the event log", "stored files: 0 match their SHA-256"],
+        "breaks": [{"check": "event chain", "where": "event 5 (message_recorded)",
+                    "what": "prev_hash is not the previous event's hash (an event before it was removed or changed)"}]})
+
+
+def _head_of(state_dir: Path, event: int) -> str:
+    conn = sqlite3.connect(f"file:{state_dir / 'mailbot.db'}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT hash FROM events WHERE id = ?", [event]).fetchone()[0]
+    finally:
+        conn.close()

@@ -5,6 +5,7 @@ named as the first break, and the unchanged state verifies, also against a diges
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -105,17 +106,21 @@ def test_the_state_built_by_intake_verifies_and_contains_the_digests_head(state_
     head = built[1]
     assert len(head) == 71 and head.count(" ") == 7  # grouped by 8, so masking cannot touch it
     code, lines = verify(state_dir, "--head", head)
-    events, messages, nominees, replies, files = (one(state_dir, f"SELECT count(*) FROM {t}")[0] for t in (
-        "events", "messages", "nominees", "outbox WHERE status = 'sent'",
-        "(SELECT raw_path FROM messages UNION SELECT path FROM attachments WHERE path IS NOT NULL)"))
+    events, messages, nominees, contacts, items, replies, files = (
+        one(state_dir, f"SELECT count(*) FROM {t}")[0] for t in (
+            "events", "messages", "nominees", "school_contacts", "staff_items", "outbox WHERE status = 'sent'",
+            "(SELECT raw_path FROM messages UNION SELECT path FROM attachments WHERE path IS NOT NULL)"))
+    assert (contacts, items) == (3, 4)  # the schools registered; the conflict, other sender, too many, late
     flat = head.replace(" ", "")
     assert (code, lines) == (0, [
-        f"integrity_check: ok; event chain: ok ({events} events)",
-        f"head {flat}: in the log (event {events} of {events})",
-        f"messages: {messages} explained by the event log",
-        f"nominees: {nominees} recomputed from the event log",
-        f"replies: {replies} delivery results explained by the event log",
-        f"stored files: {files} match their SHA-256",
+        f"数据库完整性：正常；审计链：完好（{events}条事件）",
+        f"审计链头 {flat}：在日志中（第{events}条事件，共{events}条）",
+        f"邮件：{messages}封，均由事件日志解释",
+        f"参训人员：{nominees}人，状态均可由事件日志重算",
+        f"学校报名联系邮箱：{contacts}所，均可由事件日志重算",
+        f"待办事项：{items}项，均可由事件日志重算",
+        f"回复：{replies}封的发送结果均有事件记录",
+        f"保存的文件：{files}个，SHA-256 均一致",
         f"验证通过：事件日志能解释全部数据；审计链头 {flat}",
     ])
     statuses = {s for (s,) in sqlite3.connect(state_dir / "mailbot.db").execute("SELECT status FROM nominees")}
@@ -126,8 +131,7 @@ def test_an_event_altered_with_the_triggers_dropped_is_named(state_dir: Path) ->
     (eid,) = one(state_dir, "SELECT min(id) FROM events WHERE kind = 'nominee_waiting'")
     intrude(state_dir, f"UPDATE events SET detail = replace(detail, 'waiting', 'seated') WHERE id = {eid}")
     code, lines = verify(state_dir)
-    assert (code, lines[-1]) == (1, f"第一处问题：event chain: event {eid} (nominee_waiting): "
-                                    "hash does not match its contents (the event was altered)")
+    assert (code, lines[-1]) == (1, f"第一处问题：审计链：第{eid}条事件的内容被改动过")
 
 
 def _delete_last_message(state_dir: Path) -> int:
@@ -150,8 +154,8 @@ def test_the_last_events_deleted_are_caught_by_the_digests_head(state_dir: Path,
     assert verify(state_dir)[0] == 0  # without an outside witness the shorter log explains itself
     code, lines = verify(state_dir, "--head", built[1])
     (n,) = one(state_dir, "SELECT count(*) FROM events")
-    assert (code, lines[-1]) == (1, f"第一处问题：head: {built[1].replace(' ', '')}: not in the log ({n} events): "
-                                    "the log was cut or rewritten after that head was written down")
+    assert (code, lines[-1]) == (1, f"第一处问题：审计链头：{built[1].replace(' ', '')} 不在日志中（共{n}条事件）："
+                                    "记下这个链头之后，日志被截短或重写过")
 
 
 def test_a_log_rewritten_and_rehashed_is_caught_by_the_digests_head(state_dir: Path, built) -> None:
@@ -169,8 +173,8 @@ def test_a_log_rewritten_and_rehashed_is_caught_by_the_digests_head(state_dir: P
     db.close()
     assert verify(state_dir)[0] == 0
     code, lines = verify(state_dir, "--head", built[1])
-    assert (code, lines[-1]) == (1, f"第一处问题：head: {built[1].replace(' ', '')}: not in the log ({len(rows)} events): "
-                                    "the log was cut or rewritten after that head was written down")
+    assert (code, lines[-1]) == (1, f"第一处问题：审计链头：{built[1].replace(' ', '')} 不在日志中（共{len(rows)}条事件）："
+                                    "记下这个链头之后，日志被截短或重写过")
 
 
 def test_a_nominees_status_edited_is_named(state_dir: Path) -> None:
@@ -179,8 +183,8 @@ def test_a_nominees_status_edited_is_named(state_dir: Path) -> None:
     sqlite3.connect(state_dir / "mailbot.db").execute(
         f"UPDATE nominees SET status = 'seated' WHERE id = {nid}").connection.commit()
     code, lines = verify(state_dir)
-    assert (code, lines[-1]) == (1, f"第一处问题：nominees: nominee {nid} ({masked}, {program}): "
-                                    "status is 'seated' in nominees, the event log says 'waiting'")
+    assert (code, lines[-1]) == (1, f"第一处问题：参训人员：第{nid}号（{masked}，{program}）在数据库中为“已录取”，"
+                                    "按事件日志应为“候补”")
 
 
 def test_a_messages_outcome_edited_is_named(state_dir: Path) -> None:
@@ -188,8 +192,8 @@ def test_a_messages_outcome_edited_is_named(state_dir: Path) -> None:
     sqlite3.connect(state_dir / "mailbot.db").execute(
         f"UPDATE messages SET outcome = 'accepted' WHERE id = {mid}").connection.commit()
     code, lines = verify(state_dir)
-    assert (code, lines[-1]) == (1, f"第一处问题：messages: message {mid} ({receipt}): "
-                                    "outcome is 'accepted' in messages, the log says 'late'")
+    assert (code, lines[-1]) == (1, f"第一处问题：邮件：第{mid}封（回执{receipt}）的处理结果与事件日志不符"
+                                    "（数据库中为“报名成功”，日志中为“逾期”）")
 
 
 def test_a_raw_mail_file_altered_is_named(state_dir: Path) -> None:
@@ -197,12 +201,103 @@ def test_a_raw_mail_file_altered_is_named(state_dir: Path) -> None:
     path = state_dir / rel
     path.write_bytes(path.read_bytes().replace(b"Subject:", b"Subject: X", 1))
     code, lines = verify(state_dir)
-    assert (code, lines[-1]) == (1, f"第一处问题：stored files: message {mid} ({receipt}): "
-                                    f"{rel} does not match its SHA-256 (altered)")
+    assert (code, lines[-1]) == (1, f"第一处问题：保存的文件：回执{receipt}的原始邮件（{rel}）被改动过（SHA-256 不符）")
 
 
 def test_a_head_never_in_the_log_is_refused(state_dir: Path) -> None:
     code, lines = verify(state_dir, "--head", "0" * 64)
     (n,) = one(state_dir, "SELECT count(*) FROM events")
-    assert (code, lines[-1]) == (1, f"第一处问题：head: {'0' * 64}: not in the log ({n} events): "
-                                    "the log was cut or rewritten after that head was written down")
+    assert (code, lines[-1]) == (1, f"第一处问题：审计链头：{'0' * 64} 不在日志中（共{n}条事件）："
+                                    "记下这个链头之后，日志被截短或重写过")
+
+
+def test_a_school_contact_edited_by_hand_is_named(state_dir: Path) -> None:
+    """The intruder makes another address of the same school and first letter the contact of
+    record: the mask is the same, the address's hash in the log is not."""
+    (address,) = one(state_dir, "SELECT address FROM school_contacts WHERE institution = '浙江甲职业技术学院'")
+    assert address == "a@zja.edu.cn"
+    (eid,) = one(state_dir, "SELECT max(id) FROM events WHERE kind = 'contact_of_record_set' "
+                            "AND json_extract(detail, '$.institution') = '浙江甲职业技术学院'")
+    sqlite3.connect(state_dir / "mailbot.db").execute(
+        "UPDATE school_contacts SET address = 'attacker@zja.edu.cn' WHERE address = 'a@zja.edu.cn'").connection.commit()
+    code, lines = verify(state_dir)
+    assert (code, lines[-1]) == (1, f"第一处问题：学校报名联系邮箱：浙江甲职业技术学院的联系邮箱在数据库中为a***@zja.edu.cn，"
+                                    f"按事件日志（第{eid}条事件）应为a***@zja.edu.cn")
+
+
+def test_a_school_contact_deleted_by_hand_is_named(state_dir: Path) -> None:
+    (eid,) = one(state_dir, "SELECT max(id) FROM events WHERE kind = 'contact_of_record_set' "
+                            "AND json_extract(detail, '$.institution') = '浙江乙职业技术学院'")
+    sqlite3.connect(state_dir / "mailbot.db").execute(
+        "DELETE FROM school_contacts WHERE institution = '浙江乙职业技术学院'").connection.commit()
+    code, lines = verify(state_dir)
+    assert (code, lines[-1]) == (1, f"第一处问题：学校报名联系邮箱：事件日志（第{eid}条事件）设定了浙江乙职业技术学院的联系邮箱，"
+                                    "数据库中没有这一行（被删除）")
+
+
+def test_a_staff_item_closed_by_hand_is_named(state_dir: Path) -> None:
+    (item,) = one(state_dir, "SELECT min(id) FROM staff_items WHERE status = 'open'")
+    sqlite3.connect(state_dir / "mailbot.db").execute(
+        f"UPDATE staff_items SET status = 'closed', closed_by = 'staff:王老师', resolution = '已处理' "
+        f"WHERE id = {item}").connection.commit()
+    code, lines = verify(state_dir)
+    assert (code, lines[-1]) == (1, f"第一处问题：待办事项#{item}在数据库中为“已关闭”，按事件日志应为“未关闭”")
+
+
+def test_a_staff_item_deleted_by_hand_is_named(state_dir: Path) -> None:
+    (item,) = one(state_dir, "SELECT max(id) FROM staff_items")
+    sqlite3.connect(state_dir / "mailbot.db").execute(f"DELETE FROM staff_items WHERE id = {item}").connection.commit()
+    code, lines = verify(state_dir)
+    assert (code, lines[-1]) == (1, f"第一处问题：待办事项：事件日志中有待办事项#{item}，数据库中没有（被删除）")
+
+
+def test_a_staff_item_added_by_hand_is_named(state_dir: Path) -> None:
+    db = sqlite3.connect(state_dir / "mailbot.db")
+    item = db.execute("INSERT INTO staff_items (kind, summary, status, opened_at) "
+                      "VALUES ('other', '伪造的事项', 'open', '2020-11-05T00:00:00+00:00')").lastrowid
+    db.commit()
+    db.close()
+    code, lines = verify(state_dir)
+    assert (code, lines[-1]) == (1, f"第一处问题：待办事项#{item}没有开立记录（事件日志中没有）")
+
+
+def test_with_json_verify_names_the_first_break_in_codes(state_dir: Path) -> None:
+    (item,) = one(state_dir, "SELECT max(id) FROM staff_items")
+    sqlite3.connect(state_dir / "mailbot.db").execute(f"DELETE FROM staff_items WHERE id = {item}").connection.commit()
+    result = CliRunner().invoke(main, ["verify", "--json"], env={"MAILBOT_STATE_DIR": str(state_dir)})
+    report = json.loads(result.output)
+    assert (result.exit_code, report["ok"], report["breaks"]) == (1, False, [
+        {"check": "staff_items", "where": f"staff item {item}",
+         "what": "the log has events about it, staff_items has no row"}])
+    assert [line.split(":")[0] for line in report["lines"]] == [
+        "integrity_check", "messages", "nominees", "school_contacts", "replies", "stored files"]
+
+
+def test_a_conflict_row_of_an_old_database_becomes_withdrawn_with_an_event_and_still_verifies(
+        state_dir: Path) -> None:
+    """A database written before the fair-seats work may hold a ``conflict`` nominee (explained
+    by its event).  Migration 006 makes it ``withdrawn`` with an event of its own; verify passes,
+    and ``program_fill`` has no conflict column."""
+    state = State(state_dir)
+    try:
+        with state.transaction():
+            state.db.execute("DELETE FROM _migrations WHERE name = '006_no_conflict_status'")
+            first = next(state.query("SELECT * FROM nominees ORDER BY id LIMIT 1"))
+            row = {k: v for k, v in first.items() if k != "id"} | {"status": "conflict", "institution_key": "name:旧"}
+            nid = state.insert("nominees", row)
+            state.add_event("nominee_conflict", {"from": None, "to": "conflict", "program": row["program"],
+                                                 "id": row["id_masked"], "why": "already nominated by another school"},
+                            actor="daemon", rules_version="r@1", message=row["message"], nominee=nid)
+    finally:
+        state.close()
+    State(state_dir).close()  # opening runs the migration again
+    assert one(state_dir, f"SELECT status FROM nominees WHERE id = {nid}") == ("withdrawn",)
+    assert one(state_dir, "SELECT kind, actor, json_extract(detail, '$.from'), json_extract(detail, '$.to') "
+                          "FROM events ORDER BY id DESC LIMIT 1") == ("nominee_withdrawn", "migration", "conflict",
+                                                                      "withdrawn")
+    db = sqlite3.connect(state_dir / "mailbot.db")
+    assert [c[1] for c in db.execute("PRAGMA table_info(program_fill)")] == [
+        "position", "program", "host_institution", "seats", "seated", "free", "waiting", "held", "withdrawn"]
+    db.close()
+    code, lines = verify(state_dir)
+    assert (code, lines[-1].split(" ")[0]) == (0, "验证通过：事件日志能解释全部数据；审计链头")

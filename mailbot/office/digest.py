@@ -190,20 +190,6 @@ def _attention(state: State, lo: str, hi: str, tz: tzinfo) -> tuple[AttentionIte
             "WHERE domain_mismatch = 1 AND recorded_at >= ? AND recorded_at <= ? ORDER BY id", [lo, hi]):
         items.append(AttentionItem("domain_mismatch", f"表内填报单位“{r['institution']}”与发件邮箱域名不一致",
                                    r["receipt"], r["sender"], when(r["recorded_at"]), r["institution"]))
-    # Conflicts: the refused row and the registration it collides with (both sides).
-    for r in state.query(
-            "SELECT n.id_masked, n.institution, n.program, n.updated_at, m.receipt, n.sender, "
-            "o.institution AS other_institution, o.program AS other_program, om.receipt AS other_receipt "
-            "FROM nominees n JOIN messages m ON m.id = n.message "
-            "LEFT JOIN nominees o ON o.id = (SELECT min(x.id) FROM nominees x WHERE x.id_hash = n.id_hash "
-            "  AND x.status IN ('seated','waiting','held') AND x.institution_key != n.institution_key) "
-            "LEFT JOIN messages om ON om.id = o.message "
-            "WHERE n.status = 'conflict' AND n.updated_at >= ? AND n.updated_at <= ? AND NOT EXISTS "
-            "(SELECT 1 FROM staff_items s WHERE s.message = n.message AND s.kind = 'conflict') ORDER BY n.id", [lo, hi]):
-        other = (f"，已由{r['other_institution']}报名{r['other_program']}（回执{r['other_receipt']}）"
-                 if r["other_institution"] else "")
-        items.append(AttentionItem("conflict", f"身份证号{r['id_masked']}重复报名{r['program']}{other}",
-                                   r["receipt"], r["sender"], when(r["updated_at"]), r["institution"]))
     # Late mail nobody admitted (no nominee comes from it).
     for r in state.query(
             "SELECT m.receipt, m.sender, m.institution, m.arrived_at, m.recorded_at FROM messages m "
@@ -235,7 +221,7 @@ def _attention(state: State, lo: str, hi: str, tz: tzinfo) -> tuple[AttentionIte
 def _with_institution(item: AttentionItem, institution: str) -> AttentionItem:
     """A staff-list item with its school as a field of its own (its summary no longer repeats it)."""
     summary = item.summary.removeprefix(f"{institution}：") if institution else item.summary
-    return AttentionItem(item.category, summary, item.ref, item.sender, item.since, institution)
+    return replace(item, summary=summary, institution=institution)
 
 
 def _schools(state: State) -> tuple[SchoolLine, ...]:
@@ -270,11 +256,12 @@ def roster_attachment(state: State, rules: CampaignRules, settings: Settings,
 
 
 def queue_digest(state: State, rules: CampaignRules, settings: Settings, renderer: ReplyRenderer, *,
-                 since: datetime | None = None) -> int:
-    """Queue the digest to every staff address; returns how many were queued.  Recorded as
-    ``digest_queued`` (with the period), which starts the next digest's period."""
+                 since: datetime | None = None) -> list[int]:
+    """Queue the digest to every staff address; returns the outbox ids (none without staff
+    addresses).  Recorded as ``digest_queued`` (with the period), which starts the next
+    digest's period."""
     if not settings.staff_addresses:
-        return 0
+        return []
     digest = build_digest(state, rules, settings, since=since)
     rendered = renderer.render_digest(digest)
     raw = build_digest_message(rendered, to_addresses=list(settings.staff_addresses),
@@ -283,12 +270,11 @@ def queue_digest(state: State, rules: CampaignRules, settings: Settings, rendere
                                attachments=(roster_attachment(state, rules, settings, digest.period_end),))
     version = f"{rules.campaign.id}@{rules.campaign.version}"
     with state.transaction():
-        for to in settings.staff_addresses:
-            state.insert("outbox", {
+        ids = [state.insert("outbox", {
                 "message": None, "kind": "digest", "to_address": to, "subject": rendered.subject,
                 "reply_message_id": "", "raw": raw, "status": "queued", "next_attempt_at": utc_now(),
-                "created_at": utc_now()})
+                "created_at": utc_now()}) for to in settings.staff_addresses]
         state.add_event("digest_queued", {"to": len(settings.staff_addresses), "since": _iso(digest.period_start),
                                           "until": _iso(digest.period_end)}, actor="daemon", rules_version=version)
-    return len(settings.staff_addresses)
+    return ids
 

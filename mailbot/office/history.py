@@ -18,7 +18,7 @@ from mailbot.replies.render import ATTENTION_LABELS, OUTCOME_LABELS
 from mailbot.state.store import State
 
 STATUS_WORDS = {"seated": "已录取", "waiting": "候补", "held": "待工作人员审核", "withdrawn": "已撤销",
-                "conflict": "身份证号冲突"}
+                "conflict": "身份证号冲突"}  # conflict: only in events written before migration 006
 OUTCOME_WORDS = {
     "accepted": "报名成功", "correction": "需修改", "late": "逾期", "redirect": "转省平台（中职）",
     "no_form": "无附件3", "scan_only": "仅扫描件", "unreadable": "无法读取", "not_annex3": "非附件3",
@@ -49,6 +49,7 @@ WHY_WORDS = {
     "not on the institution's latest form": "不在学校最新名单中",
     "over the school's reported demand": "超出学校上报的培训需求数",
     "too many new teachers in one mail": "单封邮件新增教师过多",
+    "conflict status retired": "与其他学校重复报名、未予登记的旧记录（系统升级时记为撤销）",
 }
 
 

@@ -60,7 +60,8 @@ def outcome_summary(outcome: str, reason: str) -> str:
 def attention_item(item: StaffItem, tz: tzinfo) -> AttentionItem:
     """A staff item as the digest and the alert show it (category = its kind)."""
     summary = f"{item.institution}：{item.summary}" if item.institution else item.summary
-    return AttentionItem(item.kind, summary, item.receipt, item.sender, item.opened_at.astimezone(tz))  # type: ignore[arg-type]
+    return AttentionItem(item.kind, summary, item.receipt, item.sender, item.opened_at.astimezone(tz),  # type: ignore[arg-type]
+                         item=item.id)
 
 
 def _item(row: dict[str, Any]) -> StaffItem:

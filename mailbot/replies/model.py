@@ -26,7 +26,7 @@ ReplyKind = Literal[
 ]
 REPLY_KINDS: tuple[str, ...] = get_args(ReplyKind)
 
-NomineeStatus = Literal["seated", "waiting", "held", "conflict", "rejected"]
+NomineeStatus = Literal["seated", "waiting", "held", "rejected"]
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,8 @@ class NomineeChange:
 class AttentionItem:
     """One thing staff must look at.  ``ref`` points at the message or reply (a receipt);
     ``summary`` is a short masked Chinese sentence; ``since`` when it started (its age);
-    ``institution`` the school, when known."""
+    ``institution`` the school, when known; ``item`` its number on the staff list (待办事项#N,
+    what ``mailbot decide close|answer --item N`` takes), when it is one."""
 
     category: AttentionCategory
     summary: str
@@ -213,6 +214,7 @@ class AttentionItem:
     sender: str = ""
     since: datetime | None = None
     institution: str = ""
+    item: int | None = None
 
 
 @dataclass(frozen=True)

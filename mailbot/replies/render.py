@@ -76,7 +76,7 @@ _DEFANGED_SCHEMES = {"http": "hxxp", "https": "hxxps", "ftp": "fxp"}
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _MSGID_RE = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 
-STATUS_LABELS = {"seated": "报名成功（在计划名额内）", "held": "待工作人员审核", "conflict": "待核实", "rejected": "未登记"}
+STATUS_LABELS = {"seated": "报名成功（在计划名额内）", "held": "待工作人员审核", "rejected": "未登记"}
 """A nominee's status in the notice's words (it speaks of 报名, never of 录取)."""
 OUTCOME_LABELS = {
     "accepted": "报名成功",
@@ -223,7 +223,7 @@ def acceptance_result(nominees: Iterable[NomineeLine]) -> str:
     if set(counts) == {"seated"}:
         return "报名成功"
     words = (("seated", "报名成功{}人"), ("waiting", "暂列候补{}人"), ("held", "待审核{}人"),
-             ("conflict", "待核实{}人"), ("rejected", "未登记{}人"))
+             ("rejected", "未登记{}人"))
     return "，".join(w.format(counts[s]) for s, w in words if counts.get(s))
 
 
@@ -322,7 +322,7 @@ def text_bar(percent: int) -> str:
 
 
 def status_label(line: NomineeLine) -> str:
-    """报名成功（在计划名额内） / 暂列候补第N位 / 待工作人员审核 / 待核实 / 未登记."""
+    """报名成功（在计划名额内） / 暂列候补第N位 / 待工作人员审核 / 未登记."""
     if line.status == "waiting":
         return f"暂列候补第{line.waiting_position}位" if line.waiting_position else "暂列候补"
     return STATUS_LABELS.get(line.status, line.status)

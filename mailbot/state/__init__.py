@@ -1,1 +1,1 @@
-"""State: the SQLite store, the seat ledger, the outbox, retention, the instance lock, private files."""
+"""State: the SQLite store, the seat ledger, the outbox, retention, the daemon and write locks, private files."""

@@ -8,6 +8,7 @@ is an event in the hash-chained log; call inside the caller's transaction.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from mailbot.state.store import State, utc_now
@@ -35,6 +36,12 @@ def masked_address(address: str) -> str:
     return f"{local[:1]}***@{domain}" if domain else "***"
 
 
+def address_hash(address: str) -> str:
+    """SHA-256 of an address (lower case): lets ``mailbot verify`` tell one address from another
+    with the same mask, as ``id_hash`` does for identity numbers."""
+    return hashlib.sha256(address.strip().lower().encode()).hexdigest()
+
+
 def contact_of_record(state: State, institution_key: str) -> SchoolContact | None:
     """The school's contact of record, or None before its first registration."""
     row = state.db.conn.execute(
@@ -56,7 +63,8 @@ def set_contact_of_record(state: State, *, institution_key: str, institution: st
              updated_at = excluded.updated_at""",
         [institution_key, institution, address, message, actor, utc_now()])
     state.add_event("contact_of_record_set", {
-        "institution": institution, "from": masked_address(before.address) if before else None,
-        "to": masked_address(address), "why": why},
+        "institution_key": institution_key, "institution": institution,
+        "from": masked_address(before.address) if before else None,
+        "to": masked_address(address), "to_hash": address_hash(address), "why": why},
         actor=actor, rules_version=rules_version, message=message)
     return SchoolContact(institution_key, institution, address, message, actor)

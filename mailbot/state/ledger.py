@@ -156,6 +156,19 @@ class SeatLedger:
         # Seated count per program, kept only while one apply_submission runs (inside its
         # transaction, which holds the write lock); None outside.
         self._seated: dict[str, int] | None = None
+        self._data_version = self._version()
+
+    def _version(self) -> int:
+        return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def catch_up(self) -> None:
+        """Take in seat decisions another process (a staff command) committed since the last
+        call; one PRAGMA when nobody else wrote (see ``mailbot.state.lock``).  The dict is
+        updated in place: a :class:`StaffDecisions` shares it."""
+        version = self._version()
+        if version != self._data_version:
+            self._data_version = version
+            self.capacities.update(decided_seats(self.state))
 
     # -- queries --------------------------------------------------------------------------
     def _active_for_institution(self, institution_key: str) -> dict[str, dict[str, Any]]:

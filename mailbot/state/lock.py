@@ -1,19 +1,54 @@
-"""One writer per state directory: an exclusive ``flock`` on ``state/mailbot.lock``.
+"""Who writes the state directory, and when: a daemon lock and a short write lock (``flock``).
 
-``mailbot run``, ``poll``, ``replay --no-dry-run``, ``digest --send``, ``purge``, ``decide`` and ``demo``
-hold it for their whole life, taken before anything is opened, so a second instance refuses to
-start and changes nothing.
+- **Daemon lock** (``state/mailbot.lock``, :func:`hold_instance_lock`): held for the whole life
+  of ``mailbot run``, ``poll`` and ``demo``, taken before anything is opened.  Two daemons on one
+  state directory would fetch, record and answer the same mail; the second refuses to start and
+  changes nothing.
+- **Write lock** (``state/write.lock``, :func:`hold_write_lock`): held around each *unit of
+  work* that changes state or sends mail: a poll cycle (fetch, record, send, settle), the daily
+  digest, and each state-changing staff command (``decide …``, ``rosters send --no-dry-run``,
+  ``digest --send``, ``replay --no-dry-run``, ``purge``).  The daemon takes it only while it
+  works, never while IDLE waits for the server or the scheduler sleeps, so staff run their
+  commands while the service runs.  A staff command waits for it at most
+  ``schedule.staff_wait_seconds``, saying that it waits; the daemon waits as long as it takes
+  (a staff command's unit is one decision and its mail).
+
+Why SQLite's own locking is not enough.  Every write transaction is ``BEGIN IMMEDIATE``, so the
+ledger's reads and writes (seat counts, waiting lists, promotions) and the event chain's head
+(read inside the transaction) are consistent whichever process commits first.  But a unit of
+work is several transactions with mail in between, and these would interleave badly:
+
+- The outbox sends in steps: select the queued rows, mark one ``sending`` (commit), hand it to
+  SMTP, mark it ``sent`` (commit).  Two processes sending at once could both select the same
+  queued row and deliver it twice.  Under the write lock one process sends at a time, and each
+  selects the queue afresh, so every mail leaves once, whichever process queued it.
+- At the first cycle the daemon turns rows left ``sending`` into ``unknown`` (a crash's
+  remains); a row another process had in flight would be misfiled.  Under the lock none is.
+- The daemon keeps the seats per program in memory (the rules' plus staff ``seats`` decisions).
+  It takes in other processes' decisions at the start of each unit (``SeatLedger.catch_up``,
+  cheap: ``PRAGMA data_version`` says whether anyone else committed).
+- Per-sender and hourly reply counts read the outbox inside the unit that adds to it.
+
+The stall check is the one writer outside the lock: it must report a poll that hangs holding
+it.  It only inserts its own alert rows, already ``sending``, and sends those itself, never the
+queue, so it cannot send anything twice.  Readers (digest preview, exports, ``history``,
+``verify``, the audit views, ``backup``) take no lock: WAL gives each a consistent snapshot.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from mailbot.errors import MailbotError
+
+WRITE_LOCK = "write.lock"
+_RETRY_SECONDS = 0.1
 
 
 class InstanceLocked(MailbotError):
@@ -24,12 +59,23 @@ class InstanceLocked(MailbotError):
         self.state_dir, self.holder = state_dir, holder
 
 
+class WriteLockBusy(MailbotError):
+    """The write lock stayed taken for the whole bounded wait (``waited`` seconds)."""
+
+    def __init__(self, state_dir: Path, waited: float) -> None:
+        super().__init__(f"{state_dir} stayed busy for {waited:g} s")
+        self.state_dir, self.waited = state_dir, waited
+
+
+def _open(path: Path) -> IO[str]:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return open(path, "a+", encoding="ascii")
+
+
 @contextmanager
 def hold_instance_lock(state_dir: Path) -> Iterator[None]:
-    """Hold the state directory's lock (non-blocking); raises InstanceLocked naming the holder."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / "mailbot.lock"
-    fh = open(path, "a+", encoding="ascii")
+    """Hold the daemon lock (non-blocking); raises InstanceLocked naming the holder."""
+    fh = _open(state_dir / "mailbot.lock")
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -47,3 +93,44 @@ def hold_instance_lock(state_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
     finally:
         fh.close()
+
+
+@contextmanager
+def hold_write_lock(state_dir: Path, *, wait: float | None = None,
+                    on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the write lock for one unit of work.
+
+    ``wait``: None waits until it is free (the daemon); a number waits at most that many
+    seconds, then raises :class:`WriteLockBusy` (staff commands).  ``on_wait`` is called once,
+    when the lock is taken by someone else at the first try.  Each call opens the file anew,
+    so two threads of one process exclude each other too."""
+    fh = _open(state_dir / WRITE_LOCK)
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            _wait_for(fh, state_dir, wait)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        fh.close()
+
+
+def _wait_for(fh: IO[str], state_dir: Path, wait: float | None) -> None:
+    """Block until the lock is ours; with ``wait``, give up after that many seconds."""
+    if wait is None:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError as exc:
+            if time.monotonic() >= deadline:
+                raise WriteLockBusy(state_dir, wait) from exc
+            time.sleep(_RETRY_SECONDS)

@@ -155,7 +155,7 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
             institution_key TEXT NOT NULL,
             institution TEXT NOT NULL,
             program TEXT NOT NULL,
-            status TEXT NOT NULL,            -- seated | waiting | held | withdrawn (conflict: before fair seats)
+            status TEXT NOT NULL,            -- seated | waiting | held | withdrawn (conflict before 006)
             requested_at TEXT NOT NULL,      -- arrival time of the mail that asked (FCFS key)
             request_uid INTEGER NOT NULL,
             request_row INTEGER NOT NULL,
@@ -369,12 +369,53 @@ def _m005_poll_health(db: sqlite_utils.Database) -> None:
     run_script(db, _M005_SQL)
 
 
+_PROGRAM_FILL_SQL = """
+        DROP VIEW program_fill;
+        CREATE VIEW program_fill AS
+        SELECT p.position AS position, p.name AS program, p.host_institution AS host_institution,
+               p.seats AS seats,
+               count(CASE WHEN n.status = 'seated' THEN 1 END) AS seated,
+               max(p.seats - count(CASE WHEN n.status = 'seated' THEN 1 END), 0) AS free,
+               count(CASE WHEN n.status = 'waiting' THEN 1 END) AS waiting,
+               count(CASE WHEN n.status = 'held' THEN 1 END) AS held,
+               count(CASE WHEN n.status = 'withdrawn' THEN 1 END) AS withdrawn
+        FROM programs p
+        LEFT JOIN nominees n ON n.program = p.name
+        GROUP BY p.name
+        ORDER BY p.position;
+"""
+
+
+def _m006_no_conflict_status(db: sqlite_utils.Database) -> None:
+    """No nominee is ``conflict`` any more (a refused row is a finding and a staff item): the
+    ``program_fill`` view loses its column, and a ``conflict`` row left by a database written
+    before the fair-seats work (a refused duplicate, never active) becomes ``withdrawn`` with a
+    ``nominee_withdrawn`` event (actor ``migration``), so ``mailbot verify`` still explains every
+    status.  Events are appended here by hand: a migration gets the connection, not the State."""
+    run_script(db, _PROGRAM_FILL_SQL)
+    rows = db.conn.execute("SELECT id, message, program, id_masked FROM nominees WHERE status = 'conflict' "
+                           "ORDER BY id").fetchall()
+    last = db.conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    prev = last[0] if last else ""
+    for pk, message, program, id_masked in rows:
+        at = utc_now()
+        body = json.dumps({"from": "conflict", "to": "withdrawn", "program": program, "id": id_masked,
+                           "why": "conflict status retired"}, ensure_ascii=False, sort_keys=True)
+        digest = event_hash(prev, at, "migration", "", message, pk, "nominee_withdrawn", body)
+        db.conn.execute("INSERT INTO events (at, actor, rules_version, message, nominee, kind, detail, prev_hash, "
+                        "hash) VALUES (?, 'migration', '', ?, ?, 'nominee_withdrawn', ?, ?, ?)",
+                        [at, message, pk, body, prev, digest])
+        db.conn.execute("UPDATE nominees SET status = 'withdrawn', updated_at = ? WHERE id = ?", [at, pk])
+        prev = digest
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_initial", _m001_initial),
     ("002_school_contacts_and_staff_items", _m002_school_contacts_and_staff_items),
     ("003_audit_views", _m003_audit_views),
     ("004_message_attempts", _m004_message_attempts),
     ("005_poll_health", _m005_poll_health),
+    ("006_no_conflict_status", _m006_no_conflict_status),
 )
 
 
@@ -674,17 +715,19 @@ class State:
         self.db.execute("UPDATE messages SET settled_at = ? WHERE id = ?", [utc_now(), message])
 
     def replies_to_since(self, address: str, since_iso: str) -> int:
-        """Replies queued to ``address`` since then (notices about a school's list and staff
-        mail not counted: others' mail must not use up a school's replies)."""
+        """Replies queued to ``address`` since then (notices about a school's list, staff mail
+        and staff answers not counted: others' mail, and staff's own, must not use up a school's
+        replies)."""
         row = next(self.query(
             "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? "
-            "AND kind NOT IN ('digest', 'staff_alert') AND kind NOT LIKE 'notice\\_%' ESCAPE '\\'",
+            "AND kind NOT IN ('digest', 'staff_alert', 'staff_answer') AND kind NOT LIKE 'notice\\_%' ESCAPE '\\'",
             [address, since_iso]))
         return int(row["n"])
 
     def notices_to_since(self, address: str, since_iso: str) -> int:
-        """Notices about a school's list queued to ``address`` since then."""
+        """Notices about a school's list queued to ``address`` since then (a staff decision's
+        notice is staff's mail: not counted)."""
         row = next(self.query(
             "SELECT count(*) AS n FROM outbox WHERE to_address = ? AND created_at >= ? "
-            "AND kind LIKE 'notice\\_%' ESCAPE '\\'", [address, since_iso]))
+            "AND kind LIKE 'notice\\_%' ESCAPE '\\' AND kind != 'notice_decision'", [address, since_iso]))
         return int(row["n"])
