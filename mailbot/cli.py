@@ -605,7 +605,7 @@ def export_group() -> None:
 @click.option("--program", default=None, metavar="项目",
               help="只导出一个培训项目：编号、简称、全称或代码均可（默认：全部项目）。")
 @click.option("--status", default=None, metavar="状态",
-              help="只导出一种状态：seated（计划名额内）、held（待审核：等培训中心决定）、waiting（候补）、withdrawn（已撤回）。")
+              help="只导出一种状态：seated（计划名额内）、held（待审核）、waiting（候补）、withdrawn（已撤回）。")
 @click.option("--format", "fmt", default="csv", metavar="csv|xlsx",
               help="文件格式：csv（默认，英文列名）或 xlsx（中文列名，每个项目一个工作表）。")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="文件",
