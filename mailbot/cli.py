@@ -605,7 +605,7 @@ def export_group() -> None:
 @click.option("--program", default=None, metavar="项目",
               help="只导出一个培训项目：编号、简称、全称或代码均可（默认：全部项目）。")
 @click.option("--status", default=None, metavar="状态",
-              help="只导出一种状态：seated（已录取）、held（待培训中心确认）、waiting（候补）、withdrawn（已撤回）。")
+              help="只导出一种状态：seated（计划名额内）、held（待审核）、waiting（候补）、withdrawn（已撤回）。")
 @click.option("--format", "fmt", default="csv", metavar="csv|xlsx",
               help="文件格式：csv（默认，英文列名）或 xlsx（中文列名，每个项目一个工作表）。")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="文件",
@@ -726,7 +726,7 @@ ROSTER_ACTIONS = {
     "unchanged": "名单与上次发送的相同，不重发（如需重发，加 --again）",
     "no_address": "未填写收件地址，不发送（请在规则文件的 [[hosts]] 中填写）",
     "placeholder": "收件地址仍是示例地址，不发送（请在规则文件的 [[hosts]] 中改为真实地址）",
-    "empty": "暂无已录取或候补的教师，不发送",
+    "empty": "暂无计划名额内或候补的教师，不发送",
 }
 
 
@@ -744,7 +744,7 @@ def rosters_send(program: str | None, dry_run: bool, staff: str | None, again: b
     """把各项目的参训名单（xlsx 附件）发给承办单位，每个承办单位一封。
 
     \b
-    名单只含“已录取”和“候补”的教师。默认只显示将发送的内容；确认无误后加
+    名单只含“计划名额内”和“候补”的教师。默认只显示将发送的内容；确认无误后加
     --no-dry-run --staff 姓名 真正发送。再次运行时，名单没有变化的承办单位不会重发。
 
     \b
@@ -877,7 +877,7 @@ def decide_admit(id_number: str | None, receipt: str | None, staff: str | None, 
                  config_path: Path | None) -> None:
     """准予登记：待审核的教师（--id-number），或逾期邮件中的教师（--receipt）。
 
-    有空余名额即录取，否则按报名先后进入候补名单；逾期报名排在所有按时报名之后。
+    有空余名额即进入计划名额内，否则按报名先后进入候补名单；逾期报名排在所有按时报名之后。
     """
     if receipt:
         only = _id_hash(id_number) if id_number else None
@@ -924,7 +924,7 @@ def decide_substitute(id_number: str | None, new_id_number: str | None, new_name
 @HELP_CN
 def decide_move(id_number: str | None, program: str | None, staff: str | None, reason: str | None,
                 config_path: Path | None) -> None:
-    """把一名教师调整到另一个培训项目：按其报名时间，有空余名额即录取，否则候补；原项目空出的名额递补。"""
+    """把一名教师调整到另一个培训项目：按其报名时间，有空余名额即进入计划名额内，否则候补；原项目空出的名额递补。"""
     h, target = _id_hash(id_number), _need(program, "--program", "新的培训项目")
     _decide(config_path, staff, reason, lambda d, why: d.move(h, target, why))
 
@@ -938,8 +938,8 @@ def decide_move(id_number: str | None, program: str | None, staff: str | None, r
 @HELP_CN
 def decide_seats(program: str | None, seats: int | None, staff: str | None, reason: str | None,
                  config_path: Path | None) -> None:
-    """调整一个项目的名额。增加名额：候补教师按先后递补并收到通知；减少名额：已录取的教师不会被取消，
-    只是此后有人撤销时不再递补，直到已录取人数低于新名额。此决定优先于规则文件中的名额。"""
+    """调整一个项目的名额。增加名额：候补教师按先后递补并收到通知；减少名额：计划名额内的教师不会被取消，
+    只是此后有人撤销时不再递补，直到计划名额内的人数低于新名额。此决定优先于规则文件中的名额。"""
     target = _need(program, "--program", "培训项目")
     if seats is None:
         _need(None, "--seats", "新的名额数")
@@ -1117,7 +1117,7 @@ def demo(directory: Path) -> None:
             click.echo(f"  {r['receipt']:<26} {arrived}  {r['sender']:<22} {_outcome_label(r['outcome'])}  "
                        f"回复：{reply}")
         click.echo("")
-        click.echo("名额（已录取/总名额，候补）：")
+        click.echo("名额（计划名额内/总名额，候补）：")
         for p in parts.intake.ledger.program_summary():
             if p["seated"] or p["waiting"]:
                 click.echo(f"  {p['program']}：{p['seated']}/{p['capacity']}，候补{p['waiting']}人")

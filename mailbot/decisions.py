@@ -24,7 +24,8 @@ from mailbot.office import staff_items
 from mailbot.office.history import OUTCOME_WORDS, REPLY_STATUS_WORDS, STATUS_WORDS
 from mailbot.pipeline import Intake, institution_key
 from mailbot.replies.model import DecisionNotice, NomineeLine
-from mailbot.replies.render import ATTENTION_LABELS, build_notice_message, new_message_id
+from mailbot.replies.render import (ATTENTION_LABELS, PROMOTED_LABEL, STAFF_STATUS_LABELS, build_notice_message,
+                                    new_message_id, staff_status)
 from mailbot.rules import school_key
 from mailbot.state.contacts import contact_of_record, masked_address, same_address, set_contact_of_record
 from mailbot.state.ledger import Promotion, SeatLedger, SeatRequest, id_hash
@@ -204,8 +205,9 @@ class StaffDecisions:
             self.ledger.record_programs({p.name: p.host for p in self.intake.rules.programs})  # audit views
             self._promote(promotions)
         seated = self.ledger.seated_count(target)
-        over = f"；已录取{seated}人，超出的名额不收回，待有人撤销后不再递补" if seated > seats else ""
-        promoted = f"；{len(promotions)}名候补教师递补录取并已通知" if promotions else ""
+        over = (f"；{STAFF_STATUS_LABELS['seated']}{seated}人，超出的名额不收回，待有人撤销后不再递补"
+                if seated > seats else "")
+        promoted = f"；{len(promotions)}名候补教师{PROMOTED_LABEL}并已通知" if promotions else ""
         return DecisionResult(f"已调整名额：{target}，{before} → {seats}{promoted}{over}")
 
     def contact(self, school: str, address: str, reason: str) -> DecisionResult:
@@ -347,17 +349,17 @@ class StaffDecisions:
     def _active(self, idh: str) -> dict[str, Any]:
         n = self.ledger.active_by_hash(idh)
         if n is None:
-            raise DecisionRefused("没有该身份证号的有效报名（已录取、候补或待审核）")
+            raise DecisionRefused("没有该身份证号的有效报名（" + "、".join(
+                STAFF_STATUS_LABELS[s] for s in ("seated", "waiting", "held")) + "）")
         return n
 
     def _nominee(self, pk: int) -> dict[str, Any]:
         return next(self.state.query("SELECT * FROM nominees WHERE id = ?", [pk]))
 
     def _where(self, pk: int) -> str:
-        """已录取 / 候补第N位 / … of one nominee now."""
+        """计划名额内 / 候补（第N位） / … of one nominee now."""
         status = self._status(pk)
-        position = self.ledger.waiting_position(pk) if status == "waiting" else None
-        return f"候补第{position}位" if position else _status(status)
+        return staff_status(status, self.ledger.waiting_position(pk) if status == "waiting" else None)
 
     def _status(self, pk: int) -> str:
         return self.ledger.status_of(pk)
@@ -458,9 +460,7 @@ def _status(status: str) -> str:
 
 
 def _line_status(line: NomineeLine) -> str:
-    if line.status == "waiting" and line.waiting_position:
-        return f"候补第{line.waiting_position}位"
-    return _status(line.status)
+    return staff_status(line.status, line.waiting_position)
 
 
 def _outcome(outcome: str) -> str:

@@ -27,6 +27,7 @@ from mailbot.errors import DecisionRefused, StateError
 from mailbot.mail.source import FetchedMessage
 from mailbot.office.history import OUTCOME_WORDS, STATUS_WORDS
 from mailbot.pipeline import Assessment, Intake
+from mailbot.replies.render import STAFF_STATUS_LABELS, staff_status
 from mailbot.rules import CampaignRules
 from mailbot.state.ledger import SeatLedger
 from mailbot.state.outbox import FolderTransport
@@ -34,6 +35,13 @@ from mailbot.state.store import State
 
 #: staff decisions that change seats or who may change a list: applied again in the replay
 REPLAYED = ("admit", "admit_late", "withdraw", "substitute", "move", "seats", "contact")
+
+SEATED, WAITING = STAFF_STATUS_LABELS["seated"], STAFF_STATUS_LABELS["waiting"]
+
+
+def _seats_words(seats: tuple[int, int, int]) -> str:
+    """``计划名额内2/50，候补3``: seated of capacity, waiting."""
+    return f"{SEATED}{seats[0]}/{seats[1]}，{WAITING}{seats[2]}"
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,7 @@ class Standing:
 
     def words(self) -> str:
         if self.status == "waiting" and self.position:
-            return f"{self.program}，候补第{self.position}位"
+            return f"{self.program}，{staff_status(self.status, self.position)}"
         return f"{self.program}，{STATUS_WORDS.get(self.status, self.status)}"
 
 
@@ -72,10 +80,10 @@ class WhatIf:
         moved = [(p, a, b) for p, a, b in self.seats if (a[0], a[2]) != (b[0], b[2])]
         if moved:
             out.append("名额：")
-            out += [f"  {p}：已录取{a[0]}/{a[1]}，候补{a[2]} → 已录取{b[0]}/{b[1]}，候补{b[2]}" for p, a, b in moved]
+            out += [f"  {p}：{_seats_words(a)} → {_seats_words(b)}" for p, a, b in moved]
         quiet = [f"{p} {a[1]} → {b[1]}" for p, a, b in self.seats if (a[0], a[2]) == (b[0], b[2])]
         if quiet:
-            out.append(f"名额数改变、录取和候补不变的项目：{'；'.join(quiet)}")
+            out.append(f"名额数改变、{SEATED}和{WAITING}人数不变的项目：{'；'.join(quiet)}")
         if self.outcomes:
             out.append("邮件处理结果：")
             out += [f"  回执 {r}：{OUTCOME_WORDS.get(a, a)} → {OUTCOME_WORDS.get(b, b)}" for r, a, b in self.outcomes]

@@ -175,9 +175,9 @@ def test_withdrawing_a_seated_teacher_seats_the_head_of_the_waiting_list_and_tel
     assert (code, _untimed(out)) == (0, [
         f"身份证号 {_masked(1)}（张三）的全部记录：",
         f"〈时间〉  收到邮件：回执 {office.receipt(JIA_MAIL)}，报名成功（系统）",
-        f"〈时间〉  报名状态：{_masked(1)} {LOGISTICS}：（新登记） → 已录取，按报名先后（系统）",
+        f"〈时间〉  报名状态：{_masked(1)} {LOGISTICS}：（新登记） → 计划名额内，按报名先后（系统）",
         "〈时间〉  工作人员决定：撤销报名，理由：本人因病无法参训（工作人员 王老师）",
-        f"〈时间〉  报名状态：{_masked(1)} {LOGISTICS}：已录取 → 已撤销，工作人员撤销报名：本人因病无法参训（工作人员 王老师）"])
+        f"〈时间〉  报名状态：{_masked(1)} {LOGISTICS}：计划名额内 → 已撤回，工作人员撤销报名：本人因病无法参训（工作人员 王老师）"])
     code, out = office.run("history", "--json", _id(1))
     events = [json.loads(line) for line in out.splitlines()]
     assert (code, [(e["kind"], e["actor"], e["nominee"]) for e in events]) == (0, [
@@ -190,14 +190,14 @@ def test_withdrawing_a_seated_teacher_seats_the_head_of_the_waiting_list_and_tel
 def test_more_seats_seat_the_waiting_and_fewer_seats_never_unseat_anyone(office) -> None:
     start = office.mark()
     assert office.decide("seats", "--program", LOGISTICS, "--seats", "3", "--reason", "承办院校增加名额") == (0, [
-        f"已调整名额：{LOGISTICS}，2 → 3；1名候补教师递补录取并已通知"])
+        f"已调整名额：{LOGISTICS}，2 → 3；1名候补教师递补为计划名额内并已通知"])
     assert office.last_decision() == ("staff:王老师", {"decision": "seats", "reason": "承办院校增加名额",
                                                      "program": LOGISTICS, "from": 2, "to": 3})
     ((to, promotion),) = office.mails_since(start, 1)
     assert (to, [ln for ln in promotion.text.splitlines() if ln.startswith("1. ")]) == (
         JIA_MAIL, [f"1. 王五（身份证号 {_masked(3)}）"])
     assert office.decide("seats", "--program", LOGISTICS, "--seats", "1", "--reason", "场地缩小") == (0, [
-        f"已调整名额：{LOGISTICS}，3 → 1；已录取3人，超出的名额不收回，待有人撤销后不再递补"])
+        f"已调整名额：{LOGISTICS}，3 → 1；计划名额内3人，超出的名额不收回，待有人撤销后不再递补"])
     assert [s for _, p, s in office.seats()[:4]] == ["seated", "seated", "seated", "waiting"]
     office.decide("withdraw", "--id-number", _id(1), "--reason", "本人放弃")
     assert [s for _, p, s in office.seats()[:4]] == ["withdrawn", "seated", "seated", "waiting"]
@@ -211,7 +211,7 @@ def test_more_seats_seat_the_waiting_and_fewer_seats_never_unseat_anyone(office)
 def test_admitting_a_held_and_a_late_teacher_places_them_by_arrival_and_tells_the_school(office) -> None:
     start = office.mark()
     assert office.decide("admit", "--id-number", _id(5), "--reason", "学校补报了需求") == (0, [
-        f"已准予登记：陈七（{_masked(5)}），{LOGISTICS}，候补第3位", f"通知邮件：{BING_MAIL}"])
+        f"已准予登记：陈七（{_masked(5)}），{LOGISTICS}，候补（第3位）", f"通知邮件：{BING_MAIL}"])
     assert office.last_decision()[1] == {"decision": "admit", "reason": "学校补报了需求", "id_hash": office.id_hash(5),
                                         "program": LOGISTICS, "from": "held"}
     ((to, notice),) = office.mails_since(start, 1)
@@ -222,7 +222,7 @@ def test_admitting_a_held_and_a_late_teacher_places_them_by_arrival_and_tells_th
 
     late = office.receipt(YI_MAIL, last=True)
     assert office.decide("admit", "--receipt", late, "--reason", "学校因系统故障逾期，经领导同意") == (0, [
-        f"已准予逾期登记（回执{late}）：吴二（{_masked(10)}），{LOGISTICS}，候补第4位", f"通知邮件：{YI_MAIL}"])
+        f"已准予逾期登记（回执{late}）：吴二（{_masked(10)}），{LOGISTICS}，候补（第4位）", f"通知邮件：{YI_MAIL}"])
     assert office.last_decision()[1] == {"decision": "admit_late", "reason": "学校因系统故障逾期，经领导同意",
                                         "receipt": late, "id_hashes": [office.id_hash(10)],
                                         "institution_key": f"name:{school_key(YI)}"}
@@ -236,7 +236,7 @@ def test_admitting_a_held_and_a_late_teacher_places_them_by_arrival_and_tells_th
 def test_moving_and_substituting_keep_the_arrival_order_and_refill_the_seat_left(office) -> None:
     start = office.mark()
     assert office.decide("move", "--id-number", _id(2), "--program", WEB, "--reason", "学校申请改报") == (0, [
-        f"已调整：李四（{_masked(2)}），{LOGISTICS} → {WEB}，已录取", f"通知邮件：{JIA_MAIL}"])
+        f"已调整：李四（{_masked(2)}），{LOGISTICS} → {WEB}，计划名额内", f"通知邮件：{JIA_MAIL}"])
     assert office.last_decision()[1] == {"decision": "move", "reason": "学校申请改报", "id_hash": office.id_hash(2),
                                         "from_program": LOGISTICS, "to_program": WEB}
     assert office.seats()[:4] + office.seats()[-1:] == [
@@ -251,7 +251,7 @@ def test_moving_and_substituting_keep_the_arrival_order_and_refill_the_seat_left
 
     assert office.decide("substitute", "--id-number", _id(1), "--new-id-number", _id(12), "--new-name", "郑十二",
                          "--reason", "张三调离学校，经培训中心同意更换") == (0, [
-        f"已更换：张三（{_masked(1)}）→ 郑十二（{_masked(12)}），{LOGISTICS}，已录取", f"通知邮件：{JIA_MAIL}"])
+        f"已更换：张三（{_masked(1)}）→ 郑十二（{_masked(12)}），{LOGISTICS}，计划名额内", f"通知邮件：{JIA_MAIL}"])
     assert office.last_decision()[1] == {
         "decision": "substitute", "reason": "张三调离学校，经培训中心同意更换", "id_hash": office.id_hash(1),
         "new_id_hash": office.id_hash(12), "new_id": _masked(12), "program": LOGISTICS, "status": "seated"}
@@ -352,11 +352,11 @@ def test_a_decision_without_a_reason_or_for_no_one_is_refused_in_chinese_and_cha
         2, "未执行：请用 --reason 填写理由\n")
     assert office.run("decide", "withdraw", "--id-number", _id(1), "--reason", "x") == (2, "未执行：请用 --staff 填写您的姓名\n")
     assert office.decide("withdraw", "--id-number", _id(12), "--reason", "x") == (1, [
-        "未执行：没有该身份证号的有效报名（已录取、候补或待审核）"])
+        "未执行：没有该身份证号的有效报名（计划名额内、候补、待审核）"])
     assert office.decide("move", "--id-number", _id(1), "--program", "烹饪", "--reason", "x")[1][0].startswith(
         "未执行：没有培训项目“烹饪”；可选：")
     assert office.decide("admit", "--id-number", _id(1), "--reason", "x") == (1, [
-        f"未执行：张三（{_masked(1)}）的状态是“已录取”，不是待审核，无需准予登记"])
+        f"未执行：张三（{_masked(1)}）的状态是“计划名额内”，不是待审核，无需准予登记"])
     assert office.last_event() == before
 
 
@@ -396,12 +396,12 @@ def test_replay_with_fewer_seats_names_the_teachers_who_would_move(office, tmp_p
     assert (code, out.splitlines()) == (0, [
         "按 fewer.toml 重新判定全部5封邮件（按到达先后），涉及8名教师，与现状相比：",
         "名额：",
-        f"  {LOGISTICS}：已录取2/2，候补2 → 已录取1/1，候补3",
-        "名额数改变、录取和候补不变的项目：" + "；".join(f"{p} 2 → 1" for p in office.programs() if p != LOGISTICS),
+        f"  {LOGISTICS}：计划名额内2/2，候补2 → 计划名额内1/1，候补3",
+        "名额数改变、计划名额内和候补人数不变的项目：" + "；".join(f"{p} 2 → 1" for p in office.programs() if p != LOGISTICS),
         "教师：",
-        f"  李四（{_masked(2)}，{JIA}）：{LOGISTICS}，已录取 → {LOGISTICS}，候补第1位",
-        f"  王五（{_masked(3)}，{JIA}）：{LOGISTICS}，候补第1位 → {LOGISTICS}，候补第2位",
-        f"  赵六（{_masked(4)}，{YI}）：{LOGISTICS}，候补第2位 → {LOGISTICS}，候补第3位",
+        f"  李四（{_masked(2)}，{JIA}）：{LOGISTICS}，计划名额内 → {LOGISTICS}，候补（第1位）",
+        f"  王五（{_masked(3)}，{JIA}）：{LOGISTICS}，候补（第1位） → {LOGISTICS}，候补（第2位）",
+        f"  赵六（{_masked(4)}，{YI}）：{LOGISTICS}，候补（第2位） → {LOGISTICS}，候补（第3位）",
         "（仅为预演：数据库和邮箱均未改动，未发送任何邮件。）"])
     _checkpoint(office)
     assert _database_bytes(office) == before
@@ -429,7 +429,7 @@ def test_replay_under_unchanged_rules_applies_every_kind_of_decision_again_and_r
 
 def test_a_held_teacher_moved_to_another_program_stays_held_there(office) -> None:
     assert office.decide("move", "--id-number", _id(5), "--program", WEB, "--reason", "学校申请改报") == (0, [
-        f"已调整：陈七（{_masked(5)}），{LOGISTICS} → {WEB}，待工作人员审核", f"通知邮件：{BING_MAIL}"])
+        f"已调整：陈七（{_masked(5)}），{LOGISTICS} → {WEB}，待审核", f"通知邮件：{BING_MAIL}"])
     assert office.seats()[4] == ("陈七", LOGISTICS, "withdrawn") and office.seats()[-1] == ("陈七", WEB, "held")
 
 

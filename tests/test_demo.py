@@ -40,7 +40,7 @@ def test_demo_fills_database_writes_replies_and_moves_the_mail(tmp_path: Path) -
     for line in ("登记10封，写出回复9封",
                  "  zhejiang-2020-1x-000002    11-02 10:15  li@hzzy.edu.cn         需修改  回复：需修改",
                  "  zhejiang-2020-1x-000007    11-05 11:01  ooo@zjjd.edu.cn        已忽略（自动回复/退信等）  回复：-",
-                 "名额（已录取/总名额，候补）：", "  物流管理职业技能等级证书：2/50，候补0人"):
+                 "名额（计划名额内/总名额，候补）：", "  物流管理职业技能等级证书：2/50，候补0人"):
         assert line in shown
 
 

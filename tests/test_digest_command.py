@@ -157,14 +157,14 @@ def test_the_seats_show_every_program_with_the_waiting_names_masked_in_order(cam
     # 黄十's form names no school: held for staff (待审核), not on the waiting list
     assert seats[logistics:logistics + 6] == [
         f"（12）{LOGISTICS}（浙江经济职业技术学院）",
-        "   已录取2/2  ■■■■■■■■■■■■■■■■■■■■ 100%【已满】",
+        "   计划名额内2/2  ■■■■■■■■■■■■■■■■■■■■ 100%【已满】",
         "   候补2人，待审核1人",
-        f"   候补1：赵六（{mask_id(nominee(4).id_number)}），乙职业技术学院，回执zhejiang-2020-1x-000002",
-        f"   候补2：刘八（{mask_id(nominee(6).id_number)}），己职业技术学院，回执zhejiang-2020-1x-000009",
+        f"   候补（第1位）：赵六（{mask_id(nominee(4).id_number)}），乙职业技术学院，回执zhejiang-2020-1x-000002",
+        f"   候补（第2位）：刘八（{mask_id(nominee(6).id_number)}），己职业技术学院，回执zhejiang-2020-1x-000009",
         "（13）研学旅行策划与管理（EEPM）职业技能等级证书（浙江旅游职业技术学院）"]
-    assert seats[1:4] == ["   已录取0/2  □□□□□□□□□□□□□□□□□□□□ 0%", "   候补0人，待审核0人",
+    assert seats[1:4] == ["   计划名额内0/2  □□□□□□□□□□□□□□□□□□□□ 0%", "   候补0人，待审核0人",
                           "（2）数字创意建模职业技能等级证书（浙江工业大学）"]
-    assert seats[-1] == "合计：已录取2/30，候补2人，待审核1人"
+    assert seats[-1] == "合计：计划名额内2/30，候补2人，待审核1人"
 
 
 def test_the_period_shows_the_mail_and_the_changes_since_the_last_digest_or_since_a_given_time(campaign) -> None:
@@ -173,15 +173,15 @@ def test_the_period_shows_the_mail_and_the_changes_since_the_last_digest_or_sinc
         "邮件处理结果（共2封）：",
         "- 报名成功：2封",
         "名单变化（3人次）：",
-        f"- 撤回：李四（{mask_id(nominee(2).id_number)}），甲职业技术学院，{LOGISTICS}，回执zhejiang-2020-1x-000008",
-        f"- 候补递补录取：王五（{mask_id(nominee(3).id_number)}），乙职业技术学院，{LOGISTICS}，回执zhejiang-2020-1x-000002",
+        f"- 已撤回：李四（{mask_id(nominee(2).id_number)}），甲职业技术学院，{LOGISTICS}，回执zhejiang-2020-1x-000008",
+        f"- 递补为计划名额内：王五（{mask_id(nominee(3).id_number)}），乙职业技术学院，{LOGISTICS}，回执zhejiang-2020-1x-000002",
         f"- 进入候补：刘八（{mask_id(nominee(6).id_number)}），己职业技术学院，{LOGISTICS}，回执zhejiang-2020-1x-000009"]
     whole = _section(_cli("digest", "--since", "2020-01-01", "--config", str(campaign)), "二、本时段情况")
     assert whole[:6] == ["邮件处理结果（共9封）：", "- 报名成功：5封", "- 需修改：3封", "- 逾期：1封",
                          "名单变化（8人次）：",
-                         f"- 新录取：张三（{mask_id(nominee(1).id_number)}），甲职业技术学院，{LOGISTICS}，回执zhejiang-2020-1x-000001"]
+                         f"- 进入计划名额内：张三（{mask_id(nominee(1).id_number)}），甲职业技术学院，{LOGISTICS}，回执zhejiang-2020-1x-000001"]
     assert [line.split("：")[0] for line in whole[5:]] == [
-        "- 新录取", "- 新录取", "- 进入候补", "- 进入候补", "- 待审核（未占名额）", "- 撤回", "- 候补递补录取",
+        "- 进入计划名额内", "- 进入计划名额内", "- 进入候补", "- 进入候补", "- 待审核（未占名额）", "- 已撤回", "- 递补为计划名额内",
         "- 进入候补"]
 
 
@@ -241,8 +241,8 @@ def test_out_writes_the_html_with_the_bars_the_names_and_no_script(campaign, tmp
     assert len(bars) == 15 and bars[LOGISTICS] == [("200", "200", "#3b7dd8")]  # all taken: no empty part
     assert {name: bar for name, bar in bars.items() if name != LOGISTICS} == {
         name: [("200", "200", "#e3e7ee")] for name in rows if name != LOGISTICS}
-    assert (f"候补名单：<br>1. 赵六（{mask_id(nominee(4).id_number)}），乙职业技术学院，回执zhejiang-2020-1x-000002"
-            f"<br>2. 刘八（{mask_id(nominee(6).id_number)}），己职业技术学院，回执zhejiang-2020-1x-000009</td>") in html
+    assert (f"候补名单：<br>候补（第1位）：赵六（{mask_id(nominee(4).id_number)}），乙职业技术学院，回执zhejiang-2020-1x-000002"
+            f"<br>候补（第2位）：刘八（{mask_id(nominee(6).id_number)}），己职业技术学院，回执zhejiang-2020-1x-000009</td>") in html
 
 
 def test_no_english_label_and_no_full_identity_number_or_phone_anywhere(campaign, tmp_path: Path, smtp_sink) -> None:
@@ -286,8 +286,8 @@ def test_send_mails_staff_a_text_and_html_digest_and_starts_the_next_period(camp
     assert [(r[3], r[7], r[8], r[9]) for r in rows] == [  # name, identity number, phone, status
         ("姓名", "身份证号", "手机", "状态")] + [
         (n.name, mask_id(n.id_number), mask_phone(n.phone), status) for n, status in (
-            (nominee(1), "已录取"), (nominee(2), "已录取"), (nominee(8), "待确认"), (nominee(3), "候补"),
-            (nominee(4), "候补"))]  # 黄十's form names no school: held (待确认) for staff
+            (nominee(1), "计划名额内"), (nominee(2), "计划名额内"), (nominee(8), "待审核"), (nominee(3), "候补"),
+            (nominee(4), "候补"))]  # 黄十's form names no school: held (待审核) for staff
     cells = " ".join(str(c) for name in book.sheetnames for row in book[name].iter_rows(values_only=True)
                      for c in row if c is not None)
     for n in map(nominee, SERIALS):

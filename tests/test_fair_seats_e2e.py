@@ -272,7 +272,7 @@ def test_a_question_without_a_form_is_acknowledged_and_reaches_the_staff_list(
                                                  "11月9日以后还能换人吗？ / 王老师")]
     (alert,) = mails[STAFF]
     assert [ln.rsplit("，", 1)[0] for ln in alert.text.splitlines() if ln[:3] == "1. "] == [
-        f"1. 【来信询问或请求】来信（无报名表）主题“咨询”：请问候补的老师什么时候能知道结果？11月9日以后还能换人吗？"
+        f"1. 【来信询问或请求】待办事项#1：来信（无报名表）主题“咨询”：请问候补的老师什么时候能知道结果？11月9日以后还能换人吗？"
         f" / 王老师（回执号{receipt}），发件人：{A}"]
 
 
@@ -293,7 +293,7 @@ def test_a_form_that_also_asks_is_registered_and_its_question_reaches_the_staff_
     assert _items(parts) == [("question", SCHOOL_A, A, summary)]
     (alert,) = mails[STAFF]
     assert [ln.rsplit("，", 1)[0] for ln in alert.text.splitlines() if ln[:3] == "1. "] == [
-        f"1. 【来信询问或请求】{SCHOOL_A}：{summary}（回执号{receipt}），发件人：{A}"]
+        f"1. 【来信询问或请求】待办事项#1：{SCHOOL_A}：{summary}（回执号{receipt}），发件人：{A}"]
 
 
 def test_a_form_that_only_says_see_attached_puts_nothing_on_the_staff_list(

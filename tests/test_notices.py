@@ -8,7 +8,7 @@ and review the difference by reading it.
 from __future__ import annotations
 
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,7 +18,8 @@ import pytest
 from mailbot.config import load_settings
 from mailbot.office import staff_items
 from mailbot.office.digest import build_digest
-from mailbot.replies.model import AttentionItem, ChangeLine, DecisionNotice, NomineeLine, ReplyContext, SchoolNotice
+from mailbot.replies.model import (AttentionItem, ChangeLine, DecisionNotice, NomineeLine, ReplyContext,
+                                  RosterNoticeContext, RosterProgramCount, SchoolNotice)
 from mailbot.replies.render import ReplyRenderer, RenderedReply
 from mailbot.rules import load_rules
 from mailbot.state.store import State
@@ -44,11 +45,11 @@ SUBJECTS = {"notice_other_sender": "【报名名单提醒】示例职业技术�
             "notice_list_changed": "【报名名单变更】示例职业技术学院：贵邮箱登记的教师有变更（回执 ZJ2020-000125）"}
 ALERT = {"campaign": "1+X证书制度试点师资培训", "generated_at": WHEN, "open_total": 60, "more": 55, "items": (
     AttentionItem("other_sender", "示例职业技术学院：非本校报名联系邮箱发来报名表：新增2名", "ZJ2020-000124", "someone@qq.com",
-                  WHEN),
+                  WHEN, item=57),
     AttentionItem("too_many", "一封邮件新增750名教师，超过上限30名，全部待审核（未占名额）", "ZJ2020-000126",
-                  "winner888@163.com", WHEN),
+                  "winner888@163.com", WHEN, item=58),
     AttentionItem("quarantined", "邮件已隔离：身份证号330106199001011234 deny-listed", "ZJ2020-000127", "x@evil.example",
-                  WHEN),
+                  WHEN),  # an item of the digest's own (not on the staff list) has no number
 )}
 
 
@@ -117,6 +118,37 @@ def test_the_staff_alert_renders_its_golden_text_masked(renderer) -> None:
     rendered = renderer.render_page("staff_alert", "【待人工处理】1+X证书制度试点师资培训：新增58项，共60项未处理", ALERT)
     _check_golden("staff_alert", rendered)
     assert "330106199001011234" not in rendered.text + rendered.html
+
+
+ROSTER = RosterNoticeContext(
+    "1+X证书制度试点师资培训", "浙江经济职业技术学院", "李主任",
+    (RosterProgramCount("物流管理职业技能等级证书", 50, 3), RosterProgramCount("智能财税职业技能等级证书", 12, 0)),
+    "浙江经济职业技术学院-参训名单-20201110.xlsx", WHEN, help_contact="省职教师资培训中心 0571-85290492",
+    signature="1+X证书制度试点师资培训报名工作组")
+
+
+def _roster_page(renderer: ReplyRenderer, notice: RosterNoticeContext) -> RenderedReply:
+    return renderer.render_page("roster_to_host", "【参训名单】1+X证书制度试点师资培训：浙江经济职业技术学院（计划名额内62人，候补3人，2020年11月5日）",
+                                {f.name: getattr(notice, f.name) for f in fields(notice)})
+
+
+def test_the_roster_mail_to_a_host_renders_its_golden_text_in_the_staff_words(renderer) -> None:
+    rendered = _roster_page(renderer, ROSTER)
+    _check_golden("roster_to_host", rendered)
+    assert rendered.html.lstrip().startswith("<!DOCTYPE html>") and rendered.html.rstrip().endswith("</html>")
+
+
+@pytest.mark.parametrize(("contact", "greeting"), [
+    ("李主任", "李主任，您好！"),  # a title kept, 老师 not added after it
+    ("王芳", "王芳老师，您好！"),
+    ("张老师", "张老师，您好！"),
+    ("", "浙江经济职业技术学院培训负责老师，您好！"),
+    ("教务处", "浙江经济职业技术学院培训负责老师，您好！"),  # a unit, not a person
+    ("http://evil.example", "浙江经济职业技术学院培训负责老师，您好！"),
+])
+def test_the_roster_mail_greets_the_hosts_contact_as_replies_greet_a_sender(renderer, contact, greeting) -> None:
+    rendered = _roster_page(renderer, replace(ROSTER, contact=contact))
+    assert (rendered.text.splitlines()[0], f"<p>{greeting}</p>" in rendered.html) == (greeting, True)
 
 
 def test_an_acceptance_for_another_address_shows_held_teachers_and_the_notes(renderer) -> None:

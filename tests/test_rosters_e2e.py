@@ -192,7 +192,7 @@ def _xlsx_rows(ws) -> list[tuple]:
 
 
 def _xlsx_line(line: list[str]) -> tuple:
-    status = {"seated": "已录取", "waiting": "候补", "withdrawn": "已撤回", "held": "待确认"}[line[9]]
+    status = {"seated": "计划名额内", "waiting": "候补", "withdrawn": "已撤回", "held": "待审核"}[line[9]]
     arrived = line[11][:19].replace("T", " ")
     return (*line[:9], status, int(line[10]) if line[10] else None, arrived, line[12])
 
@@ -201,7 +201,7 @@ def test_xlsx_roster_has_one_sheet_per_program_with_chinese_labels_and_text_cell
     out = campaign.dir / "名单.xlsx"
     result = campaign.cli("export", "roster", "--format", "xlsx", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert result.output == f"已写入 {out}：共9人（已录取5人，待确认1人，候补2人，已撤回1人）。\n"
+    assert result.output == f"已写入 {out}：共9人（计划名额内5人，待审核1人，候补2人，已撤回1人）。\n"
     assert out.stat().st_mode & 0o777 == 0o600
     wb = load_workbook(out)
     assert wb.sheetnames == ["建筑信息模型（BIM）", "Web前端开发", "物流管理", "建筑工程识图"]
@@ -226,7 +226,7 @@ def test_xlsx_ids_stay_text_with_their_trailing_x(campaign) -> None:
 def test_export_speaks_chinese_when_staff_get_it_wrong(campaign) -> None:
     result = campaign.cli("export", "roster", "--status", "accepted")
     assert (result.exit_code, result.output) == (
-        2, "mailbot：没有“accepted”这种状态。可用的状态：seated（已录取）、held（待确认）、waiting（候补）、"
+        2, "mailbot：没有“accepted”这种状态。可用的状态：seated（计划名额内）、held（待审核）、waiting（候补）、"
            "withdrawn（已撤回）\n")
     result = campaign.cli("export", "roster", "--format", "xlsx")
     assert (result.exit_code, result.output) == (2, "mailbot：xlsx 格式需要用 --out 指定文件名，例如 --out 名单.xlsx\n")
@@ -238,29 +238,29 @@ def test_export_speaks_chinese_when_staff_get_it_wrong(campaign) -> None:
 DRY_RUN = """\
 （试运行：以下内容不会发送。确认无误后加 --no-dry-run --staff 姓名 真正发送。）
 【将发送】浙江工业大学  收件地址：bim@zjut.edu.cn
-    建筑信息模型（BIM）职业技能等级证书：已录取1人，待确认0人，候补0人，已撤回0人
-    数字创意建模职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
+    建筑信息模型（BIM）职业技能等级证书：计划名额内1人，待审核0人，候补0人，已撤回0人
+    数字创意建模职业技能等级证书：计划名额内0人，待审核0人，候补0人，已撤回0人
 【收件地址仍是示例地址，不发送（请在规则文件的 [[hosts]] 中改为真实地址）】浙江机电职业技术学院  收件地址：roster-zjme@example.edu.cn
-    数控车铣加工职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
-    Web前端开发职业技能等级证书：已录取1人，待确认0人，候补0人，已撤回0人
-    老年照护职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
-【暂无已录取或候补的教师，不发送】杭州职业技术学院  收件地址：roster-hzvtc@example.edu.cn
-    汽车运用与维修职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
-    智能新能源汽车职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
-【暂无已录取或候补的教师，不发送】浙江金融职业技术学院  收件地址：roster-zfc@example.edu.cn
-    跨境电商B2B数据运营职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
-    财务共享服务职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
-【暂无已录取或候补的教师，不发送】浙江经贸职业技术学院  收件地址：roster-zjiet@example.edu.cn
-    网店运营推广职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
-    智能财税职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
+    数控车铣加工职业技能等级证书：计划名额内0人，待审核0人，候补0人，已撤回0人
+    Web前端开发职业技能等级证书：计划名额内1人，待审核0人，候补0人，已撤回0人
+    老年照护职业技能等级证书：计划名额内0人，待审核0人，候补0人，已撤回0人
+【暂无计划名额内或候补的教师，不发送】杭州职业技术学院  收件地址：roster-hzvtc@example.edu.cn
+    汽车运用与维修职业技能等级证书：计划名额内0人，待审核0人，候补0人，已撤回0人
+    智能新能源汽车职业技能等级证书：计划名额内0人，待审核0人，候补0人，已撤回0人
+【暂无计划名额内或候补的教师，不发送】浙江金融职业技术学院  收件地址：roster-zfc@example.edu.cn
+    跨境电商B2B数据运营职业技能等级证书：计划名额内0人，待审核0人，候补0人，已撤回0人
+    财务共享服务职业技能等级证书：计划名额内0人，待审核0人，候补0人，已撤回0人
+【暂无计划名额内或候补的教师，不发送】浙江经贸职业技术学院  收件地址：roster-zjiet@example.edu.cn
+    网店运营推广职业技能等级证书：计划名额内0人，待审核0人，候补0人，已撤回0人
+    智能财税职业技能等级证书：计划名额内0人，待审核0人，候补0人，已撤回0人
 【将发送】浙江经济职业技术学院  收件地址：wuliu@zjtie.edu.cn
-    物流管理职业技能等级证书：已录取2人，待确认1人，候补2人，已撤回1人
-【暂无已录取或候补的教师，不发送】浙江旅游职业技术学院  收件地址：roster-tourzj@example.edu.cn
-    研学旅行策划与管理（EEPM）职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
-【暂无已录取或候补的教师，不发送】金华职业技术学院  收件地址：roster-jhc@example.edu.cn
-    工业机器人操作与运维职业技能等级证书：已录取0人，待确认0人，候补0人，已撤回0人
+    物流管理职业技能等级证书：计划名额内2人，待审核1人，候补2人，已撤回1人
+【暂无计划名额内或候补的教师，不发送】浙江旅游职业技术学院  收件地址：roster-tourzj@example.edu.cn
+    研学旅行策划与管理（EEPM）职业技能等级证书：计划名额内0人，待审核0人，候补0人，已撤回0人
+【暂无计划名额内或候补的教师，不发送】金华职业技术学院  收件地址：roster-jhc@example.edu.cn
+    工业机器人操作与运维职业技能等级证书：计划名额内0人，待审核0人，候补0人，已撤回0人
 【未填写收件地址，不发送（请在规则文件的 [[hosts]] 中填写）】宁波职业技术学院  收件地址：（未填写）
-    建筑工程识图职业技能等级证书：已录取1人，待确认0人，候补0人，已撤回0人
+    建筑工程识图职业技能等级证书：计划名额内1人，待审核0人，候补0人，已撤回0人
 共9个承办单位，将发送2封。
 """
 
@@ -298,7 +298,7 @@ def test_send_mails_each_host_with_an_address_its_seated_and_waiting_nominees(ca
     by_to = {m.rcpt_tos[0]: _attachment(m.raw) for m in mails}
     to, subject, name, sheets = by_to["wuliu@zjtie.edu.cn"]
     assert name.startswith("浙江经济职业技术学院-参训名单-") and name.endswith(".xlsx")
-    assert subject.startswith("【参训名单】1+X证书制度试点师资培训：浙江经济职业技术学院（已录取2人，候补2人，")
+    assert subject.startswith("【参训名单】1+X证书制度试点师资培训：浙江经济职业技术学院（计划名额内2人，候补2人，")
     assert sheets == {"物流管理": [XLSX_HEADER] + [_xlsx_line(r) for r in (LOG_N1, LOG_N3, LOG_N4, LOG_N16)]}
     to, subject, name, sheets = by_to["bim@zjut.edu.cn"]
     assert sheets == {"建筑信息模型（BIM）": [XLSX_HEADER, _xlsx_line(BIM_N7)], "数字创意建模": [XLSX_HEADER]}
@@ -317,7 +317,7 @@ def test_the_mail_body_is_chinese_and_shows_no_personal_numbers(campaign) -> Non
     msg = email.message_from_bytes(mail.raw, policy=policy.default)
     text = msg.get_body(preferencelist=("plain",)).get_content()
     assert msg["Auto-Submitted"] == "auto-generated"
-    assert "物流管理职业技能等级证书：已录取2人，候补2人" in text
+    assert "物流管理职业技能等级证书：计划名额内2人，候补2人" in text
     for n in (N1, N3, N4, N16):
         assert str(n.id_number) not in text and str(n.phone) not in text
 

@@ -94,8 +94,8 @@ def test_a_second_address_naming_a_school_only_adds_and_the_contact_of_record_is
     (alert,) = mails[STAFF]
     assert alert.headers["Auto-Submitted"] == "auto-generated"
     items = [ln.rsplit("，", 1)[0] for ln in alert.text.splitlines() if ln[:3] == "1. "]  # without the time
-    assert items == [
-        f"1. 【非本校联系邮箱以本校名义报名】{SCHOOL}：非本校报名联系邮箱发来报名表：新增1名（其中待审核0名），"
+    assert items == [  # the item's number, as in the digest below: what `mailbot decide close --item` takes
+        f"1. 【非本校联系邮箱以本校名义报名】待办事项#1：{SCHOOL}：非本校报名联系邮箱发来报名表：新增1名（其中待审核0名），"
         f"按该表替换名单将删除或更改2名（未执行），已有1名未改动；已通知本校报名联系邮箱（回执号{receipt}），发件人：{OTHER}"]
     assert _open_items(parts) == [("other_sender", SCHOOL, OTHER)]
     assert [ln for ln in _digest_text(parts).splitlines() if ln.startswith("1. ")] == [
@@ -130,7 +130,7 @@ def test_the_contact_of_record_still_shortens_its_list_and_the_other_sender_is_t
     assert lines[4].startswith("我们已于")
     (alert,) = mails[STAFF]
     assert [ln.rsplit("，", 1)[0] for ln in alert.text.splitlines() if ln[:3] == "1. "] == [
-        f"1. 【名单中有教师被取消或改报】{SCHOOL}：报名联系邮箱的新名单取消或更改3名教师："
+        f"1. 【名单中有教师被取消或改报】待办事项#2：{SCHOOL}：报名联系邮箱的新名单取消或更改3名教师："
         f"{nominee(2).name}（{mask_id(str(nominee(2).id_number))}，取消{LOGISTICS}）；"
         f"{nominee(3).name}（{mask_id(str(nominee(3).id_number))}，取消{LOGISTICS}）；"
         f"{nominee(4).name}（{mask_id(str(nominee(4).id_number))}，取消{LOGISTICS}）"

@@ -183,7 +183,7 @@ def test_a_nominees_status_edited_is_named(state_dir: Path) -> None:
     sqlite3.connect(state_dir / "mailbot.db").execute(
         f"UPDATE nominees SET status = 'seated' WHERE id = {nid}").connection.commit()
     code, lines = verify(state_dir)
-    assert (code, lines[-1]) == (1, f"第一处问题：参训人员：第{nid}号（{masked}，{program}）在数据库中为“已录取”，"
+    assert (code, lines[-1]) == (1, f"第一处问题：参训人员：第{nid}号（{masked}，{program}）在数据库中为“计划名额内”，"
                                     "按事件日志应为“候补”")
 
 

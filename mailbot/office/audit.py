@@ -26,7 +26,7 @@ DATABASE = "mailbot"
 
 CANNED_QUERIES: dict[str, dict[str, Any]] = {
     "seated_in_program": {
-        "title": "某项目已录取的学员及录取时间 (who was seated in a program, and when)",
+        "title": "某项目计划名额内的学员及进入计划名额的时间 (who was seated in a program, and when)",
         "description": "Everyone seated in the program, with the time the event log seated them.",
         "sql": """SELECT r.program, r.institution, r.name, r.id_masked, r.receipt, r.arrived_at,
        (SELECT max(h.at) FROM nominee_history h

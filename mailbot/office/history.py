@@ -2,8 +2,9 @@
 
 Read from the hash-chained event log only (what the log says is what happened), as Chinese
 lines for staff.  Events keep identity numbers and addresses masked, so the history is masked
-too: full numbers leave only through the roster export.  The words for statuses, outcomes and
-reply states live here and are shared with ``mailbot.decisions``.
+too: full numbers leave only through the roster export.  The words for outcomes and reply states
+live here and are shared with ``mailbot.decisions``; a nominee's status is in the staff's words
+of :data:`mailbot.replies.render.STAFF_STATUS_LABELS`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from mailbot.masking import mask_text
-from mailbot.replies.render import ATTENTION_LABELS, OUTCOME_LABELS
+from mailbot.replies.render import ATTENTION_LABELS, OUTCOME_LABELS, STAFF_STATUS_LABELS
 from mailbot.state.store import State
 
-STATUS_WORDS = {"seated": "已录取", "waiting": "候补", "held": "待工作人员审核", "withdrawn": "已撤销",
+STATUS_WORDS = {**STAFF_STATUS_LABELS,
                 "conflict": "身份证号冲突"}  # conflict: only in events written before migration 006
 OUTCOME_WORDS = {
     "accepted": "报名成功", "correction": "需修改", "late": "逾期", "redirect": "转省平台（中职）",

@@ -27,7 +27,7 @@ from typing import Literal
 
 from mailbot.config import Settings
 from mailbot.office.roster_files import roster_csv, roster_xlsx
-from mailbot.office.rosters import ROSTER_STATUSES, RosterLine, by_program, roster_lines
+from mailbot.office.rosters import ROSTER_STATUSES, STATUS_LABELS, RosterLine, by_program, roster_lines
 from mailbot.replies.model import RosterNoticeContext, RosterProgramCount
 from mailbot.replies.render import ReplyRenderer, build_notice_message, cn_date
 from mailbot.rules import CampaignRules, Program
@@ -132,7 +132,8 @@ def queue_rosters(state: State, rules: CampaignRules, settings: Settings, render
             attachment_name=name, help_contact=rules.intake.help_contact)
         seated, waiting = (sum(h.count(p, s) for p in h.programs) for s in ("seated", "waiting"))
         rendered = renderer.render_page("roster_to_host", (
-            f"【参训名单】{notice.campaign}：{h.host}（已录取{seated}人，候补{waiting}人，{cn_date(now)}）"),
+            f"【参训名单】{notice.campaign}：{h.host}（{STATUS_LABELS['seated']}{seated}人，"
+            f"{STATUS_LABELS['waiting']}{waiting}人，{cn_date(now)}）"),
             {**{f.name: getattr(notice, f.name) for f in fields(notice)},
              "signature": notice.signature or f"{notice.campaign}报名工作组"})
         raw = build_notice_message(rendered, to_name=h.host, to_address=h.address,

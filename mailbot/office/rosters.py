@@ -16,18 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from mailbot.errors import MailbotError
+from mailbot.replies.render import STAFF_STATUS_LABELS
 from mailbot.rules import CampaignRules, Program
 from mailbot.state.store import State
 
 ROSTER_STATUSES: tuple[str, ...] = ("seated", "held", "waiting", "withdrawn")
 """What a nominee can be (docs/SCHEMA.md, "Nominee statuses"), in roster order."""
 
-STATUS_LABELS: dict[str, str] = {
-    "seated": "已录取",
-    "held": "待确认",
-    "waiting": "候补",
-    "withdrawn": "已撤回",
-}
+STATUS_LABELS: dict[str, str] = {s: STAFF_STATUS_LABELS[s] for s in ROSTER_STATUSES}
+"""The statuses in the staff's words (the digest's and the host mail's too)."""
 
 COLUMNS: tuple[str, ...] = (
     "program", "host_institution", "institution", "name", "gender", "position", "email",

@@ -49,7 +49,7 @@ from mailbot.errors import SendError
 from mailbot.annex3 import FIELDS
 from mailbot.mail.org_domain import has_known_suffix
 from mailbot.masking import mask_text
-from mailbot.replies.greeting import FALLBACK as PLAIN_GREETING, greeting
+from mailbot.replies.greeting import FALLBACK as PLAIN_GREETING, greeting, name_to_greet
 from mailbot.replies.model import DigestContext, FindingLine, NomineeLine, ReplyContext, SchoolNotice
 from mailbot.time_zones import zone
 
@@ -119,13 +119,20 @@ ATTENTION_LABELS = {
     "correction_open": "已要求修改、尚未重新提交",
     "no_institution": "报名表未填填报单位",
 }
+STAFF_STATUS_LABELS = {"seated": "计划名额内", "waiting": "候补", "held": "待审核", "withdrawn": "已撤回"}
+"""A nominee's status as the office's staff and the host institutions read it: the digest, the staff
+commands, ``mailbot history``, the roster and its mail to hosts all take their words from here.
+Like the replies, in the notice's words (never 录取): 50 per program and first-come seating are
+the office's working rule, not a decision the notice makes."""
+PROMOTED_LABEL = "递补为计划名额内"  # a waiting teacher given a freed place (as the replies say it)
 CHANGE_LABELS = {
-    "seated": "新录取",
-    "waiting": "进入候补",
-    "promoted": "候补递补录取",
-    "withdrawn": "撤回",
-    "held": "待审核（未占名额）",
+    "seated": f"进入{STAFF_STATUS_LABELS['seated']}",
+    "waiting": f"进入{STAFF_STATUS_LABELS['waiting']}",
+    "promoted": PROMOTED_LABEL,
+    "withdrawn": STAFF_STATUS_LABELS["withdrawn"],
+    "held": f"{STAFF_STATUS_LABELS['held']}（未占名额）",
 }
+"""A change to the list since the last digest, in the staff's words above."""
 BAR_CELLS = 20  # the text bar: one cell per 5 %
 
 
@@ -328,6 +335,14 @@ def status_label(line: NomineeLine) -> str:
     return STATUS_LABELS.get(line.status, line.status)
 
 
+def staff_status(status: str, position: int | None = None) -> str:
+    """计划名额内 / 候补（第N位） / 待审核 / 已撤回: a status in the staff's words
+    (:data:`STAFF_STATUS_LABELS`); an unknown code is shown as it is."""
+    if status == "waiting" and position:
+        return f"{STAFF_STATUS_LABELS['waiting']}（第{position}位）"
+    return STAFF_STATUS_LABELS.get(status, status)
+
+
 def by_program(lines: Iterable[NomineeLine]) -> list[tuple[NomineeLine, list[NomineeLine]]]:
     """Nominees grouped by program, programs in order of first appearance, each group led by its
     first line (which carries the program's host, format, hours and fee, said once per program)."""
@@ -409,6 +424,8 @@ class ReplyRenderer:
             outcome_label=lambda k: OUTCOME_LABELS.get(k, OTHER_LABEL),
             attention_label=lambda k: ATTENTION_LABELS.get(k, OTHER_LABEL),
             change_label=lambda k: CHANGE_LABELS.get(k, OTHER_LABEL),
+            staff_status=staff_status,
+            name_to_greet=name_to_greet,
             cn_age=cn_age,
             text_bar=text_bar,
         )
