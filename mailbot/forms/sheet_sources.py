@@ -252,11 +252,12 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int, budget: CellBudget) -
     area = 0
     uncached: dict[str, frozenset[str]] = {}
     if kind == "xlsx":
-        for name, xml in kept.items():
+        sheet_xml = {name: xml for name, xml in kept.items() if xlsx_inspect.holds_cells(xml)}
+        for name, xml in sheet_xml.items():
             cells = xlsx_inspect.check_sheet_area(name, xml, max_sheet_cells=min(MAX_SHEET_CELLS, budget.left))
             budget.take(cells, name)
             area += cells
-        uncached = xlsx_inspect.uncached_formula_cells(kept, xlsx_inspect.sheet_names(kept))
+        uncached = xlsx_inspect.uncached_formula_cells(sheet_xml, kept)
     if kind == "ods":
         if b"encryption-data" in kept.get("META-INF/manifest.xml", b""):
             raise UnreadableForm("encrypted", ENCRYPTED_MESSAGE, "ODF package with encrypted members")
@@ -348,15 +349,17 @@ def _calamine_rows(it: Iterator[list], merged: list, max_columns: int, col0: int
         if raw.count("") == len(raw) and r not in covered_rows:
             yield []
             continue
-        cells = [CellValue("", False, f"{letters[c]}{r + 1}") for c in range(col0)]
+        number = str(r + 1)
+        cells = [CellValue("", False, letters[c] + number) for c in range(col0)]
         for c, value in enumerate(raw[: max_columns - col0], start=col0):
-            coord = f"{letters[c]}{r + 1}"
-            if (r, c) in cover:
+            coord = letters[c] + number
+            if cover and (r, c) in cover:
                 src = origin.get(cover[(r, c)])
                 cells.append(src if src is not None else CellValue("", False, coord))
                 continue
-            cell = to_cell(value, coord)
-            if (r, c) in origins:
+            # Text, the common case, as to_cell converts it: the value itself, not a number.
+            cell = CellValue(value, False, coord) if value.__class__ is str else to_cell(value, coord)
+            if origins and (r, c) in origins:
                 origin[(r, c)] = cell
             cells.append(cell)
         yield cells

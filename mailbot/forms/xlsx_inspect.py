@@ -51,6 +51,8 @@ _CELL_START_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*+:)?c[\s/>]")  # how every ce
 # A whole cell tag as Excel, WPS and openpyxl write it: unprefixed, ``r`` first, a plain reference.
 _REF_CELL_TAG_RE = re.compile(
     rb"""<c r="([A-Z]{1,3})([0-9]{1,7})"(?:[^<>"'/]++|"[^<"]*+"|'[^<']*+'|/(?!>))*+/?>""")
+# How every cell tag above and every formula tag (``_FORMULA_RE``) begins.
+_CELL_OR_FORMULA_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*+:)?[cf][\s/>]")
 _ODS_TAG_RE = _tag_re(b"table", b"table-row", b"table-cell", b"covered-table-cell")
 _ATTR_RE = re.compile(rb"""(?:^|\s)(?:[A-Za-z_][\w.-]*:)?([A-Za-z][\w.-]*)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 _R_ATTR_RE = re.compile(rb"""\sr\s*=\s*(?:"([^"]*)"|'([^']*)')""")
@@ -257,16 +259,25 @@ def sheet_names(parts: dict[str, bytes]) -> dict[str, str]:
     return names
 
 
-def uncached_formula_cells(sheets: dict[str, bytes], names: dict[str, str]) -> dict[str, frozenset[str]]:
-    """Sheet name (``names``: part -> name, see :func:`sheet_names`; else :data:`ANY_SHEET`) ->
-    coordinates (``"H12"``) of its formula cells without a cached value.  Raises
-    ``formula_without_values`` when one has no ``r`` reference (its place is unknown) or there
-    are more than :data:`MAX_UNCACHED_LISTED`."""
+def holds_cells(xml: bytes) -> bool:
+    """Whether a part has a cell or a formula tag at all: one without either has an empty
+    area (:func:`check_sheet_area`) and no uncached formula (:func:`uncached_formula_cells`),
+    so a theme or style part a relationship points at is cleared by one search."""
+    return _CELL_OR_FORMULA_RE.search(xml) is not None
+
+
+def uncached_formula_cells(sheets: dict[str, bytes], parts: dict[str, bytes]) -> dict[str, frozenset[str]]:
+    """Sheet name (its part's name by :func:`sheet_names` of ``parts``, computed only when a
+    sheet has a formula; else :data:`ANY_SHEET`) -> coordinates (``"H12"``) of its formula
+    cells without a cached value.  Raises ``formula_without_values`` when one has no ``r``
+    reference (its place is unknown) or there are more than :data:`MAX_UNCACHED_LISTED`."""
     found: dict[str, set[str]] = {}
+    names: dict[str, str] | None = None
     total = 0
     for name, xml in sheets.items():
         if name in WORKBOOK_PARTS or not _FORMULA_RE.search(xml):
             continue
+        names = sheet_names(parts) if names is None else names
         cells = found.setdefault(names.get(name, ANY_SHEET), set())
         try:
             for _event, elem in DET.iterparse(io.BytesIO(xml), events=("end",), forbid_dtd=True):
