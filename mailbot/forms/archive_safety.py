@@ -112,6 +112,11 @@ def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> Ite
         if whole:
             yield whole
         return
+    yield from _inflate_chunks(zf, info, budget)
+
+
+def _inflate_chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> Iterator[bytes]:
+    """The member's bytes in bounded chunks through ``zipfile``, counted against its header."""
     produced = 0
     try:
         with zf.open(info) as fh:
@@ -215,9 +220,16 @@ def scan_members(
         name = info.filename.replace("\\", "/")
         xml = _is_xml_name(name)
         want = keep(name)
+        whole = _inflate_whole(zf, info, budget)
+        if whole is not None:  # the common case, without the chunks' generator
+            if xml:
+                _check_dtd(name, b"", whole)
+            if want:
+                kept[name] = whole
+            continue
         parts: list[bytes] = []
         tail = b""
-        for chunk in _inflate(zf, info, budget):
+        for chunk in _inflate_chunks(zf, info, budget):
             if xml:
                 tail = _check_dtd(name, tail, chunk)
             if want:

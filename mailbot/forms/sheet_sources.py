@@ -342,24 +342,30 @@ def _calamine_rows(it: Iterator[list], merged: list, max_columns: int, col0: int
     cover = _merge_map(merged, max_columns)
     letters = _column_letters_up_to(max_columns)
     origin: dict[tuple[int, int], CellValue] = {}
-    origins = set(cover.values())
-    covered_rows = {r for r, _c in cover}
+    covered: dict[int, dict[int, tuple[int, int]]] = {}  # row -> column -> its range's top-left
+    for (r, c), top_left in cover.items():
+        covered.setdefault(r, {})[c] = top_left
+    origin_columns: dict[int, set[int]] = {}  # row -> columns of top-left cells
+    for r, c in set(cover.values()):
+        origin_columns.setdefault(r, set()).add(c)
     col0 = min(col0, max_columns)
     for r, raw in enumerate(it):
-        if raw.count("") == len(raw) and r not in covered_rows:
+        row_cover = covered.get(r)
+        if raw.count("") == len(raw) and row_cover is None:
             yield []
             continue
         number = str(r + 1)
         cells = [CellValue("", False, letters[c] + number) for c in range(col0)]
+        row_origins = origin_columns.get(r)
         for c, value in enumerate(raw[: max_columns - col0], start=col0):
             coord = letters[c] + number
-            if cover and (r, c) in cover:
-                src = origin.get(cover[(r, c)])
+            if row_cover is not None and c in row_cover:
+                src = origin.get(row_cover[c])
                 cells.append(src if src is not None else CellValue("", False, coord))
                 continue
             # Text, the common case, as to_cell converts it: the value itself, not a number.
             cell = CellValue(value, False, coord) if value.__class__ is str else to_cell(value, coord)
-            if origins and (r, c) in origins:
+            if row_origins is not None and c in row_origins:
                 origin[(r, c)] = cell
             cells.append(cell)
         yield cells

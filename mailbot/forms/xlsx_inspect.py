@@ -66,10 +66,27 @@ def is_worksheet(name: str) -> bool:
 WORKBOOK_RELS = "xl/_rels/workbook.xml.rels"
 
 
-def sheet_parts(rels: bytes) -> set[str]:
+_PARTS_CACHE: dict[bytes, frozenset[str]] = {}
+_PARTS_CACHE_SIZE = 64  # relationship files, each at most _PARTS_CACHE_BYTES: a bounded table
+_PARTS_CACHE_BYTES = 4096
+
+
+def sheet_parts(rels: bytes) -> frozenset[str]:
     """Every package part ``xl/_rels/workbook.xml.rels`` points at, under each way a reader may
     resolve its ``Target`` (relative to ``xl/``, from the package root, ``..`` folded): a reader
-    opens a sheet wherever its relationship says, so each one is area-checked."""
+    opens a sheet wherever its relationship says, so each one is area-checked.  Remembered per
+    content: the forms of one template carry the same relationships byte for byte."""
+    known = _PARTS_CACHE.get(rels)
+    if known is None:
+        known = _sheet_parts(rels)
+        if len(rels) <= _PARTS_CACHE_BYTES:
+            if len(_PARTS_CACHE) >= _PARTS_CACHE_SIZE:
+                _PARTS_CACHE.clear()
+            _PARTS_CACHE[rels] = known
+    return known
+
+
+def _sheet_parts(rels: bytes) -> frozenset[str]:
     try:
         root = DET.fromstring(rels, forbid_dtd=True)
     except (ParseError, DefusedXmlException, ValueError) as exc:
@@ -84,7 +101,7 @@ def sheet_parts(rels: bytes) -> set[str]:
         for candidate in (target.lstrip("/"), "xl/" + target.lstrip("/"), "xl/" + target):
             parts.add(posixpath.normpath(candidate).lstrip("/"))
             parts.add(candidate)
-    return parts
+    return frozenset(parts)
 
 
 def _col_number(letters: bytes) -> int:
