@@ -357,13 +357,19 @@ def _calamine_rows(it: Iterator[list], merged: list, max_columns: int, col0: int
         number = str(r + 1)
         cells = [CellValue("", False, letters[c] + number) for c in range(col0)]
         row_origins = origin_columns.get(r)
+        if row_cover is None and row_origins is None:  # no merged range touches this row
+            # Text, the common case, as to_cell converts it: the value itself, not a number.
+            cells += [CellValue(value, False, letters[c] + number) if value.__class__ is str
+                      else to_cell(value, letters[c] + number)
+                      for c, value in enumerate(raw[: max_columns - col0], start=col0)]
+            yield cells
+            continue
         for c, value in enumerate(raw[: max_columns - col0], start=col0):
             coord = letters[c] + number
             if row_cover is not None and c in row_cover:
                 src = origin.get(row_cover[c])
                 cells.append(src if src is not None else CellValue("", False, coord))
                 continue
-            # Text, the common case, as to_cell converts it: the value itself, not a number.
             cell = CellValue(value, False, coord) if value.__class__ is str else to_cell(value, coord)
             if row_origins is not None and c in row_origins:
                 origin[(r, c)] = cell
