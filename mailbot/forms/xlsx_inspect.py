@@ -233,14 +233,20 @@ def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> int:
             if closing:
                 row += row_repeat
                 continue
-            row_repeat = max(_int_attr(_attrs(raw_attrs), b"number-rows-repeated", 1), 1)
+            # Attributes are parsed only where the bytes name one that matters: without
+            # "repeated" among them there is no repeat count, without "value-type" no type.
+            row_repeat = (max(_int_attr(_attrs(raw_attrs), b"number-rows-repeated", 1), 1)
+                          if b"repeated" in raw_attrs else 1)
             col = 0
             if empty:
                 row += row_repeat
         elif not closing:  # table-cell, covered-table-cell
-            attrs = _attrs(raw_attrs)
-            span = max(_int_attr(attrs, b"number-columns-repeated", 1), 1)
-            if not empty or b"value-type" in attrs:
+            if b"repeated" in raw_attrs or (empty and b"value-type" in raw_attrs):
+                attrs = _attrs(raw_attrs)
+                span, typed = max(_int_attr(attrs, b"number-columns-repeated", 1), 1), b"value-type" in attrs
+            else:
+                span, typed = 1, False
+            if not empty or typed:
                 box.add(row, row + row_repeat - 1, col, col + span - 1)
                 if done + box.area > max_sheet_cells:
                     raise _too_large(f"content.xml table {table!r}", done + box.area, max_sheet_cells)
