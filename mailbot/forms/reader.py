@@ -254,8 +254,11 @@ def _read_rows(header: _Header, limits: Limits, read: set[str]) -> tuple[list[Fo
         row_number = index + 1
         width = len(row)
         cells = {k: row[c] if c < width else _cell_at(row, c, row_number, coordinates) for k, c in columns}
-        read.update(c.coordinate for c in cells.values())
-        if not any(cells[k].text.strip() for k in content_keys):
+        read.update([c.coordinate for c in cells.values()])
+        for k in content_keys:
+            if cells[k].text.strip():
+                break
+        else:
             numbered_empty += 1
             continue
         rows.append(FormRow(row_number, cells))
