@@ -48,6 +48,7 @@ def _tag_re(*names: bytes, closing: bool = True) -> re.Pattern[bytes]:
 
 _XLSX_TAG_RE = _tag_re(b"row", b"c", closing=False)
 _CELL_START_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*+:)?c[\s/>]")  # how every cell tag above begins
+_CELL_SEPARATORS = (b" ", b"\t", b"\n", b"\r", b"\f", b"\v", b"/", b">")  # what \s/> match in bytes
 # A whole cell tag as Excel, WPS and openpyxl write it: unprefixed, ``r`` first, a plain reference.
 _REF_CELL_TAG_RE = re.compile(
     rb"""<c r="([A-Z]{1,3})([0-9]{1,7})"(?:[^<>"'/]++|"[^<"]*+"|'[^<']*+'|/(?!>))*+/?>""")
@@ -209,12 +210,21 @@ def _area_of_plain_references(xml: bytes, max_sheet_cells: int) -> int | None:
     tag the loop sees starts like ``_CELL_START_RE``: equal counts mean the same cells.  Two
     regex passes in C instead of a Python step per cell."""
     refs = _REF_CELL_TAG_RE.findall(xml)
-    if not refs or len(refs) != len(_CELL_START_RE.findall(xml)) or len(refs) > max_sheet_cells:
+    if not refs or len(refs) != _cell_starts(xml) or len(refs) > max_sheet_cells:
         return None
     rows = [int(digits) for _letters, digits in refs]
     cols = [_col_number(letters) for letters in {letters for letters, _digits in refs}]
     area = (max(rows) - min(rows) + 1) * (max(cols) - min(cols) + 1)
     return area if area <= max_sheet_cells else None
+
+
+def _cell_starts(xml: bytes) -> int:
+    """How many matches ``_CELL_START_RE`` has: without ":c" in the bytes no tag is prefixed,
+    and the unprefixed ones (``<c`` and one separator, never overlapping) are counted by
+    ``bytes.count``, one fast pass per separator instead of a regex step at every tag."""
+    if b":c" in xml:
+        return len(_CELL_START_RE.findall(xml))
+    return sum(xml.count(b"<c" + sep) for sep in _CELL_SEPARATORS)
 
 
 def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> int:
@@ -298,7 +308,8 @@ def uncached_formula_cells(sheets: dict[str, bytes], parts: dict[str, bytes]) ->
     names: dict[str, str] | None = None
     total = 0
     for name, xml in sheets.items():
-        if name in WORKBOOK_PARTS or not _FORMULA_RE.search(xml):
+        # A formula tag starts "<f" or, prefixed, ":f": without either no search is needed.
+        if name in WORKBOOK_PARTS or (b"<f" not in xml and b":f" not in xml) or not _FORMULA_RE.search(xml):
             continue
         names = sheet_names(parts) if names is None else names
         cells = found.setdefault(names.get(name, ANY_SHEET), set())
