@@ -207,8 +207,8 @@ def _area_of_plain_references(xml: bytes, max_sheet_cells: int) -> int | None:
 
     Each such cell sits at its reference and the box only grows, so the loop could not raise
     and its box is the references' box.  Every tag matched here is one the loop sees, and every
-    tag the loop sees starts like ``_CELL_START_RE``: equal counts mean the same cells.  Two
-    regex passes in C instead of a Python step per cell."""
+    tag the loop sees starts like ``_CELL_START_RE``: equal counts mean the same cells.  A regex
+    pass and byte counts in C instead of a Python step per cell."""
     refs = _REF_CELL_TAG_RE.findall(xml)
     if not refs or len(refs) != _cell_starts(xml) or len(refs) > max_sheet_cells:
         return None
