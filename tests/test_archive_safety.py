@@ -8,6 +8,7 @@ import struct
 import time
 import warnings
 import zipfile
+import zlib
 
 import pytest
 
@@ -168,15 +169,28 @@ def test_actual_total_is_enforced_over_many_small_members():
     assert (err.value.code, err.value.detail) == ("zip_bomb", "actual uncompressed size exceeds the limit")
 
 
-def test_a_small_member_inflating_beyond_its_declared_size_is_a_bomb():
+def lying_zeros_member(declared: int, crc: int) -> bytes:
+    """A zip whose one member, 64 KiB of zeros, declares ``declared`` bytes and CRC-32 ``crc``
+    (in its local header and in the directory)."""
     patched = bytearray(small_zeros_members(1, 64 << 10))
-    struct.pack_into("<I", patched, patched.find(b"PK\x03\x04") + 22, 1000)
-    struct.pack_into("<I", patched, patched.find(b"PK\x01\x02") + 24, 1000)
-    zf = archive_safety.open_checked_zip(bytes(patched), DEFAULT_LIMITS)
+    for signature, crc_at, size_at in ((b"PK\x03\x04", 14, 22), (b"PK\x01\x02", 16, 24)):
+        struct.pack_into("<I", patched, patched.find(signature) + crc_at, crc)
+        struct.pack_into("<I", patched, patched.find(signature) + size_at, declared)
+    return bytes(patched)
+
+
+def test_a_small_member_inflating_beyond_its_declared_size_is_read_no_further_than_declared():
+    zf = open_checked_zip(lying_zeros_member(1000, zlib.crc32(b"\0" * 1000)), DEFAULT_LIMITS)
+    assert archive_safety.scan_members(zf, DEFAULT_LIMITS, keep=lambda n: True) == {
+        "xl/media/zeros0.bin": b"\0" * 1000}  # as zipfile reads it: cut at the declared size
+
+
+def test_a_small_member_inflating_beyond_its_declared_size_fails_its_crc():
+    zf = open_checked_zip(lying_zeros_member(1000, zlib.crc32(b"\0" * (64 << 10))), DEFAULT_LIMITS)
     with pytest.raises(UnreadableForm) as err:
         archive_safety.scan_members(zf, DEFAULT_LIMITS)
     assert (err.value.code, err.value.detail) == (
-        "zip_bomb", "member 'xl/media/zeros0.bin' inflates beyond its declared size")
+        "corrupt", "member 'xl/media/zeros0.bin': BadZipFile(\"Bad CRC-32 for file 'xl/media/zeros0.bin'\")")
 
 
 def test_a_small_member_failing_its_crc_is_corrupt(form):

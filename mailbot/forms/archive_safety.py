@@ -142,13 +142,14 @@ def _inflate_chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget)
 
 def _inflate_whole(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> bytes | None:
     """The bytes of a small stored or deflated member inflated by one ``zlib`` call whose
-    output is bounded by the declared size (plus one byte, to see a lie), with the checks
-    ``zipfile.open`` makes (local header, its name, CRC-32); ``None`` for any other member
-    (encrypted, another method, over :data:`_WHOLE` bytes, a stored size mismatch, a
+    output is capped at the declared size, as ``zipfile`` reads it (a member that would inflate
+    further fails its CRC-32, like a damaged one), with the checks ``zipfile.open`` and its
+    reader make (local header, its name, CRC-32) and their errors; ``None`` for any other member
+    (empty, encrypted, another method, over :data:`_WHOLE` bytes, a stored size mismatch, a
     container not held in memory): those take the chunked path."""
     size = info.file_size
     fp = zf.fp
-    if (size > _WHOLE or info.flag_bits & _ENCRYPTED_OR_PATCHED or not isinstance(fp, io.BytesIO)
+    if (not size or size > _WHOLE or info.flag_bits & _ENCRYPTED_OR_PATCHED or not isinstance(fp, io.BytesIO)
             or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
             or (info.compress_type == zipfile.ZIP_STORED and info.compress_size != size)):
         return None
@@ -165,21 +166,23 @@ def _inflate_whole(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) 
             raise zipfile.BadZipFile(f"File name in directory {info.orig_filename!r} and header {raw_name!r} differ.")
         start += header[10] + header[11]
         raw = data[start:start + info.compress_size]
-        if len(raw) < info.compress_size:
-            raise EOFError
+        short = len(raw) < info.compress_size  # the container ends inside the member
         if info.compress_type == zipfile.ZIP_STORED:
+            if short:
+                raise EOFError
             out = raw
         else:
-            out = zlib.decompressobj(-15).decompress(raw, size + 1)
+            inflater = zlib.decompressobj(-15)
+            out = inflater.decompress(raw, size)  # size > 0: zlib's 0 would mean "no cap"
+            if short and not inflater.eof and len(out) < size:
+                raise EOFError  # zipfile would have to read past the end
+        if zlib.crc32(out) != info.CRC:
+            raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
     except (zipfile.BadZipFile, struct.error, EOFError, ValueError, zlib.error) as exc:
         raise UnreadableForm("corrupt", _MSG_DAMAGED, f"member {info.filename!r}: {exc!r}") from exc
     budget.left -= len(out)
-    if len(out) > size:
-        raise _bomb(f"member {info.filename!r} inflates beyond its declared size")
     if budget.left < 0:
         raise _bomb("actual uncompressed size exceeds the limit")
-    if zlib.crc32(out) != info.CRC:
-        raise UnreadableForm("corrupt", _MSG_DAMAGED, f"member {info.filename!r}: bad CRC-32")
     if len(out) != size:
         raise UnreadableForm("corrupt", _MSG_DAMAGED, f"member {info.filename!r} is truncated")
     return out
