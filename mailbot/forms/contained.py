@@ -60,7 +60,8 @@ from mailbot.rules import CampaignRules
 _PRELOAD = ["mailbot.forms.checks", "mailbot.forms.reader", "mailbot.mail.walk",
             "mailbot.replies.correction_workbook"]
 CALLS_PER_WORKER = 500
-"""A worker is replaced after this many calls (fragmentation and caches never pile up)."""
+"""A worker is replaced after this many calls (fragmentation and caches never pile up); its
+successor starts at once, so no read waits for an interpreter to start."""
 
 
 class WorkerFailed(MailbotError):
@@ -255,12 +256,24 @@ class ReaderPool:
         finally:
             if not keep and worker is not None:
                 worker.stop()
-            self._idle.put(worker if keep else None)
+            self._idle.put(worker if keep else self._successor())
         if status == "ok":
             return value
         if status == "raised":
             raise value
         raise WorkerFailed("result_too_large" if status == "too_large" else "died", str(value))
+
+    def _successor(self) -> _Worker | None:
+        """A worker started now in the slot of one that retired or died, so that its interpreter
+        start and imports (0.3-1 s) overlap what the daemon does before its next read instead of
+        delaying that read; ``None`` (started on first use) when the pool is closed or the
+        process cannot start now."""
+        if self._closed:
+            return None
+        try:
+            return _Worker(self.limits)
+        except OSError:
+            return None
 
     def _round_trip(self, worker: _Worker, request: bytes, timeout: float) -> tuple[str, Any]:
         try:
