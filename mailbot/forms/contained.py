@@ -14,8 +14,8 @@ runs here, in a small warm pool of worker processes, each under:
   refuses a bigger one; the parent reads at most that many bytes.
 
 A worker that dies (abort, kill, a limit) turns that call into :class:`WorkerFailed`; the caller
-makes the attachment "unreadable: too large or damaged" and goes on, and the worker is replaced
-on the next call.  The limits are set with ``resource.prlimit(0, ...)``, i.e. the ``prlimit64``
+makes the attachment "unreadable: too large or damaged" and goes on, and a successor worker
+starts at once.  The limits are set with ``resource.prlimit(0, ...)``, i.e. the ``prlimit64``
 system call, which the systemd unit's ``SystemCallFilter=~@resources`` allows (``setrlimit``
 would be killed with SIGSYS there).
 
