@@ -11,7 +11,13 @@ own); xls and ods are the LibreOffice conversions in ``tests/golden`` (no conver
 read as many times.  Both readers run over the same bytes in alternating rounds; the figure is
 the median round's CPU time per form (``time.process_time``).
 
-Run: ``.venv/bin/python benchmarks/form_read.py [--forms 300] [--rounds 5] [--json]``.
+In the daemon ``read_annex3`` does not run in the daemon's process but in a contained worker
+(``mailbot.forms.contained``): the bytes are pickled to a warm worker process and the reading
+pickled back.  ``--contained`` adds that path: wall time per form of ``read_annex3`` through the
+worker pool against ``read_annex3`` in this process, in alternating rounds too (wall, as the
+time is spent in two processes); the difference is the round trip's own cost.
+
+Run: ``.venv/bin/python benchmarks/form_read.py [--forms 300] [--rounds 5] [--contained] [--json]``.
 """
 
 from __future__ import annotations
@@ -67,13 +73,40 @@ def mailbot_read(data: bytes) -> int:
     return len(read_annex3(data, "附件3.bin").rows)
 
 
-def per_form_ms(read: Callable[[bytes], int], forms: list[bytes]) -> float:
-    """CPU time of this process per form: a read is CPU-bound and single-threaded, and on a
-    shared machine the wall clock also counts the time other processes held the core."""
-    started = time.process_time()
+def contained_read(data: bytes) -> int:
+    from mailbot.forms import contained
+    from mailbot.forms.reader import read_annex3
+    from mailbot.limits import DEFAULT_LIMITS
+
+    return len(contained.pool_of(DEFAULT_LIMITS).call(read_annex3, data, "附件3.bin", timeout=60).rows)
+
+
+def per_form_ms(read: Callable[[bytes], int], forms: list[bytes], clock: Callable[[], float] = time.process_time) -> float:
+    """CPU time of this process per form (or ``clock``'s): a read is CPU-bound and
+    single-threaded, and on a shared machine the wall clock also counts the time other
+    processes held the core."""
+    started = clock()
     for data in forms:
         read(data)
-    return (time.process_time() - started) / len(forms) * 1000
+    return (clock() - started) / len(forms) * 1000
+
+
+def measure_contained(kind: str, forms: list[bytes], rounds: int) -> dict[str, object]:
+    """Wall ms per form: ``read_annex3`` through a warm contained worker vs in this process."""
+    from mailbot.forms import contained
+    from mailbot.limits import DEFAULT_LIMITS
+
+    contained.pool_of(DEFAULT_LIMITS).warm()
+    contained_read(forms[0]), mailbot_read(forms[0])
+    through: list[float] = []
+    here: list[float] = []
+    for _ in range(rounds):
+        through.append(per_form_ms(contained_read, forms, time.perf_counter))
+        here.append(per_form_ms(mailbot_read, forms, time.perf_counter))
+    return {"kind": kind, "forms": len(forms), "rounds": rounds,
+            "contained_wall_ms": round(statistics.median(through), 3),
+            "in_process_wall_ms": round(statistics.median(here), 3),
+            "round_trip_ms": round(statistics.median(a - b for a, b in zip(through, here)), 3)}
 
 
 def measure(kind: str, forms: list[bytes], rounds: int) -> dict[str, object]:
@@ -97,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--kinds", default="xlsx,xls,ods,docx")
     ap.add_argument("--profile", choices=("xlsx", "xls", "ods", "docx"), help="cProfile read_annex3 on this kind")
+    ap.add_argument("--contained", action="store_true",
+                    help="also time read_annex3 through the contained worker pool (wall)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.profile:
@@ -109,14 +144,22 @@ def main(argv: list[str] | None = None) -> int:
         prof.runcall(per_form_ms, mailbot_read, forms)
         pstats.Stats(prof).strip_dirs().sort_stats("tottime").print_stats(25)
         return 0
-    results = [measure(kind, make_forms(kind, args.forms), args.rounds) for kind in args.kinds.split(",")]
+    kinds = args.kinds.split(",")
+    forms = {kind: make_forms(kind, args.forms) for kind in kinds}
+    results = [measure(kind, forms[kind], args.rounds) for kind in kinds]
+    through = [measure_contained(kind, forms[kind], args.rounds) for kind in kinds] if args.contained else []
     if args.json:
-        print(json.dumps({"results": results}, ensure_ascii=False))
+        print(json.dumps({"results": results, "contained": through}, ensure_ascii=False))
         return 0
-    print(f"{'kind':<6}{'forms':>7}{'read_annex3 ms':>16}{'bare ms':>9}{'ratio':>7}  (min-max of {args.rounds} rounds)")
+    print(f"{'kind':<6}{'forms':>7}{'read_annex3 ms':>16}{'bare ms':>9}{'ratio':>7}  (CPU; min-max of {args.rounds} rounds)")
     for r in results:
         print(f"{r['kind']:<6}{r['forms']:>7}{r['read_annex3_ms']:>16.3f}{r['bare_ms']:>9.3f}{r['ratio']:>7.2f}"
               f"  ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})")
+    if through:
+        print(f"\n{'kind':<6}{'forms':>7}{'contained ms':>14}{'in-process ms':>15}{'round trip ms':>15}  (wall)")
+        for r in through:
+            print(f"{r['kind']:<6}{r['forms']:>7}{r['contained_wall_ms']:>14.3f}{r['in_process_wall_ms']:>15.3f}"
+                  f"{r['round_trip_ms']:>15.3f}")
     return 0
 
 

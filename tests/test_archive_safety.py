@@ -8,6 +8,7 @@ import struct
 import time
 import warnings
 import zipfile
+import zlib
 
 import pytest
 
@@ -150,3 +151,54 @@ def test_members_with_the_same_name_are_each_read():
         zf.writestr("a.txt", b"second")
     zf = open_checked_zip(buf.getvalue(), Limits())
     assert [read_member(zf, info, Limits()) for info in zf.infolist()] == [b"first", b"second"]
+
+
+def small_zeros_members(count: int, size: int) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(count):
+            z.writestr(f"xl/media/zeros{i}.bin", b"\0" * size)
+    return out.getvalue()
+
+
+def test_actual_total_is_enforced_over_many_small_members():
+    data = small_zeros_members(3, 512 << 10)  # each inflated in one call; together 1.5 MB
+    zf = archive_safety.open_checked_zip(data, Limits(max_compression_ratio=1e9))
+    with pytest.raises(UnreadableForm) as err:
+        archive_safety.scan_members(zf, Limits(max_uncompressed_bytes=1 << 20, max_compression_ratio=1e9))
+    assert (err.value.code, err.value.detail) == ("zip_bomb", "actual uncompressed size exceeds the limit")
+
+
+def lying_zeros_member(declared: int, crc: int) -> bytes:
+    """A zip whose one member, 64 KiB of zeros, declares ``declared`` bytes and CRC-32 ``crc``
+    (in its local header and in the directory)."""
+    patched = bytearray(small_zeros_members(1, 64 << 10))
+    for signature, crc_at, size_at in ((b"PK\x03\x04", 14, 22), (b"PK\x01\x02", 16, 24)):
+        struct.pack_into("<I", patched, patched.find(signature) + crc_at, crc)
+        struct.pack_into("<I", patched, patched.find(signature) + size_at, declared)
+    return bytes(patched)
+
+
+def test_a_small_member_inflating_beyond_its_declared_size_is_read_no_further_than_declared():
+    zf = open_checked_zip(lying_zeros_member(1000, zlib.crc32(b"\0" * 1000)), DEFAULT_LIMITS)
+    assert archive_safety.scan_members(zf, DEFAULT_LIMITS, keep=lambda n: True) == {
+        "xl/media/zeros0.bin": b"\0" * 1000}  # as zipfile reads it: cut at the declared size
+
+
+def test_a_small_member_inflating_beyond_its_declared_size_fails_its_crc():
+    zf = open_checked_zip(lying_zeros_member(1000, zlib.crc32(b"\0" * (64 << 10))), DEFAULT_LIMITS)
+    with pytest.raises(UnreadableForm) as err:
+        archive_safety.scan_members(zf, DEFAULT_LIMITS)
+    assert (err.value.code, err.value.detail) == (
+        "corrupt", "member 'xl/media/zeros0.bin': BadZipFile(\"Bad CRC-32 for file 'xl/media/zeros0.bin'\")")
+
+
+def test_a_small_member_failing_its_crc_is_corrupt(form):
+    info = zipfile.ZipFile(io.BytesIO(form)).getinfo("xl/worksheets/sheet1.xml")
+    damaged = bytearray(form)
+    central = damaged.find(b"xl/worksheets/sheet1.xml", damaged.find(b"PK\x01\x02")) - 46
+    struct.pack_into("<I", damaged, central + 16, info.CRC ^ 1)  # the directory's CRC-32, one bit off
+    zf = archive_safety.open_checked_zip(bytes(damaged), DEFAULT_LIMITS)
+    with pytest.raises(UnreadableForm) as err:
+        archive_safety.scan_members(zf, DEFAULT_LIMITS)
+    assert err.value.code == "corrupt"

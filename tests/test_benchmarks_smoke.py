@@ -47,10 +47,12 @@ def test_backlog_benchmark_answers_every_mail_in_both_phases() -> None:
 
 @pytest.mark.timeout(120)
 def test_form_read_benchmark_compares_every_kind_with_its_bare_reader() -> None:
-    result = _run("form_read.py", "--forms", "3", "--rounds", "1")
+    result = _run("form_read.py", "--forms", "3", "--rounds", "1", "--contained")
     assert [(r["kind"], r["forms"], r["rounds"]) for r in result["results"]] == [
         ("xlsx", 3, 1), ("xls", 3, 1), ("ods", 3, 1), ("docx", 3, 1)]
     assert all(r["ratio"] > 0 for r in result["results"])
+    assert [(r["kind"], r["forms"]) for r in result["contained"]] == [("xlsx", 3), ("xls", 3), ("ods", 3), ("docx", 3)]
+    assert all(r["contained_wall_ms"] > 0 for r in result["contained"])
 
 
 @pytest.mark.timeout(120)
@@ -70,3 +72,4 @@ def test_idle_latency_benchmark_gets_a_reply_to_every_mail_from_the_running_daem
     result = _run("idle_latency.py", "--mails", "2", "--gap", "0")
     assert (result["mails"], result["replies"], result["exit_status"]) == (2, 2, 0)
     assert len(result["latencies_s"]) == 2
+    assert result["server_median_s"] is not None and result["mailbot_median_s"] is not None  # split at EXISTS

@@ -178,6 +178,16 @@ def test_a_worker_that_dies_or_passes_a_limit_fails_that_call_and_is_replaced(
     assert (pool.call(sum, [1, 2, 3], timeout=30), pool.replaced) == (6, 1)
 
 
+def test_a_retired_worker_is_succeeded_at_once_by_a_started_one(
+        pool: contained.ReaderPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contained, "CALLS_PER_WORKER", 2)
+    first = {pool.call(os.getpid, timeout=30), pool.call(os.getpid, timeout=30)}  # the second retires it
+    successor = pool._idle.queue[-1]  # noqa: SLF001 - the slot the next call takes
+    assert (successor is not None and successor.alive(), successor and successor.calls) == (True, 0)
+    third = pool.call(os.getpid, timeout=30)
+    assert (third == successor.process.pid, third in first) == (True, False)
+
+
 def test_a_worker_past_its_wall_time_is_killed_and_replaced(pool: contained.ReaderPool) -> None:
     import time
 

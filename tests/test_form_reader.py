@@ -406,6 +406,28 @@ def test_a_far_cell_written_unlike_its_neighbours_is_placed_all_the_same(far_cel
     assert err.value.code == "sheet_too_large"
 
 
+@pytest.mark.parametrize("prefix", ["", "x:"])
+def test_the_sheet_area_is_refused_by_the_check_on_the_sheet_xml_before_any_reader_builds_it(prefix):
+    cell = f'<{prefix}c r="{{}}"><{prefix}v>1</{prefix}v></{prefix}c>'
+    data = xlsx_with_sheet_xml(f'<{prefix}row r="1">{cell.format("A1")}</{prefix}row>'
+                               f'<{prefix}row r="1048576">{cell.format("XFD1048576")}</{prefix}row>')
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(data, "f.xlsx")
+    assert (err.value.code, err.value.detail) == (
+        "sheet_too_large", "xl/worksheets/sheet1.xml: cell bounding box of 17179869184 cells exceeds 4000000")
+
+
+def test_an_ods_cell_holding_its_value_in_attributes_counts_towards_the_area():
+    far = ('<table:table-row><table:table-cell table:number-columns-repeated="200"/>'
+           '<table:table-cell office:value-type="float" office:value="1"/></table:table-row>')
+    data = ods_with_rows(ods_row("姓名") + '<table:table-row table:number-rows-repeated="300000">'
+                         "<table:table-cell/></table:table-row>" + far)
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(data, "f.ods")
+    assert (err.value.code, err.value.detail) == (
+        "sheet_too_large", "content.xml table 'S': cell bounding box of 60300402 cells exceeds 4000000")
+
+
 def test_ods_repeated_rows_spanning_a_huge_area_are_refused_before_reading():
     far = ('<table:table-row><table:table-cell table:number-columns-repeated="200"/>'
            '<table:table-cell office:value-type="string"><text:p>x</text:p></table:table-cell></table:table-row>')

@@ -13,6 +13,7 @@ Two passes guard every container:
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from mailbot.forms.magic import zip_kind
 from mailbot.limits import Limits
 
 _CHUNK = 1 << 16
+_WHOLE = 1 << 20  # members declaring at most this many bytes are inflated in one bounded call
 ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile)
 """What ``zipfile`` raises on a damaged container, for readers that open one themselves."""
 _DTD_MARKERS: tuple[bytes, ...] = tuple(
@@ -31,6 +33,8 @@ _DTD_MARKERS: tuple[bytes, ...] = tuple(
     for marker in ("<!DOCTYPE", "<!ENTITY")
     for enc in ("ascii", "utf-16-le", "utf-16-be")
 )
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's structFileHeader: 30 bytes
+_ENCRYPTED_OR_PATCHED = 0x1 | 0x20 | 0x40  # flag bits zipfile.open refuses or decrypts
 _MSG_DAMAGED = "附件文件已损坏或不完整，无法打开，请检查后重新发送（建议用 Excel 或 WPS 重新保存为 .xlsx）"
 _MSG_TOO_BIG = "附件内容过大或结构异常，无法处理，请删除多余内容后用 Excel 或 WPS 重新保存再发送"
 
@@ -101,7 +105,18 @@ def open_checked_zip(data: bytes, limits: Limits) -> zipfile.ZipFile:
 
 
 def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> Iterator[bytes]:
-    """Yield the member's bytes chunk by chunk, enforcing the real size against its header."""
+    """Yield the member's bytes, enforcing the real size against its header: in one piece
+    when :func:`_inflate_whole` can, else chunk by chunk through ``zipfile``."""
+    whole = _inflate_whole(zf, info, budget)
+    if whole is not None:
+        if whole:
+            yield whole
+        return
+    yield from _inflate_chunks(zf, info, budget)
+
+
+def _inflate_chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> Iterator[bytes]:
+    """The member's bytes in bounded chunks through ``zipfile``, counted against its header."""
     produced = 0
     try:
         with zf.open(info) as fh:
@@ -125,13 +140,62 @@ def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> Ite
         raise UnreadableForm("corrupt", _MSG_DAMAGED, f"member {info.filename!r} is truncated")
 
 
+def _inflate_whole(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> bytes | None:
+    """The bytes of a small stored or deflated member inflated by one ``zlib`` call whose
+    output is capped at the declared size, as ``zipfile`` reads it (a member that would inflate
+    further fails its CRC-32, like a damaged one), with the checks ``zipfile.open`` and its
+    reader make (local header, its name, CRC-32) and their errors; ``None`` for any other member
+    (empty, encrypted, another method, over :data:`_WHOLE` bytes, a stored size mismatch, a
+    container not held in memory): those take the chunked path."""
+    size = info.file_size
+    fp = zf.fp
+    if (not size or size > _WHOLE or info.flag_bits & _ENCRYPTED_OR_PATCHED or not isinstance(fp, io.BytesIO)
+            or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+            or (info.compress_type == zipfile.ZIP_STORED and info.compress_size != size)):
+        return None
+    data = fp.getvalue()  # the caller's bytes, not a copy
+    offset = info.header_offset
+    try:
+        header = _LOCAL_HEADER.unpack_from(data, offset)
+        if header[0] != b"PK\x03\x04":
+            raise zipfile.BadZipFile("Bad magic number for file header")
+        start = offset + _LOCAL_HEADER.size
+        raw_name = data[start:start + header[10]]
+        name = raw_name.decode("utf-8" if header[3] & 0x800 else zf.metadata_encoding or "cp437")
+        if name != info.orig_filename:
+            raise zipfile.BadZipFile(f"File name in directory {info.orig_filename!r} and header {raw_name!r} differ.")
+        start += header[10] + header[11]
+        raw = data[start:start + info.compress_size]
+        short = len(raw) < info.compress_size  # the container ends inside the member
+        if info.compress_type == zipfile.ZIP_STORED:
+            if short:
+                raise EOFError
+            out = raw
+        else:
+            inflater = zlib.decompressobj(-15)
+            out = inflater.decompress(raw, size)  # size > 0: zlib's 0 would mean "no cap"
+            if short and not inflater.eof and len(out) < size:
+                raise EOFError  # zipfile would have to read past the end
+        if zlib.crc32(out) != info.CRC:
+            raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+    except (zipfile.BadZipFile, struct.error, EOFError, ValueError, zlib.error) as exc:
+        raise UnreadableForm("corrupt", _MSG_DAMAGED, f"member {info.filename!r}: {exc!r}") from exc
+    budget.left -= len(out)
+    if budget.left < 0:
+        raise _bomb("actual uncompressed size exceeds the limit")
+    if len(out) != size:
+        raise UnreadableForm("corrupt", _MSG_DAMAGED, f"member {info.filename!r} is truncated")
+    return out
+
+
 def _is_xml_name(name: str) -> bool:
     return name.lower().endswith((".xml", ".rels", ".vml")) or name == "[Content_Types].xml"
 
 
 def _check_dtd(name: str, tail: bytes, chunk: bytes) -> bytes:
-    window = tail + chunk
-    if any(m in window for m in _DTD_MARKERS):
+    window = tail + chunk if tail else chunk
+    # Every marker holds the byte "!" (0x21) in each encoding: one memchr clears most members.
+    if b"!" in window and any(m in window for m in _DTD_MARKERS):
         raise UnreadableForm(
             "unsafe_xml", _MSG_TOO_BIG,
             f"XML member {name!r} declares a DTD or entities (entity-expansion attack?)",
@@ -159,9 +223,16 @@ def scan_members(
         name = info.filename.replace("\\", "/")
         xml = _is_xml_name(name)
         want = keep(name)
+        whole = _inflate_whole(zf, info, budget)
+        if whole is not None:  # the common case, without the chunks' generator
+            if xml:
+                _check_dtd(name, b"", whole)
+            if want:
+                kept[name] = whole
+            continue
         parts: list[bytes] = []
         tail = b""
-        for chunk in _inflate(zf, info, budget):
+        for chunk in _inflate_chunks(zf, info, budget):
             if xml:
                 tail = _check_dtd(name, tail, chunk)
             if want:

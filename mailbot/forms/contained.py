@@ -14,8 +14,8 @@ runs here, in a small warm pool of worker processes, each under:
   refuses a bigger one; the parent reads at most that many bytes.
 
 A worker that dies (abort, kill, a limit) turns that call into :class:`WorkerFailed`; the caller
-makes the attachment "unreadable: too large or damaged" and goes on, and the worker is replaced
-on the next call.  The limits are set with ``resource.prlimit(0, ...)``, i.e. the ``prlimit64``
+makes the attachment "unreadable: too large or damaged" and goes on, and a successor worker
+starts at once.  The limits are set with ``resource.prlimit(0, ...)``, i.e. the ``prlimit64``
 system call, which the systemd unit's ``SystemCallFilter=~@resources`` allows (``setrlimit``
 would be killed with SIGSYS there).
 
@@ -60,7 +60,8 @@ from mailbot.rules import CampaignRules
 _PRELOAD = ["mailbot.forms.checks", "mailbot.forms.reader", "mailbot.mail.walk",
             "mailbot.replies.correction_workbook"]
 CALLS_PER_WORKER = 500
-"""A worker is replaced after this many calls (fragmentation and caches never pile up)."""
+"""A worker is replaced after this many calls (fragmentation and caches never pile up); its
+successor starts at once, so no read waits for an interpreter to start."""
 
 
 class WorkerFailed(MailbotError):
@@ -255,12 +256,24 @@ class ReaderPool:
         finally:
             if not keep and worker is not None:
                 worker.stop()
-            self._idle.put(worker if keep else None)
+            self._idle.put(worker if keep else self._successor())
         if status == "ok":
             return value
         if status == "raised":
             raise value
         raise WorkerFailed("result_too_large" if status == "too_large" else "died", str(value))
+
+    def _successor(self) -> _Worker | None:
+        """A worker started now in the slot of one that retired or died, so that its interpreter
+        start and imports (0.3-1 s) overlap what the daemon does before its next read instead of
+        delaying that read; ``None`` (started on first use) when the pool is closed or the
+        process cannot start now."""
+        if self._closed:
+            return None
+        try:
+            return _Worker(self.limits)
+        except OSError:
+            return None
 
     def _round_trip(self, worker: _Worker, request: bytes, timeout: float) -> tuple[str, Any]:
         try:

@@ -197,11 +197,14 @@ def scan_biff(stream: bytes, *, max_sheet_cells: int) -> int:
             r2, c2 = r2 - 1, c2 - 1
         else:
             continue
-        lo, hi = min(c1, c2), max(c1, c2)
+        top, bottom = (row, r2) if row <= r2 else (r2, row)
+        lo, hi = (c1, c2) if c1 <= c2 else (c2, c1)
         if box is None:
-            box = [min(row, r2), max(row, r2), lo, hi]
+            box = [top, bottom, lo, hi]
+        elif top >= box[0] and bottom <= box[1] and lo >= box[2] and hi <= box[3]:
+            continue  # inside the box: the area, already checked, is unchanged
         else:
-            box = [min(box[0], row, r2), max(box[1], row, r2), min(box[2], lo), max(box[3], hi)]
+            box = [min(box[0], top), max(box[1], bottom), min(box[2], lo), max(box[3], hi)]
         if done + _area(box) > max_sheet_cells:
             raise UnreadableForm(
                 "sheet_too_large", SHEET_TOO_LARGE_MESSAGE,

@@ -85,6 +85,10 @@ _NEEDLE_RE = re.compile("|".join(re.escape(n) for _key, needles in _CONTAINS for
 _LABEL_CACHE: dict[str, str | None] = {}
 _LABEL_CACHE_SIZE = 4096  # texts, each at most _LABEL_CACHE_TEXT characters: a bounded table
 _LABEL_CACHE_TEXT = 64
+# Printable ASCII loses only spaces, case, "*:" and bracketed parts on the way to a label, so
+# it can become one of the ASCII labels ("no", "no.", "email", "e-mail") only if it holds an
+# "n" or an "e".
+_ASCII_LABEL_LETTER_RE = re.compile("[eEnN]")
 
 
 def match_label(text: str) -> str | None:
@@ -97,6 +101,8 @@ def match_label(text: str) -> str | None:
     if known != "":
         return known
     if text.isascii() and text.isprintable():
+        if _ASCII_LABEL_LETTER_RE.search(text) is None:
+            return None  # an identity number, a phone: not remembered, they do not repeat
         key = _match_compacted(text.replace(" ", ""))
     else:
         key = _match_compacted(compact(text))
@@ -160,16 +166,22 @@ def _header_in_row(grid: Grid, index: int, row: list[CellValue]) -> _Header:
 
 def _best_header(grids: list[Grid]) -> _Header | None:
     best: _Header | None = None
+    best_rank: tuple[bool, int, bool] | None = None
+    cache = _LABEL_CACHE
     for grid in grids:
         for index, row in enumerate(grid.head[:HEADER_SEARCH_ROWS]):
             if not row:
                 continue
-            found = _header_in_row(grid, index, row)
-            if not found.columns:
+            for cell in row:  # most rows hold no label at all: no _Header for them
+                text = cell.text
+                if text and (cache[text] if text in cache else match_label(text)) is not None:
+                    break
+            else:
                 continue
+            found = _header_in_row(grid, index, row)
             rank = (found.is_annex3, found.score, grid.visible)
-            if best is None or rank > (best.is_annex3, best.score, best.grid.visible):
-                best = found
+            if best_rank is None or rank > best_rank:
+                best, best_rank = found, rank
     return best
 
 
@@ -219,25 +231,34 @@ def _read_rows(header: _Header, limits: Limits, read: set[str]) -> tuple[list[Fo
     rows: list[FormRow] = []
     notes: list[str] = []
     numbered_empty = 0
-    columns = header.columns
-    content_keys = [k for k in columns if k != "seq"]
-    id_col = columns.get("id_number")
+    columns = list(header.columns.items())
+    content_keys = [k for k in header.columns if k != "seq"]
+    id_col = header.columns.get("id_number")
     header_row = header.grid.head[header.row_index]
     coordinates = any(c.coordinate for c in header_row)
     for index, row in enumerate(header.grid.rows()):
         if index <= header.row_index or not row:
             continue
-        if not any(c.text.strip() for c in row):
+        first = ""
+        for c in row:
+            first = c.text.strip()
+            if first:
+                break
+        if not first:
             continue
-        first = next(c.text.strip() for c in row if c.text.strip())
         id_text = row[id_col].text.strip() if id_col is not None and id_col < len(row) else ""
-        if _FOOTER_RE.match(clean_text(first)) and not id_text:
+        # clean_text keeps ASCII ASCII, and the footer words are not: no need to clean it
+        if not first.isascii() and _FOOTER_RE.match(clean_text(first)) and not id_text:
             notes.append(f"stopped at footer in row {index + 1}")
             break
         row_number = index + 1
-        cells = {k: _cell_at(row, c, row_number, coordinates) for k, c in columns.items()}
-        read.update(c.coordinate for c in cells.values())
-        if not any(cells[k].text.strip() for k in content_keys):
+        width = len(row)
+        cells = {k: row[c] if c < width else _cell_at(row, c, row_number, coordinates) for k, c in columns}
+        read.update([c.coordinate for c in cells.values()])
+        for k in content_keys:
+            if cells[k].text.strip():
+                break
+        else:
             numbered_empty += 1
             continue
         rows.append(FormRow(row_number, cells))

@@ -252,11 +252,12 @@ def _load_zip(data: bytes, limits: Limits, head_rows: int, budget: CellBudget) -
     area = 0
     uncached: dict[str, frozenset[str]] = {}
     if kind == "xlsx":
-        for name, xml in kept.items():
+        sheet_xml = {name: xml for name, xml in kept.items() if xlsx_inspect.holds_cells(xml)}
+        for name, xml in sheet_xml.items():
             cells = xlsx_inspect.check_sheet_area(name, xml, max_sheet_cells=min(MAX_SHEET_CELLS, budget.left))
             budget.take(cells, name)
             area += cells
-        uncached = xlsx_inspect.uncached_formula_cells(kept, xlsx_inspect.sheet_names(kept))
+        uncached = xlsx_inspect.uncached_formula_cells(sheet_xml, kept)
     if kind == "ods":
         if b"encryption-data" in kept.get("META-INF/manifest.xml", b""):
             raise UnreadableForm("encrypted", ENCRYPTED_MESSAGE, "ODF package with encrypted members")
@@ -341,22 +342,36 @@ def _calamine_rows(it: Iterator[list], merged: list, max_columns: int, col0: int
     cover = _merge_map(merged, max_columns)
     letters = _column_letters_up_to(max_columns)
     origin: dict[tuple[int, int], CellValue] = {}
-    origins = set(cover.values())
-    covered_rows = {r for r, _c in cover}
+    covered: dict[int, dict[int, tuple[int, int]]] = {}  # row -> column -> its range's top-left
+    for (r, c), top_left in cover.items():
+        covered.setdefault(r, {})[c] = top_left
+    origin_columns: dict[int, set[int]] = {}  # row -> columns of top-left cells
+    for r, c in set(cover.values()):
+        origin_columns.setdefault(r, set()).add(c)
     col0 = min(col0, max_columns)
     for r, raw in enumerate(it):
-        if raw.count("") == len(raw) and r not in covered_rows:
+        row_cover = covered.get(r)
+        if raw.count("") == len(raw) and row_cover is None:
             yield []
             continue
-        cells = [CellValue("", False, f"{letters[c]}{r + 1}") for c in range(col0)]
+        number = str(r + 1)
+        cells = [CellValue("", False, letters[c] + number) for c in range(col0)]
+        row_origins = origin_columns.get(r)
+        if row_cover is None and row_origins is None:  # no merged range touches this row
+            # Text, the common case, as to_cell converts it: the value itself, not a number.
+            cells += [CellValue(value, False, letters[c] + number) if value.__class__ is str
+                      else to_cell(value, letters[c] + number)
+                      for c, value in enumerate(raw[: max_columns - col0], start=col0)]
+            yield cells
+            continue
         for c, value in enumerate(raw[: max_columns - col0], start=col0):
-            coord = f"{letters[c]}{r + 1}"
-            if (r, c) in cover:
-                src = origin.get(cover[(r, c)])
+            coord = letters[c] + number
+            if row_cover is not None and c in row_cover:
+                src = origin.get(row_cover[c])
                 cells.append(src if src is not None else CellValue("", False, coord))
                 continue
-            cell = to_cell(value, coord)
-            if (r, c) in origins:
+            cell = CellValue(value, False, coord) if value.__class__ is str else to_cell(value, coord)
+            if row_origins is not None and c in row_origins:
                 origin[(r, c)] = cell
             cells.append(cell)
         yield cells
