@@ -251,6 +251,7 @@ class StatementCounter:
     def __init__(self, conn: Any) -> None:
         self.statements = self.triggers = 0
         self.kinds: dict[str, int] = {}
+        self.texts: dict[str, int] = {}  # statement text (values bound, so shortened) -> count
         conn.set_trace_callback(self._trace)
 
     def _trace(self, sql: str) -> None:
@@ -260,6 +261,13 @@ class StatementCounter:
         self.statements += 1
         word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
         self.kinds[word] = self.kinds.get(word, 0) + 1
+        shape = _LITERALS.sub("?", " ".join(sql.split()))[:160]
+        self.texts[shape] = self.texts.get(shape, 0) + 1
+
+
+_LITERALS = re.compile(r"'(?:[^']|'')*'|X'[0-9A-Fa-f]*'|\b\d+(?:\.\d+)?\b")
+"""Bound values in a traced statement (the trace shows them expanded): replaced by ``?`` so
+the same statement counts once whatever it was given."""
 
 
 def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
@@ -297,6 +305,7 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
                 report = parts.intake.poll_once(sampler.tick)
                 elapsed = time.perf_counter() - started
             statements, triggers, kinds = counter.statements, counter.triggers, dict(counter.kinds)
+            top = sorted(counter.texts.items(), key=lambda kv: -kv[1])[:args.sql_top]
             idle_ms, idle_fetched, idle_statements = [], 0, []
             for _ in range(IDLE_POLLS):
                 before = counter.statements
@@ -316,6 +325,7 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
     return {"phase": "mailbot", "seconds": elapsed, "messages": report.fetched, "outcomes": report.outcomes,
             "rows": rows, "nominees": nominees, "outbox": replies, "sent": report.sent.sent,
             "sql_statements": statements, "sql_trigger_statements": triggers, "sql_kinds": kinds,
+            "sql_top": top,
             "idle_polls": {"polls": IDLE_POLLS, "fetched": idle_fetched,
                            "median_ms": round(statistics.median(idle_ms), 2),
                            "p95_ms": round(idle_sorted[int(0.95 * (len(idle_sorted) - 1))], 2),
@@ -381,6 +391,8 @@ def run_phase(phase: str, account: Any, sink: CountingSink, state: Path, args: a
            "--smtp-port", str(sink.port), "--state", str(state), "--messages", str(args.messages)]
     if args.profile and phase == "mailbot":
         cmd += ["--profile", "--profile-top", str(args.profile_top)]
+    if phase == "mailbot":
+        cmd += ["--sql-top", str(args.sql_top)]
     before = sink.accepted
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -419,6 +431,10 @@ def print_table(res: dict[str, Any]) -> None:
           f"(floor {floor['cpu_s']} s, mailbot {bot['cpu_s']} s of CPU, each phase's process tree)")
     print(f"mailbot outcomes: {bot['outcomes']}; nominees: {bot['nominees']}")
     print(f"mailbot SQL statements by kind: {bot['sql_kinds']} (+{bot['sql_trigger_statements']} run by triggers)")
+    if bot.get("sql_top"):
+        print("mailbot's most frequent SQL statements (per mail, values as ?):")
+        for text, count in bot["sql_top"]:
+            print(f"  {count / n:6.2f}  {text}")
     idle = bot["idle_polls"]
     print(f"idle polls after the backlog: {idle['polls']}, median {idle['median_ms']} ms, p95 {idle['p95_ms']} ms, "
           f"fetched {idle['fetched']}, SQL statements per poll {idle['sql_statements_per_poll']}")
@@ -472,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="cProfile the mailbot phase, print top costs")
     ap.add_argument("--profile-top", type=int, default=25)
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    ap.add_argument("--sql-top", type=int, default=0, metavar="N",
+                    help="also list mailbot's N most frequent SQL statements with their count per mail")
     ap.add_argument("--phase", choices=("floor", "mailbot"), help=argparse.SUPPRESS)
     for name in ("host", "user", "password", "smtp-host", "state"):
         ap.add_argument(f"--{name}", help=argparse.SUPPRESS)
