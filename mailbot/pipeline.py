@@ -440,7 +440,7 @@ class Intake:
                     # a row's identity number is another school's: a finding, so a correction
                     a = replace(a, outcome="correction", reply="correction",
                                 reason="identity number registered before")
-                msg_pk = self.state.insert("messages", {
+                msg_pk = self.state.insert_numbered("messages", "receipt", f"{self.rules.campaign.id}-", {
                     "source": fetched.source, "uidvalidity": fetched.uidvalidity, "uid": fetched.uid,
                     "source_key": fetched.key,
                     "message_id": p.message_id if p else "", "sha256": raw_sha, "size": len(fetched.raw),
@@ -452,7 +452,6 @@ class Intake:
                     "settle_folder": a.folder, "recorded_at": utc_now(),
                 })
                 receipt = f"{self.rules.campaign.id}-{msg_pk:06d}"
-                db.execute("UPDATE messages SET receipt = ? WHERE id = ?", [receipt, msg_pk])
                 self.state.add_event("message_recorded", {
                     "outcome": a.outcome, "reason": mask_text(a.reason)[:500], "receipt": receipt,
                     "arrived_at": arrived_utc, "domain_mismatch": mismatch},
@@ -523,14 +522,12 @@ class Intake:
                 "contact_phone": v.contact_phone, "sheet": v.reading.sheet if v.reading else "",
                 "findings": json.dumps([{"code": f.code, "message": f.message} for f in v.form_findings],
                                        ensure_ascii=False)})
-            for r in v.rows:
-                ids[(i, r.row)] = self.state.insert("form_rows", {
-                    "form": form_pk, "row": r.row, "program": r.program, "program_matched": int(r.program_matched),
-                    "name": r.name, "gender": r.gender, "position": r.position, "email": r.email,
-                    "id_number": r.id_number, "id_masked": mask_id(r.id_number), "phone": r.phone,
-                    "ok": int(r.ok), "findings": json.dumps(
-                        [{"column": f.column, "code": f.code, "message": f.message} for f in r.findings],
-                        ensure_ascii=False)})
+            rows = [[form_pk, r.row, r.program, int(r.program_matched), r.name, r.gender, r.position, r.email,
+                     r.id_number, mask_id(r.id_number), r.phone, int(r.ok), json.dumps(
+                         [{"column": f.column, "code": f.code, "message": f.message} for f in r.findings],
+                         ensure_ascii=False)] for r in v.rows]
+            for r, pk in zip(v.rows, self.state.insert_rows("form_rows", FORM_ROW_COLUMNS, rows)):
+                ids[(i, r.row)] = pk
         return ids
 
     def _apply_seats(self, msg_pk: int, fetched: FetchedMessage, a: Assessment, institution: str,
@@ -973,6 +970,10 @@ def _rebuilt_copy(data: bytes, filename: str, cells: list[tuple[str, str]], *, s
                   limits: Any) -> tuple[str, bytes] | None:
     """(In a reader worker) an xlsx copy of an xls/ods sheet's values, cells to fix marked."""
     return rebuild_workbook(sheet_cells(data, sheet, limits=limits), filename, cells, sheet=sheet)
+
+
+FORM_ROW_COLUMNS = ("form", "row", "program", "program_matched", "name", "gender", "position", "email",
+                    "id_number", "id_masked", "phone", "ok", "findings")
 
 
 class _Rollback(Exception):

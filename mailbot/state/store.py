@@ -441,6 +441,7 @@ class State:
         self._chain_head: str | None = None  # last event hash, only while in transaction()
         self._events: list[list[Any]] = []  # events of the open transaction not yet inserted
         self._batch_events = False
+        self._head: tuple[int, str] | None = None  # (generation, hash) of the last event this connection committed
         self._data_version: int | None = None
         self.generation = 0
         """Bumped whenever what this connection knows may be stale: another connection committed
@@ -473,6 +474,7 @@ class State:
         self._insert_sql = {}
         self._in_transaction, self._chain_head = False, None
         self._events, self._data_version, self.generation, self._batch_events = [], None, 0, False
+        self._head = None
         self.dir = db_path.parent
         self.path = db_path
         try:
@@ -535,9 +537,16 @@ class State:
             except sqlite3.Error as exc:
                 self._rollback()
                 raise StateError(f"commit failed: {exc}") from exc
+            if self._chain_head is not None:
+                self._head = (self.generation, self._chain_head)
         finally:
             self._in_transaction, self._chain_head, self._events = False, None, []
             self._batch_events = False
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a :meth:`transaction` is open (it holds the write lock)."""
+        return self._in_transaction
 
     def changed_elsewhere(self) -> bool:
         """Whether another connection committed since this one last asked (``PRAGMA
@@ -624,7 +633,6 @@ class State:
     def query(self, sql: str, params: Any = ()) -> Iterator[dict[str, Any]]:
         """Rows as dicts.  Plain ``execute``: sqlite-utils' ``query`` wraps every statement in a
         SAVEPOINT/RELEASE pair, half of all statements on the hot path."""
-        self.flush_events()  # a read sees every event added before it
         cur = self.db.conn.execute(sql, params)
         cols = [d[0] for d in cur.description or ()]
         for row in cur:
@@ -639,6 +647,19 @@ class State:
             sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             self._insert_sql[(table, cols)] = sql
         return int(self.db.conn.execute(sql, list(row.values())).lastrowid)
+
+    def insert_numbered(self, table: str, column: str, prefix: str, row: dict[str, Any]) -> int:
+        """Insert one row (inside a transaction) whose ``column`` is ``prefix`` and its own id
+        as six digits or more (a receipt), in one statement; returns the id.  The id is the
+        one SQLite would pick, one above the largest (the transaction holds the write lock)."""
+        cols = (*row, "id", column)
+        sql = self._insert_sql.get((table, cols))
+        if sql is None:
+            nxt = f"(SELECT coalesce(max(id), 0) + 1 FROM {table})"
+            sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(row))}, {nxt}, "
+                   f"? || printf('%06d', {nxt}))")
+            self._insert_sql[(table, cols)] = sql
+        return int(self.db.conn.execute(sql, [*row.values(), prefix]).lastrowid)
 
     def insert_rows(self, table: str, cols: tuple[str, ...], rows: list[list[Any]]) -> list[int]:
         """Insert many rows with the same columns (inside a transaction) in as few statements as
@@ -665,6 +686,8 @@ class State:
         read of the log: :meth:`flush_events`) when it was opened with ``batch_events``, in the
         order they were added."""
         prev = self._chain_head
+        if prev is None and self._in_transaction and self._head is not None and self._head[0] == self.generation:
+            prev = self._head[1]  # nobody else committed since our last event: it is still the head
         if prev is None:
             last = self.db.conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
             prev = last[0] if last else ""
@@ -678,6 +701,8 @@ class State:
             self._events.append(row)
         else:
             self.insert("events", dict(zip(self._EVENT_COLUMNS, row)))
+            if not self._in_transaction:
+                self._head = None
 
     def flush_events(self) -> None:
         """Insert the events added in this transaction so far (before reading the log in it)."""
