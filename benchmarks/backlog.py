@@ -319,6 +319,7 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
             nominees = {r["status"]: r["n"] for r in db.query("SELECT status, count(*) n FROM nominees GROUP BY status")}
         finally:
             parts.close()
+    own = resource.getrusage(resource.RUSAGE_SELF)
     if report.sent.held or set(replies) != {"sent"}:
         raise RuntimeError(f"not every reply was sent: outbox {replies}, held by the budget {report.sent.held}")
     idle_sorted = sorted(idle_ms)
@@ -330,7 +331,8 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
                            "median_ms": round(statistics.median(idle_ms), 2),
                            "p95_ms": round(idle_sorted[int(0.95 * (len(idle_sorted) - 1))], 2),
                            "sql_statements_per_poll": sorted(set(idle_statements))},
-            "peak_rss_mb": round(peak_rss_mb(), 1), "rss_samples": sampler.samples}
+            "peak_rss_mb": round(peak_rss_mb(), 1), "rss_samples": sampler.samples,
+            "cpu_own_s": round(own.ru_utime + own.ru_stime, 2)}
 
 
 # ---- orchestration ---------------------------------------------------------------------------
@@ -429,6 +431,8 @@ def print_table(res: dict[str, Any]) -> None:
               f"{r['smtp_accepted']:>11}")
     print(f"\nratio mailbot / floor: {res['ratio']:.2f} wall, {res['cpu_ratio']:.2f} CPU "
           f"(floor {floor['cpu_s']} s, mailbot {bot['cpu_s']} s of CPU, each phase's process tree)")
+    print(f"mailbot CPU: {bot['cpu_own_s']} s in the daemon process (set-up and idle polls included), "
+          f"{round(bot['cpu_s'] - bot['cpu_own_s'], 2)} s in its contained reader workers")
     print(f"mailbot outcomes: {bot['outcomes']}; nominees: {bot['nominees']}")
     print(f"mailbot SQL statements by kind: {bot['sql_kinds']} (+{bot['sql_trigger_statements']} run by triggers)")
     if bot.get("sql_top"):
