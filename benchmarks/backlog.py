@@ -248,10 +248,10 @@ class StatementCounter:
     """Counts what SQLite runs on one connection (``set_trace_callback``): installed by this
     benchmark on mailbot's connection, never by mailbot."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, *, texts: bool = False) -> None:
         self.statements = self.triggers = 0
         self.kinds: dict[str, int] = {}
-        self.texts: dict[str, int] = {}  # statement text (values bound, so shortened) -> count
+        self.texts: dict[str, int] | None = {} if texts else None  # statement shape -> count (``--sql-top``)
         conn.set_trace_callback(self._trace)
 
     def _trace(self, sql: str) -> None:
@@ -261,8 +261,9 @@ class StatementCounter:
         self.statements += 1
         word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
         self.kinds[word] = self.kinds.get(word, 0) + 1
-        shape = _LITERALS.sub("?", " ".join(sql.split()))[:160]
-        self.texts[shape] = self.texts.get(shape, 0) + 1
+        if self.texts is not None:  # costs CPU counted as mailbot's: only when asked for
+            shape = _LITERALS.sub("?", " ".join(sql[:4000].split()))[:160]
+            self.texts[shape] = self.texts.get(shape, 0) + 1
 
 
 _LITERALS = re.compile(r"'(?:[^']|'')*'|X'[0-9A-Fa-f]*'|\b\d+(?:\.\d+)?\b")
@@ -287,7 +288,7 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
     with open(os.devnull, "w") as devnull:
         parts = open_intake(settings, devnull)
         try:
-            counter = StatementCounter(parts.state.db.conn)
+            counter = StatementCounter(parts.state.db.conn, texts=args.sql_top > 0)
             started = time.perf_counter()
             if args.profile:
                 import cProfile
@@ -305,7 +306,7 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
                 report = parts.intake.poll_once(sampler.tick)
                 elapsed = time.perf_counter() - started
             statements, triggers, kinds = counter.statements, counter.triggers, dict(counter.kinds)
-            top = sorted(counter.texts.items(), key=lambda kv: -kv[1])[:args.sql_top]
+            top = sorted((counter.texts or {}).items(), key=lambda kv: -kv[1])[:args.sql_top]
             idle_ms, idle_fetched, idle_statements = [], 0, []
             for _ in range(IDLE_POLLS):
                 before = counter.statements
