@@ -62,9 +62,26 @@ except Exception:  # pragma: no cover - no tz database; China has had no DST sin
 XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 MAX_REFERENCES = 20
 MAX_TO_NAME = 64  # characters of the sender's display name echoed in a reply's To header
+_PLAIN_HEADER_RE = re.compile(r"[!-~]+(?: [!-~]+)*")
+
+
+class _WirePolicy(type(policy.compat32)):  # type: ignore[misc]
+    """compat32 writing CRLF.  A header value that is one short line of printable ASCII words
+    (``MIME-Version: 1.0``, ``Content-Type: text/plain; charset="utf-8"``, …, most headers of
+    a reply) is written as is: exactly what compat32's folding makes of it, without building a
+    ``Header`` per header (``tests/test_replies.py`` compares the two); anything else is folded
+    by compat32."""
+
+    def _fold(self, name: str, value: Any, sanitize: bool) -> str:
+        if (isinstance(value, str) and len(name) + 2 + len(value) <= self.max_line_length
+                and _PLAIN_HEADER_RE.fullmatch(value)):
+            return f"{name}: {value}{self.linesep}"
+        return super()._fold(name, value, sanitize)  # type: ignore[no-any-return]
+
+
 # SMTP policy, but raw (set_raw) headers are written as given: the threading headers are
 # folded by fold_ids, every other header is a parsed header object folded as usual.
-_WIRE = policy.compat32.clone(linesep="\r\n")
+_WIRE = _WirePolicy(linesep="\r\n")
 
 # A URL scheme with its host ("李四http://evil.example": glued to a Chinese name too; the
 # defanged "hxxp[:]//" never matches again) and a dotted host name of ASCII labels not glued
