@@ -266,7 +266,7 @@ class StatementCounter:
             self.texts[shape] = self.texts.get(shape, 0) + 1
 
 
-_LITERALS = re.compile(r"'(?:[^']|'')*'|X'[0-9A-Fa-f]*'|\b\d+(?:\.\d+)?\b")
+_LITERALS = re.compile(r"[Xx]'[0-9A-Fa-f]*'?|'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
 """Bound values in a traced statement (the trace shows them expanded): replaced by ``?`` so
 the same statement counts once whatever it was given."""
 

@@ -171,11 +171,16 @@ class Intake:
         contained.pool_of(self.settings.limits).warm()
         try:
             batch: list[FetchedMessage] = []
-            for fetched in self.source.fetch_after(stored_validity, last_uid):
-                batch.append(fetched)
-                if len(batch) >= DECIDE_BATCH:
+            try:
+                for fetched in self.source.fetch_after(stored_validity, last_uid):
+                    batch.append(fetched)
+                    if len(batch) >= DECIDE_BATCH:
+                        batch, full = [], batch
+                        self.handle_batch(full, report, progress)
+            except MailboxError:
+                if batch:  # the fetch failed part way: what arrived is decided before the poll fails
                     self.handle_batch(batch, report, progress)
-                    batch = []
+                raise
             if batch:
                 self.handle_batch(batch, report, progress)
         finally:
