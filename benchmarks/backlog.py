@@ -248,9 +248,10 @@ class StatementCounter:
     """Counts what SQLite runs on one connection (``set_trace_callback``): installed by this
     benchmark on mailbot's connection, never by mailbot."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, *, texts: bool = False) -> None:
         self.statements = self.triggers = 0
         self.kinds: dict[str, int] = {}
+        self.texts: dict[str, int] | None = {} if texts else None  # statement shape -> count (``--sql-top``)
         conn.set_trace_callback(self._trace)
 
     def _trace(self, sql: str) -> None:
@@ -260,6 +261,61 @@ class StatementCounter:
         self.statements += 1
         word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
         self.kinds[word] = self.kinds.get(word, 0) + 1
+        if self.texts is not None:  # costs CPU counted as mailbot's: only when asked for
+            shape = _LITERALS.sub("?", " ".join(sql[:4000].split()))[:160]
+            self.texts[shape] = self.texts.get(shape, 0) + 1
+
+
+_LITERALS = re.compile(r"[Xx]'[0-9A-Fa-f]*'?|'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
+"""Bound values in a traced statement (the trace shows them expanded): replaced by ``?`` so
+the same statement counts once whatever it was given."""
+
+
+STAGES = {
+    "assess": "assess the mail (all of it)", "parse_message": "  parse it (stdlib parser)",
+    "auto_reply_reason": "  automatic-mail check", "sender_trust": "  sender check (Authentication-Results)",
+    "_walk": "  MIME walk in a worker (pickling, waiting)", "_judge_in_time": "  form read in a worker (pickling, waiting)",
+    "_record": "record it (all of it)", "store_blob": "  raw mail stored (SHA-256, write, 2 fsyncs)",
+    "_record_forms": "  forms and rows", "_apply_seats": "  the ledger",
+    "_queue_reply": "  the reply queued (all of it)", "_render_pair": "    templates rendered",
+    "build_message": "    MIME message built", "_correction_copy": "    correction workbook (worker)",
+    "__exit__": "  commit (events inserted, COMMIT)", "send_pending": "send the batch (SMTP, Sent copy, commits)",
+    "append": "  the Sent copy APPENDed", "flush_settle": "settle (MOVE)",
+}
+
+
+class CpuSampler:
+    """Where the daemon spends its CPU: every 2 ms of process CPU (``ITIMER_PROF``) the main
+    thread's stack is looked at, and each stage of :data:`STAGES` on it counts one sample.  A
+    long call in C (fsync, SQLite, zlib) delivers one signal at its end, so it is undercounted:
+    the shares are a lower bound for such stages."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.stages: dict[str, int] = {}
+
+    def _sample(self, _signum: int, frame: Any) -> None:
+        self.samples += 1
+        seen = set()
+        while frame is not None:
+            name = frame.f_code.co_name
+            if name in STAGES and name not in seen:
+                seen.add(name)
+                self.stages[name] = self.stages.get(name, 0) + 1
+            frame = frame.f_back
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        import signal
+
+        signal.signal(signal.SIGPROF, self._sample)
+        signal.setitimer(signal.ITIMER_PROF, 0.002, 0.002)
+        try:
+            return fn(*args)
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0, 0)
+
+    def shares(self) -> list[tuple[str, float]]:
+        return [(STAGES[k], round(100 * self.stages.get(k, 0) / max(1, self.samples), 1)) for k in STAGES]
 
 
 def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
@@ -279,13 +335,14 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
     with open(os.devnull, "w") as devnull:
         parts = open_intake(settings, devnull)
         try:
-            counter = StatementCounter(parts.state.db.conn)
+            counter = StatementCounter(parts.state.db.conn, texts=args.sql_top > 0)
             started = time.perf_counter()
             if args.profile:
                 import cProfile
                 import pstats
 
-                prof = cProfile.Profile()
+                # wall: where the poll waits too (workers, Dovecot, fsync); cpu: only what it computes
+                prof = cProfile.Profile(time.process_time) if args.profile_clock == "cpu" else cProfile.Profile()
                 report = prof.runcall(parts.intake.poll_once, sampler.tick)
                 elapsed = time.perf_counter() - started
                 out = io.StringIO()
@@ -293,10 +350,16 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
                 stats.sort_stats("tottime").print_stats(args.profile_top)
                 stats.sort_stats("cumulative").print_stats(args.profile_top)
                 Path(args.state, "profile.txt").write_text(out.getvalue())
+            elif args.sample_cpu:
+                cpu = CpuSampler()
+                report = cpu.run(parts.intake.poll_once, sampler.tick)
+                elapsed = time.perf_counter() - started
+                Path(args.state, "cpu_shares.json").write_text(json.dumps(cpu.shares(), ensure_ascii=False))
             else:
                 report = parts.intake.poll_once(sampler.tick)
                 elapsed = time.perf_counter() - started
             statements, triggers, kinds = counter.statements, counter.triggers, dict(counter.kinds)
+            top = sorted((counter.texts or {}).items(), key=lambda kv: -kv[1])[:args.sql_top]
             idle_ms, idle_fetched, idle_statements = [], 0, []
             for _ in range(IDLE_POLLS):
                 before = counter.statements
@@ -310,17 +373,20 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
             nominees = {r["status"]: r["n"] for r in db.query("SELECT status, count(*) n FROM nominees GROUP BY status")}
         finally:
             parts.close()
+    own = resource.getrusage(resource.RUSAGE_SELF)
     if report.sent.held or set(replies) != {"sent"}:
         raise RuntimeError(f"not every reply was sent: outbox {replies}, held by the budget {report.sent.held}")
     idle_sorted = sorted(idle_ms)
     return {"phase": "mailbot", "seconds": elapsed, "messages": report.fetched, "outcomes": report.outcomes,
             "rows": rows, "nominees": nominees, "outbox": replies, "sent": report.sent.sent,
             "sql_statements": statements, "sql_trigger_statements": triggers, "sql_kinds": kinds,
+            "sql_top": top,
             "idle_polls": {"polls": IDLE_POLLS, "fetched": idle_fetched,
                            "median_ms": round(statistics.median(idle_ms), 2),
                            "p95_ms": round(idle_sorted[int(0.95 * (len(idle_sorted) - 1))], 2),
                            "sql_statements_per_poll": sorted(set(idle_statements))},
-            "peak_rss_mb": round(peak_rss_mb(), 1), "rss_samples": sampler.samples}
+            "peak_rss_mb": round(peak_rss_mb(), 1), "rss_samples": sampler.samples,
+            "cpu_own_s": round(own.ru_utime + own.ru_stime, 2), "cpu_own_system_s": round(own.ru_stime, 2)}
 
 
 # ---- orchestration ---------------------------------------------------------------------------
@@ -380,7 +446,9 @@ def run_phase(phase: str, account: Any, sink: CountingSink, state: Path, args: a
            "--user", account.user, "--password", account.password, "--smtp-host", sink.host,
            "--smtp-port", str(sink.port), "--state", str(state), "--messages", str(args.messages)]
     if args.profile and phase == "mailbot":
-        cmd += ["--profile", "--profile-top", str(args.profile_top)]
+        cmd += ["--profile", "--profile-top", str(args.profile_top), "--profile-clock", args.profile_clock]
+    if phase == "mailbot":
+        cmd += ["--sql-top", str(args.sql_top)] + (["--sample-cpu"] if args.sample_cpu else [])
     before = sink.accepted
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -417,8 +485,15 @@ def print_table(res: dict[str, Any]) -> None:
               f"{r['smtp_accepted']:>11}")
     print(f"\nratio mailbot / floor: {res['ratio']:.2f} wall, {res['cpu_ratio']:.2f} CPU "
           f"(floor {floor['cpu_s']} s, mailbot {bot['cpu_s']} s of CPU, each phase's process tree)")
+    print(f"mailbot CPU: {bot['cpu_own_s']} s in the daemon process ({bot['cpu_own_system_s']} s of it in the "
+          "kernel; set-up and idle polls included), "
+          f"{round(bot['cpu_s'] - bot['cpu_own_s'], 2)} s in its contained reader workers")
     print(f"mailbot outcomes: {bot['outcomes']}; nominees: {bot['nominees']}")
     print(f"mailbot SQL statements by kind: {bot['sql_kinds']} (+{bot['sql_trigger_statements']} run by triggers)")
+    if bot.get("sql_top"):
+        print("mailbot's most frequent SQL statements (per mail, values as ?):")
+        for text, count in bot["sql_top"]:
+            print(f"  {count / n:6.2f}  {text}")
     idle = bot["idle_polls"]
     print(f"idle polls after the backlog: {idle['polls']}, median {idle['median_ms']} ms, p95 {idle['p95_ms']} ms, "
           f"fetched {idle['fetched']}, SQL statements per poll {idle['sql_statements_per_poll']}")
@@ -463,6 +538,8 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         result["sql_per_mail"] = result["mailbot"]["sql_statements"] / args.messages
         if args.profile:
             result["profile"] = (work / "bot-state" / "profile.txt").read_text()
+        if args.sample_cpu:
+            result["cpu_shares"] = json.loads((work / "bot-state" / "cpu_shares.json").read_text())
         return result
 
 
@@ -471,7 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", default="1000", help="mails per backlog; several sizes comma-separated")
     ap.add_argument("--profile", action="store_true", help="cProfile the mailbot phase, print top costs")
     ap.add_argument("--profile-top", type=int, default=25)
+    ap.add_argument("--profile-clock", choices=("wall", "cpu"), default="wall",
+                    help="cProfile's clock: wall time (waits included) or the daemon's CPU time")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    ap.add_argument("--sample-cpu", action="store_true",
+                    help="sample the daemon's stack every 2 ms of CPU; print the share of each stage")
+    ap.add_argument("--sql-top", type=int, default=0, metavar="N",
+                    help="also list mailbot's N most frequent SQL statements with their count per mail")
     ap.add_argument("--phase", choices=("floor", "mailbot"), help=argparse.SUPPRESS)
     for name in ("host", "user", "password", "smtp-host", "state"):
         ap.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -494,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
             print_table(results[-1])
             if args.profile:
                 print("\n" + results[-1]["profile"])
+            if args.sample_cpu:
+                print("\nshare of the daemon's CPU samples in the poll, by stage (nested stages indented):")
+                for stage, share in results[-1]["cpu_shares"]:
+                    print(f"  {share:5.1f}%  {stage}")
     if args.json:
         print(json.dumps({"runs": results}, ensure_ascii=False))
     elif len(results) > 1:

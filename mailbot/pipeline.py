@@ -46,6 +46,8 @@ from mailbot.state.store import State, utc_now
 
 
 SETTLE_BATCH = 20  # recorded messages moved on the server with one command
+DECIDE_BATCH = 20
+"""Fetched messages decided before their replies are sent together (``handle_batch``)."""
 #: outcomes that put the message on the staff list, with how the list names them
 STAFF_OUTCOMES = {"quarantined": "邮件已隔离", "failed": "处理失败"}
 POISON_ATTEMPTS = 2
@@ -128,6 +130,7 @@ class Intake:
         self._own = {settings.reply.from_address.lower(), rules.intake.address.lower()}
         self._own |= {a.lower() for a in settings.staff_addresses}
         self._to_settle: list[tuple[str, int, str]] = []  # (source key, message id, folder)
+        self._recorded: tuple[str, int | None] = ("", None)  # the last record: outcome, next mark's starts
         self._recovered = False
         self._cycle_sent = SendReport()
 
@@ -167,20 +170,19 @@ class Intake:
         # does not count against the message in hand (poison detection).
         contained.pool_of(self.settings.limits).warm()
         try:
-            for fetched in self.source.fetch_after(stored_validity, last_uid):
-                report.fetched += 1
-                outcome = self.handle(fetched)
-                if outcome is None:
-                    report.skipped += 1
-                else:
-                    report.recorded += 1
-                    report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
-                    if outcome == "failed":
-                        report.failed += 1
-                if len(self._to_settle) >= SETTLE_BATCH:
-                    self.flush_settle()
-                if progress is not None:
-                    progress(1)
+            batch: list[FetchedMessage] = []
+            try:
+                for fetched in self.source.fetch_after(stored_validity, last_uid):
+                    batch.append(fetched)
+                    if len(batch) >= DECIDE_BATCH:
+                        batch, full = [], batch
+                        self.handle_batch(full, report, progress)
+            except MailboxError:
+                if batch:  # the fetch failed part way: what arrived is decided before the poll fails
+                    self.handle_batch(batch, report, progress)
+                raise
+            if batch:
+                self.handle_batch(batch, report, progress)
         finally:
             self.flush_settle()
         if validity != 0:
@@ -201,18 +203,71 @@ class Intake:
     def handle(self, fetched: FetchedMessage) -> str | None:
         """Record one fetched message, send its reply, settle it.  Returns the outcome, or None
         when it was already recorded (only settled again)."""
-        known = self.state.message_at(fetched.source, fetched.uidvalidity, fetched.uid, fetched.key)
-        if known is not None:
-            self._to_settle.append((fetched.key, known["id"], known["settle_folder"]))
-            return None
+        report = CycleReport()
+        self.handle_batch([fetched], report)
+        return next(iter(report.outcomes), None)
+
+    def handle_batch(self, batch: list[FetchedMessage], report: CycleReport,
+                     progress: Callable[[int], None] | None = None) -> None:
+        """Decide a fetch batch: each new message marked (committed) before its decision starts,
+        its record committed with the next message's mark (one commit per message), then the
+        replies of all of them sent (``sending`` in one commit, ``sent`` in one commit), then
+        settled.  A message recorded before (a crash after its commit) is only settled again."""
+        known = self.state.messages_at(batch)
+        new: list[FetchedMessage] = []
+        for fetched in batch:
+            row = known.get((fetched.uidvalidity, fetched.uid if fetched.uidvalidity else fetched.key))
+            if row is None:
+                new.append(fetched)
+                continue
+            self._to_settle.append((fetched.key, row["id"], row["settle_folder"]))
+            report.fetched += 1
+            report.skipped += 1
+            if progress is not None:
+                progress(1)
+        cursor = max((f.uid if f.cursor_uid is None else f.cursor_uid for f in batch), default=0)
+        attempts: int | None = None
+        marked: FetchedMessage | None = None  # marked with the record before it, not started
+        try:
+            for i, fetched in enumerate(new):
+                if attempts is None:  # the first of the batch: its mark commits alone
+                    try:
+                        attempts = self.state.begin_attempt(fetched.source, fetched.uidvalidity, fetched.key)
+                    except StateError:
+                        self._forget_attempt(fetched)
+                        raise
+                last = i == len(new) - 1
+                marked = None
+                outcome, attempts = self._decide(fetched, attempts, None if last else new[i + 1],
+                                                 cursor if last else None)
+                marked = None if last else new[i + 1]
+                report.fetched += 1
+                report.recorded += 1
+                report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
+                if outcome == "failed":
+                    report.failed += 1
+                if progress is not None:
+                    progress(1)  # may raise to stop the cycle (the daemon is stopping)
+        finally:
+            if marked is not None:  # stopped between two messages: the next one never started
+                with self.state.transaction():
+                    self.state.unmark_attempt(marked.source, marked.uidvalidity, marked.key)
+            if new:
+                self.send()
+        if len(self._to_settle) >= SETTLE_BATCH:
+            self.flush_settle()
+
+    def _decide(self, fetched: FetchedMessage, attempts: int, then_mark: FetchedMessage | None,
+                cursor: int | None) -> tuple[str, int | None]:
+        """Decide and record one marked message (its ``attempts``-th start); ``then_mark`` is
+        marked in the same commit.  Returns the recorded outcome and ``then_mark``'s starts."""
         started = time.monotonic()
         try:
-            attempts = self.state.begin_attempt(fetched.source, fetched.uidvalidity, fetched.key)
             if attempts > POISON_ATTEMPTS:
                 assessment = self.set_aside(fetched, attempts - 1)
             else:
                 assessment = self.assess(fetched, started=started)
-            msg_pk = self.record(fetched, assessment)
+            msg_pk = self.record(fetched, assessment, then_mark=then_mark, cursor=cursor)
         except StateError:
             self._forget_attempt(fetched)  # the database failed, not the message: not poison
             raise
@@ -220,16 +275,14 @@ class Intake:
             reason = f"{type(exc).__name__}: {exc}"
             self.log.error("message_failed", uid=fetched.uid, reason=mask_text(reason), exc_info=True)
             assessment = Assessment("failed", reason, None, self._mbox.failed_folder)
-            msg_pk = self.record(fetched, assessment)
+            msg_pk = self.record(fetched, assessment, then_mark=then_mark, cursor=cursor)
         # the ledger may turn an acceptance into a correction (a conflict): the recorded outcome
-        assessment = replace(assessment, outcome=self.state.db.conn.execute(
-            "SELECT outcome FROM messages WHERE id = ?", [msg_pk]).fetchone()[0])
-        self.log.info("message", uid=fetched.uid, outcome=assessment.outcome, reason=assessment.reason,
+        outcome, next_attempts = self._recorded
+        self.log.info("message", uid=fetched.uid, outcome=outcome, reason=assessment.reason,
                       sender=assessment.parsed.from_addr if assessment.parsed else "",
                       arrived_at=fetched.arrived_at.isoformat(), ms=round((time.monotonic() - started) * 1000))
-        self.send()
         self._to_settle.append((fetched.key, msg_pk, assessment.folder))
-        return assessment.outcome
+        return outcome, next_attempts
 
     def _forget_attempt(self, fetched: FetchedMessage) -> None:
         try:
@@ -358,17 +411,21 @@ class Intake:
         return verdict
 
     # -- record ---------------------------------------------------------------------------
-    def record(self, fetched: FetchedMessage, a: Assessment) -> int:
+    def record(self, fetched: FetchedMessage, a: Assessment, *, then_mark: FetchedMessage | None = None,
+               cursor: int | None = -1) -> int:
         """Store the raw mail, then ONE transaction: message, attachments, forms, rows, seats,
-        events, reply in the outbox, cursor.  Returns the message's id."""
-        return self._record(fetched, a, dry_run=False)[0]
+        events, reply in the outbox, cursor, its decision mark removed and ``then_mark``'s mark
+        added.  ``cursor``: where the cursor moves (-1: to this message; None: it stays).
+        Returns the message's id."""
+        return self._record(fetched, a, dry_run=False, then_mark=then_mark, cursor=cursor)[0]
 
     def preview(self, fetched: FetchedMessage, a: Assessment) -> list[dict[str, Any]]:
         """What ``record`` would queue (outbox rows), with everything rolled back after."""
         return self._record(fetched, a, dry_run=True)[1]
 
-    def _record(self, fetched: FetchedMessage, a: Assessment, *,
-                dry_run: bool) -> tuple[int, list[dict[str, Any]]]:
+    def _record(self, fetched: FetchedMessage, a: Assessment, *, dry_run: bool,
+                then_mark: FetchedMessage | None = None,
+                cursor: int | None = -1) -> tuple[int, list[dict[str, Any]]]:
         raw_sha, raw_rel = (hashlib.sha256(fetched.raw).hexdigest(), None) if dry_run else \
             self.state.store_blob(fetched.raw, "raw", ".eml")
         stored_scans: list[tuple[Attachment, str]] = []
@@ -383,12 +440,12 @@ class Intake:
         rollback = _Rollback()
         queued: list[dict[str, Any]] = []
         try:
-            with self.state.transaction():
+            with self.state.transaction(batch_events=True):
                 if a.outcome == "accepted" and p is not None and self._refused_ahead(a, institution):
                     # a row's identity number is another school's: a finding, so a correction
                     a = replace(a, outcome="correction", reply="correction",
                                 reason="identity number registered before")
-                msg_pk = self.state.insert("messages", {
+                msg_pk = self.state.insert_numbered("messages", "receipt", f"{self.rules.campaign.id}-", {
                     "source": fetched.source, "uidvalidity": fetched.uidvalidity, "uid": fetched.uid,
                     "source_key": fetched.key,
                     "message_id": p.message_id if p else "", "sha256": raw_sha, "size": len(fetched.raw),
@@ -400,7 +457,6 @@ class Intake:
                     "settle_folder": a.folder, "recorded_at": utc_now(),
                 })
                 receipt = f"{self.rules.campaign.id}-{msg_pk:06d}"
-                db.execute("UPDATE messages SET receipt = ? WHERE id = ?", [receipt, msg_pk])
                 self.state.add_event("message_recorded", {
                     "outcome": a.outcome, "reason": mask_text(a.reason)[:500], "receipt": receipt,
                     "arrived_at": arrived_utc, "domain_mismatch": mismatch},
@@ -439,14 +495,20 @@ class Intake:
                                     + ("、".join(failed_reads) or "邮件附件"),
                                     actor=self.actor, rules_version=self.version, institution=institution,
                                     sender=p.from_addr if p else "", message=msg_pk, receipt=receipt)
-                self.state.advance_cursor(fetched.source, fetched.uidvalidity,
-                                          fetched.uid if fetched.cursor_uid is None else fetched.cursor_uid)
+                if cursor == -1:
+                    cursor = fetched.uid if fetched.cursor_uid is None else fetched.cursor_uid
+                if cursor is not None:
+                    self.state.advance_cursor(fetched.source, fetched.uidvalidity, cursor)
                 self.state.end_attempt(fetched.source, fetched.uidvalidity, fetched.key)
+                next_attempts = None if then_mark is None else self.state.mark_attempt(
+                    then_mark.source, then_mark.uidvalidity, then_mark.key)
                 if dry_run:
                     queued = list(self.state.query("SELECT * FROM outbox WHERE message = ?", [msg_pk]))
                     raise rollback
         except _Rollback:
             pass
+        else:
+            self._recorded = (a.outcome, next_attempts)
         return msg_pk, queued
 
     def _record_attachment(self, msg_pk: int, att: Attachment, kind: str, path: str | None) -> None:
@@ -465,14 +527,12 @@ class Intake:
                 "contact_phone": v.contact_phone, "sheet": v.reading.sheet if v.reading else "",
                 "findings": json.dumps([{"code": f.code, "message": f.message} for f in v.form_findings],
                                        ensure_ascii=False)})
-            for r in v.rows:
-                ids[(i, r.row)] = self.state.insert("form_rows", {
-                    "form": form_pk, "row": r.row, "program": r.program, "program_matched": int(r.program_matched),
-                    "name": r.name, "gender": r.gender, "position": r.position, "email": r.email,
-                    "id_number": r.id_number, "id_masked": mask_id(r.id_number), "phone": r.phone,
-                    "ok": int(r.ok), "findings": json.dumps(
-                        [{"column": f.column, "code": f.code, "message": f.message} for f in r.findings],
-                        ensure_ascii=False)})
+            rows = [[form_pk, r.row, r.program, int(r.program_matched), r.name, r.gender, r.position, r.email,
+                     r.id_number, mask_id(r.id_number), r.phone, int(r.ok), json.dumps(
+                         [{"column": f.column, "code": f.code, "message": f.message} for f in r.findings],
+                         ensure_ascii=False)] for r in v.rows]
+            for r, pk in zip(v.rows, self.state.insert_rows("form_rows", FORM_ROW_COLUMNS, rows)):
+                ids[(i, r.row)] = pk
         return ids
 
     def _apply_seats(self, msg_pk: int, fetched: FetchedMessage, a: Assessment, institution: str,
@@ -897,8 +957,7 @@ class Intake:
             done += [m for _, m in items]
         if done:
             with self.state.transaction():
-                for msg_pk in done:
-                    self.state.mark_settled(msg_pk)
+                self.state.mark_settled_many(done)
 
     def settle_pending(self) -> None:
         """Retry moving messages whose record committed but whose move did not happen."""
@@ -916,6 +975,10 @@ def _rebuilt_copy(data: bytes, filename: str, cells: list[tuple[str, str]], *, s
                   limits: Any) -> tuple[str, bytes] | None:
     """(In a reader worker) an xlsx copy of an xls/ods sheet's values, cells to fix marked."""
     return rebuild_workbook(sheet_cells(data, sheet, limits=limits), filename, cells, sheet=sheet)
+
+
+FORM_ROW_COLUMNS = ("form", "row", "program", "program_matched", "name", "gender", "position", "email",
+                    "id_number", "id_masked", "phone", "ok", "findings")
 
 
 class _Rollback(Exception):

@@ -59,7 +59,9 @@ def test_a_backup_taken_during_a_poll_verifies_and_restores(tmp_path: Path, dove
         dovecot.append(school_mail(n), shanghai(2020, 11, 2, 9, n), user=imap_account.user)
     config = write_config(tmp_path, imap_account, smtp_sink)
     live_db = tmp_path / "state" / "mailbot.db"
-    poll = MailbotProcess("poll", config)
+    # Replies leave after each fetch batch (20) is recorded: the test hook paces their sends
+    # (0.1 s each), so the poll is still recording the second batch when the backup is taken.
+    poll = MailbotProcess("poll", config, env={"MAILBOT_TEST_PAUSE_AFTER_SENDING": "0.1"})
     deadline = time.monotonic() + 120
     while recorded(live_db) < 3:
         assert time.monotonic() < deadline and poll.proc.poll() is None, poll.log_text()

@@ -26,7 +26,7 @@ def _run(script: str, *args: str) -> dict:
 
 @pytest.mark.timeout(120)
 def test_backlog_benchmark_answers_every_mail_in_both_phases() -> None:
-    result = _run("backlog.py", "--messages", "20")["runs"][0]
+    result = _run("backlog.py", "--messages", "20", "--sample-cpu", "--sql-top", "3")["runs"][0]
     mix = result["mix"]
     assert mix["clean"] + mix["errors"] + mix["no_attachment"] == 20
     floor, bot = result["floor"], result["mailbot"]
@@ -39,6 +39,10 @@ def test_backlog_benchmark_answers_every_mail_in_both_phases() -> None:
     assert floor["sql_statements"] == 3 * 20  # BEGIN, INSERT, COMMIT per mail: the counter counts
     assert bot["sql_statements"] == sum(bot["sql_kinds"].values()) > 0
     assert result["sql_per_mail"] == bot["sql_statements"] / 20
+    assert result["sql_per_mail"] <= 30  # the bound: a count, not a timing
+    assert len(bot["sql_top"]) == 3 and sum(n for _, n in bot["sql_top"]) <= bot["sql_statements"]
+    stages = dict(result["cpu_shares"])
+    assert len(stages) == 18 and 0 < stages["record it (all of it)"] <= 100
     assert bot["idle_polls"]["fetched"] == 0
     assert floor["tree_peak_rss_mb"] > 0 and bot["tree_peak_rss_mb"] > 0
     assert result["ratio"] == bot["seconds"] / floor["seconds"]

@@ -172,3 +172,39 @@ def test_waiting_positions_of_a_big_form_cost_linear_work(tmp_path: Path) -> Non
     assert (small_positions, big_positions) == (list(range(1, 401)), list(range(1, 1601)))
     # four times the rows: about four times the work (one count per row was sixteen times)
     assert big < small * 6, (small, big)
+
+
+def test_counts_kept_between_transactions_are_read_again_after_another_connection_wrote(
+        state: State, tmp_path: Path) -> None:
+    ledger = SeatLedger(state, {BIM: 1}, rules_version="t")
+    _submit(state, ledger, "A", 1, [_req(1)])  # the one seat
+    staff = State(tmp_path / "state")  # another process, e.g. a staff decision freeing the seat
+    with staff.transaction():
+        staff.db.execute("UPDATE nominees SET status = 'withdrawn' WHERE id_number = ?", [_req(1).id_number])
+    staff.close()
+    result = _submit(state, ledger, "B", 2, [_req(2)])
+    assert [(p.status, p.waiting_position) for p in result.placements] == [("seated", None)]
+
+
+def test_counts_kept_between_transactions_are_read_again_after_a_rollback(state: State) -> None:
+    ledger = SeatLedger(state, {BIM: 1}, rules_version="t")
+    with pytest.raises(RuntimeError):
+        with state.transaction():
+            ledger.apply_submission(institution_key="A", institution="A", requests=[_req(1)],
+                                    present_ids={_req(1).id_number}, message=_message(state, 1, "2020-11-01"),
+                                    arrived_at="2020-11-01T01:00:00+00:00", uid=1, sender="a@x.edu.cn")
+            raise RuntimeError("the record failed after the seat was given")
+    result = _submit(state, ledger, "B", 2, [_req(2)])
+    assert [(p.status, p.waiting_position) for p in result.placements] == [("seated", None)]
+
+
+def test_a_backlog_in_arrival_order_gets_the_waiting_positions_a_fresh_read_gives(state: State) -> None:
+    ledger = SeatLedger(state, {BIM: 1, WEB: 2}, rules_version="t")
+    results = [_submit(state, ledger, f"S{uid}", uid, [_req(10 * uid, BIM), _req(10 * uid + 1, WEB),
+                                                        _req(10 * uid + 2, BIM)]) for uid in range(1, 6)]
+    told = [(p.request.name, p.status, p.waiting_position) for r in results for p in r.placements]
+    fresh = SeatLedger(state, {BIM: 1, WEB: 2}, rules_version="t")
+    read = [(p.request.name, *fresh._standing(p.nominee)) for r in results for p in r.placements]
+    assert told[:6] == [("教师10", "seated", None), ("教师11", "seated", None), ("教师12", "waiting", 1),
+                        ("教师20", "waiting", 2), ("教师21", "seated", None), ("教师22", "waiting", 3)]
+    assert told == read  # nobody moved since: each position as the table gives it now

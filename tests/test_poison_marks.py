@@ -17,6 +17,7 @@ from mailbot.config import load_settings
 from mailbot.errors import StateError
 from mailbot.logs import configure_logging, get_logger
 from mailbot.mail.source import FetchedMessage
+from mailbot.pipeline import CycleReport
 
 ARRIVED = datetime(2020, 11, 2, 2, 0, tzinfo=timezone.utc)
 POISON_REASON = "poison: processing did not finish 2 times (crash, abort or kill); set aside for staff"
@@ -87,3 +88,41 @@ def test_a_database_failure_while_recording_is_not_counted_as_poison(parts, monk
     with pytest.raises(StateError):
         parts.intake.handle(fetched)
     assert _rows(parts, "SELECT count(*) FROM attempts") == [(0,)]
+
+
+class _Died(BaseException):
+    """Stands for the process dying while deciding a message (nothing catches it)."""
+
+
+def test_in_a_fetch_batch_only_the_message_in_hand_is_marked_when_the_process_dies(parts, monkeypatch) -> None:
+    auth = "dmarc=pass header.from=zjxx.edu.cn; spf=pass smtp.mailfrom=zjxx.edu.cn"
+    batch = [_fetched(parts, key, auth) for key in ("first", "second", "third")]
+    assess = parts.intake.assess
+
+    def dies_on_the_second(fetched, **kwargs):
+        if fetched.key == "second":
+            raise _Died
+        return assess(fetched, **kwargs)
+
+    monkeypatch.setattr(parts.intake, "assess", dies_on_the_second)
+    with pytest.raises(_Died):
+        parts.intake.handle_batch(batch, CycleReport())
+
+    assert _rows(parts, "SELECT source_key, outcome FROM messages") == [("first", "accepted")]
+    assert _rows(parts, "SELECT source_key, attempts FROM attempts") == [("second", 1)]  # the third: untouched
+    assert _rows(parts, "SELECT kind, status FROM outbox") == [("acceptance", "sent")]  # the first's reply left
+
+
+def test_a_cycle_stopped_between_two_messages_takes_back_the_next_ones_mark(parts) -> None:
+    auth = "dmarc=pass header.from=zjxx.edu.cn; spf=pass smtp.mailfrom=zjxx.edu.cn"
+    batch = [_fetched(parts, key, auth) for key in ("first", "second")]
+    parts.state.begin_attempt(batch[1].source, batch[1].uidvalidity, batch[1].key)  # died on it once before
+
+    def stop(_done: int) -> None:
+        raise _Died
+
+    with pytest.raises(_Died):
+        parts.intake.handle_batch(batch, CycleReport(), stop)
+
+    assert _rows(parts, "SELECT source_key FROM messages") == [("first",)]
+    assert _rows(parts, "SELECT source_key, attempts FROM attempts") == [("second", 1)]  # as before the cycle

@@ -16,6 +16,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stdnum.cn import ric
 
 from mailbot.errors import SendError
@@ -630,3 +632,26 @@ def test_the_digest_message_is_auto_generated_to_staff(renderer):
     msg = parse(raw)
     assert [a.addr_spec for a in msg["To"].addresses] == ["staff1@zjut.edu.cn", "staff2@zjut.edu.cn"]
     assert msg["Auto-Submitted"] == "auto-generated"
+
+
+_HEADER_NAMES = st.sampled_from(["Content-Type", "MIME-Version", "Content-Transfer-Encoding", "To", "X-Mailbot-Loop",
+                                 "Content-Disposition", "Subject", "X"])
+_HEADER_VALUES = st.one_of(
+    st.lists(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30), max_size=6)
+    .map(" ".join),
+    st.text(st.sampled_from(list("ab =?\t\r\n;\"\\") + ["中", "\udcff"]), max_size=90),
+    st.text(max_size=100))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_HEADER_NAMES, _HEADER_VALUES)
+def test_headers_are_written_exactly_as_compat32_folds_them(name: str, value: str) -> None:
+    from mailbot.replies.render import _WIRE
+
+    def written(pol):
+        try:
+            return pol.fold_binary(name, value)
+        except Exception as exc:  # noqa: BLE001 - the errors are compared too
+            return f"{type(exc).__name__}: {exc}"
+
+    assert written(_WIRE) == written(policy.compat32.clone(linesep="\r\n"))

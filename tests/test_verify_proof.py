@@ -137,7 +137,8 @@ def test_an_event_altered_with_the_triggers_dropped_is_named(state_dir: Path) ->
 def _delete_last_message(state_dir: Path) -> int:
     """Remove the last message (the late form: one poll decides by arrival time) with everything
     about it, rows and events alike: the chain and the state stay consistent; only a head written
-    down earlier can tell."""
+    down earlier can tell.  The replies of its fetch batch were sent after it was recorded: their
+    ``reply_sent`` events go with the cut, so the intruder puts those rows back to ``queued``."""
     mid, outcome = one(state_dir, "SELECT id, outcome FROM messages ORDER BY id DESC LIMIT 1")
     assert outcome == "late"
     (first,) = one(state_dir, f"SELECT min(id) FROM events WHERE message = {mid}")
@@ -145,7 +146,9 @@ def _delete_last_message(state_dir: Path) -> int:
             f"DELETE FROM staff_items WHERE message = {mid}",
             f"DELETE FROM attachments WHERE message = {mid}",
             f"DELETE FROM form_rows WHERE form IN (SELECT id FROM forms WHERE message = {mid})",
-            f"DELETE FROM forms WHERE message = {mid}", f"DELETE FROM messages WHERE id = {mid}")
+            f"DELETE FROM forms WHERE message = {mid}", f"DELETE FROM messages WHERE id = {mid}",
+            "UPDATE outbox SET status = 'queued', sent_at = NULL WHERE status = 'sent' AND id NOT IN "
+            "(SELECT json_extract(detail, '$.outbox') FROM events WHERE kind = 'reply_sent')")
     return first
 
 

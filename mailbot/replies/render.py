@@ -27,6 +27,7 @@ Headers of a reply (``build_message``):
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -61,9 +62,26 @@ except Exception:  # pragma: no cover - no tz database; China has had no DST sin
 XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 MAX_REFERENCES = 20
 MAX_TO_NAME = 64  # characters of the sender's display name echoed in a reply's To header
+_PLAIN_HEADER_RE = re.compile(r"[!-~]+(?: [!-~]+)*")
+
+
+class _WirePolicy(type(policy.compat32)):  # type: ignore[misc]
+    """compat32 writing CRLF.  A header value that is one short line of printable ASCII words
+    (``MIME-Version: 1.0``, ``Content-Type: text/plain; charset="utf-8"``, …, most headers of
+    a reply) is written as is: exactly what compat32's folding makes of it, without building a
+    ``Header`` per header (``tests/test_replies.py`` compares the two); anything else is folded
+    by compat32."""
+
+    def _fold(self, name: str, value: Any, sanitize: bool) -> str:
+        if (isinstance(value, str) and len(name) + 2 + len(value) <= self.max_line_length
+                and _PLAIN_HEADER_RE.fullmatch(value)):
+            return f"{name}: {value}{self.linesep}"
+        return super()._fold(name, value, sanitize)  # type: ignore[no-any-return]
+
+
 # SMTP policy, but raw (set_raw) headers are written as given: the threading headers are
 # folded by fold_ids, every other header is a parsed header object folded as usual.
-_WIRE = policy.compat32.clone(linesep="\r\n")
+_WIRE = _WirePolicy(linesep="\r\n")
 
 # A URL scheme with its host ("李四http://evil.example": glued to a Chinese name too; the
 # defanged "hxxp[:]//" never matches again) and a dotted host name of ASCII labels not glued
@@ -485,6 +503,14 @@ def _address(display_name: str, addr_spec: str) -> str:
     return formataddr((checked.display_name, checked.addr_spec), charset="utf-8")
 
 
+def _boundary() -> str:
+    """A multipart boundary as the ``email`` generator makes one (15 ``=``, 19 random digits,
+    ``==``), given up front so the generator does not compile a regex per message to check it
+    against the text: every part here is base64 (UTF-8 text, workbooks), whose lines never hold
+    two ``=`` in a row, and no header line starts with ``--=``."""
+    return "=" * 15 + f"{secrets.randbelow(10**19):019d}" + "=="
+
+
 def _text_part(text: str, subtype: str) -> MIMEText:
     part = MIMEText(text, subtype, "utf-8")
     del part["MIME-Version"]  # only the top level carries it
@@ -496,13 +522,13 @@ def _assemble(headers: list[tuple[str, Any]], rendered: RenderedReply,
     """The message as CRLF bytes.  Built with the compat32 classes: the modern ``EmailMessage``
     header folding cost about 15 ms a reply, a third of the whole per-mail budget.  MIME is
     always written by the ``email`` package, never by hand."""
-    body = MIMEMultipart("alternative")
+    body = MIMEMultipart("alternative", boundary=_boundary())
     body.attach(_text_part(rendered.text, "plain"))
     body.attach(_text_part(rendered.html, "html"))
     msg: MIMEMultipart = body
     if attachments:
         del body["MIME-Version"]
-        msg = MIMEMultipart("mixed")
+        msg = MIMEMultipart("mixed", boundary=_boundary())
         msg.attach(body)
         for filename, data in attachments:
             name = one_line(filename)

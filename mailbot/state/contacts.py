@@ -50,10 +50,16 @@ def contact_of_record(state: State, institution_key: str) -> SchoolContact | Non
     return SchoolContact(*row) if row else None
 
 
+_UNKNOWN = SchoolContact("", "", "", None, "")
+
+
 def set_contact_of_record(state: State, *, institution_key: str, institution: str, address: str,
-                          message: int | None, actor: str, rules_version: str, why: str) -> SchoolContact:
-    """Make ``address`` the school's contact of record (first registration, or a staff decision)."""
-    before = contact_of_record(state, institution_key)
+                          message: int | None, actor: str, rules_version: str, why: str,
+                          before: SchoolContact | None = _UNKNOWN) -> SchoolContact:
+    """Make ``address`` the school's contact of record (first registration, or a staff decision).
+    ``before``: the contact of record as the caller read it in this transaction, if it did."""
+    if before is _UNKNOWN:
+        before = contact_of_record(state, institution_key)
     address = address.strip().lower()
     state.db.execute(
         """INSERT INTO school_contacts (institution_key, institution, address, message, set_by, updated_at)

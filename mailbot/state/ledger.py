@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -143,6 +144,32 @@ class SubmissionResult:
         return [p for p in self.placements if p.status == "held"]
 
 
+@dataclass
+class _ProgramCounts:
+    """One program's seated and waiting nominees as far as the ledger needs them: counts, the
+    latest arrival among the seated, the last of the waiting list (its order key)."""
+
+    seated: int
+    seated_last: str | None  # max requested_at of the seated (None: nobody seated)
+    waiting: int
+    waiting_last: tuple[str, int, int, int] | None  # (requested_at, uid, row, id) of the last waiting
+
+
+_COUNTS_SQL = (
+    "SELECT (SELECT count(*) FROM nominees WHERE program = ?1 AND status = 'seated'), "
+    "(SELECT max(requested_at) FROM nominees WHERE program = ?1 AND status = 'seated'), "
+    "(SELECT count(*) FROM nominees WHERE program = ?1 AND status = 'waiting'), "
+    "(SELECT json_array(requested_at, request_uid, request_row, id) FROM nominees "
+    " WHERE program = ?1 AND status = 'waiting' "
+    " ORDER BY requested_at DESC, request_uid DESC, request_row DESC, id DESC LIMIT 1)")
+
+_COUNTS: "weakref.WeakKeyDictionary[State, tuple[int, dict[str, _ProgramCounts]]]" = weakref.WeakKeyDictionary()
+"""Per state connection: the programs' counts, valid for one ``State.generation`` (nobody else
+committed, nothing rolled back) and only read inside a transaction, which holds the write
+lock.  Every ledger on the connection keeps them current as it inserts; a status change drops
+its program's entry, read again when next needed."""
+
+
 class SeatLedger:
     """Seat allocation over the ``nominees`` table."""
 
@@ -153,9 +180,13 @@ class SeatLedger:
         self.capacities = {**capacities, **decided_seats(state)}  # staff decisions win
         self.rules_version = rules_version
         self.actor = actor
-        # Seated count per program, kept only while one apply_submission runs (inside its
-        # transaction, which holds the write lock); None outside.
-        self._seated: dict[str, int] | None = None
+        # Only while one apply_submission runs: the waiting positions of the nominees it
+        # appended at the end of a waiting list (valid while nobody ahead of them moves), the
+        # statuses it gave, and the first active nominee elsewhere per identity-number hash.
+        self._appended: dict[int, int] = {}
+        self._given: dict[int, str] = {}
+        self._moved = False
+        self._elsewhere: dict[str, dict[str, Any]] | None = None
         self._data_version = self._version()
 
     def _version(self) -> int:
@@ -178,20 +209,55 @@ class SeatLedger:
         return {r["id_hash"]: r for r in rows}
 
     def _active_elsewhere(self, idh: str, institution_key: str) -> dict[str, Any] | None:
+        if self._elsewhere is not None:
+            return self._elsewhere.get(idh)
         rows = list(self.state.query(
             "SELECT * FROM nominees WHERE id_hash = ? AND institution_key != ? "
             "AND status IN ('seated','waiting','held') ORDER BY id LIMIT 1", [idh, institution_key]))
         return rows[0] if rows else None
 
+    def _load_elsewhere(self, hashes: set[str], institution_key: str) -> dict[str, dict[str, Any]]:
+        """``_active_elsewhere`` for many hashes in one read per 500 (first nominee by id)."""
+        found: dict[str, dict[str, Any]] = {}
+        ordered = sorted(hashes)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            for r in self.state.query(
+                    f"SELECT * FROM nominees WHERE id_hash IN ({','.join('?' * len(chunk))}) AND institution_key != ? "
+                    "AND status IN ('seated','waiting','held') ORDER BY id", [*chunk, institution_key]):
+                found.setdefault(r["id_hash"], r)
+        return found
+
+    def _counts(self, program: str) -> _ProgramCounts | None:
+        """The program's counts, kept in memory across transactions (None outside one)."""
+        if not self.state.in_transaction:
+            return None
+        generation = self.state.generation
+        entry = _COUNTS.get(self.state)
+        if entry is None or entry[0] != generation:
+            entry = (generation, {})
+            _COUNTS[self.state] = entry
+        counts = entry[1].get(program)
+        if counts is None:
+            seated, seated_last, waiting, last = self.db.conn.execute(_COUNTS_SQL, [program]).fetchone()
+            counts = _ProgramCounts(int(seated), seated_last, int(waiting),
+                                    tuple(json.loads(last)) if last else None)  # type: ignore[arg-type]
+            entry[1][program] = counts
+        return counts
+
+    def _forget_counts(self, program: str) -> None:
+        entry = _COUNTS.get(self.state)
+        if entry is not None:
+            entry[1].pop(program, None)
+        self._appended.clear()
+        self._moved = True
+
     def seated_count(self, program: str) -> int:
-        cache = self._seated
-        if cache is not None and program in cache:
-            return cache[program]
-        n = int(self.db.conn.execute(
+        counts = self._counts(program)
+        if counts is not None:
+            return counts.seated
+        return int(self.db.conn.execute(
             "SELECT count(*) FROM nominees WHERE program = ? AND status = 'seated'", [program]).fetchone()[0])
-        if cache is not None:
-            cache[program] = n
-        return n
 
     def waiting_position(self, nominee: int) -> int | None:
         return self._standing(nominee)[1]
@@ -212,6 +278,26 @@ class SeatLedger:
             "(requested_at, request_uid, request_row, id) < (?, ?, ?, ?)",
             [program, requested_at, uid, row, nominee]).fetchone()[0]
         return status, int(ahead) + 1
+
+    def _known_standings(self, nominees: list[int]) -> dict[int, tuple[str, int | None]] | None:
+        """The standings of this submission's nominees without reading them, when nothing moved
+        since it gave them their statuses and each waiting one was appended at the end of its
+        list (a backlog in arrival order); None otherwise."""
+        if self._moved:
+            return None
+        out: dict[int, tuple[str, int | None]] = {}
+        for pk in nominees:
+            status = self._given.get(pk)
+            if status is None:
+                return None
+            if status == "waiting":
+                position = self._appended.get(pk)
+                if position is None:
+                    return None
+                out[pk] = (status, position)
+            else:
+                out[pk] = (status, None)
+        return out
 
     def _standings(self, nominees: list[int]) -> dict[int, tuple[str, int | None]]:
         """(status, 1-based waiting position or None) of many nominees at once: their statuses
@@ -244,9 +330,12 @@ class SeatLedger:
         return [{"program": p, "capacity": cap, "seated": counts.get((p, "seated"), 0),
                  "waiting": counts.get((p, "waiting"), 0)} for p, cap in self.capacities.items()]
 
-    def _seated_after(self, program: str, arrived_at: str) -> int:
-        """Seated teachers of ``program`` whose mail arrived later than ``arrived_at``."""
-        return int(self.db.conn.execute(
+    def _seated_after(self, program: str, arrived_at: str) -> bool:
+        """Whether a seated teacher of ``program`` has a mail that arrived later than ``arrived_at``."""
+        counts = self._counts(program)
+        if counts is not None:
+            return counts.seated_last is not None and counts.seated_last > arrived_at
+        return 0 < int(self.db.conn.execute(
             "SELECT count(*) FROM nominees WHERE program = ? AND status = 'seated' AND requested_at > ?",
             [program, arrived_at]).fetchone()[0])
 
@@ -287,8 +376,7 @@ class SeatLedger:
     def _set_status(self, nominee: dict[str, Any], status: str, *, why: str, message: int | None) -> None:
         self.db.execute("UPDATE nominees SET status = ?, updated_at = ? WHERE id = ?",
                         [status, utc_now(), nominee["id"]])
-        if self._seated is not None:  # the row's status may be newer than ``nominee``: recount
-            self._seated.pop(nominee["program"], None)
+        self._forget_counts(nominee["program"])  # the row's status may be newer than ``nominee``: recount
         self._event(f"nominee_{status}", {"from": nominee["status"], "to": status, "why": why,
                                           "program": nominee["program"], "id": nominee["id_masked"]},
                     message=message, nominee=nominee["id"])
@@ -302,18 +390,39 @@ class SeatLedger:
             "request_uid": uid, "request_row": req.row, "message": message,
             "form_row": req.form_row, "sender": sender, "updated_at": utc_now(),
         })
-        if status == "seated" and self._seated is not None and req.program in self._seated:
-            self._seated[req.program] += 1
+        self._given[pk] = status
+        self._counted_insert(req.program, status, (arrived_at, uid, req.row, pk))
         self._event(f"nominee_{status}", {"from": None, "to": status, "why": why,
                                           "program": req.program, "id": req.id_masked},
                     message=message, nominee=pk)
         return pk
+
+    def _counted_insert(self, program: str, status: str, key: tuple[str, int, int, int]) -> None:
+        """Keep the program's counts current after inserting a nominee with ``status``."""
+        entry = _COUNTS.get(self.state)
+        counts = entry[1].get(program) if entry is not None and entry[0] == self.state.generation else None
+        if counts is None:
+            return
+        if status == "seated":
+            counts.seated += 1
+            if counts.seated_last is None or key[0] > counts.seated_last:
+                counts.seated_last = key[0]
+        elif status == "waiting":
+            counts.waiting += 1
+            if counts.waiting_last is None or key > counts.waiting_last:
+                counts.waiting_last = key
+                self._appended[key[3]] = counts.waiting
+            else:  # placed inside the list: those behind it moved
+                self._appended.clear()
 
     def _fill(self, program: str, *, message: int, exclude_message: int | None,
               promotions: list[Promotion]) -> None:
         """Give free seats of ``program`` to the head of its waiting list."""
         free = self.capacities.get(program, 0) - self.seated_count(program)
         if free <= 0:
+            return
+        counts = self._counts(program)
+        if counts is not None and counts.waiting == 0:
             return
         heads = list(self.state.query(
             "SELECT * FROM nominees WHERE program = ? AND status = 'waiting' "
@@ -347,14 +456,15 @@ class SeatLedger:
         nobody missing from it is withdrawn.  ``unnamed``: the form names no school (blank
         填报单位), so every new teacher is held until a form naming it arrives.
         """
-        self._seated = {}
+        self._appended, self._given, self._moved = {}, {}, False
+        self._elsewhere = self._load_elsewhere({id_hash(r.id_number) for r in requests}, institution_key)
         try:
             return self._apply(institution_key=institution_key, institution=institution,
                                requests=requests, present_ids=present_ids, message=message,
                                arrived_at=arrived_at, uid=uid, sender=sender, demand=demand,
                                max_new=max_new, adds_only=adds_only, unnamed=unnamed)
         finally:
-            self._seated = None
+            self._appended, self._given, self._moved, self._elsewhere = {}, {}, False, None
 
     def _apply(
         self, *, institution_key: str, institution: str, requests: list[SeatRequest],
@@ -427,6 +537,7 @@ class SeatLedger:
             if current is not None and current["program"] == req.program:
                 self.db.execute("UPDATE nominees SET name = ?, form_row = ?, updated_at = ? WHERE id = ?",
                                 [req.name, req.form_row, utc_now(), current["id"]])
+                self._given[current["id"]] = current["status"]
                 pending.append((req, current["id"], ""))
                 continue
             if current is not None and not may_change:
@@ -470,13 +581,15 @@ class SeatLedger:
             made = set_contact_of_record(
                 self.state, institution_key=institution_key, institution=institution, address=sender,
                 message=message, actor=self.actor, rules_version=self.rules_version,
-                why="first registration of the school")
+                why="first registration of the school", before=None)
             result.contact = made.address
 
         for program in sorted(touched):
             self._fill(program, message=message, exclude_message=message, promotions=result.promotions)
 
-        standings = self._standings([pk for _, pk, _ in pending if pk is not None])
+        standings = self._known_standings([pk for _, pk, _ in pending])
+        if standings is None:
+            standings = self._standings([pk for _, pk, _ in pending if pk is not None])
         for req, pk, note in pending:
             status, position = standings[pk]
             placement = Placement(req, status, position, "", pk)  # type: ignore[arg-type]
@@ -550,6 +663,7 @@ class SeatLedger:
             "requested_at": nominee["requested_at"], "request_uid": nominee["request_uid"],
             "request_row": req.row, "message": nominee["message"], "form_row": req.form_row,
             "sender": nominee["sender"], "updated_at": utc_now()})
+        self._forget_counts(program)
         self._event(f"nominee_{status}", {"from": None, "to": status, "why": why, "program": program,
                                            "id": nominee["id_masked"]}, message=nominee["message"], nominee=pk)
         promotions = self._fill_by_decision(program, nominee["message"]) if status == "waiting" else []

@@ -18,8 +18,8 @@ ledger's reads and writes (seat counts, waiting lists, promotions) and the event
 (read inside the transaction) are consistent whichever process commits first.  But a unit of
 work is several transactions with mail in between, and these would interleave badly:
 
-- The outbox sends in steps: select the queued rows, mark one ``sending`` (commit), hand it to
-  SMTP, mark it ``sent`` (commit).  Two processes sending at once could both select the same
+- The outbox sends in steps: select the queued rows, mark a batch of them ``sending`` (commit),
+  hand them to SMTP, mark them ``sent`` (commit).  Two processes sending at once could both select the same
   queued row and deliver it twice.  Under the write lock one process sends at a time, and each
   selects the queue afresh, so every mail leaves once, whichever process queued it.
 - At the first cycle the daemon turns rows left ``sending`` into ``unknown`` (a crash's

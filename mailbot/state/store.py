@@ -439,6 +439,14 @@ class State:
         self._insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
         self._in_transaction = False
         self._chain_head: str | None = None  # last event hash, only while in transaction()
+        self._events: list[list[Any]] = []  # events of the open transaction not yet inserted
+        self._batch_events = False
+        self._head: tuple[int, str] | None = None  # (generation, hash) of the last event this connection committed
+        self._data_version: int | None = None
+        self.generation = 0
+        """Bumped whenever what this connection knows may be stale: another connection committed
+        (``PRAGMA data_version`` moved) or a transaction rolled back.  Counts kept in memory
+        across transactions (the ledger's, the reply budget's) are valid for one generation."""
         try:
             _ensure_private_file(self.path)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
@@ -465,6 +473,8 @@ class State:
         self = cls.__new__(cls)
         self._insert_sql = {}
         self._in_transaction, self._chain_head = False, None
+        self._events, self._data_version, self.generation, self._batch_events = [], None, 0, False
+        self._head = None
         self.dir = db_path.parent
         self.path = db_path
         try:
@@ -496,9 +506,11 @@ class State:
 
     # -- transactions ---------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[sqlite_utils.Database]:
+    def transaction(self, *, batch_events: bool = False) -> Iterator[sqlite_utils.Database]:
         """One write transaction (BEGIN IMMEDIATE: takes the write lock up front).
 
+        ``batch_events``: the events added in it are inserted together just before it commits
+        (one statement instead of one each); for callers that do not read the log in between.
         An ``sqlite3.OperationalError`` inside it (disk full, I/O error, locked) is the
         database's fault, not the caller's data: it becomes a :class:`StateError`."""
         try:
@@ -507,9 +519,12 @@ class State:
             raise StateError(f"state database busy or unusable: {exc}") from exc
         # The event chain head is read once per transaction and then carried along: inside
         # BEGIN IMMEDIATE no other connection can append an event.
-        self._in_transaction, self._chain_head = True, None
+        self._in_transaction, self._chain_head, self._events = True, None, []
+        self._batch_events = batch_events
         try:
+            self.changed_elsewhere()
             yield self.db
+            self.flush_events()
         except sqlite3.OperationalError as exc:
             self._rollback()
             raise StateError(f"state database write failed: {exc}") from exc
@@ -522,12 +537,32 @@ class State:
             except sqlite3.Error as exc:
                 self._rollback()
                 raise StateError(f"commit failed: {exc}") from exc
+            if self._chain_head is not None:
+                self._head = (self.generation, self._chain_head)
         finally:
-            self._in_transaction, self._chain_head = False, None
+            self._in_transaction, self._chain_head, self._events = False, None, []
+            self._batch_events = False
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a :meth:`transaction` is open (it holds the write lock)."""
+        return self._in_transaction
+
+    def changed_elsewhere(self) -> bool:
+        """Whether another connection committed since this one last asked (``PRAGMA
+        data_version``); if so, :attr:`generation` moves on.  One statement."""
+        version = int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
+        changed = version != self._data_version
+        if changed:
+            self._data_version = version
+            self.generation += 1
+        return changed
 
     def _rollback(self) -> None:
         """Roll back if a transaction is still open (SQLite already rolled back after some
         errors, e.g. SQLITE_FULL; a second ROLLBACK would hide the real error)."""
+        self.generation += 1  # counts kept in memory during the transaction are void
+        self._events = []
         if self.db.conn.in_transaction:
             self.db.execute("ROLLBACK")
 
@@ -613,23 +648,67 @@ class State:
             self._insert_sql[(table, cols)] = sql
         return int(self.db.conn.execute(sql, list(row.values())).lastrowid)
 
+    def insert_numbered(self, table: str, column: str, prefix: str, row: dict[str, Any]) -> int:
+        """Insert one row (inside a transaction) whose ``column`` is ``prefix`` and its own id
+        as six digits or more (a receipt), in one statement; returns the id.  The id is the
+        one SQLite would pick, one above the largest (the transaction holds the write lock)."""
+        cols = (*row, "id", column)
+        sql = self._insert_sql.get((table, cols))
+        if sql is None:
+            nxt = f"(SELECT coalesce(max(id), 0) + 1 FROM {table})"
+            sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(row))}, {nxt}, "
+                   f"? || printf('%06d', {nxt}))")
+            self._insert_sql[(table, cols)] = sql
+        return int(self.db.conn.execute(sql, [*row.values(), prefix]).lastrowid)
+
+    def insert_rows(self, table: str, cols: tuple[str, ...], rows: list[list[Any]]) -> list[int]:
+        """Insert many rows with the same columns (inside a transaction) in as few statements as
+        SQLite's variable limit allows; returns their ids in order.  One multi-row ``INSERT``
+        assigns consecutive ids in the order of its rows; ``RETURNING id`` says which."""
+        ids: list[int] = []
+        per = max(1, 30000 // max(1, len(cols)))
+        for start in range(0, len(rows), per):
+            chunk = rows[start:start + per]
+            marks = "(" + ", ".join("?" * len(cols)) + ")"
+            sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES {', '.join([marks] * len(chunk))} "
+                   "RETURNING id")
+            got = [int(r[0]) for r in self.db.conn.execute(sql, [v for row in chunk for v in row])]
+            ids += sorted(got)  # rows are inserted in order, each id above the one before
+        return ids
+
     # -- events ---------------------------------------------------------------------------
+    _EVENT_COLUMNS = ("at", "actor", "rules_version", "message", "nominee", "kind", "detail", "prev_hash", "hash")
+
     def add_event(self, kind: str, detail: dict[str, Any], *, actor: str, rules_version: str,
-                  message: int | None = None, nominee: int | None = None) -> int:
-        """Append one event to the hash-chained log (call inside a transaction)."""
+                  message: int | None = None, nominee: int | None = None) -> None:
+        """Append one event to the hash-chained log (call inside a transaction).  Inside
+        :meth:`transaction` the events are inserted together before it commits (or before a
+        read of the log: :meth:`flush_events`) when it was opened with ``batch_events``, in the
+        order they were added."""
         prev = self._chain_head
+        if prev is None and self._in_transaction and self._head is not None and self._head[0] == self.generation:
+            prev = self._head[1]  # nobody else committed since our last event: it is still the head
         if prev is None:
             last = self.db.conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
             prev = last[0] if last else ""
         at = utc_now()
         body = json.dumps(detail, ensure_ascii=False, sort_keys=True)
         digest = event_hash(prev, at, actor, rules_version, message, nominee, kind, body)
-        pk = self.insert("events", {
-            "at": at, "actor": actor, "rules_version": rules_version, "message": message,
-            "nominee": nominee, "kind": kind, "detail": body, "prev_hash": prev, "hash": digest})
+        row = [at, actor, rules_version, message, nominee, kind, body, prev, digest]
         if self._in_transaction:
             self._chain_head = digest  # we hold the write lock: nobody else appends until COMMIT
-        return pk
+        if self._batch_events:
+            self._events.append(row)
+        else:
+            self.insert("events", dict(zip(self._EVENT_COLUMNS, row)))
+            if not self._in_transaction:
+                self._head = None
+
+    def flush_events(self) -> None:
+        """Insert the events added in this transaction so far (before reading the log in it)."""
+        if self._events:
+            rows, self._events = self._events, []
+            self.insert_rows("events", self._EVENT_COLUMNS, rows)
 
     def verify_event_chain(self) -> tuple[bool, int]:
         """Recompute the event hash chain; returns (ok, events checked)."""
@@ -666,18 +745,29 @@ class State:
     def begin_attempt(self, source: str, uidvalidity: int, key: str) -> int:
         """Mark a message as being decided, committed before its decision starts; returns how
         many starts it has had, this one included (a count above 1: the process died on it)."""
-        now = utc_now()
         with self.transaction():
-            self.db.execute(
-                """INSERT INTO attempts (source, uidvalidity, source_key, attempts, first_at, last_at)
-                   VALUES (?, ?, ?, 1, ?, ?)
-                   ON CONFLICT(source, uidvalidity, source_key)
-                   DO UPDATE SET attempts = attempts + 1, last_at = excluded.last_at""",
-                [source, uidvalidity, key, now, now])
-            row = self.db.execute(
-                "SELECT attempts FROM attempts WHERE source = ? AND uidvalidity = ? AND source_key = ?",
-                [source, uidvalidity, key]).fetchone()
+            return self.mark_attempt(source, uidvalidity, key)
+
+    def mark_attempt(self, source: str, uidvalidity: int, key: str) -> int:
+        """:meth:`begin_attempt` inside the caller's transaction, which must commit before the
+        message's decision starts (the intake commits it with the record of the message before)."""
+        now = utc_now()
+        row = self.db.conn.execute(
+            """INSERT INTO attempts (source, uidvalidity, source_key, attempts, first_at, last_at)
+               VALUES (?, ?, ?, 1, ?, ?)
+               ON CONFLICT(source, uidvalidity, source_key)
+               DO UPDATE SET attempts = attempts + 1, last_at = excluded.last_at
+               RETURNING attempts""",
+            [source, uidvalidity, key, now, now]).fetchone()
         return int(row[0])
+
+    def unmark_attempt(self, source: str, uidvalidity: int, key: str) -> None:
+        """Take back one start that never began (the cycle stopped first), inside a transaction."""
+        args = [source, uidvalidity, key]
+        self.db.conn.execute("UPDATE attempts SET attempts = attempts - 1 WHERE source = ? AND uidvalidity = ? "
+                             "AND source_key = ?", args)
+        self.db.conn.execute("DELETE FROM attempts WHERE source = ? AND uidvalidity = ? AND source_key = ? "
+                             "AND attempts <= 0", args)
 
     def end_attempt(self, source: str, uidvalidity: int, key: str) -> None:
         """Remove a message's mark (inside the transaction that records its decision)."""
@@ -699,6 +789,26 @@ class State:
         rows = list(self.query(sql, args))
         return rows[0] if rows else None
 
+    def messages_at(self, fetched: list[Any]) -> dict[tuple[int, int | str], dict[str, Any]]:
+        """:meth:`message_at` for a fetch batch (``FetchedMessage``s of one source) in one read
+        per kind of key: keyed by (uidvalidity, uid) for IMAP, (0, source key) for Maildir."""
+        out: dict[tuple[int, int | str], dict[str, Any]] = {}
+        imap = [f for f in fetched if f.uidvalidity]
+        local = [f for f in fetched if not f.uidvalidity]
+        if imap:
+            for validity in {f.uidvalidity for f in imap}:
+                uids = [f.uid for f in imap if f.uidvalidity == validity]
+                for row in self.query(
+                        "SELECT * FROM messages WHERE source = ? AND uidvalidity = ? AND uidvalidity != 0 "
+                        f"AND uid IN ({', '.join('?' * len(uids))})", [imap[0].source, validity, *uids]):
+                    out[(validity, row["uid"])] = row
+        if local:
+            keys = [f.key for f in local]
+            for row in self.query("SELECT * FROM messages WHERE source = ? AND uidvalidity = 0 "
+                                  f"AND source_key IN ({', '.join('?' * len(keys))})", [local[0].source, *keys]):
+                out[(0, row["source_key"])] = row
+        return out
+
     def original_of(self, message_id: str, sha256: str) -> dict[str, Any] | None:
         """The first recorded message with these bytes (and Message-ID), if any."""
         rows = list(self.query(
@@ -712,7 +822,15 @@ class State:
             "WHERE settled_at IS NULL AND source = ? ORDER BY id", [source]))
 
     def mark_settled(self, message: int) -> None:
-        self.db.execute("UPDATE messages SET settled_at = ? WHERE id = ?", [utc_now(), message])
+        self.mark_settled_many([message])
+
+    def mark_settled_many(self, messages: list[int]) -> None:
+        """Mark messages settled on the server (inside a transaction): one statement per 500."""
+        now = utc_now()
+        for start in range(0, len(messages), 500):
+            chunk = messages[start:start + 500]
+            self.db.conn.execute(f"UPDATE messages SET settled_at = ? WHERE id IN ({', '.join('?' * len(chunk))})",
+                                 [now, *chunk])
 
     def replies_to_since(self, address: str, since_iso: str) -> int:
         """Replies queued to ``address`` since then (notices about a school's list, staff mail
