@@ -34,7 +34,7 @@ from mailbot.assembly import Assembly, make_source, make_transport
 from mailbot.errors import MailboxError, MailbotError, StateError
 from mailbot.forms import contained
 from mailbot.office import health
-from mailbot.state.lock import hold_write_lock
+from mailbot.state.lock import WriteLock, hold_write_lock
 from mailbot.state.store import State
 
 POLL_JOB = "poll"
@@ -65,13 +65,15 @@ class Daemon:
         ends the cycle after the message in hand; any error backs the next poll off."""
         if self.stop_event.is_set():
             return
-        with self.work_lock, hold_write_lock(self.settings.state_dir):
+        with self.work_lock, hold_write_lock(self.settings.state_dir) as write_lock:
             if self.stop_event.is_set() or (asked_at is not None and self._last_poll_started >= asked_at):
                 return
             self.parts.intake.ledger.catch_up()  # seats a staff command changed meanwhile
             self._last_poll_started = time.monotonic()
             try:
-                report = self.parts.intake.poll_once(progress=self._stop_between_messages)
+                report = self.parts.intake.poll_once(
+                    progress=self._stop_between_messages,
+                    between_batches=lambda: self._let_staff_in(write_lock))
             except _Stopping:
                 self.log.info("poll_interrupted", reason="stopping; the rest waits for the next start")
                 return
@@ -116,6 +118,13 @@ class Daemon:
         if sent:
             self.log.warning("poll_stalled_alert_sent", minutes=self.settings.schedule.stall_alert_minutes)
         return sent
+
+    def _let_staff_in(self, write_lock: WriteLock) -> None:
+        """Between two fetch batches of a long poll: a waiting staff command goes first, then
+        its seat changes are taken in before the next batch is decided."""
+        if write_lock.let_waiting_in():
+            self.log.info("staff_command_let_in", reason="a staff command waited for the write lock")
+            self.parts.intake.ledger.catch_up()
 
     def _stop_between_messages(self, _done: int) -> None:
         if self.stop_event.is_set():

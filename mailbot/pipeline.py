@@ -148,8 +148,11 @@ class Intake:
                              hint="found 'sending' after a crash; check before re-sending")
 
     # -- the cycle ------------------------------------------------------------------------
-    def poll_once(self, progress: Callable[[int], None] | None = None) -> CycleReport:
-        """One intake cycle; an idle mailbox costs one STATUS round trip."""
+    def poll_once(self, progress: Callable[[int], None] | None = None,
+                  between_batches: Callable[[], None] | None = None) -> CycleReport:
+        """One intake cycle; an idle mailbox costs one STATUS round trip.  ``between_batches``
+        runs after each full fetch batch is recorded and sent (the daemon lets a waiting staff
+        command in there)."""
         report = CycleReport()
         self._cycle_sent = SendReport()  # every send of this cycle, per message and at the end
         self.recover()
@@ -177,6 +180,8 @@ class Intake:
                     if len(batch) >= DECIDE_BATCH:
                         batch, full = [], batch
                         self.handle_batch(full, report, progress)
+                        if between_batches is not None:
+                            between_batches()
             except MailboxError:
                 if batch:  # the fetch failed part way: what arrived is decided before the poll fails
                     self.handle_batch(batch, report, progress)

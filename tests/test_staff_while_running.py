@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,11 +18,12 @@ from click.testing import CliRunner
 
 from daemon_harness import MailbotProcess, write_config
 from forms_factory import make_annex3_xlsx, nominee
-from intake_harness import parse_reply, rules_with_seats, shanghai
+from intake_harness import open_parts, parse_reply, rules_with_seats, shanghai  # noqa: F401 - fixture
 from mail_factory import make_mail
 from mailbot.cli import WAITING_FOR_DAEMON, main
 from mailbot.config import load_settings
 from mailbot.daemon import Daemon
+from mailbot.pipeline import DECIDE_BATCH
 from mailbot.state.lock import WriteLockBusy, hold_write_lock
 from mailbot.state.ledger import SeatLedger
 from mailbot.state.store import State
@@ -126,7 +128,7 @@ def test_the_daemon_holds_the_write_lock_while_it_polls_and_releases_it_after(tm
     settings = load_settings(None, state_dir=tmp_path / "state", log_format="json")
     seen: list[str] = []
 
-    def poll_once(progress=None):
+    def poll_once(progress=None, between_batches=None):
         try:
             with hold_write_lock(settings.state_dir, wait=0):
                 seen.append("free")
@@ -157,3 +159,90 @@ def test_the_daemons_ledger_takes_in_a_seat_decision_another_process_committed(t
     finally:
         daemon_state.close()
         staff_state.close()
+
+
+def test_a_held_lock_hands_over_to_a_waiting_staff_command_and_is_taken_back(tmp_path: Path) -> None:
+    order: list[str] = []
+    with hold_write_lock(tmp_path) as lock:
+        assert lock.let_waiting_in() is False  # nobody waits: the unit goes on without a pause
+        staff = threading.Thread(target=_staff_command, args=(tmp_path, order))
+        staff.start()
+        _until(lambda: list(tmp_path.glob("write.lock.wanted.*")))
+        order.append("unit, first part")
+        assert lock.let_waiting_in() is True
+        order.append("unit, second part")
+    staff.join(timeout=10)
+    assert order == ["unit, first part", "staff command", "unit, second part"]
+    assert list(tmp_path.glob("write.lock.wanted.*")) == []
+
+
+def test_a_waiting_mark_left_by_a_killed_command_does_not_pause_the_unit(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / f"write.lock.wanted.{gone}").touch()
+    with hold_write_lock(tmp_path) as lock:
+        assert lock.let_waiting_in() is False
+    assert list(tmp_path.glob("write.lock.wanted.*")) == []
+
+
+@pytest.mark.servers
+@pytest.mark.timeout(180)
+def test_a_long_poll_lets_a_waiting_staff_command_in_after_the_first_fetch_batch(
+        tmp_path, dovecot, imap_account, smtp_sink, open_parts) -> None:
+    for serial in range(DECIDE_BATCH + 5):
+        dovecot.append(make_mail(sender=f"t{serial}@school{serial}.edu.cn", attachments=[],
+                                 message_id=f"<long-{serial}@test>", body="您好。"),
+                       ON_TIME, user=imap_account.user)
+    parts = open_parts()
+    state_dir = parts.settings.state_dir
+    seen: list[str] = []
+
+    def staff() -> None:
+        with hold_write_lock(state_dir, wait=60):
+            seen.append(f"staff saw {_rows(state_dir, 'SELECT count(*) FROM messages')[0][0]} mails recorded")
+
+    handed: list[bool] = []
+    with hold_write_lock(state_dir) as lock:
+        waiting = threading.Thread(target=staff)
+        waiting.start()
+        _until(lambda: list(state_dir.glob("write.lock.wanted.*")))
+        report = parts.intake.poll_once(between_batches=lambda: handed.append(lock.let_waiting_in()))
+    waiting.join(timeout=10)
+    assert (report.recorded, handed, seen) == (DECIDE_BATCH + 5, [True], [f"staff saw {DECIDE_BATCH} mails recorded"])
+
+
+def _staff_command(state_dir: Path, order: list[str]) -> None:
+    with hold_write_lock(state_dir, wait=10):
+        order.append("staff command")
+
+
+def _until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_the_daemon_lets_a_waiting_staff_command_in_between_two_fetch_batches(tmp_path: Path) -> None:
+    settings = load_settings(None, state_dir=tmp_path / "state", log_format="json")
+    order: list[str] = []
+    caught_up: list[str] = []
+
+    def poll_once(progress=None, between_batches=None):
+        staff = threading.Thread(target=_staff_command, args=(settings.state_dir, order))
+        staff.start()
+        _until(lambda: list(settings.state_dir.glob("write.lock.wanted.*")))
+        order.append("first batch")
+        between_batches()
+        order.append("second batch")
+        staff.join(timeout=10)
+        return SimpleNamespace(fetched=0)
+
+    parts = SimpleNamespace(settings=settings, state=State(settings.state_dir),
+                            intake=SimpleNamespace(poll_once=poll_once,
+                                                   ledger=SimpleNamespace(catch_up=lambda: caught_up.append("x"))))
+    quiet = SimpleNamespace(info=lambda *a, **k: None, warning=lambda *a, **k: None, error=lambda *a, **k: None)
+    Daemon(parts, log=quiet).poll()
+    parts.state.close()
+    # caught up once at the start of the poll and once after the staff command
+    assert (order, caught_up) == (["first batch", "staff command", "second batch"], ["x", "x"])

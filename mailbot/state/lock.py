@@ -10,8 +10,11 @@
   ``digest --send``, ``replay --no-dry-run``, ``purge``).  The daemon takes it only while it
   works, never while IDLE waits for the server or the scheduler sleeps, so staff run their
   commands while the service runs.  A staff command waits for it at most
-  ``schedule.staff_wait_seconds``, saying that it waits; the daemon waits as long as it takes
-  (a staff command's unit is one decision and its mail).
+  ``schedule.staff_wait_seconds``, saying that it waits and leaving a mark
+  (``write.lock.wanted.PID``) while it does; a long poll looks for such a mark after each
+  fetch batch (recorded and sent, a consistent point) and hands the lock over
+  (:meth:`WriteLock.let_waiting_in`), so a backlog never keeps staff out for the whole poll.
+  The daemon waits as long as it takes (a staff command's unit is one decision and its mail).
 
 Why SQLite's own locking is not enough.  Every write transaction is ``BEGIN IMMEDIATE``, so the
 ledger's reads and writes (seat counts, waiting lists, promotions) and the event chain's head
@@ -95,15 +98,37 @@ def hold_instance_lock(state_dir: Path) -> Iterator[None]:
         fh.close()
 
 
+class WriteLock:
+    """The write lock while held by one unit of work (what :func:`hold_write_lock` yields)."""
+
+    def __init__(self, fh: IO[str], state_dir: Path) -> None:
+        self._fh, self._state_dir = fh, state_dir
+
+    def let_waiting_in(self) -> bool:
+        """Between two parts of a long unit (the daemon's fetch batches): when a staff command
+        waits for the lock, hand it over, wait until that command is done and take the lock
+        back.  True when someone else held it meanwhile (their changes must be taken in)."""
+        if not _someone_waits(self._state_dir):
+            return False
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        # The waiter retries every _RETRY_SECONDS and clears its mark once it holds the lock.
+        give_up = time.monotonic() + 10 * _RETRY_SECONDS
+        while _someone_waits(self._state_dir) and time.monotonic() < give_up:
+            time.sleep(_RETRY_SECONDS / 2)
+        fcntl.flock(self._fh, fcntl.LOCK_EX)  # blocks while the staff command works
+        return True
+
+
 @contextmanager
 def hold_write_lock(state_dir: Path, *, wait: float | None = None,
-                    on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+                    on_wait: Callable[[], None] | None = None) -> Iterator[WriteLock]:
     """Hold the write lock for one unit of work.
 
     ``wait``: None waits until it is free (the daemon); a number waits at most that many
-    seconds, then raises :class:`WriteLockBusy` (staff commands).  ``on_wait`` is called once,
-    when the lock is taken by someone else at the first try.  Each call opens the file anew,
-    so two threads of one process exclude each other too."""
+    seconds, then raises :class:`WriteLockBusy` (staff commands), marking itself as waiting
+    meanwhile so a long poll lets it in between two fetch batches (:meth:`WriteLock.let_waiting_in`).
+    ``on_wait`` is called once, when the lock is taken by someone else at the first try.  Each
+    call opens the file anew, so two threads of one process exclude each other too."""
     fh = _open(state_dir / WRITE_LOCK)
     try:
         try:
@@ -113,11 +138,28 @@ def hold_write_lock(state_dir: Path, *, wait: float | None = None,
                 on_wait()
             _wait_for(fh, state_dir, wait)
         try:
-            yield
+            yield WriteLock(fh, state_dir)
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
     finally:
         fh.close()
+
+
+def _waiting_mark(state_dir: Path) -> Path:
+    return state_dir / f"{WRITE_LOCK}.wanted.{os.getpid()}"
+
+
+def _someone_waits(state_dir: Path) -> bool:
+    """A live process has marked itself waiting (a killed waiter's mark is removed here)."""
+    for mark in state_dir.glob(f"{WRITE_LOCK}.wanted.*"):
+        try:
+            os.kill(int(mark.name.rsplit(".", 1)[1]), 0)
+            return True
+        except (ValueError, ProcessLookupError):
+            mark.unlink(missing_ok=True)
+        except PermissionError:
+            return True
+    return False
 
 
 def _wait_for(fh: IO[str], state_dir: Path, wait: float | None) -> None:
@@ -126,11 +168,16 @@ def _wait_for(fh: IO[str], state_dir: Path, wait: float | None) -> None:
         fcntl.flock(fh, fcntl.LOCK_EX)
         return
     deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError as exc:
-            if time.monotonic() >= deadline:
-                raise WriteLockBusy(state_dir, wait) from exc
-            time.sleep(_RETRY_SECONDS)
+    mark = _waiting_mark(state_dir)
+    mark.touch(mode=0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError as exc:
+                if time.monotonic() >= deadline:
+                    raise WriteLockBusy(state_dir, wait) from exc
+                time.sleep(_RETRY_SECONDS)
+    finally:
+        mark.unlink(missing_ok=True)
