@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,6 +21,12 @@ from typing import Any
 from mail_factory import RECEIVING_SERVER
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def state_rows(state_dir: Path, sql: str) -> list[tuple]:
+    """``sql`` on the state database, opened read-only as an auditor would (the daemon may run)."""
+    with sqlite3.connect(f"file:{state_dir / 'mailbot.db'}?mode=ro", uri=True) as db:
+        return db.execute(sql).fetchall()
 
 
 def _toml_value(value: Any) -> str:

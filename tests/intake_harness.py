@@ -110,6 +110,16 @@ def parse_reply(raw: bytes) -> Reply:
                  {k: str(v) for k, v in msg.items()}, names)
 
 
+def replies_by_recipient(smtp_sink: Any, start: int, count: int) -> dict[str, list[Reply]]:
+    """The mails the sink accepted after the first ``start``, by recipient (exactly ``count``)."""
+    mails = smtp_sink.wait_for(start + count)[start:]
+    assert len(mails) == count
+    out: dict[str, list[Reply]] = {}
+    for m in mails:
+        out.setdefault(m.rcpt_tos[0], []).append(parse_reply(m.raw))
+    return out
+
+
 def outcomes(parts: Assembly) -> list[tuple[str, str]]:
     return [(r["sender"], r["outcome"]) for r in parts.state.db.query(
         "SELECT sender, outcome FROM messages ORDER BY id")]

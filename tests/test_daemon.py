@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import MailbotProcess, write_config
+from daemon_harness import MailbotProcess, state_rows, write_config
 from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import shanghai
 from mail_factory import make_mail
@@ -32,10 +32,6 @@ def _mail(serial: int, sender: str = "wang@zjxx.edu.cn") -> bytes:
     return make_mail(sender=sender, message_id=f"<daemon-{serial}-{time.time_ns()}@zjxx.edu.cn>",
                      attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(serial)], institution=school))])
 
-
-def _db_rows(tmp_path: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(f"file:{tmp_path / 'state' / 'mailbot.db'}?mode=ro", uri=True) as db:
-        return db.execute(sql).fetchall()
 
 
 @pytest.fixture()
@@ -69,7 +65,7 @@ def test_mail_appended_while_the_daemon_runs_is_answered_within_seconds_thanks_t
     print(f"IDLE arrival->reply latency: {', '.join(f'{x:.2f}s' for x in latencies)}")
     assert [m.rcpt_tos for m in smtp_sink.messages] == [("wang@zjxx.edu.cn",)] * 3
     assert max(latencies) < 5.0, latencies
-    assert _db_rows(tmp_path, "SELECT outcome FROM messages ORDER BY id") == [("accepted",)] * 3
+    assert state_rows(tmp_path / 'state', "SELECT outcome FROM messages ORDER BY id") == [("accepted",)] * 3
     deadline = time.monotonic() + 5  # moved out of INBOX just after its reply is sent: a moment
     while dovecot.list_folder("INBOX", user=imap_account.user) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -129,8 +125,8 @@ def test_second_daemon_on_the_same_state_dir_refuses_to_start_and_touches_nothin
     assert second.wait(timeout=30) != 0
     assert f"mailbot：另一个 mailbot 正在使用 {tmp_path / 'state'}（进程号 {first.pid}），同一数据目录只能运行一个。\n" in second.stderr
     assert second.named("daemon_started") == []
-    assert _db_rows(tmp_path, "SELECT status FROM outbox ORDER BY id") == [("sent",), ("sending",)]
-    assert _db_rows(tmp_path, "SELECT kind FROM events WHERE kind LIKE 'reply_%' ORDER BY id") == [
+    assert state_rows(tmp_path / 'state', "SELECT status FROM outbox ORDER BY id") == [("sent",), ("sending",)]
+    assert state_rows(tmp_path / 'state', "SELECT kind FROM events WHERE kind LIKE 'reply_%' ORDER BY id") == [
         ("reply_queued",), ("reply_sent",)]
     assert first.proc.poll() is None
     assert first.stop() == 0
@@ -153,7 +149,7 @@ def test_daemon_survives_a_dovecot_restart_and_answers_mail_appended_after_it(
     dovecot.append(_mail(2), ON_TIME, user=imap_account.user)
     assert len(smtp_sink.wait_for(2, timeout=20)) == 2
     daemon.wait_for("poll_recovered", timeout=5)
-    assert _db_rows(tmp_path, "SELECT outcome FROM messages ORDER BY id") == [("accepted",)] * 2
+    assert state_rows(tmp_path / 'state', "SELECT outcome FROM messages ORDER BY id") == [("accepted",)] * 2
     assert dovecot.list_folder("INBOX", user=imap_account.user) == []
     assert daemon.proc.poll() is None
     assert daemon.stop() == 0
@@ -172,7 +168,7 @@ def test_missing_intake_folder_is_logged_for_staff_and_the_daemon_keeps_running_
                         failed["error"]), failed
     daemon.wait_for("poll_failed", timeout=10, after=1)  # it retries, still running
     assert daemon.proc.poll() is None
-    assert _db_rows(tmp_path, "SELECT count(*) FROM messages") == [(0,)]
+    assert state_rows(tmp_path / 'state', "SELECT count(*) FROM messages") == [(0,)]
     assert smtp_sink.attempts == 0
     conn = dovecot.connect(imap_account.user)
     try:
@@ -204,8 +200,8 @@ def test_sigterm_during_a_busy_poll_stops_after_the_message_in_hand_and_the_rest
         ["poll_interrupted", "daemon_stopped"], ["message", "poll_interrupted", "daemon_stopped"])
     done = len(daemon.named("message"))
     assert 1 <= done < total
-    assert _db_rows(tmp_path, "SELECT count(*), count(settled_at) FROM messages") == [(done, done)]
-    assert _db_rows(tmp_path, "SELECT status, count(*) FROM outbox GROUP BY status") == [("sent", done)]
+    assert state_rows(tmp_path / 'state', "SELECT count(*), count(settled_at) FROM messages") == [(done, done)]
+    assert state_rows(tmp_path / 'state', "SELECT status, count(*) FROM outbox GROUP BY status") == [("sent", done)]
     assert len(smtp_sink.messages) == done
     assert len(dovecot.list_folder("INBOX", user=imap_account.user)) == total - done
     rest = MailbotProcess("poll", config)
@@ -213,4 +209,4 @@ def test_sigterm_during_a_busy_poll_stops_after_the_message_in_hand_and_the_rest
     assert rest.wait(timeout=60) == 0
     assert sorted(m.rcpt_tos[0] for m in smtp_sink.wait_for(total)) == sorted(
         f"t{i}@zjxx.edu.cn" for i in range(1, total + 1))
-    assert _db_rows(tmp_path, "SELECT outcome, count(*) FROM messages GROUP BY outcome") == [("accepted", total)]
+    assert state_rows(tmp_path / 'state', "SELECT outcome, count(*) FROM messages GROUP BY outcome") == [("accepted", total)]

@@ -14,7 +14,7 @@ import pytest
 from openpyxl import load_workbook
 
 from forms_factory import make_annex3_xlsx, nominee
-from intake_harness import STAFF, Reply, open_parts, parse_reply, rules_with_seats, shanghai  # noqa: F401 - a fixture
+from intake_harness import STAFF, Reply, open_parts, parse_reply, replies_by_recipient, rules_with_seats, shanghai  # noqa: F401 - a fixture
 from mail_factory import make_mail
 from mailbot.mail.imap import ImapSource
 from mailbot.mail.source import ImapSettings
@@ -37,14 +37,6 @@ def _send(dovecot, account, sender: str, serials: list[int], hour: int, *, insti
     raw = make_mail(sender=sender, subject=subject, body=body, attachments=[("报名表.xlsx", form)])
     return dovecot.append(raw, shanghai(2020, 11, day, hour, 0), user=account.user)
 
-
-def _mails_since(smtp_sink, start: int, count: int) -> dict[str, list[Reply]]:
-    mails = smtp_sink.wait_for(start + count)[start:]
-    assert len(mails) == count
-    out: dict[str, list[Reply]] = {}
-    for m in mails:
-        out.setdefault(m.rcpt_tos[0], []).append(parse_reply(m.raw))
-    return out
 
 
 def _seats(parts) -> list[tuple[str, str, str]]:
@@ -116,7 +108,7 @@ def test_across_polls_an_earlier_mail_handled_late_takes_no_seat_from_anyone_tol
     smtp_sink.wait_for(1)  # A is told: seated
     uid = _send(dovecot, imap_account, B, [2], 9, institution=SCHOOL_B)  # moved back from junk: 09:00
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
-    mails = _mails_since(smtp_sink, 1, 2)
+    mails = replies_by_recipient(smtp_sink, 1, 2)
     assert sorted(mails) == sorted([B, STAFF])
     assert _seats(parts) == [(nominee(1).name, "seated", SCHOOL_A), (nominee(2).name, "held", SCHOOL_B)]
     (reply,) = mails[B]
@@ -152,7 +144,7 @@ def test_a_supplement_from_a_second_address_of_the_school_keeps_the_first_list(
     smtp_sink.wait_for(1)
     _send(dovecot, imap_account, A2, [4], 10, subject="补报一名", body="科研处补报一名教师。")
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
-    mails = _mails_since(smtp_sink, 1, 3)  # the reply, the notice to the contact of record, the staff alert
+    mails = replies_by_recipient(smtp_sink, 1, 3)  # the reply, the notice to the contact of record, the staff alert
     assert sorted(mails) == sorted([A2, A, STAFF])
     assert _seats(parts) == [(nominee(s).name, "seated", SCHOOL_A) for s in (1, 2, 3, 4)]
     (notice,) = mails[A]
@@ -167,7 +159,7 @@ def test_a_supplement_from_the_contact_of_record_adds_and_says_the_list_stands(
     smtp_sink.wait_for(1)
     _send(dovecot, imap_account, A, [1, 4], 10, subject="追加报名")  # repeats 1, omits 2 and 3: still adds
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
-    (reply,) = _mails_since(smtp_sink, 1, 1)[A]
+    (reply,) = replies_by_recipient(smtp_sink, 1, 1)[A]
     assert _seats(parts) == [(nominee(s).name, "seated", SCHOOL_A) for s in (1, 2, 3, 4)]
     lines = reply.text.splitlines()
     assert "说明：本邮件按补报处理：只新增教师，贵单位此前登记的教师均保持不变。" in lines
@@ -185,7 +177,7 @@ def test_promotions_of_one_event_reach_each_address_as_one_mail(
     smtp_sink.wait_for(2)
     _send(dovecot, imap_account, A, [5], 11)  # the school's list is now only teacher 5
     parts.intake.poll_once()
-    mails = _mails_since(smtp_sink, 2, 3)  # A's reply, ONE promotion mail to B, the staff alert
+    mails = replies_by_recipient(smtp_sink, 2, 3)  # A's reply, ONE promotion mail to B, the staff alert
     assert sorted(mails) == sorted([A, B, STAFF])
     (promotion,) = mails[B]
     assert [ln for ln in promotion.text.splitlines() if ln[:3] in ("1. ", "2. ")] == [
@@ -203,7 +195,7 @@ def test_a_conflict_is_a_finding_that_names_no_other_school_and_staff_see_both_s
     _send(dovecot, imap_account, A, [1], 9)
     _send(dovecot, imap_account, B, [1, 2], 10, institution=SCHOOL_B)  # teacher 1 again, from another school
     assert parts.intake.poll_once().outcomes == {"accepted": 1, "correction": 1}
-    mails = _mails_since(smtp_sink, 0, 3)
+    mails = replies_by_recipient(smtp_sink, 0, 3)
     assert _seats(parts) == [(nominee(1).name, "seated", SCHOOL_A), (nominee(2).name, "seated", SCHOOL_B)]
     (reply,) = mails[B]
     raw_b = next(m.raw for m in smtp_sink.wait_for(3) if m.rcpt_tos[0] == B)
@@ -261,7 +253,7 @@ def test_a_question_without_a_form_is_acknowledged_and_reaches_the_staff_list(
     parts = open_parts()
     _mail_without_form(dovecot, imap_account, "咨询", "请问候补的老师什么时候能知道结果？11月9日以后还能换人吗？\n\n王老师")
     assert parts.intake.poll_once().outcomes == {"for_staff": 1}
-    mails = _mails_since(smtp_sink, 0, 2)
+    mails = replies_by_recipient(smtp_sink, 0, 2)
     (ack,) = mails[A]
     receipt = _receipt(parts, A)
     lines = ack.text.splitlines()
@@ -282,7 +274,7 @@ def test_a_form_that_also_asks_is_registered_and_its_question_reaches_the_staff_
     _send(dovecot, imap_account, A, [1], 9, body="附件是我校的汇总表。\n请问物流管理还有名额吗？能否再补报一名？")
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
     assert _seats(parts) == [(nominee(1).name, "seated", SCHOOL_A)]
-    mails = _mails_since(smtp_sink, 0, 2)
+    mails = replies_by_recipient(smtp_sink, 0, 2)
     (reply,) = mails[A]
     receipt = _receipt(parts, A)
     assert reply.subject == f"Re: 报名表【报名成功｜回执 {receipt}】"
@@ -346,7 +338,7 @@ def test_a_form_without_its_school_seats_nobody_until_the_school_is_named(
     parts = open_parts()
     _send(dovecot, imap_account, A, [1, 2], 9, institution="")
     assert parts.intake.poll_once().outcomes == {"correction": 1}
-    mails = _mails_since(smtp_sink, 0, 2)
+    mails = replies_by_recipient(smtp_sink, 0, 2)
     assert _seats(parts) == [(nominee(1).name, "held", ""), (nominee(2).name, "held", "")]
     lines = mails[A][0].text.splitlines()
     _golden("fair_seats_blank_institution", mails[A][0])

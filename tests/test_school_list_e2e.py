@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from forms_factory import make_annex3_xlsx, nominee
-from intake_harness import STAFF, Reply, open_parts, parse_reply, rules_with, shanghai  # noqa: F401 - a fixture
+from intake_harness import STAFF, Reply, open_parts, parse_reply, replies_by_recipient, rules_with, shanghai  # noqa: F401 - a fixture
 from mail_factory import make_mail
 from mailbot.masking import mask_id
 from mailbot.office import staff_items
@@ -28,15 +28,6 @@ def _send(dovecot, account, sender: str, serials: list[int], hour: int, *, insti
     dovecot.append(make_mail(sender=sender, attachments=[("报名表.xlsx", form)]), shanghai(2020, 11, 2, hour, 0),
                    user=account.user)
 
-
-def _mails_since(smtp_sink, start: int, count: int) -> dict[str, list[Reply]]:
-    """The mails accepted after the first ``start``, by recipient (exactly ``count`` of them)."""
-    mails = smtp_sink.wait_for(start + count)[start:]
-    assert len(mails) == count
-    out: dict[str, list[Reply]] = {}
-    for m in mails:
-        out.setdefault(m.rcpt_tos[0], []).append(parse_reply(m.raw))
-    return out
 
 
 def _named(text: str, serials: list[int]) -> list[int]:
@@ -68,11 +59,11 @@ def test_a_second_address_naming_a_school_only_adds_and_the_contact_of_record_is
     parts = open_parts()
     _send(dovecot, imap_account, CONTACT, [1, 2, 3], 9)
     parts.intake.poll_once()
-    assert list(_mails_since(smtp_sink, 0, 1)) == [CONTACT]
+    assert list(replies_by_recipient(smtp_sink, 0, 1)) == [CONTACT]
 
     _send(dovecot, imap_account, OTHER, [2, 4], 10)  # repeats teacher 2, omits 1 and 3, adds 4
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
-    mails = _mails_since(smtp_sink, 1, 3)
+    mails = replies_by_recipient(smtp_sink, 1, 3)
     assert sorted(mails) == sorted([OTHER, CONTACT, STAFF])
     first = [(nominee(s).name, "seated", CONTACT) for s in (1, 2, 3)]
     assert _seats(parts) == [*first, (nominee(4).name, "seated", OTHER)]
@@ -104,7 +95,7 @@ def test_a_second_address_naming_a_school_only_adds_and_the_contact_of_record_is
 
     _send(dovecot, imap_account, CONTACT, [1, 2, 3, 4], 11)  # a mail raising no item: no alert again
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
-    assert list(_mails_since(smtp_sink, 4, 1)) == [CONTACT]
+    assert list(replies_by_recipient(smtp_sink, 4, 1)) == [CONTACT]
 
 
 def test_the_contact_of_record_still_shortens_its_list_and_the_other_sender_is_told(
@@ -117,7 +108,7 @@ def test_the_contact_of_record_still_shortens_its_list_and_the_other_sender_is_t
 
     _send(dovecot, imap_account, CONTACT, [1], 11)  # a partial list from the contact of record: it replaces
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
-    mails = _mails_since(smtp_sink, 4, 3)  # the reply, the other sender's notice, the staff alert
+    mails = replies_by_recipient(smtp_sink, 4, 3)  # the reply, the other sender's notice, the staff alert
     assert _seats(parts) == [(nominee(1).name, "seated", CONTACT), (nominee(2).name, "withdrawn", CONTACT),
                              (nominee(3).name, "withdrawn", CONTACT), (nominee(4).name, "withdrawn", OTHER)]
     (reply,) = mails[CONTACT]
@@ -147,7 +138,7 @@ def test_a_school_over_its_reported_demand_waits_for_staff(
     parts = open_parts(rules_with(tmp_path, f'\n[[demand]]\ninstitution = "{SCHOOL}"\nprogram = "物流管理"\nteachers = 2\n'))
     _send(dovecot, imap_account, CONTACT, [1, 2, 3], 9)
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
-    mails = _mails_since(smtp_sink, 0, 2)
+    mails = replies_by_recipient(smtp_sink, 0, 2)
     assert _seats(parts) == [(nominee(1).name, "seated", CONTACT), (nominee(2).name, "seated", CONTACT),
                              (nominee(3).name, "held", CONTACT)]
     (reply,) = mails[CONTACT]
@@ -165,7 +156,7 @@ def test_one_free_mail_address_sending_750_made_up_teachers_takes_no_seat(
     parts = open_parts()
     _send(dovecot, imap_account, "winner888@163.com", list(range(1, 751)), 9, institution="浙江某某学院")
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
-    mails = _mails_since(smtp_sink, 0, 2)
+    mails = replies_by_recipient(smtp_sink, 0, 2)
     statuses = [(r["status"], r["n"]) for r in parts.state.db.query(
         "SELECT status, count(*) AS n FROM nominees GROUP BY status")]
     assert statuses == [("held", 750)]
@@ -183,12 +174,12 @@ def test_quarantined_mail_is_on_the_staff_list_and_announced_once(
     dovecot.append(make_mail(sender="x@evil.example", attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(1)]))]),
                    shanghai(2020, 11, 2, 9, 0), user=imap_account.user)
     assert parts.intake.poll_once().outcomes == {"quarantined": 1}
-    assert list(_mails_since(smtp_sink, 0, 1)) == [STAFF]
+    assert list(replies_by_recipient(smtp_sink, 0, 1)) == [STAFF]
     assert _open_items(parts) == [("quarantined", "", "x@evil.example")]
     assert "1. 【已隔离】待办事项#1：邮件已隔离：发件域名在拒收名单中，未处理也未回复" in _digest_text(parts).splitlines()
     _send(dovecot, imap_account, CONTACT, [1], 10)
     assert parts.intake.poll_once().outcomes == {"accepted": 1}
-    assert list(_mails_since(smtp_sink, 1, 1)) == [CONTACT]
+    assert list(replies_by_recipient(smtp_sink, 1, 1)) == [CONTACT]
 
 
 def test_forged_forms_naming_a_school_cannot_use_up_the_schools_own_replies(
@@ -200,7 +191,7 @@ def test_forged_forms_naming_a_school_cannot_use_up_the_schools_own_replies(
     parts.intake.poll_once()
     _send(dovecot, imap_account, CONTACT, [1, 10, 11, 12], 14)  # the school's own next mail
     parts.intake.poll_once()
-    mails = _mails_since(smtp_sink, 0, 8)  # 5 replies, 2 notices (the third one over the cap), 1 alert
+    mails = replies_by_recipient(smtp_sink, 0, 8)  # 5 replies, 2 notices (the third one over the cap), 1 alert
     kinds = [(r["to_address"], r["kind"]) for r in parts.state.db.query(
         "SELECT to_address, kind FROM outbox WHERE to_address = ? ORDER BY id", [CONTACT])]
     assert kinds == [(CONTACT, "acceptance"), (CONTACT, "notice_other_sender"), (CONTACT, "notice_other_sender"),
@@ -220,4 +211,4 @@ def test_an_item_raised_outside_a_poll_is_announced_by_the_next_idle_poll(
         staff_items.add(parts.state, "failed", "处理失败：replayed by hand", actor="replay", rules_version="t")
     report = parts.intake.poll_once()
     assert (report.fetched, report.sent.sent) == (0, 1)
-    assert list(_mails_since(smtp_sink, 0, 1)) == [STAFF]
+    assert list(replies_by_recipient(smtp_sink, 0, 1)) == [STAFF]

@@ -5,7 +5,6 @@ See ``mailbot.state.lock`` for why the write lock exists."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from daemon_harness import MailbotProcess, write_config
+from daemon_harness import MailbotProcess, state_rows, write_config
 from forms_factory import make_annex3_xlsx, nominee
 from intake_harness import open_parts, parse_reply, rules_with_seats, shanghai  # noqa: F401 - fixture
 from mail_factory import make_mail
@@ -39,10 +38,6 @@ def _form(sender: str, serial: int) -> bytes:
                      attachments=[("报名表.xlsx", make_annex3_xlsx([nominee(serial)], institution=school))])
 
 
-def _rows(state_dir: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(f"file:{state_dir / 'mailbot.db'}?mode=ro", uri=True) as db:
-        return db.execute(sql).fetchall()
-
 
 @pytest.mark.servers
 @pytest.mark.timeout(180)
@@ -59,7 +54,7 @@ def test_a_staff_decision_while_the_daemon_runs_is_applied_its_mail_sent_once_an
         dovecot.append(_form(JIA, 1), ON_TIME, user=imap_account.user)
         dovecot.append(_form(YI, 2), ON_TIME, user=imap_account.user)
         smtp_sink.wait_for(2, timeout=20)
-        assert _rows(state, "SELECT institution, status FROM nominees ORDER BY id") == [
+        assert state_rows(state, "SELECT institution, status FROM nominees ORDER BY id") == [
             ("浙江jia职业技术学院", "seated"), ("浙江yi职业技术学院", "waiting")]
         time.sleep(IDLE_SETTLE_S)  # the daemon is back in IDLE, holding no write lock
 
@@ -68,7 +63,7 @@ def test_a_staff_decision_while_the_daemon_runs_is_applied_its_mail_sent_once_an
              "--staff", "王老师", "--reason", "本人因病无法参训", "--config", str(config)],
             capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert (result.returncode, result.stderr) == (0, ""), result.stderr
-        assert _rows(state, "SELECT institution, status FROM nominees ORDER BY id") == [
+        assert state_rows(state, "SELECT institution, status FROM nominees ORDER BY id") == [
             ("浙江jia职业技术学院", "withdrawn"), ("浙江yi职业技术学院", "seated")]
         told = smtp_sink.wait_for(4, timeout=10)[2:]
         assert sorted(m.rcpt_tos[0] for m in told) == [JIA, YI]
@@ -77,7 +72,7 @@ def test_a_staff_decision_while_the_daemon_runs_is_applied_its_mail_sent_once_an
         (answer,) = smtp_sink.wait_for(5, timeout=20)[4:]
         assert answer.rcpt_tos == (BING,)
         assert "zhejiang-2020-1x-000003" in parse_reply(answer.raw).subject  # the new form's own reply
-        assert _rows(state, "SELECT institution, status FROM nominees ORDER BY id") == [
+        assert state_rows(state, "SELECT institution, status FROM nominees ORDER BY id") == [
             ("浙江jia职业技术学院", "withdrawn"), ("浙江yi职业技术学院", "seated"), ("浙江bing职业技术学院", "waiting")]
         assert daemon.stop() == 0
     finally:
@@ -85,7 +80,7 @@ def test_a_staff_decision_while_the_daemon_runs_is_applied_its_mail_sent_once_an
             daemon.kill()
     # each mail left once: two replies, the decision's notice and the promotion, the third reply
     assert sorted(m.rcpt_tos[0] for m in smtp_sink.messages) == sorted([JIA, YI, JIA, YI, BING])
-    assert _rows(state, "SELECT kind, status FROM outbox ORDER BY id") == [
+    assert state_rows(state, "SELECT kind, status FROM outbox ORDER BY id") == [
         ("acceptance", "sent"), ("acceptance", "sent"), ("notice_decision", "sent"), ("promotion", "sent"),
         ("acceptance", "sent")]
 
@@ -199,7 +194,7 @@ def test_a_long_poll_lets_a_waiting_staff_command_in_after_the_first_fetch_batch
 
     def staff() -> None:
         with hold_write_lock(state_dir, wait=60):
-            seen.append(f"staff saw {_rows(state_dir, 'SELECT count(*) FROM messages')[0][0]} mails recorded")
+            seen.append(f"staff saw {state_rows(state_dir, 'SELECT count(*) FROM messages')[0][0]} mails recorded")
 
     handed: list[bool] = []
     with hold_write_lock(state_dir) as lock:
