@@ -663,12 +663,18 @@ _BODIES = st.text(st.sampled_from(list("ab \r\n\t=-") + ["中", "文", "\u3000",
 @settings(max_examples=300, deadline=None)
 @given(_BODIES, _BODIES, st.lists(st.tuples(st.text(min_size=1, max_size=12), st.binary(max_size=200)), max_size=2))
 def test_a_message_is_written_byte_for_byte_as_the_email_packages_own_classes_write_it(text, html, attachments):
-    """The reply's faster base64 bodies (``_Utf8``) and line writer (``_Generator``) give the
-    bytes ``Charset("utf-8")`` and ``BytesGenerator`` give."""
+    """The reply's text parts (``_text_part``, base64 by ``_Utf8``) and line writer
+    (``_Generator``) give the bytes ``MIMEText(..., "utf-8")`` and ``BytesGenerator`` give."""
     from email.charset import Charset
     from email.generator import BytesGenerator
+    from email.mime.text import MIMEText
 
     from mailbot.replies import render
+
+    def stock_text_part(body: str, subtype: str) -> MIMEText:
+        part = MIMEText(body, subtype, "utf-8")
+        del part["MIME-Version"]
+        return part
 
     headers = [("From", "a@x.cn"), ("Subject", render._subject("Re: 报名表【报名成功】"))]
 
@@ -680,6 +686,7 @@ def test_a_message_is_written_byte_for_byte_as_the_email_packages_own_classes_wr
         ours = written()
         mp.setattr(render, "_UTF8", Charset("utf-8"))
         mp.setattr(render, "_Generator", BytesGenerator)
+        mp.setattr(render, "_text_part", stock_text_part)
         assert ours == written()
 
 

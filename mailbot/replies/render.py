@@ -40,7 +40,7 @@ from email.header import Header
 from email.headerregistry import Address
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
+from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, formataddr, make_msgid
 from io import BytesIO
 from pathlib import Path
@@ -103,7 +103,7 @@ class _Utf8(Charset):
             return super().body_encode(string)  # type: ignore[no-any-return]
         data = string.encode(self.output_charset) if isinstance(string, str) else string
         encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
-        return "".join(encoded[i:i + _BASE64_LINE] + "\n" for i in range(0, len(encoded), _BASE64_LINE))
+        return "\n".join([encoded[i:i + _BASE64_LINE] for i in range(0, len(encoded), _BASE64_LINE)]) + "\n"
 
 
 _UTF8 = _Utf8()
@@ -575,9 +575,14 @@ def _boundary() -> str:
     return "=" * 15 + f"{secrets.randbelow(10**19):019d}" + "=="
 
 
-def _text_part(text: str, subtype: str) -> MIMEText:
-    part = MIMEText(text, subtype, _UTF8)  # type: ignore[arg-type]
+def _text_part(text: str, subtype: str) -> MIMENonMultipart:
+    """A text part in UTF-8, base64-encoded: what ``MIMEText(text, subtype, "utf-8")`` makes,
+    with its body encoded as ``email.encoders.encode_base64`` sets one (payload, then the
+    header) rather than through ``set_charset``, which parses its own Content-Type again."""
+    part = MIMENonMultipart("text", subtype, charset="utf-8")
     del part["MIME-Version"]  # only the top level carries it
+    part.set_payload(_UTF8.body_encode(text))
+    part["Content-Transfer-Encoding"] = "base64"
     return part
 
 
