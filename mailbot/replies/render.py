@@ -4,7 +4,8 @@ Templates: ``reply_<kind>.txt.j2`` / ``reply_<kind>.html.j2`` extending ``_layou
 importing ``_macros.*.j2``; ``digest.txt.j2`` / ``digest.html.j2``.  The Jinja environment is
 strict (an unknown variable is an error), autoescapes only ``*.html.j2``, and masks every
 identity number and mobile in every printed value and again in the finished text, so a raw
-number never reaches a reply even if the pipeline forgets to mask one.
+number never reaches a reply even if the pipeline forgets to mask one.  Templates are read
+once per process (no file check per reply).
 
 A reply carries no active content: every value the sender supplied (names, institution,
 file names, findings quoting cells, the display name in ``To``) passes through :func:`defang`
