@@ -21,7 +21,6 @@ from typing import Any
 
 from mailbot.config import Settings
 from mailbot.annex3 import FIELDS
-from mailbot.replies.correction_workbook import blank_annex3, highlight_workbook, rebuild_workbook
 from mailbot.replies.greeting import contact_is_sender
 from mailbot.errors import FormError, MailboxError, StateError
 from mailbot.forms.model import Finding, FormVerdict, Outcome
@@ -629,6 +628,8 @@ class Intake:
         programs: tuple[tuple[str, str], ...] = ()
         if a.reply == "how_to_register":
             programs = tuple((prog.name, prog.host) for prog in self.rules.programs)
+            from mailbot.replies.correction_workbook import blank_annex3  # openpyxl: only when asked
+
             workbooks.append(blank_annex3(self.rules.form.title, [label for _, label in FIELDS],
                                           [name for name, _ in programs]))
         contact = next((v.contact for _, v in a.verdicts if v.contact), "")
@@ -869,7 +870,7 @@ class Intake:
             return None
         limits = self.settings.limits
         if reading.file_format in ("xlsx", "xlsm"):
-            work: Callable[..., tuple[str, bytes] | None] = highlight_workbook
+            work: Callable[..., tuple[str, bytes] | None] = _highlighted_copy
         elif reading.file_format in ("xls", "ods"):
             work = _rebuilt_copy
         else:
@@ -976,9 +977,22 @@ class Intake:
         self.flush_settle()
 
 
+# The correction workbooks are made in a reader worker, which has openpyxl loaded (``contained``
+# preloads it); the daemon imports it only for a blank form ("how do I register"), so a poll
+# starts without it (``tests/test_daemon.py`` checks the imports of a poll).
+def _highlighted_copy(data: bytes, filename: str, cells: list[tuple[str, str]], *, sheet: str,
+                      limits: Any) -> tuple[str, bytes] | None:
+    """(In a reader worker) the sender's xlsx with the cells to fix highlighted."""
+    from mailbot.replies.correction_workbook import highlight_workbook
+
+    return highlight_workbook(data, filename, cells, sheet=sheet, limits=limits)
+
+
 def _rebuilt_copy(data: bytes, filename: str, cells: list[tuple[str, str]], *, sheet: str,
                   limits: Any) -> tuple[str, bytes] | None:
     """(In a reader worker) an xlsx copy of an xls/ods sheet's values, cells to fix marked."""
+    from mailbot.replies.correction_workbook import rebuild_workbook
+
     return rebuild_workbook(sheet_cells(data, sheet, limits=limits), filename, cells, sheet=sheet)
 
 

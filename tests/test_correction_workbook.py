@@ -224,3 +224,15 @@ def test_a_rebuilt_copy_of_another_format_holds_text_only():
     assert [(c.value, c.data_type) for c in ws[1]] == [
         ("=cmd|' /C calc'!A0", "s"), ("@SUM(1)", "s"), ("www[.]evil[.]com", "s"), ("\tx", "s")]
     assert "evil.com" not in all_xml(data)
+
+
+def test_the_daemon_starts_without_openpyxl_the_workbooks_are_made_in_a_reader_worker():
+    """openpyxl (~0.15 s of CPU to import) is loaded by the reader workers that make the
+    correction workbooks, not by a poll or ``mailbot run`` starting."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mailbot.assembly, mailbot.daemon, mailbot.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'openpyxl'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n"

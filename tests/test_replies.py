@@ -655,3 +655,61 @@ def test_headers_are_written_exactly_as_compat32_folds_them(name: str, value: st
             return f"{type(exc).__name__}: {exc}"
 
     assert written(_WIRE) == written(policy.compat32.clone(linesep="\r\n"))
+
+
+_BODIES = st.text(st.sampled_from(list("ab \r\n\t=-") + ["中", "文", "\u3000", "😀"]), max_size=300)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_BODIES, _BODIES, st.lists(st.tuples(st.text(min_size=1, max_size=12), st.binary(max_size=200)), max_size=2))
+def test_a_message_is_written_byte_for_byte_as_the_email_packages_own_classes_write_it(text, html, attachments):
+    """The reply's text parts (``_text_part``, base64 by ``_Utf8``) and line writer
+    (``_Generator``) give the bytes ``MIMEText(..., "utf-8")`` and ``BytesGenerator`` give."""
+    from email.charset import Charset
+    from email.generator import BytesGenerator
+    from email.mime.text import MIMEText
+
+    from mailbot.replies import render
+
+    def stock_text_part(body: str, subtype: str) -> MIMEText:
+        part = MIMEText(body, subtype, "utf-8")
+        del part["MIME-Version"]
+        return part
+
+    headers = [("From", "a@x.cn"), ("Subject", render._subject("Re: 报名表【报名成功】"))]
+
+    def written() -> bytes:
+        return render._assemble(headers, RenderedReply("s", text, html), tuple(attachments))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(render, "_boundary", lambda: "===============0000000000000000042==")
+        ours = written()
+        mp.setattr(render, "_UTF8", Charset("utf-8"))
+        mp.setattr(render, "_Generator", BytesGenerator)
+        mp.setattr(render, "_text_part", stock_text_part)
+        assert ours == written()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=400), st.text(max_size=200)))
+def test_a_base64_body_is_the_one_the_email_packages_utf8_charset_writes(data):
+    from email.charset import Charset
+
+    from mailbot.replies.render import _UTF8
+
+    assert _UTF8.body_encode(data) == Charset("utf-8").body_encode(data)
+
+
+def test_a_reply_is_defanged_once_for_its_text_and_its_message(renderer, monkeypatch):
+    from mailbot.replies import render
+
+    calls: list[str] = []
+    real = render._sender_safe
+    monkeypatch.setattr(render, "_sender_safe", lambda ctx: calls.append(ctx.to_address) or real(ctx))
+    first = replace(CONTEXTS["no_form"], to_address="first@example-college.edu.cn")
+    second = replace(CONTEXTS["no_form"], to_address="second@example-college.edu.cn")
+    build(first, renderer)
+    msg = parse(build_message(second, renderer.render(first), from_address="shengpei@zjut.edu.cn",
+                              from_name="mailbot", message_id_domain="mailbot.x"))
+    assert calls == ["first@example-college.edu.cn", "second@example-college.edu.cn"]
+    assert msg["To"].addresses[0].addr_spec == "second@example-college.edu.cn"

@@ -4,7 +4,8 @@ Templates: ``reply_<kind>.txt.j2`` / ``reply_<kind>.html.j2`` extending ``_layou
 importing ``_macros.*.j2``; ``digest.txt.j2`` / ``digest.html.j2``.  The Jinja environment is
 strict (an unknown variable is an error), autoescapes only ``*.html.j2``, and masks every
 identity number and mobile in every printed value and again in the finished text, so a raw
-number never reaches a reply even if the pipeline forgets to mask one.
+number never reaches a reply even if the pipeline forgets to mask one.  Templates are read
+once per process (no file check per reply).
 
 A reply carries no active content: every value the sender supplied (names, institution,
 file names, findings quoting cells, the display name in ``To``) passes through :func:`defang`
@@ -26,18 +27,21 @@ Headers of a reply (``build_message``):
 
 from __future__ import annotations
 
+import binascii
 import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from email import message_from_bytes, policy
-from email.generator import BytesGenerator
+from email.charset import BASE64, Charset
+from email.generator import NLCRE, BytesGenerator
 from email.header import Header
 from email.headerregistry import Address
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
+from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, formataddr, make_msgid
 from io import BytesIO
 from pathlib import Path
@@ -82,6 +86,37 @@ class _WirePolicy(type(policy.compat32)):  # type: ignore[misc]
 # SMTP policy, but raw (set_raw) headers are written as given: the threading headers are
 # folded by fold_ids, every other header is a parsed header object folded as usual.
 _WIRE = _WirePolicy(linesep="\r\n")
+
+_BASE64_LINE = 76  # characters of a base64 body line, as email.base64mime writes them
+
+
+class _Utf8(Charset):
+    """UTF-8 with base64 bodies, as ``Charset("utf-8")``; a body is encoded by one
+    ``binascii`` call cut into 76-character lines where ``email.base64mime.body_encode``
+    makes one call and one ``str`` per 57 bytes: the same text, since 57 bytes are exactly
+    76 characters of base64 (``tests/test_replies.py`` compares the two)."""
+
+    def __init__(self) -> None:
+        super().__init__("utf-8")
+
+    def body_encode(self, string: str | bytes) -> str:  # type: ignore[override]
+        if not string or self.body_encoding is not BASE64:
+            return super().body_encode(string)  # type: ignore[no-any-return]
+        data = string.encode(self.output_charset) if isinstance(string, str) else string
+        encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
+        return "\n".join([encoded[i:i + _BASE64_LINE] for i in range(0, len(encoded), _BASE64_LINE)]) + "\n"
+
+
+_UTF8 = _Utf8()
+
+
+class _Generator(BytesGenerator):
+    """``BytesGenerator`` writing a body's lines with one ``write`` (the same bytes: each line
+    break made the policy's ``linesep``) instead of two per line."""
+
+    def _write_lines(self, lines: str) -> None:
+        if lines:
+            self.write(self._NL.join(NLCRE.split(lines)))
 
 # A URL scheme with its host ("李四http://evil.example": glued to a Chinese name too; the
 # defanged "hxxp[:]//" never matches again) and a dotted host name of ASCII labels not glued
@@ -195,9 +230,23 @@ def _safe_finding(f: FindingLine) -> FindingLine:
                    message=defang(f.message))
 
 
+_last_safe: tuple[ReplyContext, ReplyContext] | None = None  # (context, its sender_safe copy)
+
+
 def sender_safe(ctx: ReplyContext) -> ReplyContext:
     """The context with :func:`defang` applied to every value that came from the mail or the form;
-    the sender's display name also bounded (:data:`MAX_TO_NAME`)."""
+    the sender's display name also bounded (:data:`MAX_TO_NAME`).  The last context's copy is
+    kept (contexts are frozen), so rendering a reply and building its message defang it once."""
+    global _last_safe
+    last = _last_safe
+    if last is not None and last[0] is ctx:
+        return last[1]
+    safe = _sender_safe(ctx)
+    _last_safe = (ctx, safe)
+    return safe
+
+
+def _sender_safe(ctx: ReplyContext) -> ReplyContext:
     return replace(
         ctx,
         to_name=defang(one_line(ctx.to_name))[:MAX_TO_NAME],
@@ -361,6 +410,12 @@ def staff_status(status: str, position: int | None = None) -> str:
     return STAFF_STATUS_LABELS.get(status, status)
 
 
+def statuses(lines: Iterable[NomineeLine]) -> frozenset[str]:
+    """The statuses among the nominees (``"waiting" in nominees|statuses``): one pass in Python
+    where ``selectattr(...)|list`` took a filter call per nominee."""
+    return frozenset(line.status for line in lines)
+
+
 def by_program(lines: Iterable[NomineeLine]) -> list[tuple[NomineeLine, list[NomineeLine]]]:
     """Nominees grouped by program, programs in order of first appearance, each group led by its
     first line (which carries the program's host, format, hours and fee, said once per program)."""
@@ -396,7 +451,14 @@ def _mask(text: str) -> str:
 
 def _finalize(value: Any) -> Any:
     """Mask every string a template prints (Markup stays Markup).  A string shorter than a
-    mobile number cannot hold one (most printed values: names, row numbers, labels)."""
+    mobile number cannot hold one (most printed values: names, row numbers, labels).  Called
+    for every printed value (~150 a reply): a plain ``str`` is told apart by its exact type
+    first, the common case, before the subclass checks."""
+    kind = type(value)
+    if kind is str:
+        return _mask(value) if len(value) >= _SHORTEST_MASKED else value
+    if kind is int:
+        return value
     if isinstance(value, Markup):
         return Markup(_mask(str(value))) if len(value) >= _SHORTEST_MASKED else value
     if isinstance(value, str):
@@ -431,6 +493,7 @@ class ReplyRenderer:
             lstrip_blocks=True,
             keep_trailing_newline=True,
             finalize=_finalize,
+            auto_reload=False,  # read once per process: no stat of every template file per reply
         )
         self.env.filters.update(
             cn_time=cn_time,
@@ -438,6 +501,7 @@ class ReplyRenderer:
             cn_deadline=cn_deadline,
             status_label=status_label,
             by_program=by_program,
+            statuses=statuses,
             place=finding_place,
             outcome_label=lambda k: OUTCOME_LABELS.get(k, OTHER_LABEL),
             attention_label=lambda k: ATTENTION_LABELS.get(k, OTHER_LABEL),
@@ -494,6 +558,7 @@ class ReplyRenderer:
 # --- the message ----------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1024)  # mailbot's own From on every message; a school writes more than once
 def _address(display_name: str, addr_spec: str) -> str:
     """``Name <addr>`` with the name RFC 2047-encoded when needed; SendError when unwritable."""
     try:
@@ -511,9 +576,14 @@ def _boundary() -> str:
     return "=" * 15 + f"{secrets.randbelow(10**19):019d}" + "=="
 
 
-def _text_part(text: str, subtype: str) -> MIMEText:
-    part = MIMEText(text, subtype, "utf-8")
+def _text_part(text: str, subtype: str) -> MIMENonMultipart:
+    """A text part in UTF-8, base64-encoded: what ``MIMEText(text, subtype, "utf-8")`` makes,
+    with its body encoded as ``email.encoders.encode_base64`` sets one (payload, then the
+    header) rather than through ``set_charset``, which parses its own Content-Type again."""
+    part = MIMENonMultipart("text", subtype, charset="utf-8")
     del part["MIME-Version"]  # only the top level carries it
+    part.set_payload(_UTF8.body_encode(text))
+    part["Content-Transfer-Encoding"] = "base64"
     return part
 
 
@@ -544,7 +614,7 @@ def _assemble(headers: list[tuple[str, Any]], rendered: RenderedReply,
     items = msg._headers  # noqa: SLF001 - reorder without re-encoding
     msg._headers = sorted(items, key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))  # noqa: SLF001
     buf = BytesIO()
-    BytesGenerator(buf, policy=_WIRE).flatten(msg)
+    _Generator(buf, policy=_WIRE).flatten(msg)
     return buf.getvalue()
 
 
