@@ -192,7 +192,7 @@ def _header_block(header: _Header) -> dict[str, str]:
     lines += [[c.text for c in row] for row in header.grid.head[: header.row_index]]
     for cells in lines:
         for col, text in enumerate(cells):
-            matches = list(_BLOCK_RE.finditer(text)) if text else []
+            matches = list(_BLOCK_RE.finditer(text)) if text and _block_hint(text) else []
             for i, m in enumerate(matches):
                 key = m.lastgroup or ""
                 if found.get(key):
@@ -206,11 +206,17 @@ def _header_block(header: _Header) -> dict[str, str]:
     return found
 
 
+def _block_hint(text: str) -> bool:
+    """Whether ``_BLOCK_RE`` may match: each of its matches holds 位 (单位), 称 (名称) or 联
+    (联系人), so a text without them is not searched."""
+    return "位" in text or "称" in text or "联" in text
+
+
 def _next_value(cells: list[str], col: int) -> str:
     for text in cells[col + 1:]:
         if not text.strip():
             continue
-        if _BLOCK_RE.search(text):
+        if _block_hint(text) and _BLOCK_RE.search(text):
             return ""
         return text.strip(_VALUE_STRIP)
     return ""
@@ -226,8 +232,8 @@ def _cell_at(row: list[CellValue], col: int, row_number: int, coordinates: bool)
     return CellValue("")
 
 
-def _read_rows(header: _Header, limits: Limits, read: set[str]) -> tuple[list[FormRow], list[str]]:
-    """The nominee rows; ``read`` collects the coordinates of every cell looked at."""
+def _read_rows(header: _Header, limits: Limits, read: set[str] | None) -> tuple[list[FormRow], list[str]]:
+    """The nominee rows; ``read`` (when given) collects the coordinates of every cell looked at."""
     rows: list[FormRow] = []
     notes: list[str] = []
     numbered_empty = 0
@@ -254,7 +260,8 @@ def _read_rows(header: _Header, limits: Limits, read: set[str]) -> tuple[list[Fo
         row_number = index + 1
         width = len(row)
         cells = {k: row[c] if c < width else _cell_at(row, c, row_number, coordinates) for k, c in columns}
-        read.update([c.coordinate for c in cells.values()])
+        if read is not None:
+            read.update([c.coordinate for c in cells.values()])
         for k in content_keys:
             if cells[k].text.strip():
                 break
@@ -294,11 +301,14 @@ def _reading(source: Source, filename: str, limits: Limits) -> FormReading:
     if header.duplicates:
         notes.append(f"duplicate header labels ignored: {', '.join(header.duplicates)}")
     block = _header_block(header)
-    read = {c.coordinate for row in grid.head[: header.row_index] for c in row}
-    read.update(grid.head[header.row_index][col].coordinate for col in header.columns.values())
-    rows, row_notes = _read_rows(header, limits, read)
     uncached = source.uncached_formulas
-    blank = sorted((uncached.get(grid.name, frozenset()) | uncached.get(ANY_SHEET, frozenset())) & read)
+    uncached_here = uncached.get(grid.name, frozenset()) | uncached.get(ANY_SHEET, frozenset())
+    read: set[str] | None = None  # the coordinates read matter only beside an uncached formula
+    if uncached_here:
+        read = {c.coordinate for row in grid.head[: header.row_index] for c in row}
+        read.update(grid.head[header.row_index][col].coordinate for col in header.columns.values())
+    rows, row_notes = _read_rows(header, limits, read)
+    blank = sorted(uncached_here & read) if read is not None else []
     if blank:
         raise UnreadableForm("formula_without_values", FORMULA_MESSAGE,
                              f"formula cells without a cached value among the cells read: {', '.join(blank[:5])}")

@@ -47,11 +47,12 @@ def _tag_re(*names: bytes, closing: bool = True) -> re.Pattern[bytes]:
 
 
 _XLSX_TAG_RE = _tag_re(b"row", b"c", closing=False)
-_CELL_START_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*+:)?c[\s/>]")  # how every cell tag above begins
-_CELL_SEPARATORS = (b" ", b"\t", b"\n", b"\r", b"\f", b"\v", b"/", b">")  # what \s/> match in bytes
-# A whole cell tag as Excel, WPS and openpyxl write it: unprefixed, ``r`` first, a plain reference.
-_REF_CELL_TAG_RE = re.compile(
-    rb"""<c r="([A-Z]{1,3})([0-9]{1,7})"(?:[^<>"'/]++|"[^<"]*+"|'[^<']*+'|/(?!>))*+/?>""")
+# Every cell tag the placement below sees begins like this ("<c", or a prefixed "<x:c", then a
+# separator; no "<" inside), and a whole cell tag as Excel, WPS and openpyxl write it
+# (unprefixed, ``r`` first, a plain reference) is caught by the first branch with its reference.
+_CELL_START_RE = re.compile(
+    rb"""<(?:c r="([A-Z]{1,3})([0-9]{1,7})"(?:[^<>"'/]++|"[^<"]*+"|'[^<']*+'|/(?!>))*+/?>"""
+    rb"""|(?:[A-Za-z_][\w.-]*+:)?c[\s/>])""")
 # How every cell tag above and every formula tag (``_FORMULA_RE``) begins.
 _CELL_OR_FORMULA_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*+:)?[cf][\s/>]")
 _ODS_TAG_RE = _tag_re(b"table", b"table-row", b"table-cell", b"covered-table-cell")
@@ -172,9 +173,12 @@ def check_sheet_area(name: str, xml: bytes, *, max_sheet_cells: int) -> int:
     """The cells' bounding box of an xlsx worksheet (its area); raise ``sheet_too_large`` when
     it exceeds ``max_sheet_cells``.  A cell without ``r`` sits right of the previous one, in the row given by
     its ``<row r>`` (else the next row): readers place it there."""
-    cell_tags = sum(xml.count(b"<c" + end) for end in (b" ", b">", b"/"))
-    if cell_tags > max_sheet_cells:  # each is a cell of its own: no need to place them
-        raise _too_large(name, cell_tags, max_sheet_cells)
+    # Each cell tag is a cell of its own: too many are refused without placing them (or listing
+    # them).  A tag takes at least three bytes, so only a part of over three bytes a cell can.
+    if len(xml) > 3 * max_sheet_cells:
+        cell_tags = sum(xml.count(b"<c" + end) for end in (b" ", b">", b"/"))
+        if cell_tags > max_sheet_cells:
+            raise _too_large(name, cell_tags, max_sheet_cells)
     area = _area_of_plain_references(xml, max_sheet_cells)
     if area is not None:
         return area
@@ -206,25 +210,17 @@ def _area_of_plain_references(xml: bytes, max_sheet_cells: int) -> int | None:
     and the box fits; else ``None`` (then the placement runs: it also produces the refusal).
 
     Each such cell sits at its reference and the box only grows, so the loop could not raise
-    and its box is the references' box.  Every tag matched here is one the loop sees, and every
-    tag the loop sees starts like ``_CELL_START_RE``: equal counts mean the same cells.  A regex
-    pass and byte counts in C instead of a Python step per cell."""
-    refs = _REF_CELL_TAG_RE.findall(xml)
-    if not refs or len(refs) != _cell_starts(xml) or len(refs) > max_sheet_cells:
+    and its box is the references' box.  Every tag the loop sees starts like
+    ``_CELL_START_RE``, whose matches never overlap (each holds one "<", at its start): when each
+    match is a whole plain tag (its first branch, with a reference), they are the loop's cells.
+    One regex pass in C instead of a Python step per cell."""
+    starts = _CELL_START_RE.findall(xml)
+    if not starts or len(starts) > max_sheet_cells or (b"", b"") in starts:
         return None
-    rows = [int(digits) for _letters, digits in refs]
-    cols = [_col_number(letters) for letters in {letters for letters, _digits in refs}]
+    rows = [int(digits) for _letters, digits in starts]
+    cols = [_col_number(letters) for letters in {letters for letters, _digits in starts}]
     area = (max(rows) - min(rows) + 1) * (max(cols) - min(cols) + 1)
     return area if area <= max_sheet_cells else None
-
-
-def _cell_starts(xml: bytes) -> int:
-    """How many matches ``_CELL_START_RE`` has: without ":c" in the bytes no tag is prefixed,
-    and the unprefixed ones (``<c`` and one separator, never overlapping) are counted by
-    ``bytes.count``, one fast pass per separator instead of a regex step at every tag."""
-    if b":c" in xml:
-        return len(_CELL_START_RE.findall(xml))
-    return sum(xml.count(b"<c" + sep) for sep in _CELL_SEPARATORS)
 
 
 def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> int:
