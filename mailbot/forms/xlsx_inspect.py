@@ -20,6 +20,7 @@ import html
 import io
 import posixpath
 import re
+from operator import itemgetter
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as DET
@@ -50,9 +51,10 @@ _XLSX_TAG_RE = _tag_re(b"row", b"c", closing=False)
 # Every cell tag the placement below sees begins like this ("<c", or a prefixed "<x:c", then a
 # separator; no "<" inside), and a whole cell tag as Excel, WPS and openpyxl write it
 # (unprefixed, ``r`` first, a plain reference) is caught by the first branch with its reference.
-_CELL_START_RE = re.compile(
-    rb"""<(?:c r="([A-Z]{1,3})([0-9]{1,7})"(?:[^<>"'/]++|"[^<"]*+"|'[^<']*+'|/(?!>))*+/?>"""
-    rb"""|(?:[A-Za-z_][\w.-]*+:)?c[\s/>])""")
+_PLAIN_CELL_TAG = rb"""c r="([A-Z]{1,3})([0-9]{1,7})"(?:[^<>"'/]++|"[^<"]*+"|'[^<']*+'|/(?!>))*+/?>"""
+_CELL_START_RE = re.compile(rb"<(?:" + _PLAIN_CELL_TAG + rb"""|(?:[A-Za-z_][\w.-]*+:)?c[\s/>])""")
+# The same matches where no tag is prefixed (no ":c" in the bytes): searched by its literal "<c".
+_UNPREFIXED_CELL_START_RE = re.compile(rb"<(?:" + _PLAIN_CELL_TAG + rb"|c[\s/>])")
 # How every cell tag above and every formula tag (``_FORMULA_RE``) begins.
 _CELL_OR_FORMULA_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*+:)?[cf][\s/>]")
 _ODS_TAG_RE = _tag_re(b"table", b"table-row", b"table-cell", b"covered-table-cell")
@@ -214,10 +216,10 @@ def _area_of_plain_references(xml: bytes, max_sheet_cells: int) -> int | None:
     ``_CELL_START_RE``, whose matches never overlap (each holds one "<", at its start): when each
     match is a whole plain tag (its first branch, with a reference), they are the loop's cells.
     One regex pass in C instead of a Python step per cell."""
-    starts = _CELL_START_RE.findall(xml)
+    starts = (_CELL_START_RE if b":c" in xml else _UNPREFIXED_CELL_START_RE).findall(xml)
     if not starts or len(starts) > max_sheet_cells or (b"", b"") in starts:
         return None
-    rows = [int(digits) for _letters, digits in starts]
+    rows = list(map(int, map(itemgetter(1), starts)))
     cols = [_col_number(letters) for letters in {letters for letters, _digits in starts}]
     area = (max(rows) - min(rows) + 1) * (max(cols) - min(cols) + 1)
     return area if area <= max_sheet_cells else None
@@ -292,7 +294,22 @@ def holds_cells(xml: bytes) -> bool:
     """Whether a part has a cell or a formula tag at all: one without either has an empty
     area (:func:`check_sheet_area`) and no uncached formula (:func:`uncached_formula_cells`),
     so a theme or style part a relationship points at is cleared by one search."""
-    return _CELL_OR_FORMULA_RE.search(xml) is not None
+    if xml in _NO_CELLS:
+        return False
+    found = _CELL_OR_FORMULA_RE.search(xml) is not None
+    if not found and len(xml) <= _NO_CELLS_BYTES:
+        if len(_NO_CELLS) >= _NO_CELLS_SIZE:
+            _NO_CELLS.clear()
+        _NO_CELLS[xml] = None
+    return found
+
+
+# Parts found to hold no cell or formula tag, by content: the theme and styles of one template
+# recur byte for byte (hashing them costs a tenth of the search).  Bounded: _NO_CELLS_SIZE
+# parts of at most _NO_CELLS_BYTES.
+_NO_CELLS: dict[bytes, None] = {}
+_NO_CELLS_SIZE = 32
+_NO_CELLS_BYTES = 1 << 16
 
 
 def uncached_formula_cells(sheets: dict[str, bytes], parts: dict[str, bytes]) -> dict[str, frozenset[str]]:
