@@ -25,6 +25,7 @@ Decisions:
 from __future__ import annotations
 
 from itertools import islice
+from operator import itemgetter
 
 import re
 from dataclasses import dataclass
@@ -100,6 +101,8 @@ def match_label(text: str) -> str | None:
     known = _LABEL_CACHE.get(text, "")
     if known != "":
         return known
+    if text.isdigit():  # digits stay digits through the normalisation: no label holds one
+        return None
     if text.isascii() and text.isprintable():
         if _ASCII_LABEL_LETTER_RE.search(text) is None:
             return None  # an identity number, a phone: not remembered, they do not repeat
@@ -174,7 +177,7 @@ def _best_header(grids: list[Grid]) -> _Header | None:
                 continue
             for cell in row:  # most rows hold no label at all: no _Header for them
                 text = cell.text
-                if text and (cache[text] if text in cache else match_label(text)) is not None:
+                if text and not text.isdigit() and (cache[text] if text in cache else match_label(text)) is not None:
                     break
             else:
                 continue
@@ -238,6 +241,9 @@ def _read_rows(header: _Header, limits: Limits, read: set[str] | None) -> tuple[
     notes: list[str] = []
     numbered_empty = 0
     columns = list(header.columns.items())
+    keys = list(header.columns)
+    take = itemgetter(*header.columns.values())  # an Annex 3 header has at least three columns
+    widest = max(header.columns.values())
     content_keys = [k for k in header.columns if k != "seq"]
     id_col = header.columns.get("id_number")
     header_row = header.grid.head[header.row_index]
@@ -252,14 +258,17 @@ def _read_rows(header: _Header, limits: Limits, read: set[str] | None) -> tuple[
                 break
         if not first:
             continue
-        id_text = row[id_col].text.strip() if id_col is not None and id_col < len(row) else ""
         # clean_text keeps ASCII ASCII, and the footer words are not: no need to clean it
-        if not first.isascii() and _FOOTER_RE.match(clean_text(first)) and not id_text:
+        if (not first.isascii() and _FOOTER_RE.match(clean_text(first))
+                and not (row[id_col].text.strip() if id_col is not None and id_col < len(row) else "")):
             notes.append(f"stopped at footer in row {index + 1}")
             break
         row_number = index + 1
         width = len(row)
-        cells = {k: row[c] if c < width else _cell_at(row, c, row_number, coordinates) for k, c in columns}
+        if widest < width:
+            cells = dict(zip(keys, take(row)))
+        else:
+            cells = {k: row[c] if c < width else _cell_at(row, c, row_number, coordinates) for k, c in columns}
         if read is not None:
             read.update([c.coordinate for c in cells.values()])
         for k in content_keys:

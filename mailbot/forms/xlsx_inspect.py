@@ -42,7 +42,7 @@ def _tag_re(*names: bytes, closing: bool = True) -> re.Pattern[bytes]:
     forbids it in attribute values) and possessive runs never backtrack: linear on hostile bytes."""
     alternatives = b"|".join(re.escape(n) for n in names)
     return re.compile(
-        (rb"<(/?)" if closing else rb"<()") + rb"(?:[A-Za-z_][\w.-]*:)?(" + alternatives + rb")(?=[\s/>])"
+        (rb"<(/?)" if closing else rb"<()") + rb"(?:[A-Za-z_][\w.-]*+:)?(" + alternatives + rb")(?=[\s/>])"
         rb"""((?:[^<>"'/]++|"[^<"]*+"|'[^<']*+'|/(?!>))*+)(/?)>"""
     )
 
@@ -227,39 +227,55 @@ def _area_of_plain_references(xml: bytes, max_sheet_cells: int) -> int | None:
 
 def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> int:
     """The summed areas of the tables of an ods ``content.xml`` (cells with content, repeated
-    rows and columns counted); raise ``sheet_too_large`` when the sum passes ``max_sheet_cells``."""
-    box = _Box()
+    rows and columns counted); raise ``sheet_too_large`` when the sum passes ``max_sheet_cells``.
+
+    The current table's box is kept in four locals (as :class:`_Box` keeps it: an area of 0
+    until a cell reaches row 0 or below), the tags' parts taken by one ``findall``."""
     done = 0  # areas of the tables before this one
+    top = left = 1 << 62
+    bottom = right = -1
     table = ""
     row = col = row_repeat = 0
-    for m in _ODS_TAG_RE.finditer(xml):
-        closing, tag, raw_attrs, empty = m.group(1), m.group(2), m.group(3), m.group(4)
-        if tag == b"table" and not closing:
-            done += box.area
-            box, table, row = _Box(), _attrs(raw_attrs).get(b"name", ""), 0
-        elif tag == b"table-row":
+    for closing, tag, raw_attrs, empty in _ODS_TAG_RE.findall(xml):
+        if tag == b"table-cell" or tag == b"covered-table-cell":
             if closing:
-                row += row_repeat
                 continue
             # Attributes are parsed only where the bytes name one that matters: without
             # "repeated" among them there is no repeat count, without "value-type" no type.
-            row_repeat = (max(_int_attr(_attrs(raw_attrs), b"number-rows-repeated", 1), 1)
-                          if b"repeated" in raw_attrs else 1)
-            col = 0
-            if empty:
-                row += row_repeat
-        elif not closing:  # table-cell, covered-table-cell
             if b"repeated" in raw_attrs or (empty and b"value-type" in raw_attrs):
                 attrs = _attrs(raw_attrs)
                 span, typed = max(_int_attr(attrs, b"number-columns-repeated", 1), 1), b"value-type" in attrs
             else:
                 span, typed = 1, False
             if not empty or typed:
-                box.add(row, row + row_repeat - 1, col, col + span - 1)
-                if done + box.area > max_sheet_cells:
-                    raise _too_large(f"content.xml table {table!r}", done + box.area, max_sheet_cells)
+                last_row, last_col = row + row_repeat - 1, col + span - 1
+                if row < top:
+                    top = row
+                if last_row > bottom:
+                    bottom = last_row
+                if col < left:
+                    left = col
+                if last_col > right:
+                    right = last_col
+                if bottom >= 0 and done + (bottom - top + 1) * (right - left + 1) > max_sheet_cells:
+                    raise _too_large(f"content.xml table {table!r}",
+                                     done + (bottom - top + 1) * (right - left + 1), max_sheet_cells)
             col += span
-    return done + box.area
+        elif tag == b"table-row":
+            if closing:
+                row += row_repeat
+                continue
+            row_repeat = (max(_int_attr(_attrs(raw_attrs), b"number-rows-repeated", 1), 1)
+                          if b"repeated" in raw_attrs else 1)
+            col = 0
+            if empty:
+                row += row_repeat
+        elif not closing:  # a table
+            done += (bottom - top + 1) * (right - left + 1) if bottom >= 0 else 0
+            top = left = 1 << 62
+            bottom = right = -1
+            table, row = _attrs(raw_attrs).get(b"name", ""), 0
+    return done + ((bottom - top + 1) * (right - left + 1) if bottom >= 0 else 0)
 
 
 MAX_UNCACHED_LISTED = 100_000  # beyond this many uncached formulas the form is refused at once
