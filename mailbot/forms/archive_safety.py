@@ -172,7 +172,10 @@ def _inflate_whole(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) 
             raise zipfile.BadZipFile("Bad magic number for file header")
         start = offset + _LOCAL_HEADER.size
         raw_name = data[start:start + header[10]]
-        name = raw_name.decode("utf-8" if header[3] & 0x800 else zf.metadata_encoding or "cp437")
+        encoding = "utf-8" if header[3] & 0x800 else zf.metadata_encoding or "cp437"
+        # ASCII reads the same in UTF-8 and cp437 (whose codec is Python code): decoded in C
+        ascii_name = raw_name.isascii() and encoding in ("utf-8", "cp437")
+        name = raw_name.decode("ascii" if ascii_name else encoding)
         if name != info.orig_filename:
             raise zipfile.BadZipFile(f"File name in directory {info.orig_filename!r} and header {raw_name!r} differ.")
         start += header[10] + header[11]

@@ -359,7 +359,7 @@ def _calamine_rows(it: Iterator[list], merged: list, max_columns: int, col0: int
             continue
         values = raw[: max_columns - col0]
         coords = _row_coordinates(r + 1, col0 + len(values), max_columns)
-        cells = [_new(CellValue, ("", False, coord)) for coord in coords[:col0]]
+        cells = [_new(CellValue, ("", False, coord)) for coord in coords[:col0]] if col0 else []
         row_origins = origin_columns.get(r)
         if row_cover is None and row_origins is None:  # no merged range touches this row
             # Each cell built in C as text (the common case: the value itself, not a number),
