@@ -569,3 +569,12 @@ def test_a_reading_is_immutable_and_comes_back_equal_from_a_pickle():
     assert (pickle.loads(pickle.dumps(reading)), cell) == (reading, CellValue("13812345678", True, "H5"))
     with pytest.raises(AttributeError):
         cell.text = "13800000000"  # type: ignore[misc]
+
+
+def test_a_row_ending_before_the_last_header_column_reads_the_missing_cells_as_empty():
+    person = nominee(1)
+    full = [str(person.value(k)) for k in ("seq", "program", "name", "gender", "position", "email", "id_number")]
+    text = "\r\n".join([",".join(OFFICIAL_HEADER), ",".join(full), ",".join(full[:6])]) + "\r\n"
+    reading = read_annex3(text.encode("utf-8"), "附件3.csv")
+    assert [(row.row, row.cells["id_number"], row.cells["phone"]) for row in reading.rows] == [
+        (2, CellValue(person.id_number), CellValue("")), (3, CellValue(""), CellValue(""))]
