@@ -20,6 +20,7 @@ import io
 import json
 import os
 import random
+import re
 import resource
 import sys
 import zipfile
@@ -67,21 +68,39 @@ def _generated() -> list[tuple[str, bytes]]:
         data = make_annex3_xlsx(rows, institution=f"浙江第{i}职业技术学院", layout=layout,
                                 extra_sheets=[("说明", [["填表说明"], ["a", 1]])] if i % 5 == 0 else (),
                                 extra_sheets_first=i % 10 == 0)
+        data = _deterministic(data)
         out.append((f"gen/xlsx-{i}", data))
         if i % 4 == 0:
             header_row = 2 + (layout.blank_rows_before_header) + (0 if layout.header_block == "none" else 1)
             col = "ABCDEFGHIJ"[layout.start_column - 1 + 2]
             try:
-                out.append((f"gen/xlsx-formula-{i}", with_formulas(
-                    data, {f"{col}{header_row + 1}": ("A1&\"\"", "张三")})))
+                out.append((f"gen/xlsx-formula-{i}", _deterministic(with_formulas(
+                    data, {f"{col}{header_row + 1}": ("A1&\"\"", "张三")}))))
             except AssertionError:
                 pass
     for i in range(20):
         rows = [nominee(500 + i * 10 + k, **_variation(rng, k)) for k in range(1, rng.randint(1, 10) + 1)]
-        out.append((f"gen/docx-{i}", make_annex3_docx(rows, leading_tables=i % 3)))
+        out.append((f"gen/docx-{i}", _deterministic(make_annex3_docx(rows, leading_tables=i % 3))))
         out.append((f"gen/csv-{i}", make_annex3_csv(rows, encoding=("utf-8-sig", "gb18030", "utf-16")[i % 3],
                                                    delimiter=",\t;"[i % 3])))
     return out
+
+
+_CORE_DATE_RE = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
+
+
+def _deterministic(data: bytes) -> bytes:
+    """A generated package with fixed times (member dates, the core properties' dates), so
+    that each run generates the same bytes and a form is known by its name and hash."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            body = src.read(item.filename)
+            if item.filename == "docProps/core.xml":
+                body = _CORE_DATE_RE.sub(rb"\g<1>2026-11-01T08:00:00Z\g<2>", body)
+            dst.writestr(zipfile.ZipInfo(item.filename, (2026, 11, 1, 8, 0, 0)), body, zipfile.ZIP_DEFLATED)
+    return out.getvalue()
 
 
 def _variation(rng: random.Random, k: int) -> dict[str, object]:
