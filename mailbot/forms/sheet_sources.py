@@ -368,7 +368,13 @@ def _calamine_rows(it: Iterator[list], merged: list, max_columns: int, col0: int
             cells += map(_new, repeat(CellValue), zip(values, repeat(False), coords[col0:]))
             if set(map(type, values)) != _TEXT_ONLY:
                 for i, value in enumerate(values, start=start):
-                    if value.__class__ is not str:
+                    if value.__class__ is str:
+                        continue
+                    if value.__class__ is int:  # as to_cell writes it (not a bool: its class is bool)
+                        cells[i] = _new(CellValue, (str(value), True, coords[i]))
+                    elif value.__class__ is float and value.is_integer() and -1e15 < value < 1e15:
+                        cells[i] = _new(CellValue, (str(int(value)), True, coords[i]))
+                    else:
                         cells[i] = to_cell(value, coords[i])
             yield cells
             continue
