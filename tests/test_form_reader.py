@@ -578,3 +578,8 @@ def test_a_row_ending_before_the_last_header_column_reads_the_missing_cells_as_e
     reading = read_annex3(text.encode("utf-8"), "附件3.csv")
     assert [(row.row, row.cells["id_number"], row.cells["phone"]) for row in reading.rows] == [
         (2, CellValue(person.id_number), CellValue("")), (3, CellValue(""), CellValue(""))]
+
+
+def test_a_whole_number_in_an_xls_reads_as_a_number_written_without_a_decimal_point():
+    reading = read_annex3((Path(__file__).parent / "golden" / "official.lo.xls").read_bytes(), "附件3.xls")
+    assert [row.cells["seq"] for row in reading.rows] == [CellValue("1", True, "A4"), CellValue("2", True, "A5")]
