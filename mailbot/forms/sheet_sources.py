@@ -91,6 +91,7 @@ class CellBudget:
 _TEXT_ONLY = {str}
 _new = tuple.__new__  # ``_new(CellValue, (text, was_number, coordinate))``: a cell built in C
 
+
 def column_letters(index: int) -> str:
     """0-based column index -> ``A``, ``B``, ... ``AA``."""
     letters = ""
