@@ -202,3 +202,32 @@ def test_a_small_member_failing_its_crc_is_corrupt(form):
     with pytest.raises(UnreadableForm) as err:
         archive_safety.scan_members(zf, DEFAULT_LIMITS)
     assert err.value.code == "corrupt"
+
+
+def with_directory_crc(data: bytes, member: str, flip: int) -> bytes:
+    """``data`` with the central directory's CRC-32 of ``member`` XORed with ``flip``."""
+    damaged = bytearray(data)
+    central = damaged.find(member.encode(), damaged.find(b"PK\x01\x02")) - 46
+    (crc,) = struct.unpack_from("<I", damaged, central + 16)
+    struct.pack_into("<I", damaged, central + 16, crc ^ flip)
+    return bytes(damaged)
+
+
+def test_a_member_inflated_before_is_refused_when_its_crc_32_differs(form):
+    read_annex3(form, "f.xlsx")  # every member of the form is now known whole
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(with_directory_crc(form, "xl/theme/theme1.xml", 1), "f.xlsx")
+    assert (err.value.code, err.value.detail) == (
+        "corrupt", "member 'xl/theme/theme1.xml': BadZipFile(\"Bad CRC-32 for file 'xl/theme/theme1.xml'\")")
+
+
+def test_a_member_inflated_before_is_inflated_again_when_its_declared_size_differs(form):
+    read_annex3(form, "f.xlsx")
+    damaged = bytearray(form)
+    central = damaged.find(b"xl/theme/theme1.xml", damaged.find(b"PK\x01\x02")) - 46
+    (size,) = struct.unpack_from("<I", damaged, central + 24)
+    struct.pack_into("<I", damaged, central + 24, size - 1)  # the directory's size, one byte short
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(bytes(damaged), "f.xlsx")
+    assert (err.value.code, err.value.detail) == (
+        "corrupt", "member 'xl/theme/theme1.xml': BadZipFile(\"Bad CRC-32 for file 'xl/theme/theme1.xml'\")")

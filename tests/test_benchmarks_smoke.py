@@ -77,3 +77,17 @@ def test_idle_latency_benchmark_gets_a_reply_to_every_mail_from_the_running_daem
     assert (result["mails"], result["replies"], result["exit_status"]) == (2, 2, 0)
     assert len(result["latencies_s"]) == 2
     assert result["server_median_s"] is not None and result["mailbot_median_s"] is not None  # split at EXISTS
+
+
+@pytest.mark.timeout(300)
+def test_form_equivalence_check_finds_a_fresh_record_unchanged(tmp_path: Path) -> None:
+    record = tmp_path / "readings.json"
+    outputs = []
+    for mode in ("--record", "--compare"):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "form_equivalence.py"), mode, str(record),
+                               "--damaged", "1"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outputs.append(proc.stdout.strip().splitlines()[-1])
+    readings = json.loads(record.read_text())
+    assert sum(1 for r in readings.values() if r[0] == "read") > 100  # forms of every kind were read
+    assert outputs[1] == f"0 of {len(readings)} differ"

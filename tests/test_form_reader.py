@@ -539,3 +539,47 @@ def test_a_header_label_is_compared_as_normalize_compact_sees_it(label, key):
     from mailbot.forms.reader import match_label
 
     assert match_label(label) == key
+
+
+def test_a_part_seen_without_cells_is_area_checked_once_its_bytes_hold_cells():
+    form = make_annex3_xlsx([nominee(1)])
+    read_annex3(form, "f.xlsx")  # its theme, which the relationships name, holds no cell: remembered
+    theme = zipfile.ZipFile(io.BytesIO(form)).read("xl/theme/theme1.xml")
+    far_cells = theme.replace(b"</a:theme>", b'<c r="A1"/><c r="XFD1048576"/></a:theme>')
+    with pytest.raises(UnreadableForm) as err:
+        read_annex3(rezip_member(form, "xl/theme/theme1.xml", far_cells), "f.xlsx")
+    assert (err.value.code, err.value.detail) == (
+        "sheet_too_large", "xl/theme/theme1.xml: cell bounding box of 17179869184 cells exceeds 4000000")
+
+
+def rezip_member(data: bytes, name: str, body: bytes) -> bytes:
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, body if info.filename == name else src.read(info.filename))
+    return out.getvalue()
+
+
+def test_a_reading_is_immutable_and_comes_back_equal_from_a_pickle():
+    import pickle
+
+    reading = read_annex3(make_annex3_xlsx([nominee(1), nominee(2, phone=13812345678)]), "f.xlsx")
+    cell = reading.rows[1].cells["phone"]
+    assert (pickle.loads(pickle.dumps(reading)), cell) == (reading, CellValue("13812345678", True, "H5"))
+    with pytest.raises(AttributeError):
+        cell.text = "13800000000"  # type: ignore[misc]
+
+
+def test_a_row_ending_before_the_last_header_column_reads_the_missing_cells_as_empty():
+    person = nominee(1)
+    full = [str(person.value(k)) for k in ("seq", "program", "name", "gender", "position", "email", "id_number")]
+    text = "\r\n".join([",".join(OFFICIAL_HEADER), ",".join(full), ",".join(full[:6])]) + "\r\n"
+    reading = read_annex3(text.encode("utf-8"), "附件3.csv")
+    assert [(row.row, row.cells["id_number"], row.cells["phone"]) for row in reading.rows] == [
+        (2, CellValue(person.id_number), CellValue("")), (3, CellValue(""), CellValue(""))]
+
+
+def test_a_whole_number_in_an_xls_reads_as_a_number_written_without_a_decimal_point():
+    reading = read_annex3((Path(__file__).parent / "golden" / "official.lo.xls").read_bytes(), "附件3.xls")
+    assert [row.cells["seq"] for row in reading.rows] == [CellValue("1", True, "A4"), CellValue("2", True, "A5")]

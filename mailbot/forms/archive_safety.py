@@ -140,6 +140,17 @@ def _inflate_chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget)
         raise UnreadableForm("corrupt", _MSG_DAMAGED, f"member {info.filename!r} is truncated")
 
 
+# Members already inflated and found whole, by (method, declared size, CRC-32, compressed
+# bytes): the output is a function of these, so a member equal in all four to one seen before
+# (the theme and styles of one template, in every form made from it) gives the same bytes and
+# the same verdict without inflating it again.  Bounded: _INFLATED_SIZE members, each at most
+# _INFLATED_RAW compressed and _INFLATED_OUT inflated bytes.
+_INFLATED: dict[tuple[int, int, int, bytes], bytes] = {}
+_INFLATED_SIZE = 32
+_INFLATED_RAW = 1 << 16
+_INFLATED_OUT = 1 << 16
+
+
 def _inflate_whole(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> bytes | None:
     """The bytes of a small stored or deflated member inflated by one ``zlib`` call whose
     output is capped at the declared size, as ``zipfile`` reads it (a member that would inflate
@@ -161,13 +172,20 @@ def _inflate_whole(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) 
             raise zipfile.BadZipFile("Bad magic number for file header")
         start = offset + _LOCAL_HEADER.size
         raw_name = data[start:start + header[10]]
-        name = raw_name.decode("utf-8" if header[3] & 0x800 else zf.metadata_encoding or "cp437")
+        encoding = "utf-8" if header[3] & 0x800 else zf.metadata_encoding or "cp437"
+        # ASCII reads the same in UTF-8 and cp437 (whose codec is Python code): decoded in C
+        ascii_name = raw_name.isascii() and encoding in ("utf-8", "cp437")
+        name = raw_name.decode("ascii" if ascii_name else encoding)
         if name != info.orig_filename:
             raise zipfile.BadZipFile(f"File name in directory {info.orig_filename!r} and header {raw_name!r} differ.")
         start += header[10] + header[11]
         raw = data[start:start + info.compress_size]
         short = len(raw) < info.compress_size  # the container ends inside the member
-        if info.compress_type == zipfile.ZIP_STORED:
+        key = (info.compress_type, size, info.CRC, raw)
+        known = _INFLATED.get(key) if not short else None
+        if known is not None:
+            out = known
+        elif info.compress_type == zipfile.ZIP_STORED:
             if short:
                 raise EOFError
             out = raw
@@ -176,8 +194,13 @@ def _inflate_whole(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) 
             out = inflater.decompress(raw, size)  # size > 0: zlib's 0 would mean "no cap"
             if short and not inflater.eof and len(out) < size:
                 raise EOFError  # zipfile would have to read past the end
-        if zlib.crc32(out) != info.CRC:
-            raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+        if known is None:
+            if zlib.crc32(out) != info.CRC:
+                raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+            if len(out) == size and len(raw) <= _INFLATED_RAW and size <= _INFLATED_OUT:
+                if len(_INFLATED) >= _INFLATED_SIZE:
+                    _INFLATED.clear()
+                _INFLATED[key] = out
     except (zipfile.BadZipFile, struct.error, EOFError, ValueError, zlib.error) as exc:
         raise UnreadableForm("corrupt", _MSG_DAMAGED, f"member {info.filename!r}: {exc!r}") from exc
     budget.left -= len(out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 
 
@@ -22,8 +23,7 @@ class Outcome(str, Enum):
     UNREADABLE = "unreadable"
 
 
-@dataclass(frozen=True)
-class CellValue:
+class CellValue(NamedTuple):
     """One cell as read.
 
     ``text`` is the value as the sender sees it (cached value for formulas, integers without
@@ -31,6 +31,11 @@ class CellValue:
     (the reason an 18-digit identity number loses its last digits).  ``coordinate`` is the
     spreadsheet address (``"G5"``) used to highlight the cell in a correction workbook; for
     Word tables and CSV it is ``""``.
+
+    A named tuple, not a frozen dataclass: one is built per cell of every sheet read, and a
+    tuple is built in C (``tuple.__new__(CellValue, (text, False, coordinate))`` in the hot
+    loops) where a frozen dataclass sets each field through ``object.__setattr__``.  It is
+    immutable, compares, hashes and pickles by its three fields alike.
     """
 
     text: str

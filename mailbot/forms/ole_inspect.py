@@ -155,39 +155,50 @@ def _area(box: list[int] | None) -> int:
     return 0 if box is None else (box[1] - box[0] + 1) * (box[3] - box[2] + 1)
 
 
+# What scan_biff does with a record, by type (absent: nothing).
+_RECORD_ROLE: dict[int, str] = {
+    **{t: "cell" for t in _CELL_RECORDS}, **{t: "mul" for t in _MUL_RECORDS}, **{t: "sheet" for t in _BOF},
+    _EOF: "sheet", _FILEPASS: "filepass", _ROW: "row", _DIMENSIONS: "dimensions"}
+
+
 def scan_biff(stream: bytes, *, max_sheet_cells: int) -> int:
     """Walk BIFF records: refuse ``FILEPASS``, and sheets whose cell bounding boxes (cells,
     ``ROW`` extents and ``DIMENSIONS`` claims) sum to more than ``max_sheet_cells``.  Returns
-    the sum."""
+    the sum.  A record's role is one dictionary lookup (most records, formats and styles, have
+    none)."""
     pos, end = 0, len(stream)
     box: list[int] | None = None  # min_row, max_row, min_col, max_col
     done = 0  # areas of the sheets already closed
     unpack = struct.unpack_from
+    roles = _RECORD_ROLE
     while pos + 4 <= end:
         rtype, length = unpack("<HH", stream, pos)
         body = pos + 4
         pos = body + length
-        if rtype == _FILEPASS:
+        role = roles.get(rtype)
+        if role is None:
+            continue
+        if role == "filepass":
             raise _encrypted("xls workbook has a FILEPASS record (password-protected)")
-        if rtype in _BOF or rtype == _EOF:
+        if role == "sheet":
             done += _area(box)
             box = None
             continue
         if length < 4 or pos > end:
             continue
-        if rtype in _CELL_RECORDS:
+        if role == "cell":
             row, c1 = unpack("<HH", stream, body)
             r2, c2 = row, c1
-        elif rtype in _MUL_RECORDS and length >= 6:
+        elif role == "mul" and length >= 6:
             row, c1 = unpack("<HH", stream, body)
             (c2,) = unpack("<H", stream, body + length - 2)
             r2 = row
-        elif rtype == _ROW and length >= 6:
+        elif role == "row" and length >= 6:
             row, c1, c2 = unpack("<HHH", stream, body)  # colMic, colMac (one past the last)
             if c2 <= c1:
                 continue
             r2, c2 = row, c2 - 1
-        elif rtype == _DIMENSIONS and length >= 10:
+        elif role == "dimensions" and length >= 10:
             if length >= 14:  # BIFF8: 32-bit rows
                 row, r2, c1, c2 = unpack("<IIHH", stream, body)
             else:  # BIFF5/7

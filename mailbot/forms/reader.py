@@ -25,6 +25,7 @@ Decisions:
 from __future__ import annotations
 
 from itertools import islice
+from operator import itemgetter
 
 import re
 from dataclasses import dataclass
@@ -100,6 +101,8 @@ def match_label(text: str) -> str | None:
     known = _LABEL_CACHE.get(text, "")
     if known != "":
         return known
+    if text.isdigit():  # digits stay digits through the normalisation: no label holds one
+        return None
     if text.isascii() and text.isprintable():
         if _ASCII_LABEL_LETTER_RE.search(text) is None:
             return None  # an identity number, a phone: not remembered, they do not repeat
@@ -174,7 +177,7 @@ def _best_header(grids: list[Grid]) -> _Header | None:
                 continue
             for cell in row:  # most rows hold no label at all: no _Header for them
                 text = cell.text
-                if text and (cache[text] if text in cache else match_label(text)) is not None:
+                if text and not text.isdigit() and (cache[text] if text in cache else match_label(text)) is not None:
                     break
             else:
                 continue
@@ -192,7 +195,7 @@ def _header_block(header: _Header) -> dict[str, str]:
     lines += [[c.text for c in row] for row in header.grid.head[: header.row_index]]
     for cells in lines:
         for col, text in enumerate(cells):
-            matches = list(_BLOCK_RE.finditer(text)) if text else []
+            matches = list(_BLOCK_RE.finditer(text)) if text and _block_hint(text) else []
             for i, m in enumerate(matches):
                 key = m.lastgroup or ""
                 if found.get(key):
@@ -206,11 +209,17 @@ def _header_block(header: _Header) -> dict[str, str]:
     return found
 
 
+def _block_hint(text: str) -> bool:
+    """Whether ``_BLOCK_RE`` may match: each of its matches holds 位 (单位), 称 (名称) or 联
+    (联系人), so a text without them is not searched."""
+    return "位" in text or "称" in text or "联" in text
+
+
 def _next_value(cells: list[str], col: int) -> str:
     for text in cells[col + 1:]:
         if not text.strip():
             continue
-        if _BLOCK_RE.search(text):
+        if _block_hint(text) and _BLOCK_RE.search(text):
             return ""
         return text.strip(_VALUE_STRIP)
     return ""
@@ -226,12 +235,15 @@ def _cell_at(row: list[CellValue], col: int, row_number: int, coordinates: bool)
     return CellValue("")
 
 
-def _read_rows(header: _Header, limits: Limits, read: set[str]) -> tuple[list[FormRow], list[str]]:
-    """The nominee rows; ``read`` collects the coordinates of every cell looked at."""
+def _read_rows(header: _Header, limits: Limits, read: set[str] | None) -> tuple[list[FormRow], list[str]]:
+    """The nominee rows; ``read`` (when given) collects the coordinates of every cell looked at."""
     rows: list[FormRow] = []
     notes: list[str] = []
     numbered_empty = 0
     columns = list(header.columns.items())
+    keys = list(header.columns)
+    take = itemgetter(*header.columns.values())  # an Annex 3 header has at least three columns
+    widest = max(header.columns.values())
     content_keys = [k for k in header.columns if k != "seq"]
     id_col = header.columns.get("id_number")
     header_row = header.grid.head[header.row_index]
@@ -246,15 +258,19 @@ def _read_rows(header: _Header, limits: Limits, read: set[str]) -> tuple[list[Fo
                 break
         if not first:
             continue
-        id_text = row[id_col].text.strip() if id_col is not None and id_col < len(row) else ""
         # clean_text keeps ASCII ASCII, and the footer words are not: no need to clean it
-        if not first.isascii() and _FOOTER_RE.match(clean_text(first)) and not id_text:
+        if (not first.isascii() and _FOOTER_RE.match(clean_text(first))
+                and not (row[id_col].text.strip() if id_col is not None and id_col < len(row) else "")):
             notes.append(f"stopped at footer in row {index + 1}")
             break
         row_number = index + 1
         width = len(row)
-        cells = {k: row[c] if c < width else _cell_at(row, c, row_number, coordinates) for k, c in columns}
-        read.update([c.coordinate for c in cells.values()])
+        if widest < width:
+            cells = dict(zip(keys, take(row)))
+        else:
+            cells = {k: row[c] if c < width else _cell_at(row, c, row_number, coordinates) for k, c in columns}
+        if read is not None:
+            read.update([c.coordinate for c in cells.values()])
         for k in content_keys:
             if cells[k].text.strip():
                 break
@@ -294,11 +310,14 @@ def _reading(source: Source, filename: str, limits: Limits) -> FormReading:
     if header.duplicates:
         notes.append(f"duplicate header labels ignored: {', '.join(header.duplicates)}")
     block = _header_block(header)
-    read = {c.coordinate for row in grid.head[: header.row_index] for c in row}
-    read.update(grid.head[header.row_index][col].coordinate for col in header.columns.values())
-    rows, row_notes = _read_rows(header, limits, read)
     uncached = source.uncached_formulas
-    blank = sorted((uncached.get(grid.name, frozenset()) | uncached.get(ANY_SHEET, frozenset())) & read)
+    uncached_here = uncached.get(grid.name, frozenset()) | uncached.get(ANY_SHEET, frozenset())
+    read: set[str] | None = None  # the coordinates read matter only beside an uncached formula
+    if uncached_here:
+        read = {c.coordinate for row in grid.head[: header.row_index] for c in row}
+        read.update(grid.head[header.row_index][col].coordinate for col in header.columns.values())
+    rows, row_notes = _read_rows(header, limits, read)
+    blank = sorted(uncached_here & read) if read is not None else []
     if blank:
         raise UnreadableForm("formula_without_values", FORMULA_MESSAGE,
                              f"formula cells without a cached value among the cells read: {', '.join(blank[:5])}")

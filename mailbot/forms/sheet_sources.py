@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from itertools import islice
+from itertools import islice, repeat
 
 from mailbot.charsets import decode_guess
 from mailbot.forms import archive_safety, ole_inspect, xlsx_inspect
@@ -87,6 +87,10 @@ class CellBudget:
 
 
 # --------------------------------------------------------------------------- cell values
+
+_TEXT_ONLY = {str}
+_new = tuple.__new__  # ``_new(CellValue, (text, was_number, coordinate))``: a cell built in C
+
 
 def column_letters(index: int) -> str:
     """0-based column index -> ``A``, ``B``, ... ``AA``."""
@@ -354,27 +358,47 @@ def _calamine_rows(it: Iterator[list], merged: list, max_columns: int, col0: int
         if raw.count("") == len(raw) and row_cover is None:
             yield []
             continue
-        number = str(r + 1)
-        cells = [CellValue("", False, letters[c] + number) for c in range(col0)]
+        values = raw[: max_columns - col0]
+        coords = _row_coordinates(r + 1, col0 + len(values), max_columns)
+        cells = [_new(CellValue, ("", False, coord)) for coord in coords[:col0]] if col0 else []
         row_origins = origin_columns.get(r)
         if row_cover is None and row_origins is None:  # no merged range touches this row
-            # Text, the common case, as to_cell converts it: the value itself, not a number.
-            cells += [CellValue(value, False, letters[c] + number) if value.__class__ is str
-                      else to_cell(value, letters[c] + number)
-                      for c, value in enumerate(raw[: max_columns - col0], start=col0)]
+            # Each cell built in C as text (the common case: the value itself, not a number),
+            # then the others converted by to_cell.
+            start = len(cells)
+            cells += map(_new, repeat(CellValue), zip(values, repeat(False), coords[col0:]))
+            if set(map(type, values)) != _TEXT_ONLY:
+                for i, value in enumerate(values, start=start):
+                    if value.__class__ is str:
+                        continue
+                    if value.__class__ is int:  # as to_cell writes it (not a bool: its class is bool)
+                        cells[i] = _new(CellValue, (str(value), True, coords[i]))
+                    elif value.__class__ is float and value.is_integer() and -1e15 < value < 1e15:
+                        cells[i] = _new(CellValue, (str(int(value)), True, coords[i]))
+                    else:
+                        cells[i] = to_cell(value, coords[i])
             yield cells
             continue
+        number = str(r + 1)
         for c, value in enumerate(raw[: max_columns - col0], start=col0):
             coord = letters[c] + number
             if row_cover is not None and c in row_cover:
                 src = origin.get(row_cover[c])
                 cells.append(src if src is not None else CellValue("", False, coord))
                 continue
-            cell = CellValue(value, False, coord) if value.__class__ is str else to_cell(value, coord)
+            cell = _new(CellValue, (value, False, coord)) if value.__class__ is str else to_cell(value, coord)
             if row_origins is not None and c in row_origins:
                 origin[(r, c)] = cell
             cells.append(cell)
         yield cells
+
+
+@lru_cache(maxsize=256)
+def _row_coordinates(number: int, width: int, max_columns: int) -> tuple[str, ...]:
+    """The coordinates of a row's first ``width`` cells (``A7``, ``B7``, ...): a form's rows
+    have the same numbers and widths from one form to the next."""
+    number_text = str(number)
+    return tuple(letters + number_text for letters in _column_letters_up_to(max_columns)[:width])
 
 
 @lru_cache(maxsize=4)

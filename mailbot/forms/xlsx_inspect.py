@@ -20,6 +20,7 @@ import html
 import io
 import posixpath
 import re
+from operator import itemgetter
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as DET
@@ -41,17 +42,19 @@ def _tag_re(*names: bytes, closing: bool = True) -> re.Pattern[bytes]:
     forbids it in attribute values) and possessive runs never backtrack: linear on hostile bytes."""
     alternatives = b"|".join(re.escape(n) for n in names)
     return re.compile(
-        (rb"<(/?)" if closing else rb"<()") + rb"(?:[A-Za-z_][\w.-]*:)?(" + alternatives + rb")(?=[\s/>])"
+        (rb"<(/?)" if closing else rb"<()") + rb"(?:[A-Za-z_][\w.-]*+:)?(" + alternatives + rb")(?=[\s/>])"
         rb"""((?:[^<>"'/]++|"[^<"]*+"|'[^<']*+'|/(?!>))*+)(/?)>"""
     )
 
 
 _XLSX_TAG_RE = _tag_re(b"row", b"c", closing=False)
-_CELL_START_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*+:)?c[\s/>]")  # how every cell tag above begins
-_CELL_SEPARATORS = (b" ", b"\t", b"\n", b"\r", b"\f", b"\v", b"/", b">")  # what \s/> match in bytes
-# A whole cell tag as Excel, WPS and openpyxl write it: unprefixed, ``r`` first, a plain reference.
-_REF_CELL_TAG_RE = re.compile(
-    rb"""<c r="([A-Z]{1,3})([0-9]{1,7})"(?:[^<>"'/]++|"[^<"]*+"|'[^<']*+'|/(?!>))*+/?>""")
+# Every cell tag the placement below sees begins like this ("<c", or a prefixed "<x:c", then a
+# separator; no "<" inside), and a whole cell tag as Excel, WPS and openpyxl write it
+# (unprefixed, ``r`` first, a plain reference) is caught by the first branch with its reference.
+_PLAIN_CELL_TAG = rb"""c r="([A-Z]{1,3})([0-9]{1,7})"(?:[^<>"'/]++|"[^<"]*+"|'[^<']*+'|/(?!>))*+/?>"""
+_CELL_START_RE = re.compile(rb"<(?:" + _PLAIN_CELL_TAG + rb"""|(?:[A-Za-z_][\w.-]*+:)?c[\s/>])""")
+# The same matches where no tag is prefixed (no ":c" in the bytes): searched by its literal "<c".
+_UNPREFIXED_CELL_START_RE = re.compile(rb"<(?:" + _PLAIN_CELL_TAG + rb"|c[\s/>])")
 # How every cell tag above and every formula tag (``_FORMULA_RE``) begins.
 _CELL_OR_FORMULA_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*+:)?[cf][\s/>]")
 _ODS_TAG_RE = _tag_re(b"table", b"table-row", b"table-cell", b"covered-table-cell")
@@ -172,9 +175,12 @@ def check_sheet_area(name: str, xml: bytes, *, max_sheet_cells: int) -> int:
     """The cells' bounding box of an xlsx worksheet (its area); raise ``sheet_too_large`` when
     it exceeds ``max_sheet_cells``.  A cell without ``r`` sits right of the previous one, in the row given by
     its ``<row r>`` (else the next row): readers place it there."""
-    cell_tags = sum(xml.count(b"<c" + end) for end in (b" ", b">", b"/"))
-    if cell_tags > max_sheet_cells:  # each is a cell of its own: no need to place them
-        raise _too_large(name, cell_tags, max_sheet_cells)
+    # Each cell tag is a cell of its own: too many are refused without placing them (or listing
+    # them).  A tag takes at least three bytes, so only a part of over three bytes a cell can.
+    if len(xml) > 3 * max_sheet_cells:
+        cell_tags = sum(xml.count(b"<c" + end) for end in (b" ", b">", b"/"))
+        if cell_tags > max_sheet_cells:
+            raise _too_large(name, cell_tags, max_sheet_cells)
     area = _area_of_plain_references(xml, max_sheet_cells)
     if area is not None:
         return area
@@ -206,62 +212,70 @@ def _area_of_plain_references(xml: bytes, max_sheet_cells: int) -> int | None:
     and the box fits; else ``None`` (then the placement runs: it also produces the refusal).
 
     Each such cell sits at its reference and the box only grows, so the loop could not raise
-    and its box is the references' box.  Every tag matched here is one the loop sees, and every
-    tag the loop sees starts like ``_CELL_START_RE``: equal counts mean the same cells.  A regex
-    pass and byte counts in C instead of a Python step per cell."""
-    refs = _REF_CELL_TAG_RE.findall(xml)
-    if not refs or len(refs) != _cell_starts(xml) or len(refs) > max_sheet_cells:
+    and its box is the references' box.  Every tag the loop sees starts like
+    ``_CELL_START_RE``, whose matches never overlap (each holds one "<", at its start): when each
+    match is a whole plain tag (its first branch, with a reference), they are the loop's cells.
+    One regex pass in C instead of a Python step per cell."""
+    starts = (_CELL_START_RE if b":c" in xml else _UNPREFIXED_CELL_START_RE).findall(xml)
+    if not starts or len(starts) > max_sheet_cells or (b"", b"") in starts:
         return None
-    rows = [int(digits) for _letters, digits in refs]
-    cols = [_col_number(letters) for letters in {letters for letters, _digits in refs}]
+    rows = list(map(int, map(itemgetter(1), starts)))
+    cols = [_col_number(letters) for letters in {letters for letters, _digits in starts}]
     area = (max(rows) - min(rows) + 1) * (max(cols) - min(cols) + 1)
     return area if area <= max_sheet_cells else None
 
 
-def _cell_starts(xml: bytes) -> int:
-    """How many matches ``_CELL_START_RE`` has: without ":c" in the bytes no tag is prefixed,
-    and the unprefixed ones (``<c`` and one separator, never overlapping) are counted by
-    ``bytes.count``, one fast pass per separator instead of a regex step at every tag."""
-    if b":c" in xml:
-        return len(_CELL_START_RE.findall(xml))
-    return sum(xml.count(b"<c" + sep) for sep in _CELL_SEPARATORS)
-
-
 def check_ods_area(xml: bytes, *, max_sheet_cells: int) -> int:
     """The summed areas of the tables of an ods ``content.xml`` (cells with content, repeated
-    rows and columns counted); raise ``sheet_too_large`` when the sum passes ``max_sheet_cells``."""
-    box = _Box()
+    rows and columns counted); raise ``sheet_too_large`` when the sum passes ``max_sheet_cells``.
+
+    The current table's box is kept in four locals (as :class:`_Box` keeps it: an area of 0
+    until a cell reaches row 0 or below), the tags' parts taken by one ``findall``."""
     done = 0  # areas of the tables before this one
+    top = left = 1 << 62
+    bottom = right = -1
     table = ""
     row = col = row_repeat = 0
-    for m in _ODS_TAG_RE.finditer(xml):
-        closing, tag, raw_attrs, empty = m.group(1), m.group(2), m.group(3), m.group(4)
-        if tag == b"table" and not closing:
-            done += box.area
-            box, table, row = _Box(), _attrs(raw_attrs).get(b"name", ""), 0
-        elif tag == b"table-row":
+    for closing, tag, raw_attrs, empty in _ODS_TAG_RE.findall(xml):
+        if tag == b"table-cell" or tag == b"covered-table-cell":
             if closing:
-                row += row_repeat
                 continue
             # Attributes are parsed only where the bytes name one that matters: without
             # "repeated" among them there is no repeat count, without "value-type" no type.
-            row_repeat = (max(_int_attr(_attrs(raw_attrs), b"number-rows-repeated", 1), 1)
-                          if b"repeated" in raw_attrs else 1)
-            col = 0
-            if empty:
-                row += row_repeat
-        elif not closing:  # table-cell, covered-table-cell
             if b"repeated" in raw_attrs or (empty and b"value-type" in raw_attrs):
                 attrs = _attrs(raw_attrs)
                 span, typed = max(_int_attr(attrs, b"number-columns-repeated", 1), 1), b"value-type" in attrs
             else:
                 span, typed = 1, False
             if not empty or typed:
-                box.add(row, row + row_repeat - 1, col, col + span - 1)
-                if done + box.area > max_sheet_cells:
-                    raise _too_large(f"content.xml table {table!r}", done + box.area, max_sheet_cells)
+                last_row, last_col = row + row_repeat - 1, col + span - 1
+                if row < top:
+                    top = row
+                if last_row > bottom:
+                    bottom = last_row
+                if col < left:
+                    left = col
+                if last_col > right:
+                    right = last_col
+                if bottom >= 0 and done + (bottom - top + 1) * (right - left + 1) > max_sheet_cells:
+                    raise _too_large(f"content.xml table {table!r}",
+                                     done + (bottom - top + 1) * (right - left + 1), max_sheet_cells)
             col += span
-    return done + box.area
+        elif tag == b"table-row":
+            if closing:
+                row += row_repeat
+                continue
+            row_repeat = (max(_int_attr(_attrs(raw_attrs), b"number-rows-repeated", 1), 1)
+                          if b"repeated" in raw_attrs else 1)
+            col = 0
+            if empty:
+                row += row_repeat
+        elif not closing:  # a table
+            done += (bottom - top + 1) * (right - left + 1) if bottom >= 0 else 0
+            top = left = 1 << 62
+            bottom = right = -1
+            table, row = _attrs(raw_attrs).get(b"name", ""), 0
+    return done + ((bottom - top + 1) * (right - left + 1) if bottom >= 0 else 0)
 
 
 MAX_UNCACHED_LISTED = 100_000  # beyond this many uncached formulas the form is refused at once
@@ -296,7 +310,22 @@ def holds_cells(xml: bytes) -> bool:
     """Whether a part has a cell or a formula tag at all: one without either has an empty
     area (:func:`check_sheet_area`) and no uncached formula (:func:`uncached_formula_cells`),
     so a theme or style part a relationship points at is cleared by one search."""
-    return _CELL_OR_FORMULA_RE.search(xml) is not None
+    if xml in _NO_CELLS:
+        return False
+    found = _CELL_OR_FORMULA_RE.search(xml) is not None
+    if not found and len(xml) <= _NO_CELLS_BYTES:
+        if len(_NO_CELLS) >= _NO_CELLS_SIZE:
+            _NO_CELLS.clear()
+        _NO_CELLS[xml] = None
+    return found
+
+
+# Parts found to hold no cell or formula tag, by content: the theme and styles of one template
+# recur byte for byte (hashing them costs a tenth of the search).  Bounded: _NO_CELLS_SIZE
+# parts of at most _NO_CELLS_BYTES.
+_NO_CELLS: dict[bytes, None] = {}
+_NO_CELLS_SIZE = 32
+_NO_CELLS_BYTES = 1 << 16
 
 
 def uncached_formula_cells(sheets: dict[str, bytes], parts: dict[str, bytes]) -> dict[str, frozenset[str]]:
