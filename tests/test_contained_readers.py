@@ -21,7 +21,7 @@ from forms_factory import make_annex3_xlsx, nominee
 from mailbot.errors import UnreadableForm
 from mailbot.forms import contained, xlsx_inspect
 from mailbot.forms.model import Finding, Outcome
-from mailbot.forms.ole_inspect import SHEET_TOO_LARGE_MESSAGE, scan_biff
+from mailbot.forms.ole_inspect import DAMAGED_MESSAGE, SHEET_TOO_LARGE_MESSAGE, scan_biff
 from mailbot.limits import Limits
 from mailbot.rules import load_rules
 
@@ -108,6 +108,14 @@ def test_the_sheet_parts_are_every_target_of_the_workbook_relationships() -> Non
 def test_an_xls_whose_dimensions_claim_the_whole_grid_is_refused_before_any_reader() -> None:
     verdict, _ = contained.judge(xls_claiming_the_whole_grid(), "报名表.xls", RULES, LIMITS)
     assert (verdict.outcome, verdict.form_findings) == (Outcome.UNREADABLE, (TOO_LARGE,))
+
+
+def test_an_xls_whose_short_workbook_stream_chain_loops_is_refused_as_damaged() -> None:
+    # A 7 KB damaged copy of tests/fixtures/bad_rows.lo.xls (found by benchmarks/form_equivalence.py):
+    # its Workbook stream is under 4 KB, and the short-sector chain xlrd follows for it loops.
+    looping = (ROOT / "tests" / "fixtures" / "short_chain_loop.xls").read_bytes()
+    verdict, _ = contained.judge(looping, "报名表.xls", RULES, LIMITS.model_copy(update={"max_seconds_per_message": 5.0}))
+    assert (verdict.outcome, verdict.form_findings) == (Outcome.UNREADABLE, (Finding("corrupt", DAMAGED_MESSAGE),))
 
 
 def test_xls_row_records_count_towards_the_area() -> None:

@@ -100,6 +100,7 @@ def inspect_ole(data: bytes, limits: Limits, *, max_sheet_cells: int) -> OleCont
     if kind != "xls":
         return OleContents(kind, streams)
     book = "Workbook" if "Workbook" in _root_names(doc) else "Book"
+    _check_short_chain(doc, book)
     try:
         stream = doc.get_named_stream(book)
     except (compdoc.CompDocError, struct.error, IndexError, ValueError) as exc:
@@ -108,6 +109,24 @@ def inspect_ole(data: bytes, limits: Limits, *, max_sheet_cells: int) -> OleCont
         raise UnreadableForm("corrupt", DAMAGED_MESSAGE, f"{book} stream missing")
     cells = scan_biff(stream, max_sheet_cells=max_sheet_cells)
     return OleContents("xls", streams, cells)
+
+
+def _check_short_chain(doc: compdoc.CompDoc, name: str) -> None:
+    """Refuse a small stream whose short-sector chain loops or leaves the table.
+
+    xlrd checks the chains of ordinary streams for loops but follows a stream under 4 KB through
+    the short-sector table without any check: a looping chain there never ends, and the list it
+    builds grows until memory runs out."""
+    entry = next((d for d in doc.dirlist if d.name == name), None)
+    if entry is None or entry.tot_size >= doc.min_size_std_stream:
+        return
+    table, sid, seen = doc.SSAT, entry.first_SID, set()
+    while sid >= 0:
+        if sid in seen or sid >= len(table):
+            raise UnreadableForm("corrupt", DAMAGED_MESSAGE,
+                                 f"{name} stream: short-sector chain loops or leaves the table at {sid}")
+        seen.add(sid)
+        sid = table[sid]
 
 
 @dataclass(frozen=True)
