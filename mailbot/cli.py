@@ -309,13 +309,15 @@ def run(config_path: Path | None) -> None:
     收到 SIGTERM 时正常停止；同一状态目录只能运行一个。
     """
     from mailbot.daemon import Daemon
-    from mailbot.office.digest import queue_digest
     from mailbot.errors import MailbotError
 
     parts, log = _assemble(_settings(config_path))
 
     def digest_job() -> None:
-        """Queue the daily digest and send it at once (not at the next poll: the mailbox may be down)."""
+        """Queue the daily digest and send it at once (not at the next poll: the mailbox may be down).
+        The digest's module (openpyxl, for its roster) is imported here, not at start."""
+        from mailbot.office.digest import queue_digest
+
         if queue_digest(parts.state, parts.rules, parts.settings, parts.intake.renderer):
             parts.intake.send()
 
