@@ -188,6 +188,17 @@ def test_a_retired_worker_is_succeeded_at_once_by_a_started_one(
     assert (third == successor.process.pid, third in first) == (True, False)
 
 
+def test_a_worker_whose_memory_grew_past_the_bound_is_retired_and_one_that_did_not_is_kept(
+        pool: contained.ReaderPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contained, "RSS_GROWTH_BYTES", 16 * 1024 * 1024)
+    first = pool.call(os.getpid, timeout=30)
+    pool.call(os.putenv, "MAILBOT_SMALL", "x" * 1024 * 1024, timeout=30)  # 1 MiB kept in its environment
+    kept = pool.call(os.getpid, timeout=30)
+    pool.call(os.putenv, "MAILBOT_LARGE", "x" * 32 * 1024 * 1024, timeout=30)  # 32 MiB kept
+    successor = pool.call(os.getpid, timeout=30)
+    assert (kept == first, successor == first, pool.replaced) == (True, False, 0)
+
+
 def test_a_worker_past_its_wall_time_is_killed_and_replaced(pool: contained.ReaderPool) -> None:
     import time
 

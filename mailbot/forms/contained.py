@@ -59,9 +59,16 @@ from mailbot.rules import CampaignRules
 
 _PRELOAD = ["mailbot.forms.checks", "mailbot.forms.reader", "mailbot.mail.walk",
             "mailbot.replies.correction_workbook"]
-CALLS_PER_WORKER = 500
-"""A worker is replaced after this many calls (fragmentation and caches never pile up); its
-successor starts at once, so no read waits for an interpreter to start."""
+RSS_GROWTH_BYTES = 64 * 1024 * 1024
+"""A worker whose resident memory after a call exceeds what it had when ready (imports done, no
+read yet) by more than this is retired: what a big read leaves behind (a fragmented heap,
+caches) does not pile up.  Read from ``/proc/<pid>/statm`` by the parent after each call (a few
+µs).  The benchmark's mail grows a worker by ~5 KB a mail, so a worker lives for thousands of
+mails and its successor's start (~0.5 s CPU: interpreter and imports) is spread over them."""
+CALLS_PER_WORKER = 50_000
+"""A backstop for slow leaks that resident memory does not show (descriptors, the kernel's
+side): a worker is retired after this many calls whatever its memory."""
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class WorkerFailed(MailbotError):
@@ -86,6 +93,7 @@ class WorkerLimits:
 # --------------------------------------------------------------------------- the worker side
 
 _HEADER = struct.Struct("<Q")
+_PING = pickle.dumps((int, (), {}), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _set_limit(which: int, soft: int, hard: int) -> None:
@@ -155,6 +163,23 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=env, close_fds=True, start_new_session=True)
         self.calls = 0
+        self.ready_rss: int | None = None  # resident bytes once its imports are done
+
+    def rss(self) -> int | None:
+        """Its resident memory now (``None`` when it is gone)."""
+        try:
+            with open(f"/proc/{self.process.pid}/statm", "rb") as f:
+                return int(f.read().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def worn(self) -> bool:
+        """True when it should retire after this call: past its call count, or its memory grew
+        past ``RSS_GROWTH_BYTES`` since it was ready."""
+        if self.calls >= CALLS_PER_WORKER:
+            return True
+        rss = self.rss()
+        return rss is None or self.ready_rss is None or rss - self.ready_rss > RSS_GROWTH_BYTES
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -252,7 +277,7 @@ class ReaderPool:
                 worker = _Worker(self.limits)
             worker.calls += 1
             status, value = self._round_trip(worker, request, timeout)
-            keep = worker.calls < CALLS_PER_WORKER and status not in ("died", "too_large")
+            keep = status not in ("died", "too_large") and not worker.worn()
         finally:
             if not keep and worker is not None:
                 worker.stop()
@@ -276,8 +301,13 @@ class ReaderPool:
             return None
 
     def _round_trip(self, worker: _Worker, request: bytes, timeout: float) -> tuple[str, Any]:
+        deadline = time.monotonic() + max(timeout, 0.001)
         try:
-            reply = worker.exchange(request, max(timeout, 0.001), self.limits.max_result_bytes + 4096)
+            if worker.ready_rss is None:  # a new worker: wait for its imports, note its memory
+                worker.exchange(_PING, deadline - time.monotonic(), 4096)
+                worker.ready_rss = worker.rss()
+            reply = worker.exchange(request, max(deadline - time.monotonic(), 0.001),
+                                    self.limits.max_result_bytes + 4096)
         except TimeoutError as exc:
             worker.process.kill()
             self.replaced += 1
