@@ -20,7 +20,7 @@ import pytest
 from forms_factory import make_annex3_xlsx, nominee
 from mailbot.errors import UnreadableForm
 from mailbot.forms import contained, xlsx_inspect
-from mailbot.forms.model import Finding, Outcome
+from mailbot.forms.model import Finding, FormVerdict, Outcome
 from mailbot.forms.ole_inspect import SHEET_TOO_LARGE_MESSAGE, scan_biff
 from mailbot.limits import Limits
 from mailbot.rules import load_rules
@@ -233,3 +233,54 @@ def test_a_message_near_the_size_limit_is_walked_within_a_workers_default_memory
     parts = contained.pool_of(LIMITS).call(find_attachments, raw, LIMITS, timeout=120)
     assert ([a.filename for a in parts.scans], [a.filename for a in parts.forms], parts.problems) == (
         ["扫描件1.pdf", "扫描件2.pdf"], ["报名表.xlsx"], ())
+
+
+# --------------------------------------------------------------------------- a whole mail
+
+def _forms_mail(*attachments: tuple[str, bytes]) -> bytes:
+    from mail_factory import make_mail
+
+    return make_mail(attachments=list(attachments))
+
+
+def _walk_and_judge(raw: bytes, limits: Limits = LIMITS) -> tuple[contained.Judged, int, int]:
+    """The mail walked and judged contained; the worker requests it took and the workers lost."""
+    import time
+
+    from mailbot.mail.walk import find_attachments
+
+    pool = contained.pool_of(limits)
+    requests, replaced = pool.requests, pool.replaced
+    judged = contained.walk_and_judge(find_attachments, raw, rules=RULES, limits=limits,
+                                      deadline=time.monotonic() + 60, cells=limits.max_cells_per_message)
+    return judged, pool.requests - requests, pool.replaced - replaced
+
+
+def test_a_mails_walk_and_the_reading_of_every_form_are_one_worker_request() -> None:
+    from mailbot.forms.checks import judge_file
+
+    first = make_annex3_xlsx([nominee(1)], institution="浙江第一职业技术学院")
+    second = make_annex3_xlsx([nominee(2), nominee(3, phone="1381234")], institution="浙江第二职业技术学院")
+
+    judged, requests, replaced = _walk_and_judge(_forms_mail(("一.xlsx", first), ("二.xlsx", second)))
+
+    assert [a.filename for a in judged.parts.forms] == ["一.xlsx", "二.xlsx"]
+    assert judged.verdicts == (judge_file(first, "一.xlsx", RULES, LIMITS), judge_file(second, "二.xlsx", RULES, LIMITS))
+    assert (judged.walk_failure, requests, replaced) == (None, 1, 0)
+
+
+def test_a_form_whose_worker_dies_mid_mail_alone_is_reader_failed_and_the_forms_around_it_keep_their_verdicts() -> None:
+    from mailbot.forms.checks import judge_file
+
+    # a 3.9M-cell sheet is within the cell budget, but not within a 160 MiB worker: it dies mid-read
+    limits = Limits(reader_memory_bytes=160 * 1024 * 1024)
+    before, after = make_annex3_xlsx([nominee(1)]), make_annex3_xlsx([nominee(2)])
+    poison = sheets_each_at_the_bound(1, 3_900_000)
+
+    judged, requests, replaced = _walk_and_judge(
+        _forms_mail(("甲.xlsx", before), ("毒.xlsx", poison), ("乙.xlsx", after)), limits)
+
+    assert judged.verdicts == (judge_file(before, "甲.xlsx", RULES, LIMITS),
+                               FormVerdict("毒.xlsx", Outcome.UNREADABLE, form_findings=(READER_FAILED,)),
+                               judge_file(after, "乙.xlsx", RULES, LIMITS))
+    assert (requests, replaced) == (2, 1)  # the mail's request, then the form after the dead one alone
