@@ -207,12 +207,15 @@ class _Worker:
             env=env, close_fds=True, start_new_session=True)
         self.calls = 0
         self.ready_rss: int | None = None  # resident bytes once its imports are done
+        self._statm: int | None = None
 
     def rss(self) -> int | None:
-        """Its resident memory now (``None`` when it is gone)."""
+        """Its resident memory now (``None`` when it is gone); ``/proc/<pid>/statm`` is kept
+        open and read again from its start each time."""
         try:
-            with open(f"/proc/{self.process.pid}/statm", "rb") as f:
-                return int(f.read().split()[1]) * _PAGE
+            if self._statm is None:
+                self._statm = os.open(f"/proc/{self.process.pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+            return int(os.pread(self._statm, 256, 0).split()[1]) * _PAGE
         except (OSError, IndexError, ValueError):
             return None
 
@@ -229,6 +232,9 @@ class _Worker:
 
     def stop(self) -> None:
         """Close its stdin (an idle worker exits at once); kill it if it does not."""
+        if self._statm is not None:
+            os.close(self._statm)
+            self._statm = None
         for stream in (self.process.stdin, self.process.stdout):
             try:
                 if stream is not None:
