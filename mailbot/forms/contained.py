@@ -65,8 +65,10 @@ from mailbot.forms.model import Finding, FormVerdict, Outcome
 from mailbot.limits import Limits
 from mailbot.rules import CampaignRules
 
-_PRELOAD = ["mailbot.forms.checks", "mailbot.forms.reader", "mailbot.mail.walk",
-            "mailbot.replies.correction_workbook"]
+_PRELOAD = ["mailbot.forms.checks", "mailbot.forms.reader", "mailbot.mail.walk"]
+"""Imported as a worker starts: what a mail's walk and its forms' reads need.  The correction
+workbook (openpyxl, and the templates' module for ``defang``: ~0.3 s of CPU) is imported by the
+first correction copy a worker makes, once in its life."""
 RSS_GROWTH_BYTES = 64 * 1024 * 1024
 """A worker whose resident memory after a call exceeds what it had when ready (imports done, no
 read yet) by more than this is retired: what a big read leaves behind (a fragmented heap,
