@@ -182,15 +182,13 @@ def _prescan(raw: bytes, limits: Limits) -> tuple[str | None, int]:
     return None, header_end
 
 
-def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
-    """Parse raw message bytes; never raises.  Oversized messages (``limits.max_message_bytes``)
-    are parsed for headers only and carry the defect ``MessageTooLarge``; a message past the
-    header or MIME-part bounds (counted on the raw bytes first, :func:`_prescan`) is parsed for
-    its first header fields only and carries ``HeaderFlood`` or ``PartFlood``."""
+def parse_tree(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[Message, tuple[str, ...]]:
+    """The ``email`` tree of raw message bytes and its defects, nothing decoded (what the MIME
+    walk needs); never raises.  Oversized messages (``limits.max_message_bytes``) are parsed for
+    headers only and carry the defect ``MessageTooLarge``; a message past the header or
+    MIME-part bounds (counted on the raw bytes first, :func:`_prescan`) is parsed for its first
+    header fields only and carries ``HeaderFlood`` or ``PartFlood``."""
     extra: list[str] = []
-    if not isinstance(raw, (bytes, bytearray)):
-        raw = bytes(str(raw), "utf-8", "surrogateescape")
-    raw = bytes(raw)
     size = len(raw)
     body = _MBOX_FROM.sub(b"", raw, count=1)  # mbox "From " line some exports keep
     msg: Message
@@ -213,7 +211,16 @@ def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
     except Exception as exc:  # noqa: BLE001 - never raise on mail
         extra.append(f"ParseFailed:{type(exc).__name__}")
         msg = Message()
+    return msg, tuple(dict.fromkeys(extra + _defect_names(msg)))
 
+
+def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
+    """Parse raw message bytes and decode the headers the gate and the record read; never
+    raises.  The tree and its defects are :func:`parse_tree`'s."""
+    if not isinstance(raw, (bytes, bytearray)):
+        raw = bytes(str(raw), "utf-8", "surrogateescape")
+    raw = bytes(raw)
+    msg, defects = parse_tree(raw, limits)
     message_id = normalise_msgid((header_values(msg, "Message-ID", decode=False) or ("",))[0])
     from_addr, from_name = _parse_address(msg)
     subject = (header_values(msg, "Subject") or ("",))[0]
@@ -237,7 +244,7 @@ def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
         references=references,
         return_path=_return_path(msg),
         content_type=part_type(msg),
-        size=size,
-        defects=tuple(dict.fromkeys(extra + _defect_names(msg))),
+        size=len(raw),
+        defects=defects,
         message=msg,
     )
