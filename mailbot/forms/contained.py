@@ -15,17 +15,19 @@ runs here, in a small warm pool of worker processes, each under:
 
 A worker that dies (abort, kill, a limit) turns that call into :class:`WorkerFailed`; the caller
 makes the attachment "unreadable: too large or damaged" and goes on, and a successor worker
-starts at once.  A worker otherwise lives long: it is retired when its resident memory grew by
-``RSS_GROWTH_BYTES`` since it was ready (what big reads leave behind), or after
-``CALLS_PER_WORKER`` requests, since each start costs ~0.5 s of CPU.
+starts at once.  The limits are set with ``resource.prlimit(0, ...)``, i.e. the ``prlimit64``
+system call, which the systemd unit's ``SystemCallFilter=~@resources`` allows (``setrlimit``
+would be killed with SIGSYS there).
+
+A worker otherwise lives long, since each start costs ~0.4 s of CPU (interpreter and imports):
+it is retired when its resident memory grew by ``RSS_GROWTH_BYTES`` since it was ready (what big
+reads leave behind), or after ``CALLS_PER_WORKER`` requests.
 
 A mail is ONE request (:func:`walk_and_judge`): the worker walks the raw mail and reads and
 checks every form found, sending the walk's result and then each form's verdict as its own
 frame (each under the CPU budget and the result bound).  So a form's bytes never travel back to
 a worker, and when a worker dies on one form, the verdicts before it are in hand: that form
-alone is ``reader_failed`` and the forms after it are read one request each in the successor.  The limits are set with ``resource.prlimit(0, ...)``, i.e. the ``prlimit64``
-system call, which the systemd unit's ``SystemCallFilter=~@resources`` allows (``setrlimit``
-would be killed with SIGSYS there).
+alone is ``reader_failed`` and the forms after it are read one request each in the successor.
 
 What this is not: a sandbox against code execution.  A worker runs as the daemon's user with
 its rights (the systemd unit confines both); the boundary is against crashes and resource
@@ -74,7 +76,7 @@ RSS_GROWTH_BYTES = 64 * 1024 * 1024
 read yet) by more than this is retired: what a big read leaves behind (a fragmented heap,
 caches) does not pile up.  Read from ``/proc/<pid>/statm`` by the parent after each call (a few
 µs).  The benchmark's mail grows a worker by ~5 KB a mail, so a worker lives for thousands of
-mails and its successor's start (~0.5 s CPU: interpreter and imports) is spread over them."""
+mails and its successor's start (~0.4 s CPU: interpreter and imports) is spread over them."""
 CALLS_PER_WORKER = 50_000
 """A backstop for slow leaks that resident memory does not show (descriptors, the kernel's
 side): a worker is retired after this many calls whatever its memory."""
