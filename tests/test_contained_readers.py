@@ -209,6 +209,27 @@ def test_a_worker_past_its_wall_time_is_killed_and_replaced(pool: contained.Read
     assert (pool.call(sum, [1], timeout=30), pool.replaced) == (1, 1)
 
 
+@pytest.mark.parametrize(("args", "failure", "replaced"), [
+    ((range(2), map(int, ["x"])), "ValueError: invalid literal for int() with base 10: 'x'", 0),
+    ((range(2), map(signal.raise_signal, [signal.SIGKILL])), "WorkerFailed: died: worker killed by SIGKILL", 1),
+    ((range(2), [bytes(2 * 1024 * 1024)]), "WorkerFailed: result_too_large: result of 2097188 bytes", 1),
+])
+def test_a_stream_hands_over_the_items_before_the_one_that_failed(pool: contained.ReaderPool, args, failure,
+                                                                    replaced) -> None:
+    import itertools
+    import time
+
+    before = pool.call(os.getpid, timeout=30)
+    items = []
+    with pytest.raises(Exception) as failed:
+        for item in pool.stream(itertools.chain, *args, deadline=time.monotonic() + 30):
+            items.append(item)
+    after = pool.call(os.getpid, timeout=30)
+    assert (items, f"{type(failed.value).__name__}: {failed.value}", pool.replaced, pool.requests) == (
+        [0, 1], failure, replaced, 3)
+    assert (after == before) == (replaced == 0)  # a worker whose function raised is kept
+
+
 def test_a_form_whose_reader_dies_is_unreadable_with_a_chinese_reason() -> None:
     verdict, spent = contained.judge(make_annex3_xlsx([nominee(1)]), "报名表.xlsx", RULES, LIMITS, timeout=0.000001)
     assert (verdict.outcome, verdict.form_findings, spent) == (Outcome.UNREADABLE, (READER_FAILED,), 0)
