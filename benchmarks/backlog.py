@@ -274,7 +274,7 @@ the same statement counts once whatever it was given."""
 STAGES = {
     "assess": "assess the mail (all of it)", "parse_message": "  parse it (stdlib parser)",
     "auto_reply_reason": "  automatic-mail check", "sender_trust": "  sender check (Authentication-Results)",
-    "_walk": "  MIME walk in a worker (pickling, waiting)", "_judge_in_time": "  form read in a worker (pickling, waiting)",
+    "_read_contained": "  MIME walk and form reads in a worker (pickling, waiting)",
     "_record": "record it (all of it)", "store_blob": "  raw mail stored (SHA-256, write, 2 fsyncs)",
     "_record_forms": "  forms and rows", "_apply_seats": "  the ledger",
     "_queue_reply": "  the reply queued (all of it)", "_render_pair": "    templates rendered",

@@ -349,9 +349,7 @@ class Intake:
                               auth_summary=auth)
         if not parsed.from_addr:
             return Assessment("ignored", "no sender address to answer", None, mb.processed_folder, parsed)
-        parts = self._walk(fetched.raw, started)
-        budget = [limits.max_cells_per_message]
-        verdicts = tuple((a, self._judge_in_time(a, started, budget)) for a in parts.forms)
+        parts, verdicts = self._read_contained(fetched.raw, started)
         late = not self.rules.deadline.is_on_time(fetched.arrived_at)
         outcomes = {v.outcome for _, v in verdicts}
         annex3 = [v for _, v in verdicts if v.outcome in (Outcome.OK, Outcome.NEEDS_CORRECTION)]
@@ -387,32 +385,30 @@ class Intake:
             return Assessment("scan_only", "only a scan, no spreadsheet", "scan_only", **common)
         return Assessment("no_form", "no attachment", "no_form", **common)
 
-    def _walk(self, raw: bytes, started: float) -> MessageParts:
-        """The MIME walk (zip listing, TNEF, forwarded mail) in a contained worker, within what
-        is left of the message's time budget."""
+    def _read_contained(self, raw: bytes,
+                        started: float) -> tuple[MessageParts, tuple[tuple[Attachment, FormVerdict], ...]]:
+        """The MIME walk (zip listing, TNEF, forwarded mail) and the reading and checking of
+        every form it finds, in ONE contained worker request, within what is left of the
+        message's time budget; its forms share the message's cell budget.  A form not started
+        for lack of time gets the ``time_limit`` verdict; a form whose worker died
+        ``reader_failed``, and the others keep their own verdicts."""
         limits = self.settings.limits
-        left = max(1e-9, limits.max_seconds_per_message - (time.monotonic() - started))
-        try:  # the walk stops itself at the deadline; the worker is stopped if it does not
-            return contained.pool_of(limits).call(find_attachments, raw, limits, seconds=left, timeout=left + 2.0)
-        except contained.WorkerFailed as failure:
-            self.log.error("walk_contained_failed", reason=str(failure))
+        limit = limits.max_seconds_per_message
+        judged = contained.walk_and_judge(find_attachments, raw, rules=self.rules, limits=limits,
+                                          deadline=started + limit, cells=limits.max_cells_per_message)
+        if judged.walk_failure is not None:
+            self.log.error("walk_contained_failed", reason=str(judged.walk_failure))
             return MessageParts(problems=(Finding("reader_failed", contained.UNREADABLE_MESSAGE),),
-                                notes=(f"walk failed: {failure}",))
-
-    def _judge_in_time(self, attachment: Attachment, started: float, budget: list[int]) -> FormVerdict:
-        """Read and check one form in a contained worker, unless the message already used its
-        time budget; its sheets' cells are taken from the message's ``budget``."""
-        limit = self.settings.limits.max_seconds_per_message
-        left = limit - (time.monotonic() - started)
-        if left <= 0:
-            return FormVerdict(attachment.filename, Outcome.UNREADABLE, form_findings=(Finding(
-                "time_limit", f"邮件附件过多或过大，未能在{limit:g}秒内处理完，请只发送附件3汇总表。"),))
-        verdict, cells = contained.judge(attachment.data, attachment.filename, self.rules, self.settings.limits,
-                                         cells_left=budget[0], timeout=left)
-        budget[0] = max(0, budget[0] - cells)
-        if any(f.code == "reader_failed" for f in verdict.form_findings):
-            self.log.error("reader_contained_failed", file=attachment.filename)
-        return verdict
+                                notes=(f"walk failed: {judged.walk_failure}",)), ()
+        verdicts: list[tuple[Attachment, FormVerdict]] = []
+        for attachment, verdict in zip(judged.parts.forms, judged.verdicts):
+            if verdict is None:
+                verdict = FormVerdict(attachment.filename, Outcome.UNREADABLE, form_findings=(Finding(
+                    "time_limit", f"邮件附件过多或过大，未能在{limit:g}秒内处理完，请只发送附件3汇总表。"),))
+            elif any(f.code == "reader_failed" for f in verdict.form_findings):
+                self.log.error("reader_contained_failed", file=attachment.filename)
+            verdicts.append((attachment, verdict))
+        return judged.parts, tuple(verdicts)
 
     # -- record ---------------------------------------------------------------------------
     def record(self, fetched: FetchedMessage, a: Assessment, *, then_mark: FetchedMessage | None = None,
@@ -977,8 +973,8 @@ class Intake:
         self.flush_settle()
 
 
-# The correction workbooks are made in a reader worker, which has openpyxl loaded (``contained``
-# preloads it); the daemon imports it only for a blank form ("how do I register"), so a poll
+# The correction workbooks are made in a reader worker, which imports openpyxl with its first
+# correction copy (``contained`` does not preload it); the daemon imports it only for a blank form ("how do I register"), so a poll
 # starts without it (``tests/test_daemon.py`` checks the imports of a poll).
 def _highlighted_copy(data: bytes, filename: str, cells: list[tuple[str, str]], *, sheet: str,
                       limits: Any) -> tuple[str, bytes] | None:

@@ -20,7 +20,7 @@ import pytest
 from forms_factory import make_annex3_xlsx, nominee
 from mailbot.errors import UnreadableForm
 from mailbot.forms import contained, xlsx_inspect
-from mailbot.forms.model import Finding, Outcome
+from mailbot.forms.model import Finding, FormVerdict, Outcome
 from mailbot.forms.ole_inspect import DAMAGED_MESSAGE, SHEET_TOO_LARGE_MESSAGE, scan_biff
 from mailbot.limits import Limits
 from mailbot.rules import load_rules
@@ -196,6 +196,17 @@ def test_a_retired_worker_is_succeeded_at_once_by_a_started_one(
     assert (third == successor.process.pid, third in first) == (True, False)
 
 
+def test_a_worker_whose_memory_grew_past_the_bound_is_retired_and_one_that_did_not_is_kept(
+        pool: contained.ReaderPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contained, "RSS_GROWTH_BYTES", 16 * 1024 * 1024)
+    first = pool.call(os.getpid, timeout=30)
+    pool.call(os.putenv, "MAILBOT_SMALL", "x" * 1024 * 1024, timeout=30)  # 1 MiB kept in its environment
+    kept = pool.call(os.getpid, timeout=30)
+    pool.call(os.putenv, "MAILBOT_LARGE", "x" * 32 * 1024 * 1024, timeout=30)  # 32 MiB kept
+    successor = pool.call(os.getpid, timeout=30)
+    assert (kept == first, successor == first, pool.replaced) == (True, False, 0)
+
+
 def test_a_worker_past_its_wall_time_is_killed_and_replaced(pool: contained.ReaderPool) -> None:
     import time
 
@@ -204,6 +215,27 @@ def test_a_worker_past_its_wall_time_is_killed_and_replaced(pool: contained.Read
         pool.call(time.sleep, 30, timeout=0.5)
     assert str(failed.value) == "time_limit: no result within 0.5 s"
     assert (pool.call(sum, [1], timeout=30), pool.replaced) == (1, 1)
+
+
+@pytest.mark.parametrize(("args", "failure", "replaced"), [
+    ((range(2), map(int, ["x"])), "ValueError: invalid literal for int() with base 10: 'x'", 0),
+    ((range(2), map(signal.raise_signal, [signal.SIGKILL])), "WorkerFailed: died: worker killed by SIGKILL", 1),
+    ((range(2), [bytes(2 * 1024 * 1024)]), "WorkerFailed: result_too_large: result of 2097188 bytes", 1),
+])
+def test_a_stream_hands_over_the_items_before_the_one_that_failed(pool: contained.ReaderPool, args, failure,
+                                                                    replaced) -> None:
+    import itertools
+    import time
+
+    before = pool.call(os.getpid, timeout=30)
+    items = []
+    with pytest.raises(Exception) as failed:
+        for item in pool.stream(itertools.chain, *args, deadline=time.monotonic() + 30):
+            items.append(item)
+    after = pool.call(os.getpid, timeout=30)
+    assert (items, f"{type(failed.value).__name__}: {failed.value}", pool.replaced, pool.requests) == (
+        [0, 1], failure, replaced, 3)
+    assert (after == before) == (replaced == 0)  # a worker whose function raised is kept
 
 
 def test_a_form_whose_reader_dies_is_unreadable_with_a_chinese_reason() -> None:
@@ -230,3 +262,54 @@ def test_a_message_near_the_size_limit_is_walked_within_a_workers_default_memory
     parts = contained.pool_of(LIMITS).call(find_attachments, raw, LIMITS, timeout=120)
     assert ([a.filename for a in parts.scans], [a.filename for a in parts.forms], parts.problems) == (
         ["扫描件1.pdf", "扫描件2.pdf"], ["报名表.xlsx"], ())
+
+
+# --------------------------------------------------------------------------- a whole mail
+
+def _forms_mail(*attachments: tuple[str, bytes]) -> bytes:
+    from mail_factory import make_mail
+
+    return make_mail(attachments=list(attachments))
+
+
+def _walk_and_judge(raw: bytes, limits: Limits = LIMITS) -> tuple[contained.Judged, int, int]:
+    """The mail walked and judged contained; the worker requests it took and the workers lost."""
+    import time
+
+    from mailbot.mail.walk import find_attachments
+
+    pool = contained.pool_of(limits)
+    requests, replaced = pool.requests, pool.replaced
+    judged = contained.walk_and_judge(find_attachments, raw, rules=RULES, limits=limits,
+                                      deadline=time.monotonic() + 60, cells=limits.max_cells_per_message)
+    return judged, pool.requests - requests, pool.replaced - replaced
+
+
+def test_a_mails_walk_and_the_reading_of_every_form_are_one_worker_request() -> None:
+    from mailbot.forms.checks import judge_file
+
+    first = make_annex3_xlsx([nominee(1)], institution="浙江第一职业技术学院")
+    second = make_annex3_xlsx([nominee(2), nominee(3, phone="1381234")], institution="浙江第二职业技术学院")
+
+    judged, requests, replaced = _walk_and_judge(_forms_mail(("一.xlsx", first), ("二.xlsx", second)))
+
+    assert [a.filename for a in judged.parts.forms] == ["一.xlsx", "二.xlsx"]
+    assert judged.verdicts == (judge_file(first, "一.xlsx", RULES, LIMITS), judge_file(second, "二.xlsx", RULES, LIMITS))
+    assert (judged.walk_failure, requests, replaced) == (None, 1, 0)
+
+
+def test_a_form_whose_worker_dies_mid_mail_alone_is_reader_failed_and_the_forms_around_it_keep_their_verdicts() -> None:
+    from mailbot.forms.checks import judge_file
+
+    # a 3.9M-cell sheet is within the cell budget, but not within a 160 MiB worker: it dies mid-read
+    limits = Limits(reader_memory_bytes=160 * 1024 * 1024)
+    before, after = make_annex3_xlsx([nominee(1)]), make_annex3_xlsx([nominee(2)])
+    poison = sheets_each_at_the_bound(1, 3_900_000)
+
+    judged, requests, replaced = _walk_and_judge(
+        _forms_mail(("甲.xlsx", before), ("毒.xlsx", poison), ("乙.xlsx", after)), limits)
+
+    assert judged.verdicts == (judge_file(before, "甲.xlsx", RULES, LIMITS),
+                               FormVerdict("毒.xlsx", Outcome.UNREADABLE, form_findings=(READER_FAILED,)),
+                               judge_file(after, "乙.xlsx", RULES, LIMITS))
+    assert (requests, replaced) == (2, 1)  # the mail's request, then the form after the dead one alone

@@ -253,6 +253,57 @@ def test_a_part_flood_and_deep_nesting_are_cut_before_the_parse():
                        ("siblings", [], ())]
 
 
+def _prescan_by_one_regex(raw: bytes, limits: Limits) -> tuple[str | None, int]:
+    """The pre-parse bounds as first written, one regex trying every position: the reference
+    the faster ``mailbot.mail.message._prescan`` must agree with."""
+    import re
+
+    end_match = re.compile(rb"\r?\n\r?\n").search(raw, 0, limits.max_header_bytes + 4)
+    header_end = end_match.start() if end_match else len(raw)
+    if header_end > limits.max_header_bytes:
+        return "HeaderFlood", limits.max_header_bytes
+    fields = 0
+    for m in re.compile(rb"(?m)^[^ \t\r\n]").finditer(raw, 0, header_end):
+        fields += 1
+        if fields > limits.max_header_count:
+            return "HeaderFlood", m.start()
+    parts = 0
+    for _ in re.compile(rb"(?m)^--").finditer(raw, header_end):
+        parts += 1
+        if parts > limits.max_mime_parts:
+            return "PartFlood", header_end
+    open_boundaries: list[bytes] = []
+    for m in re.compile(rb"""(?i)boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))"""
+                        rb"""|(?m:^--([^\r\n]{1,200}?)--[ \t]*\r?$)""").finditer(raw):
+        declared = m.group(1) or m.group(2)
+        if declared is not None:
+            open_boundaries.append(declared)
+            if len(open_boundaries) > limits.max_mime_depth:
+                return "PartFlood", header_end
+        elif m.group(3) in open_boundaries:
+            del open_boundaries[open_boundaries.index(m.group(3)):]
+    return None, header_end
+
+
+_MIME_PIECES = st.sampled_from([
+    b"boundary=", b'BOUNDARY="', b"Boundary =\r\n ", b'"', b"a", b"b", b"--", b"--a--", b"\n--a", b"\n", b"\r\n",
+    b"\r\n\r\n", b" ", b"\t", b";", b"x", b"boundary=a;", b'boundary="b"', b"\r\n--a--\r\n", b"\n--b--\n",
+    b"\r\n--a--\t\r\n", b"\r\n--a--boundary=b\r\n", b"\r\n--boundary=a--\r\n", b"\r\nContent-Type: multipart/mixed; boundary=a\r\n",
+    b"\r\nContent-Type: multipart/mixed; boundary=b\r\n",
+])
+_MIME_TEXT = st.lists(_MIME_PIECES, max_size=60).map(b"".join)
+
+
+@settings(max_examples=FUZZ_EXAMPLES * 10, deadline=None)
+@given(st.one_of(_MIME_TEXT, st.tuples(_MIME_TEXT, _MIME_TEXT).map(lambda hb: b"From: a\r\n" + hb[0] + b"\r\n\r\n" + hb[1])),
+       st.integers(1, 4), st.integers(2, 30))
+def test_the_bounds_checked_before_the_parse_agree_with_one_regex_over_every_position(raw, depth, parts):
+    from mailbot.mail.message import _prescan
+
+    limits = Limits(max_mime_depth=depth, max_mime_parts=parts, max_header_count=40)
+    assert _prescan(raw, limits) == _prescan_by_one_regex(raw, limits)
+
+
 def test_defects_are_recorded():
     raw = (MESSAGES / "broken_mime.eml").read_bytes()
     assert "CloseBoundaryNotFoundDefect" in parse_message(raw).defects

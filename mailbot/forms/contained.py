@@ -19,6 +19,16 @@ starts at once.  The limits are set with ``resource.prlimit(0, ...)``, i.e. the 
 system call, which the systemd unit's ``SystemCallFilter=~@resources`` allows (``setrlimit``
 would be killed with SIGSYS there).
 
+A worker otherwise lives long, since each start costs ~0.4 s of CPU (interpreter and imports):
+it is retired when its resident memory grew by ``RSS_GROWTH_BYTES`` since it was ready (what big
+reads leave behind), or after ``CALLS_PER_WORKER`` requests.
+
+A mail is ONE request (:func:`walk_and_judge`): the worker walks the raw mail and reads and
+checks every form found, sending the walk's result and then each form's verdict as its own
+frame (each under the CPU budget and the result bound).  So a form's bytes never travel back to
+a worker, and when a worker dies on one form, the verdicts before it are in hand: that form
+alone is ``reader_failed`` and the forms after it are read one request each in the successor.
+
 What this is not: a sandbox against code execution.  A worker runs as the daemon's user with
 its rights (the systemd unit confines both); the boundary is against crashes and resource
 exhaustion, which is what the readers' failures are.
@@ -30,8 +40,8 @@ unpickles any result whatever its size; and ``multiprocessing``'s forkserver and
 methods re-import the parent's ``__main__`` in every worker.  Here a worker is a plain
 ``python -m mailbot.forms.contained`` subprocess (a clean interpreter that imports the readers
 once, then stays warm); one call is one length-prefixed pickled frame of the function and its
-arguments on its stdin and one bounded frame back on its stdout, read with ``select`` against
-the deadline.
+arguments on its stdin and one bounded frame back on its stdout (a stream: one per item, then
+an end frame), read with ``select`` against the deadline.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +67,20 @@ from mailbot.forms.model import Finding, FormVerdict, Outcome
 from mailbot.limits import Limits
 from mailbot.rules import CampaignRules
 
-_PRELOAD = ["mailbot.forms.checks", "mailbot.forms.reader", "mailbot.mail.walk",
-            "mailbot.replies.correction_workbook"]
-CALLS_PER_WORKER = 500
-"""A worker is replaced after this many calls (fragmentation and caches never pile up); its
-successor starts at once, so no read waits for an interpreter to start."""
+_PRELOAD = ["mailbot.forms.checks", "mailbot.forms.reader", "mailbot.mail.walk"]
+"""Imported as a worker starts: what a mail's walk and its forms' reads need.  The correction
+workbook (openpyxl, and the templates' module for ``defang``: ~0.3 s of CPU) is imported by the
+first correction copy a worker makes, once in its life."""
+RSS_GROWTH_BYTES = 64 * 1024 * 1024
+"""A worker whose resident memory after a call exceeds what it had when ready (imports done, no
+read yet) by more than this is retired: what a big read leaves behind (a fragmented heap,
+caches) does not pile up.  Read from ``/proc/<pid>/statm`` by the parent after each call (a few
+µs).  The benchmark's mail grows a worker by ~5 KB a mail, so a worker lives for thousands of
+mails and its successor's start (~0.4 s CPU: interpreter and imports) is spread over them."""
+CALLS_PER_WORKER = 50_000
+"""A backstop for slow leaks that resident memory does not show (descriptors, the kernel's
+side): a worker is retired after this many calls whatever its memory."""
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class WorkerFailed(MailbotError):
@@ -86,6 +105,7 @@ class WorkerLimits:
 # --------------------------------------------------------------------------- the worker side
 
 _HEADER = struct.Struct("<Q")
+_PING = pickle.dumps((int, (), {}, False), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _set_limit(which: int, soft: int, hard: int) -> None:
@@ -102,6 +122,51 @@ def _read_exact(stream: Any, n: int) -> bytes:
     if data is None or len(data) != n:
         raise EOFError
     return data
+
+
+class _Refused(Exception):
+    """A result past the worker's result bound (the frame sent instead is ``too_large``)."""
+
+
+def _frame(status: str, value: Any, limits: WorkerLimits) -> bytes:
+    """One pickled answer; :class:`_Refused` past the result bound."""
+    reply = pickle.dumps((status, value), protocol=pickle.HIGHEST_PROTOCOL)
+    if len(reply) > limits.max_result_bytes:
+        raise _Refused(f"result of {len(reply)} bytes")
+    return reply
+
+
+def _answers(request: bytes, limits: WorkerLimits) -> Iterator[bytes]:
+    """The frames answering one request: ``ok`` and the result; or, for a stream, one ``item``
+    frame per item the function yields (each read under its own CPU budget) and ``end``; or
+    ``raised``, ``died``, ``too_large``, which end the request."""
+    try:
+        fn, args, kwargs, stream = pickle.loads(request)
+        del request  # the arguments may be a 40 MB message: keep one copy, not two
+        if not stream:
+            yield _frame("ok", fn(*args, **kwargs), limits)
+            return
+        items = iter(fn(*args, **kwargs))
+        del args, kwargs
+        while True:
+            try:
+                item = next(items)
+            except StopIteration:
+                break
+            frame = _frame("item", item, limits)
+            del item
+            yield frame
+            _set_limit(resource.RLIMIT_CPU, int(_cpu_used()) + limits.cpu_seconds, resource.RLIM_INFINITY)
+        yield pickle.dumps(("end", None))
+    except _Refused as refused:
+        yield pickle.dumps(("too_large", str(refused)))
+    except MemoryError:
+        yield pickle.dumps(("died", "out of memory (MemoryError)"))
+    except BaseException as exc:  # noqa: BLE001 - the parent re-raises it as it came
+        try:
+            yield pickle.dumps(("raised", exc))
+        except Exception:  # noqa: BLE001 - an unpicklable exception
+            yield pickle.dumps(("raised", RuntimeError(f"{type(exc).__name__}: {exc}")))
 
 
 def _serve(limits: WorkerLimits) -> None:
@@ -122,24 +187,14 @@ def _serve(limits: WorkerLimits) -> None:
         except (EOFError, OSError):
             return
         _set_limit(resource.RLIMIT_CPU, int(_cpu_used()) + limits.cpu_seconds, resource.RLIM_INFINITY)
-        try:
-            fn, args, kwargs = pickle.loads(request)
-            del request  # the arguments may be a 40 MB message: keep one copy, not two
-            reply = pickle.dumps(("ok", fn(*args, **kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
-            if len(reply) > limits.max_result_bytes:
-                reply = pickle.dumps(("too_large", f"result of {len(reply)} bytes"))
-        except MemoryError:
-            reply = pickle.dumps(("died", "out of memory (MemoryError)"))
-        except BaseException as exc:  # noqa: BLE001 - the parent re-raises it as it came
+        answers = _answers(request, limits)
+        del request
+        for reply in answers:
             try:
-                reply = pickle.dumps(("raised", exc))
-            except Exception:  # noqa: BLE001 - an unpicklable exception
-                reply = pickle.dumps(("raised", RuntimeError(f"{type(exc).__name__}: {exc}")))
-        try:
-            out.write(_HEADER.pack(len(reply)) + reply)
-            out.flush()
-        except (OSError, ValueError):
-            return
+                out.write(_HEADER.pack(len(reply)) + reply)
+                out.flush()
+            except (OSError, ValueError):
+                return
 
 
 # --------------------------------------------------------------------------- the parent side
@@ -155,12 +210,35 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=env, close_fds=True, start_new_session=True)
         self.calls = 0
+        self.ready_rss: int | None = None  # resident bytes once its imports are done
+        self._statm: int | None = None
+
+    def rss(self) -> int | None:
+        """Its resident memory now (``None`` when it is gone); ``/proc/<pid>/statm`` is kept
+        open and read again from its start each time."""
+        try:
+            if self._statm is None:
+                self._statm = os.open(f"/proc/{self.process.pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+            return int(os.pread(self._statm, 256, 0).split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def worn(self) -> bool:
+        """True when it should retire after this call: past its call count, or its memory grew
+        past ``RSS_GROWTH_BYTES`` since it was ready."""
+        if self.calls >= CALLS_PER_WORKER:
+            return True
+        rss = self.rss()
+        return rss is None or self.ready_rss is None or rss - self.ready_rss > RSS_GROWTH_BYTES
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def stop(self) -> None:
         """Close its stdin (an idle worker exits at once); kill it if it does not."""
+        if self._statm is not None:
+            os.close(self._statm)
+            self._statm = None
         for stream in (self.process.stdin, self.process.stdout):
             try:
                 if stream is not None:
@@ -185,16 +263,18 @@ class _Worker:
                 return f"worker killed by signal {-code}"
         return f"worker exited with status {code}"
 
-    def exchange(self, request: bytes, timeout: float, max_reply: int) -> bytes:
-        """Send one frame, read one frame back within ``timeout`` seconds (EOFError: died,
-        TimeoutError: too slow, ValueError: reply too large)."""
+    def exchange(self, request: bytes | None, timeout: float, max_reply: int) -> bytes:
+        """Send one frame (``None``: none, the next frame of a stream), read one frame back
+        within ``timeout`` seconds (EOFError: died, TimeoutError: too slow, ValueError: reply
+        too large)."""
         assert self.process.stdin is not None and self.process.stdout is not None
         deadline = time.monotonic() + timeout  # the whole exchange, the request's write included
-        try:
-            self.process.stdin.write(_HEADER.pack(len(request)) + request)
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
-            raise EOFError from exc
+        if request is not None:
+            try:
+                self.process.stdin.write(_HEADER.pack(len(request)) + request)
+                self.process.stdin.flush()
+            except (BrokenPipeError, OSError) as exc:
+                raise EOFError from exc
         fd = self.process.stdout.fileno()
         head = self._read(fd, _HEADER.size, deadline)
         (size,) = _HEADER.unpack(head)
@@ -227,6 +307,7 @@ class ReaderPool:
             self._idle.put(None)  # a slot; the worker starts on first use
         self._closed = False
         self.replaced = 0  # workers lost to a death or a limit (for tests and logs)
+        self.requests = 0  # requests sent to workers, a stream counting once (for tests)
 
     def warm(self) -> None:
         """Start the workers now (the daemon does at start, so the first mail waits for none)."""
@@ -244,7 +325,8 @@ class ReaderPool:
         raises :class:`WorkerFailed` when the worker died, passed a limit or ``timeout``."""
         if self._closed:
             raise WorkerFailed("died", "reader pool is closed")
-        request = pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        request = pickle.dumps((fn, args, kwargs, False), protocol=pickle.HIGHEST_PROTOCOL)
+        self.requests += 1
         worker = self._idle.get()
         keep = False
         try:
@@ -252,7 +334,7 @@ class ReaderPool:
                 worker = _Worker(self.limits)
             worker.calls += 1
             status, value = self._round_trip(worker, request, timeout)
-            keep = worker.calls < CALLS_PER_WORKER and status not in ("died", "too_large")
+            keep = status not in ("died", "too_large") and not worker.worn()
         finally:
             if not keep and worker is not None:
                 worker.stop()
@@ -262,6 +344,41 @@ class ReaderPool:
         if status == "raised":
             raise value
         raise WorkerFailed("result_too_large" if status == "too_large" else "died", str(value))
+
+    def stream(self, fn: Callable[..., Any], *args: Any, deadline: float, **kwargs: Any) -> Iterator[Any]:
+        """``fn(*args, **kwargs)``, which returns an iterator, in a worker: ONE request, and each
+        item pickled back as the worker makes it (each under its own CPU budget and result
+        bound), every one by ``deadline`` (a ``time.monotonic()`` value, which is the same clock
+        in every process).  Re-raises the function's exception; raises :class:`WorkerFailed`
+        at the item the worker died on or did not send in time, so the items before it stand."""
+        if self._closed:
+            raise WorkerFailed("died", "reader pool is closed")
+        request: bytes | None = pickle.dumps((fn, args, kwargs, True), protocol=pickle.HIGHEST_PROTOCOL)
+        self.requests += 1
+        worker = self._idle.get()
+        keep = False
+        try:
+            if worker is None or not worker.alive():
+                worker = _Worker(self.limits)
+            worker.calls += 1
+            while True:
+                status, value = self._round_trip(worker, request, deadline - time.monotonic())
+                request = None
+                if status == "item":
+                    yield value
+                    continue
+                keep = status in ("end", "raised") and not worker.worn()
+                if status == "end":
+                    return
+                if status == "raised":
+                    raise value
+                raise WorkerFailed("result_too_large" if status == "too_large" else "died", str(value))
+        finally:
+            if not keep and worker is not None:
+                if worker.alive():
+                    worker.process.kill()  # it may be in the middle of the stream
+                worker.stop()
+            self._idle.put(worker if keep else self._successor())
 
     def _successor(self) -> _Worker | None:
         """A worker started now in the slot of one that retired or died, so that its interpreter
@@ -275,9 +392,14 @@ class ReaderPool:
         except OSError:
             return None
 
-    def _round_trip(self, worker: _Worker, request: bytes, timeout: float) -> tuple[str, Any]:
+    def _round_trip(self, worker: _Worker, request: bytes | None, timeout: float) -> tuple[str, Any]:
+        deadline = time.monotonic() + max(timeout, 0.001)
         try:
-            reply = worker.exchange(request, max(timeout, 0.001), self.limits.max_result_bytes + 4096)
+            if worker.ready_rss is None:  # a new worker: wait for its imports, note its memory
+                worker.exchange(_PING, deadline - time.monotonic(), 4096)
+                worker.ready_rss = worker.rss()
+            reply = worker.exchange(request, max(deadline - time.monotonic(), 0.001),
+                                    self.limits.max_result_bytes + 4096)
         except TimeoutError as exc:
             worker.process.kill()
             self.replaced += 1
@@ -398,6 +520,78 @@ def judge(data: bytes, filename: str, rules: CampaignRules, limits: Limits, *,
                                     timeout=wall)
     except WorkerFailed as failure:
         return failed_verdict(filename, failure), 0
+
+
+# --------------------------------------------------------------------------- a whole mail
+
+WALK_GRACE_SECONDS = 2.0
+"""How long past the message's deadline the parent waits for the worker: the walk stops itself
+at the deadline and forms not started by then are skipped, so a worker still silent after this
+is stuck in a read and is killed."""
+
+
+def _walk_and_judge_here(walk: Callable[..., Any], walk_args: tuple[Any, ...], rules_blob: bytes,
+                         limits: Limits, deadline: float, cells: int) -> Iterator[Any]:
+    """In the worker: the walk's result, then per form found ``(verdict, cells used)``, or
+    ``None`` for a form not started because the message's ``deadline`` passed."""
+    parts = walk(*walk_args, limits, seconds=max(1e-9, deadline - time.monotonic()))
+    del walk_args  # the raw mail: not kept while the forms are read
+    forms = [(a.data, a.filename) for a in parts.forms]
+    yield parts
+    del parts
+    for data, filename in forms:
+        if time.monotonic() >= deadline:
+            yield None
+            continue
+        verdict, spent = _judge_here(data, filename, rules_blob, limits, cells)
+        cells = max(0, cells - spent)
+        yield verdict, spent
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One mail's contained walk and reads.  ``parts`` is the walk's result (``None`` when its
+    worker failed: ``walk_failure``); ``verdicts`` has one entry per form of ``parts.forms``,
+    ``None`` for a form not read because the message's time ran out."""
+
+    parts: Any
+    verdicts: tuple[FormVerdict | None, ...] = ()
+    walk_failure: WorkerFailed | None = None
+
+
+def walk_and_judge(walk: Callable[..., Any], *walk_args: Any, rules: CampaignRules, limits: Limits,
+                   deadline: float, cells: int) -> Judged:
+    """Walk a mail (``walk(*walk_args, limits, seconds=...)``, e.g. ``find_attachments(raw)``)
+    and read and check every form it finds, in ONE worker request: the raw mail goes to the
+    worker once and each form's bytes never go back to it.  The forms share ``cells`` and the
+    time up to ``deadline``.  When the worker dies on a form, that form alone is
+    ``reader_failed``: the verdicts before it came back already, and the forms after it are read
+    each in its own request, in a successor worker, as :func:`judge` does."""
+    blob = _rules_blob(rules)
+    items = pool_of(limits).stream(_walk_and_judge_here, walk, walk_args, blob, limits, deadline, cells,
+                                   deadline=deadline + WALK_GRACE_SECONDS)
+    try:
+        parts = next(items)
+    except WorkerFailed as failure:
+        return Judged(None, walk_failure=failure)
+    verdicts: list[FormVerdict | None] = []
+    try:
+        for item in items:
+            if item is not None:
+                cells = max(0, cells - item[1])
+            verdicts.append(None if item is None else item[0])
+    except WorkerFailed as failure:
+        if len(verdicts) < len(parts.forms):
+            verdicts.append(failed_verdict(parts.forms[len(verdicts)].filename, failure))
+        for form in parts.forms[len(verdicts):]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                verdicts.append(None)
+                continue
+            verdict, spent = judge(form.data, form.filename, rules, limits, cells_left=cells, timeout=left)
+            cells = max(0, cells - spent)
+            verdicts.append(verdict)
+    return Judged(parts, tuple(verdicts))
 
 
 if __name__ == "__main__":

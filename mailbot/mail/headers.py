@@ -20,8 +20,8 @@ MAX_HEADER_CHARS = 16 * 1024
 
 def fix_8bit(value: str) -> str:
     """Raw 8-bit header bytes arrive as surrogate escapes: decode them as UTF-8, else GB18030."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in value):
-        return value
+    if value.isascii() or not any("\udc80" <= ch <= "\udcff" for ch in value):
+        return value  # (an ASCII value has no surrogate: one C pass instead of one per character)
     raw = value.encode("utf-8", "surrogateescape")
     return decode_bytes(raw)
 

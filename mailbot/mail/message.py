@@ -122,17 +122,33 @@ def part_type(part: Message) -> str:
 _MBOX_FROM = re.compile(rb"\AFrom [^\r\n]*\r?\n")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_START = re.compile(rb"(?m)^[^ \t\r\n]")
-_DELIMITER = re.compile(rb"(?m)^--")
-_BOUNDARY_OR_CLOSE = re.compile(
-    rb"""(?i)boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))|(?m:^--([^\r\n]{1,200}?)--[ \t]*\r?$)""")
+_BOUNDARY_PARAM = re.compile(rb"""(?i)boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))""")
+_CLOSE_LINE = re.compile(rb"--([^\r\n]{1,200}?)--[ \t]*\r?$", re.M)
 FLOOD_DEFECTS = ("HeaderFlood", "PartFlood")
 """Defects of a message past the header or MIME-part bounds: parsed for its first fields only."""
+
+
+def _next_close(raw: bytes, pos: int) -> re.Match[bytes] | None:
+    """The first close-delimiter line (``--b--``) at a line start at or after ``pos``: what
+    ``(?m)^--…--`` finds there, with ``bytes.find`` going from one newline-and-``--`` to the
+    next instead of the regex engine trying every position."""
+    if pos == 0 and (m := _CLOSE_LINE.match(raw, 0)) is not None:
+        return m
+    i = raw.find(b"\n--", max(pos - 1, 0))
+    while i != -1:
+        if (m := _CLOSE_LINE.match(raw, i + 1)) is not None:
+            return m
+        i = raw.find(b"\n--", i + 1)
+    return None
 
 
 def _prescan(raw: bytes, limits: Limits) -> tuple[str | None, int]:
     """Bounds checked on the raw bytes before any parse (the parser's time and memory grow with
     header fields and MIME parts): the flood defect, if any, and where the header section ends
-    (or where to cut it).  Linear, and cheap next to the parse it guards."""
+    (or where to cut it).  Linear, and cheap next to the parse it guards: the delimiter lines
+    are counted with ``bytes.count``, and the multipart depth follows the ``boundary=``
+    parameters and the close-delimiter lines in the order they come (a match inside an earlier
+    match does not count, as with one regex over both)."""
     end_match = _HEADER_END.search(raw, 0, limits.max_header_bytes + 4)
     header_end = end_match.start() if end_match else len(raw)
     if header_end > limits.max_header_bytes:
@@ -142,32 +158,37 @@ def _prescan(raw: bytes, limits: Limits) -> tuple[str | None, int]:
         fields += 1
         if fields > limits.max_header_count:
             return "HeaderFlood", m.start()
-    parts = 0
-    for _ in _DELIMITER.finditer(raw, header_end):
-        parts += 1
-        if parts > limits.max_mime_parts:
-            return "PartFlood", header_end
+    # every "--" at a line start after the header (the header's end is a line break, never "-")
+    if raw.count(b"\n--", header_end) > limits.max_mime_parts:
+        return "PartFlood", header_end
     open_boundaries: list[bytes] = []
-    for m in _BOUNDARY_OR_CLOSE.finditer(raw):
-        declared = m.group(1) or m.group(2)
-        if declared is not None:
-            open_boundaries.append(declared)
+    param, close = _BOUNDARY_PARAM.search(raw), _next_close(raw, 0)
+    while param is not None or close is not None:
+        if close is None or (param is not None and param.start() < close.start()):
+            assert param is not None
+            m = param
+            open_boundaries.append(m.group(1) or m.group(2))
             if len(open_boundaries) > limits.max_mime_depth:
                 return "PartFlood", header_end
-        elif m.group(3) in open_boundaries:
-            del open_boundaries[open_boundaries.index(m.group(3)):]
+        else:
+            m = close
+            if m.group(1) in open_boundaries:
+                del open_boundaries[open_boundaries.index(m.group(1)):]
+        end = m.end()
+        if param is not None and param.start() < end:
+            param = _BOUNDARY_PARAM.search(raw, end)
+        if close is not None and close.start() < end:
+            close = _next_close(raw, end)
     return None, header_end
 
 
-def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
-    """Parse raw message bytes; never raises.  Oversized messages (``limits.max_message_bytes``)
-    are parsed for headers only and carry the defect ``MessageTooLarge``; a message past the
-    header or MIME-part bounds (counted on the raw bytes first, :func:`_prescan`) is parsed for
-    its first header fields only and carries ``HeaderFlood`` or ``PartFlood``."""
+def parse_tree(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[Message, tuple[str, ...]]:
+    """The ``email`` tree of raw message bytes and its defects, nothing decoded (what the MIME
+    walk needs); never raises.  Oversized messages (``limits.max_message_bytes``) are parsed for
+    headers only and carry the defect ``MessageTooLarge``; a message past the header or
+    MIME-part bounds (counted on the raw bytes first, :func:`_prescan`) is parsed for its first
+    header fields only and carries ``HeaderFlood`` or ``PartFlood``."""
     extra: list[str] = []
-    if not isinstance(raw, (bytes, bytearray)):
-        raw = bytes(str(raw), "utf-8", "surrogateescape")
-    raw = bytes(raw)
     size = len(raw)
     body = _MBOX_FROM.sub(b"", raw, count=1)  # mbox "From " line some exports keep
     msg: Message
@@ -190,7 +211,16 @@ def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
     except Exception as exc:  # noqa: BLE001 - never raise on mail
         extra.append(f"ParseFailed:{type(exc).__name__}")
         msg = Message()
+    return msg, tuple(dict.fromkeys(extra + _defect_names(msg)))
 
+
+def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
+    """Parse raw message bytes and decode the headers the gate and the record read; never
+    raises.  The tree and its defects are :func:`parse_tree`'s."""
+    if not isinstance(raw, (bytes, bytearray)):
+        raw = bytes(str(raw), "utf-8", "surrogateescape")
+    raw = bytes(raw)
+    msg, defects = parse_tree(raw, limits)
     message_id = normalise_msgid((header_values(msg, "Message-ID", decode=False) or ("",))[0])
     from_addr, from_name = _parse_address(msg)
     subject = (header_values(msg, "Subject") or ("",))[0]
@@ -214,7 +244,7 @@ def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
         references=references,
         return_path=_return_path(msg),
         content_type=part_type(msg),
-        size=size,
-        defects=tuple(dict.fromkeys(extra + _defect_names(msg))),
+        size=len(raw),
+        defects=defects,
         message=msg,
     )

@@ -37,7 +37,9 @@ from mailbot.forms.model import Finding
 from mailbot.forms.ole_inspect import ole_kind
 from mailbot.limits import DEFAULT_LIMITS, Limits
 from mailbot.mail.headers import attachment_filename, decode_words, display_name, fix_8bit, normalise_msgid
-from mailbot.mail.message import FLOOD_DEFECTS, MAX_MULTIPART_DEPTH, ParsedMessage, iter_parts, parse_message, part_type
+from mailbot.mail.message import (
+    FLOOD_DEFECTS, MAX_MULTIPART_DEPTH, ParsedMessage, iter_parts, parse_message, parse_tree, part_type,
+)
 
 __all__ = [
     "Attachment", "MessageParts", "find_attachments", "html_to_text",
@@ -703,26 +705,28 @@ def find_attachments(
     """Walk the MIME tree and collect forms, scans and problems; never raises.  The walk stops
     after ``seconds`` (default ``limits.max_seconds_per_message``: what is left of the message's
     budget when the caller already spent some)."""
-    if isinstance(parsed_or_msg, (bytes, bytearray)):
-        parsed_or_msg = parse_message(bytes(parsed_or_msg), limits)
+    defects: tuple[str, ...] | None = None
+    if isinstance(parsed_or_msg, (bytes, bytearray)):  # the tree only: no header is decoded
+        msg, defects = parse_tree(bytes(parsed_or_msg), limits)
+    elif isinstance(parsed_or_msg, ParsedMessage):
+        msg, defects = parsed_or_msg.message, parsed_or_msg.defects
+    else:
+        msg = parsed_or_msg
     walker = _Walker(limits, seconds)
-    if isinstance(parsed_or_msg, ParsedMessage):
-        msg = parsed_or_msg.message
-        if "MessageTooLarge" in parsed_or_msg.defects:
+    if defects is not None:
+        if "MessageTooLarge" in defects:
             walker.problem(
                 _F_MESSAGE_TOO_LARGE,
                 f"邮件超过 {_mb(limits.max_message_bytes)} MB 上限，未处理。"
                 "请只附上附件3报名表（Excel 文件）重新发送。",
             )
             return walker.result()
-        if any(d in parsed_or_msg.defects for d in FLOOD_DEFECTS):
+        if any(d in defects for d in FLOOD_DEFECTS):
             walker.problem(_F_TOO_COMPLEX, "邮件头字段或邮件分段过多（结构异常），无法处理。"
                                            "请新建一封邮件，只附上附件3报名表（Excel 文件）重新发送。")
             return walker.result()
-        if "NestingTooDeep" in parsed_or_msg.defects:
+        if "NestingTooDeep" in defects:
             walker.problem(_F_NESTING, "邮件结构嵌套层数过多，无法处理。请直接发送附件3 Excel 文件。")
-    else:
-        msg = parsed_or_msg
     try:
         walker.walk_message(msg, 0, "")
     except _Deadline:
