@@ -60,7 +60,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from mailbot.errors import MailbotError, NotAnnex3, UnreadableForm
 from mailbot.forms.model import Finding, FormVerdict, Outcome
@@ -297,6 +297,13 @@ class _Worker:
         return b"".join(chunks)
 
 
+def _raise_for(status: str, value: Any) -> NoReturn:
+    """A worker's answer that is not a result: the function's own exception, or the failure."""
+    if status == "raised":
+        raise value
+    raise WorkerFailed("result_too_large" if status == "too_large" else "died", str(value))
+
+
 class ReaderPool:
     """A few warm worker processes; :meth:`call` runs one function in one of them."""
 
@@ -323,27 +330,17 @@ class ReaderPool:
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` in a worker.  Returns its result or re-raises its exception;
         raises :class:`WorkerFailed` when the worker died, passed a limit or ``timeout``."""
-        if self._closed:
-            raise WorkerFailed("died", "reader pool is closed")
-        request = pickle.dumps((fn, args, kwargs, False), protocol=pickle.HIGHEST_PROTOCOL)
-        self.requests += 1
-        worker = self._idle.get()
+        request = self._request(fn, args, kwargs, False)
+        worker = self._take()
         keep = False
         try:
-            if worker is None or not worker.alive():
-                worker = _Worker(self.limits)
-            worker.calls += 1
             status, value = self._round_trip(worker, request, timeout)
             keep = status not in ("died", "too_large") and not worker.worn()
         finally:
-            if not keep and worker is not None:
-                worker.stop()
-            self._idle.put(worker if keep else self._successor())
+            self._give_back(worker, keep, busy=False)
         if status == "ok":
             return value
-        if status == "raised":
-            raise value
-        raise WorkerFailed("result_too_large" if status == "too_large" else "died", str(value))
+        _raise_for(status, value)
 
     def stream(self, fn: Callable[..., Any], *args: Any, deadline: float, **kwargs: Any) -> Iterator[Any]:
         """``fn(*args, **kwargs)``, which returns an iterator, in a worker: ONE request, and each
@@ -351,16 +348,10 @@ class ReaderPool:
         bound), every one by ``deadline`` (a ``time.monotonic()`` value, which is the same clock
         in every process).  Re-raises the function's exception; raises :class:`WorkerFailed`
         at the item the worker died on or did not send in time, so the items before it stand."""
-        if self._closed:
-            raise WorkerFailed("died", "reader pool is closed")
-        request: bytes | None = pickle.dumps((fn, args, kwargs, True), protocol=pickle.HIGHEST_PROTOCOL)
-        self.requests += 1
-        worker = self._idle.get()
+        request: bytes | None = self._request(fn, args, kwargs, True)
+        worker = self._take()
         keep = False
         try:
-            if worker is None or not worker.alive():
-                worker = _Worker(self.limits)
-            worker.calls += 1
             while True:
                 status, value = self._round_trip(worker, request, deadline - time.monotonic())
                 request = None
@@ -370,15 +361,37 @@ class ReaderPool:
                 keep = status in ("end", "raised") and not worker.worn()
                 if status == "end":
                     return
-                if status == "raised":
-                    raise value
-                raise WorkerFailed("result_too_large" if status == "too_large" else "died", str(value))
+                _raise_for(status, value)
         finally:
-            if not keep and worker is not None:
-                if worker.alive():
-                    worker.process.kill()  # it may be in the middle of the stream
-                worker.stop()
-            self._idle.put(worker if keep else self._successor())
+            self._give_back(worker, keep, busy=True)
+
+    @staticmethod
+    def _request(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], streamed: bool) -> bytes:
+        return pickle.dumps((fn, args, kwargs, streamed), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _take(self) -> _Worker:
+        """A worker for one request: the slot's warm worker, or one started now in its place."""
+        if self._closed:
+            raise WorkerFailed("died", "reader pool is closed")
+        self.requests += 1
+        worker = self._idle.get()
+        try:
+            if worker is None or not worker.alive():
+                worker = _Worker(self.limits)
+        except BaseException:
+            self._idle.put(self._successor())
+            raise
+        worker.calls += 1
+        return worker
+
+    def _give_back(self, worker: _Worker, keep: bool, *, busy: bool) -> None:
+        """Put the worker back in its slot, or (not ``keep``) stop it and put a successor there;
+        ``busy``: it may be in the middle of a stream, so it is killed first."""
+        if not keep:
+            if busy and worker.alive():
+                worker.process.kill()
+            worker.stop()
+        self._idle.put(worker if keep else self._successor())
 
     def _successor(self) -> _Worker | None:
         """A worker started now in the slot of one that retired or died, so that its interpreter
