@@ -16,8 +16,8 @@ against the directory's, the container's end) and with its CRC-32 check (:func:`
 Measured: ~230 → ~70 µs for a form's nine members, the largest single cost of the form read
 after the bare reader (docs/PERFORMANCE.md, "Form read").  Anything else (empty, encrypted,
 another method, bigger) is read through ``zipfile`` in bounded chunks, as before; both paths
-gave the same verdict on 12,000 randomly damaged forms and ``benchmarks/form_equivalence.py``
-compares them on every run.
+gave the same verdict on 12,000 randomly damaged forms, and ``benchmarks/form_equivalence.py``
+compares the readings and refusals of ~4,000 files with a recorded run after any change here.
 """
 
 from __future__ import annotations
