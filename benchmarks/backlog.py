@@ -8,11 +8,17 @@ each in a fresh child process of this one:
 - ``floor``: ``benchmarks/floor.py``, no mailbot code: UID FETCH in batches, compat32 parse, a
   bare calamine read of the form's first sheet, one INSERT + one durable commit, one short
   text reply per mail over one SMTP connection;
+- ``promises``: ``benchmarks/promise_floor.py``, no mailbot code either: the floor plus each
+  promise mailbot makes kept the plain way with the library the brief names (contained reading
+  in a warm worker, bounded zip members, every row checked, the correction workbook, the sender
+  check, durable raw mail, one durable commit per mail with its nominee rows and audit event,
+  batch ``sending``/``sent`` commits, jinja2 text + HTML replies, a ``Sent`` copy, one MOVE per
+  batch), each stage's CPU counted apart;
 - ``mailbot``: ``Intake.poll_once`` as ``mailbot poll`` runs it (production settings: settle by
   MOVE, copy of each reply APPENDed to ``Sent``, sender trust configured), then idle polls.
 
-For each size in ``--messages`` (``1000,10000``) it prints wall time, ms/mail, the ratio
-mailbot/floor, SQL statements per mail (``sqlite3.Connection.set_trace_callback`` installed on
+For each size in ``--messages`` (``1000,10000``) it prints wall time, ms/mail, the ratios
+mailbot/floor and mailbot/promise floor, what each promise costs per mail, SQL statements per mail (``sqlite3.Connection.set_trace_callback`` installed on
 mailbot's connection by this script, not by mailbot), the peak RSS of each phase's process tree
 (this script samples ``/proc`` every 50 ms: the sum of ``VmRSS`` over the phase process and all
 its descendants, e.g. contained reader workers) and the idle polls after the backlog.
@@ -244,6 +250,21 @@ def phase_floor(args: argparse.Namespace) -> dict[str, Any]:
             "peak_rss_mb": round(peak_rss_mb(), 1), "rss_samples": sampler.samples}
 
 
+def phase_promises(args: argparse.Namespace) -> dict[str, Any]:
+    """The promise floor (``benchmarks/promise_floor.py``): no mailbot code in this process either."""
+    from promise_floor import run_promise_floor
+
+    sampler = RssSampler(args.messages)
+    result = run_promise_floor(args.host, args.port, args.user, args.password, args.smtp_host, args.smtp_port,
+                               Path(args.state), TRUSTED_AUTHSERV_ID, sampler.tick)
+    assert not any(name == "mailbot" or name.startswith("mailbot.") for name in sys.modules), "promise floor uses mailbot"
+    return {"phase": "promises", "seconds": result.seconds, "messages": result.messages, "forms": result.forms,
+            "rows": result.rows, "corrections": result.corrections, "reply_bytes": result.reply_bytes,
+            "sql_statements": result.sql_statements,
+            "stage_cpu_s": result.stage_cpu_s, "worker_cpu_s": result.worker_cpu_s,
+            "peak_rss_mb": round(peak_rss_mb(), 1), "rss_samples": sampler.samples}
+
+
 class StatementCounter:
     """Counts what SQLite runs on one connection (``set_trace_callback``): installed by this
     benchmark on mailbot's connection, never by mailbot."""
@@ -371,6 +392,7 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
             replies = {r["status"]: r["n"] for r in db.query("SELECT status, count(*) n FROM outbox GROUP BY status")}
             rows = next(db.query("SELECT count(*) n FROM form_rows"))["n"]
             nominees = {r["status"]: r["n"] for r in db.query("SELECT status, count(*) n FROM nominees GROUP BY status")}
+            reply_bytes = next(db.query("SELECT total(length(raw)) n FROM outbox"))["n"]
         finally:
             parts.close()
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -379,6 +401,7 @@ def phase_mailbot(args: argparse.Namespace) -> dict[str, Any]:
     idle_sorted = sorted(idle_ms)
     return {"phase": "mailbot", "seconds": elapsed, "messages": report.fetched, "outcomes": report.outcomes,
             "rows": rows, "nominees": nominees, "outbox": replies, "sent": report.sent.sent,
+            "reply_bytes": int(reply_bytes),
             "sql_statements": statements, "sql_trigger_statements": triggers, "sql_kinds": kinds,
             "sql_top": top,
             "idle_polls": {"polls": IDLE_POLLS, "fetched": idle_fetched,
@@ -478,13 +501,23 @@ def print_table(res: dict[str, Any]) -> None:
     print(f"generate {res['generate_s']:.1f} s, append {res['append_s']:.1f} s per copy\n")
     print(f"{'phase':<9}{'wall s':>9}{'ms/mail':>9}{'mails/s':>9}{'SQL/mail':>10}{'tree RSS MB':>13}"
           f"{'processes':>11}{'SMTP sent':>11}")
-    for key in ("floor", "mailbot"):
+    for key in ("floor", "promises", "mailbot"):
         r = res[key]
         print(f"{key:<9}{r['seconds']:>9.1f}{r['seconds'] / n * 1000:>9.1f}{n / r['seconds']:>9.1f}"
               f"{r['sql_statements'] / n:>10.1f}{r['tree_peak_rss_mb']:>13.1f}{r['tree_max_processes']:>11}"
               f"{r['smtp_accepted']:>11}")
     print(f"\nratio mailbot / floor: {res['ratio']:.2f} wall, {res['cpu_ratio']:.2f} CPU "
           f"(floor {floor['cpu_s']} s, mailbot {bot['cpu_s']} s of CPU, each phase's process tree)")
+    promises = res["promises"]
+    print(f"ratio mailbot / promise floor: {res['promise_ratio']:.2f} wall, {res['promise_cpu_ratio']:.2f} CPU "
+          f"(promise floor {promises['cpu_s']} s of CPU); promise floor / floor: "
+          f"{promises['cpu_s'] / max(floor['cpu_s'], 0.01):.2f} CPU; its forms {promises['forms']}, "
+          f"corrections {promises['corrections']}, nominee rows {promises['rows']}; reply KB/mail "
+          f"{promises['reply_bytes'] / n / 1024:.1f} (mailbot's {bot['reply_bytes'] / n / 1024:.1f})")
+    print("promise floor CPU by stage, ms/mail (this process; then its contained worker):")
+    for where in ("stage_cpu_s", "worker_cpu_s"):
+        for stage, cpu in sorted(promises[where].items(), key=lambda kv: -kv[1]):
+            print(f"  {cpu / n * 1000:7.3f}  {'worker: ' if where == 'worker_cpu_s' else ''}{stage}")
     print(f"mailbot CPU: {bot['cpu_own_s']} s in the daemon process ({bot['cpu_own_system_s']} s of it in the "
           "kernel; set-up and idle polls included), "
           f"{round(bot['cpu_s'] - bot['cpu_own_s'], 2)} s in its contained reader workers")
@@ -525,22 +558,29 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         mails, mix = make_backlog(args.messages)
         generate_s = time.perf_counter() - t0
-        floor_acct, bot_acct = dovecot.add_user("floor"), dovecot.add_user("bot")
+        floor_acct, promise_acct, bot_acct = (dovecot.add_user(u) for u in ("floor", "promises", "bot"))
         append_s = append_all(floor_acct, mails)
+        append_all(promise_acct, mails)
         append_all(bot_acct, mails)
         del mails
         result: dict[str, Any] = {"messages": args.messages, "mix": mix.__dict__, "generate_s": generate_s,
                                   "append_s": append_s}
         result["floor"] = run_phase("floor", floor_acct, sink, work / "floor-state", args)
+        result["promises"] = run_phase("promises", promise_acct, sink, work / "promise-state", args)
         result["mailbot"] = run_phase("mailbot", bot_acct, sink, work / "bot-state", args)
         result["ratio"] = result["mailbot"]["seconds"] / result["floor"]["seconds"]
         result["cpu_ratio"] = result["mailbot"]["cpu_s"] / max(result["floor"]["cpu_s"], 0.01)
+        result["promise_ratio"] = result["mailbot"]["seconds"] / result["promises"]["seconds"]
+        result["promise_cpu_ratio"] = result["mailbot"]["cpu_s"] / max(result["promises"]["cpu_s"], 0.01)
         result["sql_per_mail"] = result["mailbot"]["sql_statements"] / args.messages
         if args.profile:
             result["profile"] = (work / "bot-state" / "profile.txt").read_text()
         if args.sample_cpu:
             result["cpu_shares"] = json.loads((work / "bot-state" / "cpu_shares.json").read_text())
         return result
+
+
+PHASES = {"floor": phase_floor, "promises": phase_promises, "mailbot": phase_mailbot}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -555,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="sample the daemon's stack every 2 ms of CPU; print the share of each stage")
     ap.add_argument("--sql-top", type=int, default=0, metavar="N",
                     help="also list mailbot's N most frequent SQL statements with their count per mail")
-    ap.add_argument("--phase", choices=("floor", "mailbot"), help=argparse.SUPPRESS)
+    ap.add_argument("--phase", choices=tuple(PHASES), help=argparse.SUPPRESS)
     for name in ("host", "user", "password", "smtp-host", "state"):
         ap.add_argument(f"--{name}", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -564,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(n) for n in str(args.messages).split(",")]
     if args.phase:
         args.messages = sizes[0]
-        print(json.dumps((phase_floor if args.phase == "floor" else phase_mailbot)(args), ensure_ascii=False))
+        print(json.dumps(PHASES[args.phase](args), ensure_ascii=False))
         return 0
     results = []
     for size in sizes:

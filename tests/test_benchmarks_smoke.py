@@ -25,7 +25,7 @@ def _run(script: str, *args: str) -> dict:
 
 
 @pytest.mark.timeout(120)
-def test_backlog_benchmark_answers_every_mail_in_both_phases() -> None:
+def test_backlog_benchmark_answers_every_mail_in_all_three_phases() -> None:
     result = _run("backlog.py", "--messages", "20", "--sample-cpu", "--sql-top", "3")["runs"][0]
     mix = result["mix"]
     assert mix["clean"] + mix["errors"] + mix["no_attachment"] == 20
@@ -47,6 +47,29 @@ def test_backlog_benchmark_answers_every_mail_in_both_phases() -> None:
     assert floor["tree_peak_rss_mb"] > 0 and bot["tree_peak_rss_mb"] > 0
     assert result["ratio"] == bot["seconds"] / floor["seconds"]
     assert floor["cpu_s"] > 0 and result["cpu_ratio"] == bot["cpu_s"] / max(floor["cpu_s"], 0.01)
+
+
+@pytest.mark.timeout(120)
+def test_the_promise_floor_reaches_mailbots_verdicts_and_counts_each_promise_apart() -> None:
+    result = _run("backlog.py", "--messages", "20")["runs"][0]
+    mix, promises, bot = result["mix"], result["promises"], result["mailbot"]
+    assert promises["messages"] == 20 and promises["smtp_accepted"] == 20
+    # the same mail read to the same end: every form found, every bad phone a correction
+    assert promises["forms"] == mix["clean"] + mix["errors"]
+    assert promises["corrections"] == mix["errors"] == bot["outcomes"].get("correction", 0)
+    assert promises["rows"] == bot["rows"]
+    # per mail: the duplicate check, BEGIN, INSERT message, one INSERT per nominee (executemany),
+    # event, outbox, COMMIT; per batch of 20: BEGIN, one UPDATE per reply, COMMIT, twice
+    assert promises["sql_statements"] == 20 * 6 + promises["rows"] + 2 * (2 + 20)
+    assert set(promises["stage_cpu_s"]) == {
+        "fetch", "parse (daemon)", "duplicate and sender check", "contained request (daemon side)",
+        "raw mail durable", "seats", "reply rendered (jinja2)", "reply built (email package)",
+        "record (one durable commit)", "log line", "send batch (commits, SMTP, Sent copy)", "settle (UID MOVE)"}
+    assert set(promises["worker_cpu_s"]) == {
+        "walk (MIME parse)", "bounds (zip members)", "calamine read", "row checks (libraries)",
+        "correction workbook", "pickling"}
+    assert promises["tree_max_processes"] == 2  # the contained worker ran beside it
+    assert result["promise_cpu_ratio"] == bot["cpu_s"] / max(promises["cpu_s"], 0.01)
 
 
 @pytest.mark.timeout(120)
