@@ -166,7 +166,7 @@ def _write_frame(stream: Any, payload: bytes) -> None:
     stream.flush()
 
 
-def _bounded_members(data: bytes) -> None:
+def bounded_members(data: bytes) -> None:
     """Every member of the zip read with its declared size capped and searched for a DTD:
     ``zipfile`` stops a member at its declared size and checks its CRC-32."""
     import zipfile
@@ -182,14 +182,18 @@ def _bounded_members(data: bytes) -> None:
                 raise ValueError("DTD")
 
 
-def _check_rows(sheet: list[list[Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
-    """Nominee rows under the header row found by its labels, each checked by the libraries."""
-    import phonenumbers
-    from email_validator import EmailNotValidError, validate_email
-    from rapidfuzz import fuzz, process
-    from stdnum.cn import ric
-    from stdnum.exceptions import ValidationError
+def bounded_compound_file(data: bytes) -> None:
+    """An xls's compound file parsed by ``xlrd.compdoc`` and its workbook stream located: its
+    sector tables and stream sizes checked before a reader allocates anything."""
+    from xlrd import compdoc
 
+    doc = compdoc.CompDoc(data, logfile=io.StringIO())
+    doc.locate_named_stream("Workbook")
+
+
+def nominee_rows(sheet: list[list[Any]]) -> tuple[str, dict[str, int], list[tuple[int, list[str]]]]:
+    """The institution, the header's columns found by their labels, and the rows under it up to
+    the 说明 footer that hold more than a 序号, as text (their Excel row numbers with them)."""
     institution = ""
     for r, cells in enumerate(sheet):
         texts = [str(c).strip() for c in cells]
@@ -199,12 +203,28 @@ def _check_rows(sheet: list[list[Any]]) -> tuple[list[dict[str, Any]], list[dict
         if len(columns) == len(LABELS):
             break
     else:
-        return [], [], institution
-    rows, findings = [], []
+        return institution, {}, []
+    rows = []
     for excel_row, cells in enumerate(sheet[r + 1:], start=r + 2):
         texts = [str(c).strip() for c in cells]
-        if not any(texts) or texts[0].startswith("说明"):
+        if texts and texts[0].startswith("说明"):
             break
+        if any(texts[i] for i in columns.values() if i < len(texts)):  # not blank but for its 序号
+            rows.append((excel_row, texts))
+    return institution, columns, rows
+
+
+def _check_rows(sheet: list[list[Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """Nominee rows under the header row found by its labels, each checked by the libraries."""
+    import phonenumbers
+    from email_validator import EmailNotValidError, validate_email
+    from rapidfuzz import fuzz, process
+    from stdnum.cn import ric
+    from stdnum.exceptions import ValidationError
+
+    institution, columns, sheet_rows = nominee_rows(sheet)
+    rows, findings = [], []
+    for excel_row, texts in sheet_rows:
         row = {key: texts[i] if i < len(texts) else "" for key, i in columns.items()}
         row["row"] = excel_row
         try:  # the birth date and the check digit (``ric.validate`` also refuses older region codes)
@@ -278,7 +298,7 @@ def worker_main() -> None:
                                   "correction": None, "refused": ""}
         if form:
             try:
-                _bounded_members(form)
+                bounded_members(form)
                 t = _lap(stages, "bounds (zip members)", t)
                 sheet = CalamineWorkbook.from_filelike(io.BytesIO(form)).get_sheet_by_index(0).to_python()
                 t = _lap(stages, "calamine read", t)
