@@ -456,14 +456,12 @@ def test_ods_with_the_empty_rows_libreoffice_writes_after_the_table_is_read():
 
 # --------------------------------------------------------------------------- limits and speed
 
-def test_ten_thousand_rows_read_within_the_limit_and_quickly():
+def test_ten_thousand_rows_are_read_within_the_limit():
+    # how fast is benchmarks/form_read.py's question, never a unit test's (shared, noisy machines)
     people = [nominee(i) for i in range(1, 10_001)]
     data = make_annex3_xlsx(people, layout=Layout(footer=False))
-    started = time.process_time()
     reading = read_annex3(data, "big.xlsx")
-    elapsed = time.process_time() - started
     assert len(reading.rows) == 10_000 and reading.rows[-1].row == 10_003
-    assert elapsed < 2.0, f"10k rows took {elapsed:.2f}s"
 
 
 def test_one_row_over_the_limit_is_unreadable():
