@@ -704,12 +704,12 @@ def test_a_reply_is_defanged_once_for_its_text_and_its_message(renderer, monkeyp
     from mailbot.replies import render
 
     calls: list[str] = []
-    real = render._sender_safe
-    monkeypatch.setattr(render, "_sender_safe", lambda ctx: calls.append(ctx.to_address) or real(ctx))
-    first = replace(CONTEXTS["no_form"], to_address="first@example-college.edu.cn")
-    second = replace(CONTEXTS["no_form"], to_address="second@example-college.edu.cn")
-    build(first, renderer)
-    msg = parse(build_message(second, renderer.render(first), from_address="shengpei@zjut.edu.cn",
-                              from_name="mailbot", message_id_domain="mailbot.x"))
-    assert calls == ["first@example-college.edu.cn", "second@example-college.edu.cn"]
-    assert msg["To"].addresses[0].addr_spec == "second@example-college.edu.cn"
+    real = render.sender_safe
+    monkeypatch.setattr(render, "sender_safe", lambda ctx: calls.append(ctx.to_address) or real(ctx))
+    link = "http://evil.example/x"
+    ctx = replace(CONTEXTS["correction"], to_name=f"王老师 {link}",
+                  correction_workbooks=((f"{link}.xlsx", b"PK"),))
+    msg = parse(build(ctx, renderer))
+    assert calls == [ctx.to_address]  # by render; building the message defangs only what it writes
+    assert msg["To"].addresses[0].display_name == "王老师 hxxp[:]//evil[.]example/x"
+    assert [p.get_filename() for p in msg.iter_attachments()] == ["hxxp[:]//evil[.]example/x.xlsx"]

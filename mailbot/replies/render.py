@@ -230,26 +230,20 @@ def _safe_finding(f: FindingLine) -> FindingLine:
                    message=defang(f.message))
 
 
-_last_safe: tuple[ReplyContext, ReplyContext] | None = None  # (context, its sender_safe copy)
+def _safe_to_name(name: str) -> str:
+    return defang(one_line(name))[:MAX_TO_NAME]
+
+
+def _safe_workbooks(books: tuple[tuple[str, bytes], ...]) -> tuple[tuple[str, bytes], ...]:
+    return tuple((defang(name), data) for name, data in books)
 
 
 def sender_safe(ctx: ReplyContext) -> ReplyContext:
     """The context with :func:`defang` applied to every value that came from the mail or the form;
-    the sender's display name also bounded (:data:`MAX_TO_NAME`).  The last context's copy is
-    kept (contexts are frozen), so rendering a reply and building its message defang it once."""
-    global _last_safe
-    last = _last_safe
-    if last is not None and last[0] is ctx:
-        return last[1]
-    safe = _sender_safe(ctx)
-    _last_safe = (ctx, safe)
-    return safe
-
-
-def _sender_safe(ctx: ReplyContext) -> ReplyContext:
+    the sender's display name also bounded (:data:`MAX_TO_NAME`)."""
     return replace(
         ctx,
-        to_name=defang(one_line(ctx.to_name))[:MAX_TO_NAME],
+        to_name=_safe_to_name(ctx.to_name),
         original_subject=defang(ctx.original_subject),
         institution=defang(ctx.institution),
         contact=defang(ctx.contact),
@@ -259,7 +253,7 @@ def _sender_safe(ctx: ReplyContext) -> ReplyContext:
         changes=tuple(replace(c, name=defang(c.name), detail=defang(c.detail)) for c in ctx.changes),
         unreadable_reasons=tuple(_safe_finding(f) for f in ctx.unreadable_reasons),
         scans_received=tuple(defang(name) for name in ctx.scans_received),
-        correction_workbooks=tuple((defang(name), data) for name, data in ctx.correction_workbooks),
+        correction_workbooks=_safe_workbooks(ctx.correction_workbooks),
     )
 
 
@@ -640,10 +634,11 @@ def build_message(
     sending; by default a fresh id under ``message_id_domain`` and the current time.
     Raises :class:`SendError` (permanent) when an address cannot be written.
     """
-    ctx = sender_safe(ctx)
+    # of the mail's own values only these two are written here (the text and HTML were
+    # rendered from the defanged context): the whole context is defanged once, by ``render``
     headers: list[tuple[str, Any]] = [
         ("From", _address(from_name, from_address)),
-        ("To", _address(ctx.to_name, ctx.to_address)),
+        ("To", _address(_safe_to_name(ctx.to_name), ctx.to_address)),
         ("Subject", _subject(rendered.subject)),
         ("Date", format_datetime((date or datetime.now(timezone.utc)).astimezone(BEIJING))),
         ("Message-ID", normalise_msgid(message_id or "") or new_message_id(message_id_domain)),
@@ -660,7 +655,7 @@ def build_message(
         ("X-Auto-Response-Suppress", "All"),
         ("Content-Language", "zh-CN"),
     ]
-    return _assemble(headers, rendered, ctx.correction_workbooks)
+    return _assemble(headers, rendered, _safe_workbooks(ctx.correction_workbooks))
 
 
 def new_message_id(domain: str) -> str:
