@@ -29,7 +29,8 @@ from mailbot.mail.gate import auto_reply_reason, domain_mismatch, sender_trust
 from mailbot.mail.intent import FOR_STAFF, asks_with_form, classify, first_lines, says_addition
 from mailbot.mail.source import FetchedMessage, MailSource
 from mailbot.masking import mask_id, mask_text
-from mailbot.mail.walk import Attachment, MessageParts, ParsedMessage, find_attachments, parse_message
+from mailbot.mail.message import parse_head
+from mailbot.mail.walk import Attachment, MessageParts, ParsedMessage, find_attachments
 from mailbot.state.outbox import SendReport, recover_interrupted, send_pending
 from mailbot.replies.render import ReplyRenderer, build_message, new_message_id
 from mailbot.replies.model import ChangeLine, FindingLine, NomineeLine, ReplyContext, ReplyKind
@@ -302,7 +303,7 @@ class Intake:
         gets the "received; staff will look at it" acknowledgement."""
         mb = self._mbox
         reason = f"poison: processing did not finish {unfinished} times (crash, abort or kill); set aside for staff"
-        parsed = parse_message(fetched.raw, self.settings.limits)
+        parsed = parse_head(fetched.raw, self.settings.limits)
         reply: ReplyKind | None = None
         auth = ""
         if parsed.from_addr and auto_reply_reason(
@@ -326,7 +327,7 @@ class Intake:
         limits = self.settings.limits
         mb = self._mbox
         started = time.monotonic() if started is None else started
-        parsed = parse_message(fetched.raw, limits)
+        parsed = parse_head(fetched.raw, limits)
         hook = os.environ.get(CRASH_HOOK)
         if hook and hook in parsed.subject:
             os.abort()  # test only: a process death while deciding this message

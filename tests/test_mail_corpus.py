@@ -4,6 +4,7 @@ bounded time, and every bounce, auto-reply or list mail in MANIFEST.tsv gets an 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import mailbox
 import re
 import time
@@ -12,6 +13,7 @@ import pytest
 from corpus import CORPUS, corpus_params, corpus_present
 from mailbot.limits import Limits
 from mailbot.mail.gate import auto_reply_reason, sender_trust
+from mailbot.mail.message import ParsedMessage, parse_head
 from mailbot.mail.walk import MessageParts, parse_message, find_attachments
 
 pytestmark = pytest.mark.usefixtures("corpus")  # every test here skips, or fails, without it
@@ -57,6 +59,25 @@ def test_corpus_message_goes_through_without_error_in_bounded_time(path):
 def test_bounces_auto_replies_and_list_mail_get_a_reason(path):
     _, reason = run_all((CORPUS / path).read_bytes())
     assert reason is not None, MANIFEST[path]["notes"]
+
+
+def _seen_by_gate(parsed: ParsedMessage) -> tuple:
+    return (dataclasses.replace(parsed, defects=()), list(parsed.message.raw_items()),
+            auto_reply_reason(parsed, own_addresses={"shengpei@zjut.edu.cn"}, own_message_id_domain="zjut.edu.cn"),
+            sender_trust(parsed, trusted_authserv_ids=("mx.zjut.edu.cn",)))
+
+
+def test_the_daemons_head_parse_gives_the_gate_what_the_whole_parse_gives_on_every_corpus_mail():
+    raws = [(CORPUS / p).read_bytes() for p in EMAILS]
+    for path in MBOXES:
+        box = mailbox.mbox(str(CORPUS / path), create=False)
+        try:
+            raws += [box.get_bytes(key) for key in box.iterkeys()]
+        finally:
+            box.close()
+    differing = [i for i, raw in enumerate(raws)
+                 if _seen_by_gate(parse_head(raw, Limits())) != _seen_by_gate(parse_message(raw, Limits()))]
+    assert (len(raws) > 200, differing) == (True, [])
 
 
 def test_the_manifest_lists_automatic_mail():

@@ -2,7 +2,10 @@
 
 ``parse_message`` uses the ``compat32`` policy (faster on attachment-heavy mail, see
 ``benchmarks/mime_policy.py``), decodes headers through ``mailbot.mail.headers`` and never
-raises on malformed mail.
+raises on malformed mail.  ``parse_head`` gives the daemon's gate the same values without
+parsing the body (the walk parses it again in a reader worker anyway): the top header section
+alone, unless the mail may carry a delivery report one level down, which only the whole tree
+shows exactly.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class ParsedMessage:
     size: int
     defects: tuple[str, ...]
     message: Message = field(compare=False, repr=False)
+    body_parsed: bool = field(default=True, compare=False)
+    """False for :func:`parse_head`'s result: ``message`` is the top header section alone
+    (no parts, empty payload) and ``defects`` are that section's."""
 
     def headers(self, name: str) -> tuple[str, ...]:
         """Every value of header ``name``, unfolded and decoded (RFC 2047, raw 8-bit)."""
@@ -142,6 +148,22 @@ def _next_close(raw: bytes, pos: int) -> re.Match[bytes] | None:
     return None
 
 
+def _header_bounds(raw: bytes, limits: Limits) -> tuple[str | None, int, int]:
+    """The header section's bounds checked on the raw bytes: ``HeaderFlood`` and where to cut
+    the header, or None, where the header ends (the blank line's start) and where the blank
+    line ends (the whole message when it has none)."""
+    end_match = _HEADER_END.search(raw, 0, limits.max_header_bytes + 4)
+    header_end = end_match.start() if end_match else len(raw)
+    if header_end > limits.max_header_bytes:
+        return "HeaderFlood", limits.max_header_bytes, 0
+    fields = 0
+    for m in _FIELD_START.finditer(raw, 0, header_end):
+        fields += 1
+        if fields > limits.max_header_count:
+            return "HeaderFlood", m.start(), 0
+    return None, header_end, end_match.end() if end_match else len(raw)
+
+
 def _prescan(raw: bytes, limits: Limits) -> tuple[str | None, int]:
     """Bounds checked on the raw bytes before any parse (the parser's time and memory grow with
     header fields and MIME parts): the flood defect, if any, and where the header section ends
@@ -149,15 +171,9 @@ def _prescan(raw: bytes, limits: Limits) -> tuple[str | None, int]:
     are counted with ``bytes.count``, and the multipart depth follows the ``boundary=``
     parameters and the close-delimiter lines in the order they come (a match inside an earlier
     match does not count, as with one regex over both)."""
-    end_match = _HEADER_END.search(raw, 0, limits.max_header_bytes + 4)
-    header_end = end_match.start() if end_match else len(raw)
-    if header_end > limits.max_header_bytes:
-        return "HeaderFlood", limits.max_header_bytes
-    fields = 0
-    for m in _FIELD_START.finditer(raw, 0, header_end):
-        fields += 1
-        if fields > limits.max_header_count:
-            return "HeaderFlood", m.start()
+    flood, header_end, _ = _header_bounds(raw, limits)
+    if flood is not None:
+        return flood, header_end
     # every "--" at a line start after the header (the header's end is a line break, never "-")
     if raw.count(b"\n--", header_end) > limits.max_mime_parts:
         return "PartFlood", header_end
@@ -188,11 +204,22 @@ def parse_tree(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[Message, tu
     headers only and carry the defect ``MessageTooLarge``; a message past the header or
     MIME-part bounds (counted on the raw bytes first, :func:`_prescan`) is parsed for its first
     header fields only and carries ``HeaderFlood`` or ``PartFlood``."""
+    return _tree(raw, limits, whole=True)
+
+
+def _tree(raw: bytes, limits: Limits, *, whole: bool) -> tuple[Message, tuple[str, ...]]:
+    """:func:`parse_tree`; not ``whole``: the top header section alone, bounded as there (the
+    body's bounds are not counted: its parts are not parsed), with an empty payload."""
     extra: list[str] = []
     size = len(raw)
     body = _MBOX_FROM.sub(b"", raw, count=1)  # mbox "From " line some exports keep
     msg: Message
-    flood, cut = _prescan(body, limits) if size <= limits.max_message_bytes else (None, 0)
+    flood, cut, head_end = None, 0, 0
+    if size <= limits.max_message_bytes:
+        if whole:
+            flood, cut = _prescan(body, limits)
+        else:
+            flood, cut, head_end = _header_bounds(body, limits)
     try:
         if flood is not None:  # read the first fields only; the body is not unpacked
             extra.append(flood)
@@ -202,8 +229,11 @@ def parse_tree(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[Message, tu
             extra.append("MessageTooLarge")
             msg = BytesHeaderParser(policy=email_policy.compat32).parsebytes(body[:1024 * 1024])
             msg.set_payload("")
-        else:
+        elif whole:
             msg = BytesParser(policy=email_policy.compat32).parsebytes(body)
+        else:  # up to the blank line: the parser reads the same header lines from it
+            msg = BytesHeaderParser(policy=email_policy.compat32).parsebytes(body[:head_end])
+            msg.set_payload("")
     except RecursionError:
         extra.append("NestingTooDeep")
         msg = BytesHeaderParser(policy=email_policy.compat32).parsebytes(body[: 1024 * 1024])
@@ -214,13 +244,47 @@ def parse_tree(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[Message, tu
     return msg, tuple(dict.fromkeys(extra + _defect_names(msg)))
 
 
+def _as_bytes(raw: bytes | bytearray | str) -> bytes:
+    if not isinstance(raw, (bytes, bytearray)):
+        raw = bytes(str(raw), "utf-8", "surrogateescape")
+    return bytes(raw)
+
+
 def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
     """Parse raw message bytes and decode the headers the gate and the record read; never
     raises.  The tree and its defects are :func:`parse_tree`'s."""
-    if not isinstance(raw, (bytes, bytearray)):
-        raw = bytes(str(raw), "utf-8", "surrogateescape")
-    raw = bytes(raw)
+    raw = _as_bytes(raw)
     msg, defects = parse_tree(raw, limits)
+    return _decoded(raw, msg, defects, body_parsed=True)
+
+
+_REPORT_HINTS = (b"/report", b"-report", b"delivery-status", b"disposition-notification")
+"""Lower-case pieces of every report type the gate looks for (``multipart/report``,
+``message/feedback-report``, ``message/[global-]delivery-status``,
+``message/disposition-notification``)."""
+
+
+def parse_head(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
+    """What :func:`parse_message` gives the gate and the record, without parsing the body: the
+    decoded headers and ``content_type`` come from the top header section alone (the parser
+    reads the same header lines from it).  The one thing the gate reads below the top is
+    whether a first-level part is a delivery report; a part's content type is a slice of the
+    raw bytes compared in lower case, so a mail in which no :data:`_REPORT_HINTS` appears (in
+    lower case, anywhere) has none, and any other mail is parsed whole by
+    :func:`parse_message`.  Bounds: the header section's, as in :func:`parse_tree` (the size
+    bound, ``HeaderFlood``); the body's are checked where it is parsed (the walk, or here when
+    it is parsed whole).  ``body_parsed`` says which it was."""
+    raw = _as_bytes(raw)
+    if len(raw) <= limits.max_message_bytes:
+        lowered = raw.lower()
+        if any(hint in lowered for hint in _REPORT_HINTS):
+            return parse_message(raw, limits)
+    msg, defects = _tree(raw, limits, whole=False)
+    return _decoded(raw, msg, defects, body_parsed=False)
+
+
+def _decoded(raw: bytes, msg: Message, defects: tuple[str, ...], *, body_parsed: bool) -> ParsedMessage:
+    """The headers the gate and the record read, decoded from the tree's top."""
     message_id = normalise_msgid((header_values(msg, "Message-ID", decode=False) or ("",))[0])
     from_addr, from_name = _parse_address(msg)
     subject = (header_values(msg, "Subject") or ("",))[0]
@@ -247,4 +311,5 @@ def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
         size=len(raw),
         defects=defects,
         message=msg,
+        body_parsed=body_parsed,
     )

@@ -702,13 +702,16 @@ def find_attachments(
     parsed_or_msg: ParsedMessage | Message | bytes, limits: Limits = DEFAULT_LIMITS, *,
     seconds: float | None = None,
 ) -> MessageParts:
-    """Walk the MIME tree and collect forms, scans and problems; never raises.  The walk stops
+    """Walk the MIME tree and collect forms, scans and problems; never raises on mail (a
+    ``parse_head`` result, which has no body, is refused with ValueError).  The walk stops
     after ``seconds`` (default ``limits.max_seconds_per_message``: what is left of the message's
     budget when the caller already spent some)."""
     defects: tuple[str, ...] | None = None
     if isinstance(parsed_or_msg, (bytes, bytearray)):  # the tree only: no header is decoded
         msg, defects = parse_tree(bytes(parsed_or_msg), limits)
     elif isinstance(parsed_or_msg, ParsedMessage):
+        if not parsed_or_msg.body_parsed:  # a caller's mistake, not the mail's: said at once
+            raise ValueError("parse_head's result has no body to walk: pass the raw bytes")
         msg, defects = parsed_or_msg.message, parsed_or_msg.defects
     else:
         msg = parsed_or_msg
