@@ -164,3 +164,13 @@ def test_the_daemon_parses_no_mail_body_itself_before_or_after_the_gate(local_in
     # the walk (in a reader worker, another process) found the form and judged it
     assert (assessment.outcome, [a.filename for a, _ in assessment.verdicts], assessment.auth_summary,
             whole_parses) == ("correction", ["报名表.xlsx"], "dmarc=None spf=pass dkim=None", [])
+
+
+def test_the_gate_goes_through_the_mail_s_header_list_once(monkeypatch) -> None:
+    parsed = parse_head(make_mail(attachments=[("报名表.xlsx", FORM)]))
+    walks = []
+    real = type(parsed.message).raw_items
+    monkeypatch.setattr(type(parsed.message), "raw_items", lambda self: walks.append(1) or real(self))
+    verdicts = (auto_reply_reason(parsed, own_addresses={"shengpei@zjut.edu.cn"}),
+                sender_trust(parsed, trusted_authserv_ids=("mx.zjut.edu.cn",)).reason)
+    assert (verdicts, len(walks)) == ((None, "ok"), 0)  # the index was built by the parse

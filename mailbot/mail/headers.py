@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import quopri
 import re
+from collections.abc import Iterable
 from email.message import Message
 
 from mailbot.charsets import decode_bytes
@@ -124,11 +125,30 @@ def raw_header_values(msg: Message, name: str) -> list[str]:
     return out
 
 
+def raw_header_index(msg: Message) -> dict[str, tuple[str, ...]]:
+    """Every header of ``msg`` as :func:`raw_header_values` gives it, by lower-case name: one
+    pass over the headers for a reader that asks for many names."""
+    try:
+        items = msg.raw_items()
+    except Exception:  # noqa: BLE001 - malformed header list
+        return {}
+    index: dict[str, list[str]] = {}
+    for key, value in items:
+        if isinstance(key, str):
+            index.setdefault(key.lower(), []).append(value if isinstance(value, str) else str(value))
+    return {name: tuple(values) for name, values in index.items()}
+
+
 def header_values(msg: Message, name: str, *, decode: bool = True) -> tuple[str, ...]:
     """Every value of header ``name``: 8-bit repaired, unfolded, bounded, RFC 2047 decoded
     unless ``decode`` is false."""
+    return decoded_values(raw_header_values(msg, name), decode=decode)
+
+
+def decoded_values(raws: Iterable[str], *, decode: bool = True) -> tuple[str, ...]:
+    """Raw header values as :func:`header_values` gives them."""
     values = []
-    for raw in raw_header_values(msg, name):
+    for raw in raws:
         value = unfold(fix_8bit(raw[: MAX_HEADER_CHARS * 4]))
         values.append(clean_header(decode_words(value) if decode else value))
     return tuple(values)

@@ -21,7 +21,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 
 from mailbot.limits import DEFAULT_LIMITS, Limits
 from mailbot.mail.headers import (
-    clean_header, decode_words, header_values, msgid_list, normalise_msgid, raw_header_values,
+    clean_header, decode_words, decoded_values, msgid_list, normalise_msgid, raw_header_index,
 )
 
 MAX_MULTIPART_DEPTH = 24
@@ -50,10 +50,17 @@ class ParsedMessage:
     body_parsed: bool = field(default=True, compare=False)
     """False for :func:`parse_head`'s result: ``message`` is the top header section alone
     (no parts, empty payload) and ``defects`` are that section's."""
+    _index: dict[str, tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
+    """The top headers' raw values by lower-case name (``headers.raw_header_index``): the gate
+    asks for some 30 names, each a pass over every header without it."""
 
     def headers(self, name: str) -> tuple[str, ...]:
         """Every value of header ``name``, unfolded and decoded (RFC 2047, raw 8-bit)."""
-        return header_values(self.message, name)
+        index = self._index
+        if index is None:
+            index = raw_header_index(self.message)
+            object.__setattr__(self, "_index", index)
+        return decoded_values(index.get(name.lower(), ()))
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` decoded, or None when absent."""
@@ -65,9 +72,9 @@ class ParsedMessage:
         return self.from_addr.rpartition("@")[2] if "@" in self.from_addr else ""
 
 
-def _parse_address(msg: Message) -> tuple[str, str]:
-    for name in ("From", "Sender", "Reply-To"):
-        for value in header_values(msg, name, decode=False):
+def _parse_address(index: dict[str, tuple[str, ...]]) -> tuple[str, str]:
+    for name in ("from", "sender", "reply-to"):
+        for value in decoded_values(index.get(name, ()), decode=False):
             try:
                 pairs = getaddresses([value])
             except Exception:  # noqa: BLE001 - email.utils on hostile input
@@ -76,13 +83,13 @@ def _parse_address(msg: Message) -> tuple[str, str]:
                 addr = addr.strip().strip("<>").lower()
                 if "@" in addr or addr:
                     return addr[:320], clean_header(decode_words(display).strip().strip('"'), 200)
-        if raw_header_values(msg, name):
+        if index.get(name):
             break  # From present but unparseable: do not fall back to Sender
     return "", ""
 
 
-def _return_path(msg: Message) -> str | None:
-    values = header_values(msg, "Return-Path", decode=False)
+def _return_path(index: dict[str, tuple[str, ...]]) -> str | None:
+    values = decoded_values(index.get("return-path", ()), decode=False)
     if not values:
         return None
     value = values[0].strip()
@@ -285,17 +292,22 @@ def parse_head(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMessage:
 
 def _decoded(raw: bytes, msg: Message, defects: tuple[str, ...], *, body_parsed: bool) -> ParsedMessage:
     """The headers the gate and the record read, decoded from the tree's top."""
-    message_id = normalise_msgid((header_values(msg, "Message-ID", decode=False) or ("",))[0])
-    from_addr, from_name = _parse_address(msg)
-    subject = (header_values(msg, "Subject") or ("",))[0]
-    date = (header_values(msg, "Date", decode=False) or ("",))[0]
+    index = raw_header_index(msg)
+
+    def values(name: str, decode: bool = False) -> tuple[str, ...]:
+        return decoded_values(index.get(name, ()), decode=decode)
+
+    message_id = normalise_msgid((values("message-id") or ("",))[0])
+    from_addr, from_name = _parse_address(index)
+    subject = (values("subject", True) or ("",))[0]
+    date = (values("date") or ("",))[0]
     try:
         date_parsed = parsedate_to_datetime(date) if date else None
     except (TypeError, ValueError, IndexError, OverflowError):
         date_parsed = None
-    irt_values = header_values(msg, "In-Reply-To", decode=False)
+    irt_values = values("in-reply-to")
     in_reply_to = normalise_msgid(irt_values[0]) if irt_values else ""
-    refs = header_values(msg, "References", decode=False)
+    refs = values("references")
     references = msgid_list(" ".join(refs)) if refs else ()
     return ParsedMessage(
         message_id=message_id,
@@ -306,10 +318,11 @@ def _decoded(raw: bytes, msg: Message, defects: tuple[str, ...], *, body_parsed:
         date_parsed=date_parsed,
         in_reply_to=in_reply_to,
         references=references,
-        return_path=_return_path(msg),
+        return_path=_return_path(index),
         content_type=part_type(msg),
         size=len(raw),
         defects=defects,
         message=msg,
         body_parsed=body_parsed,
+        _index=index,
     )
