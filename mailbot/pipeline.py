@@ -59,6 +59,9 @@ CRASH_HOOK = "MAILBOT_TEST_CRASH_ON_SUBJECT"
 #: the finding for a row whose identity number another school registered first (never names it)
 CONFLICT_MESSAGE = "该身份证号与其他报名记录重复，请核对号码；确为同一人的，请联系培训中心"
 REPEATED_MESSAGE = "该身份证号在本邮件的报名表中重复出现，只按第一次出现的一行登记"
+READING_CELLS = ("id_number",)
+"""The cells of a form's reading the record reads (a refused identity number's cell, marked in
+the correction copy); the worker keeps the others (``contained.walk_and_judge``)."""
 
 
 @dataclass(frozen=True)
@@ -396,7 +399,8 @@ class Intake:
         limits = self.settings.limits
         limit = limits.max_seconds_per_message
         judged = contained.walk_and_judge(find_attachments, raw, rules=self.rules, limits=limits,
-                                          deadline=started + limit, cells=limits.max_cells_per_message)
+                                          deadline=started + limit, cells=limits.max_cells_per_message,
+                                          reading_cells=READING_CELLS)
         if judged.walk_failure is not None:
             self.log.error("walk_contained_failed", reason=str(judged.walk_failure))
             return MessageParts(problems=(Finding("reader_failed", contained.UNREADABLE_MESSAGE),),

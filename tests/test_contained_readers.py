@@ -272,7 +272,7 @@ def _forms_mail(*attachments: tuple[str, bytes]) -> bytes:
     return make_mail(attachments=list(attachments))
 
 
-def _walk_and_judge(raw: bytes, limits: Limits = LIMITS) -> tuple[contained.Judged, int, int]:
+def _walk_and_judge(raw: bytes, limits: Limits = LIMITS, **kw: object) -> tuple[contained.Judged, int, int]:
     """The mail walked and judged contained; the worker requests it took and the workers lost."""
     import time
 
@@ -281,7 +281,7 @@ def _walk_and_judge(raw: bytes, limits: Limits = LIMITS) -> tuple[contained.Judg
     pool = contained.pool_of(limits)
     requests, replaced = pool.requests, pool.replaced
     judged = contained.walk_and_judge(find_attachments, raw, rules=RULES, limits=limits,
-                                      deadline=time.monotonic() + 60, cells=limits.max_cells_per_message)
+                                      deadline=time.monotonic() + 60, cells=limits.max_cells_per_message, **kw)
     return judged, pool.requests - requests, pool.replaced - replaced
 
 
@@ -296,6 +296,20 @@ def test_a_mails_walk_and_the_reading_of_every_form_are_one_worker_request() -> 
     assert [a.filename for a in judged.parts.forms] == ["一.xlsx", "二.xlsx"]
     assert judged.verdicts == (judge_file(first, "一.xlsx", RULES, LIMITS), judge_file(second, "二.xlsx", RULES, LIMITS))
     assert (judged.walk_failure, requests, replaced) == (None, 1, 0)
+
+
+def test_a_verdicts_reading_comes_back_with_only_the_cells_the_caller_reads() -> None:
+    import dataclasses
+
+    form = make_annex3_xlsx([nominee(2), nominee(3, phone="1381234")], institution="浙江第二职业技术学院")
+    full, _, _ = _walk_and_judge(_forms_mail(("二.xlsx", form)))
+    trimmed, requests, _ = _walk_and_judge(_forms_mail(("二.xlsx", form)), reading_cells=("id_number",))
+
+    (whole,), (cut,) = [v.reading for v in full.verdicts], [v.reading for v in trimmed.verdicts]
+    assert (trimmed.verdicts, requests) == (full.verdicts, 1)  # the verdicts themselves are whole
+    assert [(r.row, r.cells) for r in cut.rows] == [(r.row, {"id_number": r.cells["id_number"]}) for r in whole.rows]
+    assert dataclasses.replace(cut, rows=()) == dataclasses.replace(whole, rows=())
+    assert len(whole.rows[0].cells) == 8
 
 
 def test_a_form_whose_worker_dies_mid_mail_alone_is_reader_failed_and_the_forms_around_it_keep_their_verdicts() -> None:

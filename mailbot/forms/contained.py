@@ -59,11 +59,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from mailbot.errors import MailbotError, NotAnnex3, UnreadableForm
-from mailbot.forms.model import Finding, FormVerdict, Outcome
+from mailbot.forms.model import Finding, FormRow, FormVerdict, Outcome
 from mailbot.limits import Limits
 from mailbot.rules import CampaignRules
 
@@ -543,8 +543,18 @@ at the deadline and forms not started by then are skipped, so a worker still sil
 is stuck in a read and is killed."""
 
 
+def _trimmed(verdict: FormVerdict, reading_cells: tuple[str, ...] | None) -> FormVerdict:
+    """The verdict with its reading's rows cut to the cells of ``reading_cells`` (None: all)."""
+    reading = verdict.reading
+    if reading_cells is None or reading is None:
+        return verdict
+    rows = tuple(FormRow(r.row, {k: c for k, c in r.cells.items() if k in reading_cells}) for r in reading.rows)
+    return replace(verdict, reading=replace(reading, rows=rows))
+
+
 def _walk_and_judge_here(walk: Callable[..., Any], walk_args: tuple[Any, ...], rules_blob: bytes,
-                         limits: Limits, deadline: float, cells: int) -> Iterator[Any]:
+                         limits: Limits, deadline: float, cells: int,
+                         reading_cells: tuple[str, ...] | None = None) -> Iterator[Any]:
     """In the worker: the walk's result, then per form found ``(verdict, cells used)``, or
     ``None`` for a form not started because the message's ``deadline`` passed."""
     parts = walk(*walk_args, limits, seconds=max(1e-9, deadline - time.monotonic()))
@@ -558,7 +568,7 @@ def _walk_and_judge_here(walk: Callable[..., Any], walk_args: tuple[Any, ...], r
             continue
         verdict, spent = _judge_here(data, filename, rules_blob, limits, cells)
         cells = max(0, cells - spent)
-        yield verdict, spent
+        yield _trimmed(verdict, reading_cells), spent
 
 
 @dataclass(frozen=True)
@@ -573,16 +583,19 @@ class Judged:
 
 
 def walk_and_judge(walk: Callable[..., Any], *walk_args: Any, rules: CampaignRules, limits: Limits,
-                   deadline: float, cells: int) -> Judged:
+                   deadline: float, cells: int, reading_cells: tuple[str, ...] | None = None) -> Judged:
     """Walk a mail (``walk(*walk_args, limits, seconds=...)``, e.g. ``find_attachments(raw)``)
     and read and check every form it finds, in ONE worker request: the raw mail goes to the
     worker once and each form's bytes never go back to it.  The forms share ``cells`` and the
     time up to ``deadline``.  When the worker dies on a form, that form alone is
     ``reader_failed``: the verdicts before it came back already, and the forms after it are read
-    each in its own request, in a successor worker, as :func:`judge` does."""
+    each in its own request, in a successor worker, as :func:`judge` does.  ``reading_cells``:
+    the columns of each verdict's reading (``FormReading.rows``) the caller reads, the rest
+    left in the worker (None: every cell; the rows' verdicts carry every checked value anyway):
+    two thirds of a verdict's pickle is its reading's cells."""
     blob = _rules_blob(rules)
     items = pool_of(limits).stream(_walk_and_judge_here, walk, walk_args, blob, limits, deadline, cells,
-                                   deadline=deadline + WALK_GRACE_SECONDS)
+                                   reading_cells, deadline=deadline + WALK_GRACE_SECONDS)
     try:
         parts = next(items)
     except WorkerFailed as failure:
@@ -603,7 +616,7 @@ def walk_and_judge(walk: Callable[..., Any], *walk_args: Any, rules: CampaignRul
                 continue
             verdict, spent = judge(form.data, form.filename, rules, limits, cells_left=cells, timeout=left)
             cells = max(0, cells - spent)
-            verdicts.append(verdict)
+            verdicts.append(_trimmed(verdict, reading_cells))
     return Judged(parts, tuple(verdicts))
 
 

@@ -1,7 +1,9 @@
-"""``parse_head``: the daemon's gate reads a mail's header without the stdlib parsing its body
-(the walk parses the body in a reader worker anyway), and gets exactly what ``parse_message``
-gives it: every decoded header, the content type, the bounce check's answer and the sender
-check's."""
+"""What the daemon does to assess a mail, and what it leaves to the reader worker.
+
+``parse_head``: the gate reads a mail's header without the stdlib parsing its body (the walk
+parses the body in a reader worker anyway), and gets exactly what ``parse_message`` gives it:
+every decoded header, the content type, the bounce check's answer and the sender check's.
+The worker sends back of each form's reading only the cells the record reads."""
 
 from __future__ import annotations
 
@@ -164,6 +166,17 @@ def test_the_daemon_parses_no_mail_body_itself_before_or_after_the_gate(local_in
     # the walk (in a reader worker, another process) found the form and judged it
     assert (assessment.outcome, [a.filename for a, _ in assessment.verdicts], assessment.auth_summary,
             whole_parses) == ("correction", ["报名表.xlsx"], "dmarc=None spf=pass dkim=None", [])
+
+
+def test_of_a_forms_reading_the_daemon_gets_back_the_identity_number_cells_alone(local_intake) -> None:
+    raw = make_mail(sender="reg2@school2.edu.cn", attachments=[("报名表.xlsx", FORM)], extra_headers={
+        "Authentication-Results": "mx.zjut.edu.cn; spf=pass smtp.mailfrom=school2.edu.cn"})
+    fetched = FetchedMessage(source=local_intake.source.name, uidvalidity=0, uid=2, key="cells",
+                             arrived_at=datetime(2020, 11, 2, 2, 0, tzinfo=timezone.utc), raw=raw)
+    ((_, verdict),) = local_intake.intake.assess(fetched).verdicts
+    assert verdict.reading is not None
+    assert [(r.row, sorted(r.cells), r.cells["id_number"].coordinate) for r in verdict.reading.rows] == [
+        (4, ["id_number"], "G4"), (5, ["id_number"], "G5")]
 
 
 def test_the_gate_goes_through_the_mail_s_header_list_once(monkeypatch) -> None:
