@@ -327,3 +327,28 @@ def test_a_form_whose_worker_dies_mid_mail_alone_is_reader_failed_and_the_forms_
                                FormVerdict("毒.xlsx", Outcome.UNREADABLE, form_findings=(READER_FAILED,)),
                                judge_file(after, "乙.xlsx", RULES, LIMITS))
     assert (requests, replaced) == (2, 1)  # the mail's request, then the form after the dead one alone
+
+
+def test_frames_the_worker_wrote_together_are_taken_with_one_read(monkeypatch) -> None:
+    import time
+
+    frames = [pickle_frame(("item", "parts")), pickle_frame(("item", "verdict")), pickle_frame(("end", None))]
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"".join(frames))
+    reads = []
+    real_read = os.read
+    monkeypatch.setattr(contained.os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    worker = object.__new__(contained._Worker)
+    worker._ahead = bytearray()
+    deadline = time.monotonic() + 5
+    taken = [worker._take(read_fd, struct.unpack("<Q", worker._take(read_fd, 8, deadline))[0], deadline)
+             for _ in frames]
+    os.close(read_fd), os.close(write_fd)
+    assert ([f[8:] for f in frames], len(reads)) == (taken, 1)
+
+
+def pickle_frame(value: object) -> bytes:
+    import pickle
+
+    body = pickle.dumps(value)
+    return struct.pack("<Q", len(body)) + body

@@ -11,7 +11,7 @@ runs here, in a small warm pool of worker processes, each under:
   worker's used CPU plus the budget before each call, SIGXCPU ends it);
 * a wall time, kept by the parent (the call's timeout: the worker is SIGKILLed past it);
 * a result size (``Limits.reader_max_result_bytes``): the worker pickles its own result and
-  refuses a bigger one; the parent reads at most that many bytes.
+  refuses a bigger one; the parent refuses a longer frame by its length before reading it.
 
 A worker that dies (abort, kill, a limit) turns that call into :class:`WorkerFailed`; the caller
 makes the attachment "unreadable: too large or damaged" and goes on, and a successor worker
@@ -81,6 +81,8 @@ CALLS_PER_WORKER = 50_000
 """A backstop for slow leaks that resident memory does not show (descriptors, the kernel's
 side): a worker is retired after this many calls whatever its memory."""
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+READ_AHEAD = 64 * 1024
+"""The least the parent asks a worker's pipe for in one read (a pipe's default capacity)."""
 
 
 class WorkerFailed(MailbotError):
@@ -211,6 +213,7 @@ class _Worker:
             env=env, close_fds=True, start_new_session=True)
         self.calls = 0
         self.ready_rss: int | None = None  # resident bytes once its imports are done
+        self._ahead = bytearray()  # read from its stdout past the last frame taken
         self._statm: int | None = None
 
     def rss(self) -> int | None:
@@ -276,24 +279,37 @@ class _Worker:
             except (BrokenPipeError, OSError) as exc:
                 raise EOFError from exc
         fd = self.process.stdout.fileno()
-        head = self._read(fd, _HEADER.size, deadline)
+        head = self._take(fd, _HEADER.size, deadline)
         (size,) = _HEADER.unpack(head)
         if size > max_reply:
             raise ValueError(f"reply of {size} bytes")
-        return self._read(fd, size, deadline)
+        return self._take(fd, size, deadline)
 
-    @staticmethod
-    def _read(fd: int, n: int, deadline: float) -> bytes:
-        chunks: list[bytes] = []
-        while n:
+    def _take(self, fd: int, n: int, deadline: float) -> bytes:
+        """The next ``n`` bytes the worker wrote.  A read asks for at least ``READ_AHEAD`` bytes:
+        a frame's length and its pickle (and a stream's next frame, when the worker wrote it
+        already) come in one ``select`` and one ``read`` instead of two each; what is read past
+        ``n`` waits in ``self._ahead`` for the next frame."""
+        ahead = self._ahead
+        if len(ahead) >= n:
+            taken = bytes(memoryview(ahead)[:n])
+            del ahead[:n]
+            return taken
+        chunks = [bytes(ahead)]
+        need = n - len(ahead)
+        ahead.clear()
+        while need:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 raise TimeoutError
-            chunk = os.read(fd, min(n, 1 << 20))
+            chunk = os.read(fd, min(max(need, READ_AHEAD), 1 << 20))
             if not chunk:
                 raise EOFError
+            if len(chunk) > need:
+                ahead += memoryview(chunk)[need:]
+                chunk = chunk[:need]
             chunks.append(chunk)
-            n -= len(chunk)
+            need -= len(chunk)
         return b"".join(chunks)
 
 
