@@ -321,12 +321,16 @@ def test_a_form_whose_worker_dies_mid_mail_alone_is_reader_failed_and_the_forms_
     poison = sheets_each_at_the_bound(1, 3_900_000)
 
     judged, requests, replaced = _walk_and_judge(
-        _forms_mail(("甲.xlsx", before), ("毒.xlsx", poison), ("乙.xlsx", after)), limits)
+        _forms_mail(("甲.xlsx", before), ("毒.xlsx", poison), ("乙.xlsx", after)), limits,
+        reading_cells=("id_number",))
 
     assert judged.verdicts == (judge_file(before, "甲.xlsx", RULES, LIMITS),
                                FormVerdict("毒.xlsx", Outcome.UNREADABLE, form_findings=(READER_FAILED,)),
                                judge_file(after, "乙.xlsx", RULES, LIMITS))
     assert (requests, replaced) == (2, 1)  # the mail's request, then the form after the dead one alone
+    # the form read in the successor comes back trimmed like the ones read in the mail's request
+    assert [[sorted(r.cells) for r in v.reading.rows] for v in judged.verdicts if v.reading] == [
+        [["id_number"]], [["id_number"]]]
 
 
 def test_frames_the_worker_wrote_together_are_taken_with_one_read(monkeypatch) -> None:
