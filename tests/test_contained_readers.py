@@ -298,6 +298,19 @@ def test_a_mails_walk_and_the_reading_of_every_form_are_one_worker_request() -> 
     assert (judged.walk_failure, requests, replaced) == (None, 1, 0)
 
 
+def test_a_mails_request_is_answered_in_one_frame_for_the_walk_and_one_for_each_form() -> None:
+    from mail_factory import make_mail
+
+    pool = contained.pool_of(LIMITS)
+    counts = []
+    for forms in (0, 1, 2):
+        before = pool.frames
+        judged, requests, _ = _walk_and_judge(make_mail(attachments=[
+            (f"{i}.xlsx", make_annex3_xlsx([nominee(i + 1)])) for i in range(forms)]))
+        counts.append((len(judged.verdicts), requests, pool.frames - before))
+    assert counts == [(0, 1, 1), (1, 1, 2), (2, 1, 3)]  # the last frame ends the stream: no end frame
+
+
 def test_a_verdicts_reading_comes_back_with_only_the_cells_the_caller_reads() -> None:
     import dataclasses
 

@@ -40,8 +40,8 @@ unpickles any result whatever its size; and ``multiprocessing``'s forkserver and
 methods re-import the parent's ``__main__`` in every worker.  Here a worker is a plain
 ``python -m mailbot.forms.contained`` subprocess (a clean interpreter that imports the readers
 once, then stays warm); one call is one length-prefixed pickled frame of the function and its
-arguments on its stdin and one bounded frame back on its stdout (a stream: one per item, then
-an end frame), read with ``select`` against the deadline.
+arguments on its stdin and one bounded frame back on its stdout (a stream: one per item, the
+last one marked as such, or an end frame), read with ``select`` against the deadline.
 """
 
 from __future__ import annotations
@@ -140,8 +140,9 @@ def _frame(status: str, value: Any, limits: WorkerLimits) -> bytes:
 
 def _answers(request: bytes, limits: WorkerLimits) -> Iterator[bytes]:
     """The frames answering one request: ``ok`` and the result; or, for a stream, one ``item``
-    frame per item the function yields (each read under its own CPU budget) and ``end``; or
-    ``raised``, ``died``, ``too_large``, which end the request."""
+    frame per item the function yields (each read under its own CPU budget) and ``end``, or
+    ``last`` for an item it yields as :class:`Last` (no ``end`` frame after it); or ``raised``,
+    ``died``, ``too_large``, which end the request."""
     try:
         fn, args, kwargs, stream = pickle.loads(request)
         del request  # the arguments may be a 40 MB message: keep one copy, not two
@@ -150,14 +151,19 @@ def _answers(request: bytes, limits: WorkerLimits) -> Iterator[bytes]:
             return
         items = iter(fn(*args, **kwargs))
         del args, kwargs
+        # the class the streamed function yields: a worker runs this file as __main__, another module
+        from mailbot.forms.contained import Last
         while True:
             try:
                 item = next(items)
             except StopIteration:
                 break
-            frame = _frame("item", item, limits)
+            last = isinstance(item, Last)
+            frame = _frame("last", item.value, limits) if last else _frame("item", item, limits)
             del item
             yield frame
+            if last:
+                return
             _set_limit(resource.RLIMIT_CPU, int(_cpu_used()) + limits.cpu_seconds, resource.RLIM_INFINITY)
         yield pickle.dumps(("end", None))
     except _Refused as refused:
@@ -313,6 +319,14 @@ class _Worker:
         return b"".join(chunks)
 
 
+@dataclass(frozen=True)
+class Last:
+    """The last item of a streamed function, yielded wrapped so: it goes back in one frame with
+    the stream's end (a frame, a write and a wake-up fewer per request)."""
+
+    value: Any
+
+
 def _raise_for(status: str, value: Any) -> NoReturn:
     """A worker's answer that is not a result: the function's own exception, or the failure."""
     if status == "raised":
@@ -331,6 +345,7 @@ class ReaderPool:
         self._closed = False
         self.replaced = 0  # workers lost to a death or a limit (for tests and logs)
         self.requests = 0  # requests sent to workers, a stream counting once (for tests)
+        self.frames = 0  # answer frames read back from workers (for tests)
 
     def warm(self) -> None:
         """Start the workers now (the daemon does at start, so the first mail waits for none)."""
@@ -374,6 +389,10 @@ class ReaderPool:
                 if status == "item":
                     yield value
                     continue
+                if status == "last":  # the answer is complete: the worker is free again
+                    keep = not worker.worn()
+                    yield value
+                    return
                 keep = status in ("end", "raised") and not worker.worn()
                 if status == "end":
                     return
@@ -439,6 +458,7 @@ class ReaderPool:
         except EOFError as exc:
             self.replaced += 1
             raise WorkerFailed("died", worker.exit_text()) from exc
+        self.frames += 1
         status, value = pickle.loads(reply)
         if status in ("died", "too_large"):
             self.replaced += 1
@@ -576,15 +596,15 @@ def _walk_and_judge_here(walk: Callable[..., Any], walk_args: tuple[Any, ...], r
     parts = walk(*walk_args, limits, seconds=max(1e-9, deadline - time.monotonic()))
     del walk_args  # the raw mail: not kept while the forms are read
     forms = [(a.data, a.filename) for a in parts.forms]
-    yield parts
+    yield parts if forms else Last(parts)
     del parts
-    for data, filename in forms:
-        if time.monotonic() >= deadline:
-            yield None
-            continue
-        verdict, spent = _judge_here(data, filename, rules_blob, limits, cells)
-        cells = max(0, cells - spent)
-        yield _trimmed(verdict, reading_cells), spent
+    for i, (data, filename) in enumerate(forms):
+        item: Any = None
+        if time.monotonic() < deadline:
+            verdict, spent = _judge_here(data, filename, rules_blob, limits, cells)
+            cells = max(0, cells - spent)
+            item = (_trimmed(verdict, reading_cells), spent)
+        yield Last(item) if i == len(forms) - 1 else item
 
 
 @dataclass(frozen=True)
