@@ -293,7 +293,7 @@ the same statement counts once whatever it was given."""
 
 
 STAGES = {
-    "assess": "assess the mail (all of it)", "parse_message": "  parse it (stdlib parser)",
+    "assess": "assess the mail (all of it)", "parse_head": "  parse its header (stdlib header parser)",
     "auto_reply_reason": "  automatic-mail check", "sender_trust": "  sender check (Authentication-Results)",
     "_read_contained": "  MIME walk and form reads in a worker (pickling, waiting)",
     "_record": "record it (all of it)", "store_blob": "  raw mail stored (SHA-256, write, 2 fsyncs)",
