@@ -227,6 +227,14 @@ def test_each_outcome_case_renders_its_golden_text(renderer, name):
     assert golden_text(rendered) == path.read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("name", sorted(CONTEXTS) + sorted(CASES))
+def test_each_reply_renders_its_golden_html_byte_for_byte(renderer, name):
+    """The HTML part pinned whole, as the text is: a speed change to the templates or the
+    renderer must leave every byte of it as it was (``<name>.html``)."""
+    html = renderer.render(CONTEXTS.get(name) or CASES[name]).html
+    assert html == (GOLDEN / f"{name}.html").read_text(encoding="utf-8")
+
+
 def test_a_form_mail_that_also_asks_is_told_its_question_went_to_staff(renderer):
     rendered = renderer.render(CASES["acceptance_with_question"])
     line = "您在来信中提出的问题已转工作人员，工作人员将另行答复。"
