@@ -721,3 +721,15 @@ def test_a_reply_is_defanged_once_for_its_text_and_its_message(renderer, monkeyp
     assert calls == [ctx.to_address]  # by render; building the message defangs only what it writes
     assert msg["To"].addresses[0].display_name == "王老师 hxxp[:]//evil[.]example/x"
     assert [p.get_filename() for p in msg.iter_attachments()] == ["hxxp[:]//evil[.]example/x.xlsx"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["13812345678", "330106199001011230", "1", "8", "X", " ", "中", "-",
+                                  "１３８１２３４５６７８", "٣"]), max_size=12).map("".join))
+def test_the_renderers_quick_masking_masks_exactly_as_mask_text_does(text):
+    """``_mask`` skips text without a run of 11 digits (one regex search): what it returns is
+    always what ``mask_text`` returns (fullwidth and other Unicode digits included)."""
+    from mailbot.masking import mask_text
+    from mailbot.replies.render import _mask
+
+    assert _mask(text) == mask_text(text)
