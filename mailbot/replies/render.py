@@ -55,7 +55,7 @@ from mailbot.annex3 import FIELDS
 from mailbot.mail.org_domain import has_known_suffix
 from mailbot.masking import mask_text
 from mailbot.replies.greeting import FALLBACK as PLAIN_GREETING, greeting, name_to_greet
-from mailbot.replies.model import DigestContext, FindingLine, NomineeLine, ReplyContext, SchoolNotice
+from mailbot.replies.model import ChangeLine, DigestContext, FindingLine, NomineeLine, ReplyContext, SchoolNotice
 from mailbot.time_zones import zone
 
 try:
@@ -231,8 +231,22 @@ def defang(value: str) -> str:
 
 
 def _safe_finding(f: FindingLine) -> FindingLine:
-    return replace(f, file=defang(f.file), column=defang(f.column) if f.column else f.column,
-                   message=defang(f.message))
+    file, column, message = defang(f.file), defang(f.column) if f.column else f.column, defang(f.message)
+    if file == f.file and column == f.column and message == f.message:
+        return f  # nothing to defang (most lines): no copy
+    return replace(f, file=file, column=column, message=message)
+
+
+def _safe_nominee(n: NomineeLine) -> NomineeLine:
+    name, program, note = defang(n.name), defang(n.program), defang(n.note)
+    if name == n.name and program == n.program and note == n.note:
+        return n
+    return replace(n, name=name, program=program, note=note)
+
+
+def _safe_change(c: ChangeLine) -> ChangeLine:
+    name, detail = defang(c.name), defang(c.detail)
+    return c if name == c.name and detail == c.detail else replace(c, name=name, detail=detail)
 
 
 def _safe_to_name(name: str) -> str:
@@ -245,18 +259,18 @@ def _safe_workbooks(books: tuple[tuple[str, bytes], ...]) -> tuple[tuple[str, by
 
 def sender_safe(ctx: ReplyContext) -> ReplyContext:
     """The context with :func:`defang` applied to every value that came from the mail or the form;
-    the sender's display name also bounded (:data:`MAX_TO_NAME`)."""
+    the sender's display name also bounded (:data:`MAX_TO_NAME`).  A line (nominee, finding,
+    change) with nothing to defang is kept as it is, not copied."""
     return replace(
         ctx,
         to_name=_safe_to_name(ctx.to_name),
         original_subject=defang(ctx.original_subject),
         institution=defang(ctx.institution),
         contact=defang(ctx.contact),
-        nominees=tuple(replace(n, name=defang(n.name), program=defang(n.program), note=defang(n.note))
-                       for n in ctx.nominees),
-        findings=tuple(_safe_finding(f) for f in ctx.findings),
-        changes=tuple(replace(c, name=defang(c.name), detail=defang(c.detail)) for c in ctx.changes),
-        unreadable_reasons=tuple(_safe_finding(f) for f in ctx.unreadable_reasons),
+        nominees=tuple(map(_safe_nominee, ctx.nominees)),
+        findings=tuple(map(_safe_finding, ctx.findings)),
+        changes=tuple(map(_safe_change, ctx.changes)),
+        unreadable_reasons=tuple(map(_safe_finding, ctx.unreadable_reasons)),
         scans_received=tuple(defang(name) for name in ctx.scans_received),
         correction_workbooks=_safe_workbooks(ctx.correction_workbooks),
     )
@@ -264,8 +278,7 @@ def sender_safe(ctx: ReplyContext) -> ReplyContext:
 
 def sender_safe_notice(notice: SchoolNotice) -> SchoolNotice:
     """A notice about a school's list with :func:`defang` applied to what came from a form."""
-    return replace(notice, institution=defang(notice.institution),
-                   changes=tuple(replace(c, name=defang(c.name), detail=defang(c.detail)) for c in notice.changes))
+    return replace(notice, institution=defang(notice.institution), changes=tuple(map(_safe_change, notice.changes)))
 
 
 SUBJECT_RESULTS = {
