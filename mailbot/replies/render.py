@@ -470,8 +470,8 @@ def _finalize(value: Any) -> Any:
     for every printed value (~150 a reply): a plain ``str`` is told apart by its exact type
     first, the common case, before the subclass checks."""
     kind = type(value)
-    if kind is str:
-        return _mask(value) if len(value) >= _SHORTEST_MASKED else value
+    if kind is str:  # _mask written out: one call less for each long value
+        return mask_text(value) if len(value) >= _SHORTEST_MASKED and _MASKABLE_RE.search(value) else value
     if kind is int:
         return value
     if isinstance(value, Markup):
@@ -492,6 +492,8 @@ def _tidy_text(text: str) -> str:
 
 
 # --- rendering ------------------------------------------------------------------------------
+
+_REPLY_FIELDS = tuple(f.name for f in fields(ReplyContext))  # a reply's template variables, by name
 
 
 class ReplyRenderer:
@@ -537,7 +539,7 @@ class ReplyRenderer:
         """Subject, text and HTML of one reply."""
         ctx = sender_safe(ctx)
         subject = mask_text(reply_subject(ctx))
-        variables = {f.name: getattr(ctx, f.name) for f in fields(ctx)}
+        variables = {name: getattr(ctx, name) for name in _REPLY_FIELDS}
         variables.update(
             subject=subject,
             greeting=greeting(ctx.to_name, ctx.contact, contact_is_sender=ctx.contact_is_sender),
