@@ -260,20 +260,22 @@ def _safe_workbooks(books: tuple[tuple[str, bytes], ...]) -> tuple[tuple[str, by
 def sender_safe(ctx: ReplyContext) -> ReplyContext:
     """The context with :func:`defang` applied to every value that came from the mail or the form;
     the sender's display name also bounded (:data:`MAX_TO_NAME`).  A line (nominee, finding,
-    change) with nothing to defang is kept as it is, not copied."""
-    return replace(
-        ctx,
-        to_name=_safe_to_name(ctx.to_name),
-        original_subject=defang(ctx.original_subject),
-        institution=defang(ctx.institution),
-        contact=defang(ctx.contact),
-        nominees=tuple(map(_safe_nominee, ctx.nominees)),
-        findings=tuple(map(_safe_finding, ctx.findings)),
-        changes=tuple(map(_safe_change, ctx.changes)),
-        unreadable_reasons=tuple(map(_safe_finding, ctx.unreadable_reasons)),
-        scans_received=tuple(defang(name) for name in ctx.scans_received),
-        correction_workbooks=_safe_workbooks(ctx.correction_workbooks),
-    )
+    change), or a whole context, with nothing to defang is kept as it is, not copied."""
+    safe = {
+        "to_name": _safe_to_name(ctx.to_name),
+        "original_subject": defang(ctx.original_subject),
+        "institution": defang(ctx.institution),
+        "contact": defang(ctx.contact),
+        "nominees": tuple(map(_safe_nominee, ctx.nominees)),
+        "findings": tuple(map(_safe_finding, ctx.findings)),
+        "changes": tuple(map(_safe_change, ctx.changes)),
+        "unreadable_reasons": tuple(map(_safe_finding, ctx.unreadable_reasons)),
+        "scans_received": tuple(defang(name) for name in ctx.scans_received),
+        "correction_workbooks": _safe_workbooks(ctx.correction_workbooks),
+    }
+    if all(value == getattr(ctx, name) for name, value in safe.items()):
+        return ctx
+    return replace(ctx, **safe)
 
 
 def sender_safe_notice(notice: SchoolNotice) -> SchoolNotice:
