@@ -6,6 +6,14 @@ rules; it returns a short reason code, or None for mail a person wrote.  ``sende
 the sender) and accepts a sender only with a pass that aligns with ``From`` as DMARC defines
 it (RFC 7489: same organizational domain), so that a reply cannot be aimed at a third party
 by forging ``From``.  ``domain_mismatch`` is a flag for staff, never a rejection.
+
+Why part of reading ``Authentication-Results`` is written here (measured speed, every mail):
+authres' own parser cost ~0.5 ms a header (it substitutes each token away with a Python
+callback), so a subclass matches each token once (same grammar), and a value written the plain
+way receiving servers write it (spf, dkim, dmarc with ``smtp.``/``header.`` properties, no
+comments or quotes) is read by one regular expression, ~1 M instructions a mail fewer; anything
+else goes to authres.  ``tests/test_authres_parser.py`` compares both paths with authres on
+generated values and on authres' own quirks.
 """
 
 from __future__ import annotations
