@@ -88,6 +88,15 @@ def imap_settings(tmp_path: Path, account: Any, sink: Any, **overrides: Any) -> 
     return load_settings(None, **data)
 
 
+def local_settings(root: Path) -> Settings:
+    """Settings of an intake without servers: a Maildir under ``root`` in, replies written to an
+    outbox folder, the receiving server's authserv-id trusted."""
+    return load_settings(None, state_dir=root / "state", log_format="json",
+                         mailbox={"kind": "maildir", "maildir_path": root / "maildir"},
+                         smtp={"mode": "folder", "outbox_dir": root / "outbox"},
+                         trust={"authserv_ids": ["mx.zjut.edu.cn"]})
+
+
 def open_intake(settings: Settings, log_stream: Any = None) -> Assembly:
     configure_logging("json", stream=log_stream)
     return assemble(settings, get_logger())

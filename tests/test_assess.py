@@ -17,11 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from forms_factory import make_annex3_xlsx, nominee
+from intake_harness import local_settings, open_intake
 from mail_factory import make_forward, make_mail, make_zip
-from mailbot.assembly import assemble
-from mailbot.config import load_settings
 from mailbot.limits import Limits
-from mailbot.logs import configure_logging, get_logger
 from mailbot.mail import message as message_module
 from mailbot.mail.gate import auto_reply_reason, sender_trust
 from mailbot.mail.message import ParsedMessage, parse_head, parse_message
@@ -138,12 +136,7 @@ def test_on_mutated_mail_the_head_and_the_whole_parse_agree(raw) -> None:
 @pytest.fixture(scope="module")
 def local_intake(tmp_path_factory):
     root = tmp_path_factory.mktemp("head")
-    settings = load_settings(None, state_dir=root / "state", log_format="json",
-                             mailbox={"kind": "maildir", "maildir_path": root / "maildir"},
-                             smtp={"mode": "folder", "outbox_dir": root / "outbox"},
-                             trust={"authserv_ids": ["mx.zjut.edu.cn"]})
-    configure_logging("json", stream=io.StringIO())
-    parts = assemble(settings, get_logger())
+    parts = open_intake(local_settings(root), io.StringIO())
     yield parts
     parts.close()
 

@@ -16,10 +16,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from forms_factory import make_annex3_docx, make_annex3_xlsx, nominee
 from hostile_mail import OUTCOMES, ON_TIME, append_good_form, fake_jpeg, poll_and_check, synthetic_messages
+from intake_harness import local_settings, open_intake
 from mail_factory import make_forward, make_mail, make_zip
-from mailbot.assembly import assemble
-from mailbot.config import load_settings
-from mailbot.logs import configure_logging, get_logger
 from mailbot.mail.source import FetchedMessage
 from mailbot.pipeline import Assessment
 
@@ -78,12 +76,7 @@ def mutated_messages(draw: st.DrawFn) -> bytes:
 @pytest.fixture(scope="module")
 def local_intake(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
-    settings = load_settings(None, state_dir=root / "state", log_format="json",
-                             mailbox={"kind": "maildir", "maildir_path": root / "maildir"},
-                             smtp={"mode": "folder", "outbox_dir": root / "outbox"},
-                             trust={"authserv_ids": ["mx.zjut.edu.cn"]})
-    configure_logging("json", stream=io.StringIO())
-    parts = assemble(settings, get_logger())
+    parts = open_intake(local_settings(root), io.StringIO())
     yield parts
     parts.close()
 

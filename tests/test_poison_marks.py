@@ -11,11 +11,9 @@ from datetime import datetime, timezone
 import pytest
 
 from forms_factory import make_annex3_xlsx, nominee
+from intake_harness import local_settings, open_intake
 from mail_factory import make_mail
-from mailbot.assembly import assemble
-from mailbot.config import load_settings
 from mailbot.errors import StateError
-from mailbot.logs import configure_logging, get_logger
 from mailbot.mail.source import FetchedMessage
 from mailbot.pipeline import CycleReport
 
@@ -25,12 +23,7 @@ POISON_REASON = "poison: processing did not finish 2 times (crash, abort or kill
 
 @pytest.fixture()
 def parts(tmp_path):
-    settings = load_settings(None, state_dir=tmp_path / "state", log_format="json",
-                             mailbox={"kind": "maildir", "maildir_path": tmp_path / "maildir"},
-                             smtp={"mode": "folder", "outbox_dir": tmp_path / "outbox"},
-                             trust={"authserv_ids": ["mx.zjut.edu.cn"]})
-    configure_logging("json", stream=io.StringIO())
-    assembled = assemble(settings, get_logger())
+    assembled = open_intake(local_settings(tmp_path), io.StringIO())
     yield assembled
     assembled.close()
 
