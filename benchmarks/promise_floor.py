@@ -51,7 +51,6 @@ import imaplib
 import io
 import os
 import pickle
-import re
 import resource
 import smtplib
 import sqlite3
@@ -70,13 +69,10 @@ from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any
 
-FETCH_BATCH = 20
 SEATS_PER_PROGRAM = 50
 MEMBER_CAP = 64 * 1024 * 1024  # the largest declared member size read (a bomb is cut here)
 WORKER_MEMORY = 1024 * 1024 * 1024
 WORKER_CPU_SECONDS = 20
-_UID_RE = re.compile(rb"\bUID (\d+)")
-_DATE_RE = re.compile(rb'INTERNALDATE "([^"]+)"')
 _FRAME = struct.Struct(">I")
 PROGRAMS = {  # program -> (host institution, form of training, fee): what a reply names
     name: (host, "5天线下集中+5天线上（共80学时）", "不超过3200元") for name, host in (
@@ -346,14 +342,6 @@ class ContainedWorker:
 
 # ---- the daemon's side ------------------------------------------------------------------------
 
-def fetched_messages(data: list) -> list[tuple[int, bytes, bytes]]:
-    out = []
-    for item in data:
-        if isinstance(item, tuple):
-            uid, when = _UID_RE.search(item[0]), _DATE_RE.search(item[0])
-            out.append((int(uid.group(1)) if uid else 0, when.group(1) if when else b"", item[1]))
-    return out
-
 
 class Stages:
     """CPU of this process by stage (``time.process_time``)."""
@@ -410,6 +398,7 @@ def run_promise_floor(host: str, port: int, user: str, password: str, smtp_host:
     """Process every mail in INBOX once, keeping each promise the plain way."""
     import jinja2
     import structlog
+    from floor import FETCH_BATCH, fetched_messages  # the floor's fetch, as it is
 
     state.mkdir(parents=True, exist_ok=True)
     structlog.configure(processors=[structlog.processors.TimeStamper(fmt="iso"),
